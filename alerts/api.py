@@ -1,0 +1,64 @@
+from __future__ import annotations
+
+from django.http import Http404
+from django.utils import timezone
+from ninja import Router, Schema
+from ninja.errors import HttpError
+
+from alerts.models import Alert, EntityType, Severity, Status
+from alerts.selectors import alert_as_dict, alert_list
+from alerts.services import TransitionNotAllowed, alert_transition
+from iops.realtime import publish_alert_change
+
+router = Router(tags=["alerts"])
+
+
+class DismissIn(Schema):
+    reason: str
+
+
+@router.get("", summary="Alerts, newest first, with filters")
+def list_alerts(request, status: Status | None = None, severity: Severity | None = None, type: str | None = None,  # noqa: A002
+                entity_type: EntityType | None = None, entity_id: str | None = None, limit: int = 50,
+                cursor: str | None = None):
+    before = None
+    if cursor:
+        if not cursor.isdigit():
+            raise HttpError(400, "invalid cursor")
+        before = int(cursor)
+    limit = max(1, min(limit, 500))
+    rows, more = alert_list(
+        filters={"status": status, "severity": severity, "type": type, "entity_type": entity_type, "entity_id": entity_id},
+        before_id=before,
+        limit=limit,
+    )
+    return {"results": [alert_as_dict(a) for a in rows], "next": str(rows[-1].pk) if more and rows else None}
+
+
+def _act(request, alert_id: int, action: str, reason: str = ""):
+    user = request.auth if getattr(request.auth, "is_staff", False) else None
+    if not Alert.objects.filter(pk=alert_id).exists():
+        raise Http404(f"no alert {alert_id}")
+    try:
+        alert = alert_transition(alert_id=alert_id, action=action, user=user, now=timezone.now(), reason=reason)
+    except TransitionNotAllowed as exc:
+        raise HttpError(409, str(exc)) from None
+    except ValueError:
+        raise HttpError(400, "a reason is required to dismiss") from None
+    publish_alert_change(alert.pk)
+    return alert_as_dict(alert)
+
+
+@router.post("/{alert_id}/acknowledge", summary="Acknowledge an open alert")
+def acknowledge(request, alert_id: int):
+    return _act(request, alert_id, "acknowledge")
+
+
+@router.post("/{alert_id}/resolve", summary="Resolve an open or acknowledged alert")
+def resolve(request, alert_id: int):
+    return _act(request, alert_id, "resolve")
+
+
+@router.post("/{alert_id}/dismiss", summary="Dismiss an alert, with a reason")
+def dismiss(request, alert_id: int, body: DismissIn):
+    return _act(request, alert_id, "dismiss", body.reason)

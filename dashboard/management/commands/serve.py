@@ -1,0 +1,80 @@
+"""One process for the embedded mode: daphne + the stream worker thread + (optionally) the simulator."""
+
+from __future__ import annotations
+
+import logging
+import threading
+
+from django.conf import settings
+from django.core.management.base import BaseCommand
+from django.utils import timezone
+
+logger = logging.getLogger("iops.serve")
+
+
+def _maintenance(stop: threading.Event) -> None:
+    from django.db import close_old_connections
+
+    from metrics.services import snapshots_refresh_stale
+
+    while not stop.wait(300):
+        try:
+            snapshots_refresh_stale(now=timezone.now())
+        except Exception:  # noqa: BLE001 - keep the loop alive
+            logger.exception("snapshot refresh failed")
+        finally:
+            close_old_connections()
+
+
+def _simulate(stop: threading.Event, rate: float) -> None:
+    from simulator import runner
+
+    runner.run(sender=runner.DirectSender(), streams=2, events_per_stream=None, rate=rate, duration=10**9,
+               batch_size=5, stop=stop, seed=int(timezone.now().timestamp()) % 1000)
+
+
+class Command(BaseCommand):
+    help = "Run everything in one process: daphne on --host/--port, the stream worker, the simulator."
+
+    def add_arguments(self, parser):
+        parser.add_argument("--host", default="127.0.0.1")
+        parser.add_argument("--port", type=int, default=8000)
+        parser.add_argument("--simulate", type=float, default=2.0, help="simulator events/s (0: off)")
+        parser.add_argument("--no-worker", action="store_true", help="do not start the in-process stream worker")
+
+    def handle(self, *args, **opts):
+        from daphne.endpoints import build_endpoint_description_strings
+        from daphne.server import Server, twisted_loop
+
+        from iops.asgi import application
+        from iops.realtime import register_server_loop
+
+        stop = threading.Event()
+        threads = []
+        if not opts["no_worker"] and settings.IOPS_EMBEDDED_WORKER:
+            from ingest.worker import StreamWorker
+
+            threads.append(threading.Thread(target=StreamWorker().run, args=(stop,), name="iops-worker"))
+        threads.append(threading.Thread(target=_maintenance, args=(stop,), name="iops-maintenance", daemon=True))
+        if opts["simulate"] > 0:
+            threads.append(threading.Thread(target=_simulate, args=(stop, opts["simulate"]), name="iops-sim", daemon=True))
+        register_server_loop(twisted_loop)
+        for t in threads:
+            t.start()
+        url = f"http://{opts['host']}:{opts['port']}/"
+        self.stdout.write(self.style.SUCCESS(f"IOps dashboard: {url}  (Ctrl-C to stop)"))
+        try:
+            Server(
+                application=application,
+                endpoints=build_endpoint_description_strings(host=opts["host"], port=opts["port"]),
+                signal_handlers=True,
+                action_logs=False,
+                verbosity=0,
+            ).run()
+        finally:
+            self.stdout.write("stopping: finishing the current batch…")
+            stop.set()
+            for t in threads:
+                if not t.daemon:
+                    t.join(timeout=30)
+            self.stdout.write("stopped; unprocessed events stay queued for the next start")

@@ -1,0 +1,92 @@
+from django.contrib import admin, messages
+from django.core.paginator import Paginator
+from django.utils import timezone
+from django.utils.functional import cached_property
+
+from ingest.keys import api_key_create
+from ingest.models import ApiKey, Event, PendingEvent, StreamDeadLetter
+
+
+class NoCountPaginator(Paginator):
+    """The events table is huge: never COUNT(*) it for the changelist."""
+
+    @cached_property
+    def count(self):
+        return 10_000
+
+
+@admin.register(Event)
+class EventAdmin(admin.ModelAdmin):
+    list_display = ("event_id", "event_type", "occurred_at", "received_at", "student_id", "tutor_id", "late")
+    list_filter = ("event_type", "late")
+    search_fields = ("=event_id", "=student_id", "=tutor_id")
+    date_hierarchy = None
+    paginator = NoCountPaginator
+    show_full_result_count = False
+    ordering = ("-id",)
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False
+
+
+@admin.register(PendingEvent)
+class PendingEventAdmin(admin.ModelAdmin):
+    list_display = ("id", "enqueued_at", "claimed_by", "claimed_until", "deliveries")
+    readonly_fields = ("body", "enqueued_at", "claimed_by", "claimed_until", "deliveries")
+    show_full_result_count = False
+
+    def has_add_permission(self, request):
+        return False
+
+
+@admin.register(StreamDeadLetter)
+class StreamDeadLetterAdmin(admin.ModelAdmin):
+    list_display = ("message_id", "backend", "created_at", "deliveries", "short_error", "replayed_at")
+    list_filter = ("backend", ("replayed_at", admin.EmptyFieldListFilter))
+    search_fields = ("message_id", "error")
+    readonly_fields = ("backend", "message_id", "body", "raw", "error", "deliveries", "created_at", "replayed_at")
+    actions = ["replay"]
+
+    @admin.display(description="error")
+    def short_error(self, obj):
+        return obj.error[:80]
+
+    @admin.action(description="Replay selected dead letters through the stream")
+    def replay(self, request, queryset):
+        from ingest.streams import get_stream
+
+        letters = [d for d in queryset.filter(replayed_at__isnull=True) if d.body]
+        if letters:
+            get_stream().publish([d.body for d in letters])
+            StreamDeadLetter.objects.filter(pk__in=[d.pk for d in letters]).update(replayed_at=timezone.now())
+        self.message_user(request, f"Replayed {len(letters)} message(s); malformed ones cannot be replayed.")
+
+
+@admin.register(ApiKey)
+class ApiKeyAdmin(admin.ModelAdmin):
+    list_display = ("name", "prefix", "created_at", "last_used_at", "revoked_at", "rate_limit_per_sec")
+    list_filter = (("revoked_at", admin.EmptyFieldListFilter),)
+    search_fields = ("name", "prefix")
+    readonly_fields = ("prefix", "key_hash", "created_at", "last_used_at", "revoked_at")
+    fields = ("name", "rate_limit_per_sec", "prefix", "key_hash", "created_at", "last_used_at", "revoked_at")
+    actions = ["revoke"]
+
+    def save_model(self, request, obj, form, change):
+        if change:
+            super().save_model(request, obj, form, change)
+            return
+        issued = api_key_create(name=obj.name, rate_limit_per_sec=obj.rate_limit_per_sec)
+        obj.pk = issued.api_key.pk
+        obj.prefix, obj.key_hash, obj.created_at = issued.api_key.prefix, issued.api_key.key_hash, issued.api_key.created_at
+        self.message_user(request, f"New key (shown once, copy it now): {issued.plaintext}", messages.WARNING)
+
+    @admin.action(description="Revoke selected keys")
+    def revoke(self, request, queryset):
+        n = queryset.filter(revoked_at__isnull=True).update(revoked_at=timezone.now())
+        self.message_user(request, f"Revoked {n} key(s).")

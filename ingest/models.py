@@ -1,0 +1,77 @@
+from __future__ import annotations
+
+from django.db import models
+
+
+class Event(models.Model):
+    """A raw event, stored once: the unique event_id makes redelivery harmless."""
+
+    event_id = models.CharField(max_length=64, unique=True)
+    event_type = models.CharField(max_length=40, db_index=True)
+    occurred_at = models.DateTimeField(db_index=True)
+    received_at = models.DateTimeField()
+    processed_at = models.DateTimeField()
+    student_id = models.CharField(max_length=64, blank=True, default="", db_index=True)
+    tutor_id = models.CharField(max_length=64, blank=True, default="", db_index=True)
+    late = models.BooleanField(default=False, help_text="older than the retention horizon when it arrived")
+    payload = models.JSONField()
+
+    class Meta:
+        indexes = [models.Index(fields=["processed_at"])]
+
+    def __str__(self) -> str:
+        return f"{self.event_type} {self.event_id}"
+
+
+class PendingEvent(models.Model):
+    """The `database` stream backend: one row per accepted, not yet processed event."""
+
+    body = models.JSONField()
+    enqueued_at = models.DateTimeField(auto_now_add=True)
+    claimed_until = models.DateTimeField(null=True, blank=True, db_index=True)
+    claimed_by = models.CharField(max_length=100, blank=True, default="")
+    deliveries = models.PositiveIntegerField(default=0)
+
+    def __str__(self) -> str:
+        return f"pending #{self.pk}"
+
+
+class StreamDeadLetter(models.Model):
+    """A stream message that could not be processed after its allowed deliveries."""
+
+    backend = models.CharField(max_length=20)
+    message_id = models.CharField(max_length=100)
+    body = models.JSONField(null=True, blank=True)
+    raw = models.TextField(blank=True, default="")
+    error = models.TextField()
+    deliveries = models.PositiveIntegerField(default=0)
+    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+    replayed_at = models.DateTimeField(null=True, blank=True)
+
+    def __str__(self) -> str:
+        return f"dead letter {self.backend}:{self.message_id}"
+
+
+class ApiKey(models.Model):
+    """An ingest/read API key. Only a SHA-256 of the secret is stored; the prefix finds the row."""
+
+    name = models.CharField(max_length=100)
+    prefix = models.CharField(max_length=16, unique=True)
+    key_hash = models.CharField(max_length=64)
+    created_at = models.DateTimeField(auto_now_add=True)
+    revoked_at = models.DateTimeField(null=True, blank=True)
+    last_used_at = models.DateTimeField(null=True, blank=True)
+    rate_limit_per_sec = models.FloatField(
+        null=True, blank=True, help_text="overrides INGEST_RATE_LIMIT_PER_SEC for this key"
+    )
+
+    class Meta:
+        verbose_name = "API key"
+
+    def __str__(self) -> str:
+        state = "revoked" if self.revoked_at else "active"
+        return f"{self.name} ({self.prefix}…, {state})"
+
+    @property
+    def is_active(self) -> bool:
+        return self.revoked_at is None

@@ -1,0 +1,71 @@
+"""Ingest: validate request bodies into normalised events and hand them to the stream."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from django.conf import settings
+
+from ingest.schemas import FieldError, validate_event
+from ingest.streams import EventStream, get_stream
+
+
+class BodyError(Exception):
+    """The request body as a whole is unacceptable (400)."""
+
+    def __init__(self, message: str, errors: list[dict[str, str]]):
+        super().__init__(message)
+        self.message = message
+        self.errors = errors
+
+
+@dataclass
+class IngestOutcome:
+    batch: bool
+    accepted: list[dict[str, Any]] = field(default_factory=list)
+    results: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def rejected(self) -> int:
+        return sum(1 for r in self.results if r["status"] == "rejected")
+
+
+def _new_id() -> str:
+    return f"evt_{uuid.uuid4().hex}"
+
+
+def events_validate(body: Any, *, now: datetime) -> IngestOutcome:
+    """One event, or {"events": [...]} with 1–500 items validated independently."""
+    if isinstance(body, dict) and "events" in body and "event_type" not in body:
+        items = body["events"]
+        if not isinstance(items, list):
+            raise BodyError("invalid batch", [{"field": "events", "message": "must be a list of events"}])
+        if not 1 <= len(items) <= settings.INGEST_MAX_BATCH:
+            raise BodyError(
+                "invalid batch",
+                [{"field": "events", "message": f"must hold 1 to {settings.INGEST_MAX_BATCH} events, got {len(items)}"}],
+            )
+        outcome = IngestOutcome(batch=True)
+    else:
+        items = [body]
+        outcome = IngestOutcome(batch=False)
+    for index, item in enumerate(items):
+        try:
+            event = validate_event(item, now=now, new_id=_new_id)
+        except FieldError as exc:
+            outcome.results.append({"index": index, "status": "rejected", "errors": exc.errors})
+            continue
+        outcome.accepted.append(event)
+        outcome.results.append({"index": index, "status": "accepted", "event_id": event["event_id"]})
+    return outcome
+
+
+def events_ingest(*, body: Any, now: datetime, stream: EventStream | None = None) -> IngestOutcome:
+    """Validate and publish; raises StreamUnavailable (nothing accepted) or BodyError."""
+    outcome = events_validate(body, now=now)
+    if outcome.accepted:
+        (stream or get_stream()).publish(outcome.accepted)
+    return outcome

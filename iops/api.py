@@ -1,0 +1,73 @@
+"""The read/write API under /api/ (API key or staff session), documented at /api/openapi.json and /api/docs."""
+
+from __future__ import annotations
+
+from django.http import Http404, HttpRequest
+from ninja import NinjaAPI
+from ninja.errors import AuthenticationError, HttpError, ValidationError
+from ninja.security import APIKeyHeader, HttpBearer, SessionAuth
+
+from ingest.keys import api_key_authenticate
+from iops.lib.http import json_error
+
+
+class BearerKey(HttpBearer):
+    def authenticate(self, request: HttpRequest, token: str):
+        return api_key_authenticate(token)
+
+
+class HeaderKey(APIKeyHeader):
+    param_name = "X-API-Key"
+
+    def authenticate(self, request: HttpRequest, key: str | None):
+        return api_key_authenticate(key) if key else None
+
+
+class StaffSession(SessionAuth):
+    """The dashboard's own session (CSRF-checked for writes); staff only."""
+
+    def authenticate(self, request: HttpRequest, key: str | None):
+        user = getattr(request, "user", None)
+        return user if user is not None and user.is_authenticated and user.is_staff else None
+
+
+api = NinjaAPI(
+    title="IOps API",
+    version="1",
+    description="Operations command center: ingest, KPIs, entities, alerts, insights.",
+    auth=[BearerKey(), HeaderKey(), StaffSession()],
+    urls_namespace="api",
+)
+
+
+@api.exception_handler(AuthenticationError)
+def _unauthenticated(request, exc):
+    return json_error(401, "authentication required", [{"field": "Authorization", "message": "API key or staff session required"}])
+
+
+@api.exception_handler(ValidationError)
+def _invalid(request, exc: ValidationError):
+    errors = []
+    for err in exc.errors:
+        loc = [str(p) for p in err.get("loc", []) if p not in ("query", "path", "body")]
+        errors.append({"field": ".".join(loc) or "body", "message": err.get("msg", "invalid")})
+    return json_error(400, "invalid request", errors)
+
+
+@api.exception_handler(Http404)
+def _not_found(request, exc):
+    return json_error(404, "not found", [{"field": "id", "message": str(exc) or "no such object"}])
+
+
+@api.exception_handler(HttpError)
+def _http_error(request, exc: HttpError):
+    return json_error(exc.status_code, str(exc), getattr(exc, "errors", None) or [])
+
+
+from alerts.api import router as alerts_router  # noqa: E402
+from dashboard.api import router as dashboard_router  # noqa: E402
+from metrics.api import router as metrics_router  # noqa: E402
+
+api.add_router("/", dashboard_router)
+api.add_router("/entities", metrics_router)
+api.add_router("/alerts", alerts_router)

@@ -1,0 +1,48 @@
+"""Celery app. `celery -A iops worker` also runs the stream consumer loop (a worker bootstep)."""
+
+import os
+
+from celery import Celery, bootsteps
+
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "iops.settings")
+
+app = Celery("iops")
+app.config_from_object("django.conf:settings", namespace="CELERY")
+app.autodiscover_tasks()
+app.conf.beat_schedule = {
+    "refresh-stale-snapshots": {"task": "metrics.refresh_stale_snapshots", "schedule": 300.0},
+}
+
+
+class StreamConsumerStep(bootsteps.StartStopStep):
+    """Each worker process joins the stream's consumer group; more workers, more throughput."""
+
+    requires = {"celery.worker.components:Pool"}
+
+    def __init__(self, parent, **kwargs):
+        super().__init__(parent, **kwargs)
+        self.thread = None
+        self.stop_event = None
+
+    def start(self, parent):
+        import threading
+
+        from django.conf import settings
+
+        if not getattr(settings, "IOPS_CONSUME_IN_CELERY", True):
+            return
+        from ingest.worker import StreamWorker
+
+        self.stop_event = threading.Event()
+        self.thread = threading.Thread(
+            target=StreamWorker().run, args=(self.stop_event,), name="iops-stream-consumer", daemon=True
+        )
+        self.thread.start()
+
+    def stop(self, parent):
+        if self.stop_event is not None:
+            self.stop_event.set()
+            self.thread.join(timeout=30)
+
+
+app.steps["worker"].add(StreamConsumerStep)

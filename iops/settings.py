@@ -1,0 +1,231 @@
+"""IOps settings: one module, driven by the environment (see README "Configuration").
+
+With no variables set it runs embedded: SQLite under var/, the `database` stream, the in-memory
+channel layer and an in-process worker. DATABASE_URL, REDIS_URL and IOPS_STREAM switch roles.
+"""
+
+from __future__ import annotations
+
+import secrets
+from pathlib import Path
+
+import dj_database_url
+from django.core.exceptions import ImproperlyConfigured
+
+from iops.lib.env import env_bool, env_choice, env_float, env_int, env_list, env_str
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+VAR_DIR = Path(env_str("IOPS_VAR_DIR", str(BASE_DIR / "var")) or BASE_DIR / "var")
+VAR_DIR.mkdir(parents=True, exist_ok=True)
+
+DEBUG = env_bool("DEBUG", False)
+TESTING = env_bool("IOPS_TESTING", False)
+
+
+def _secret_key() -> str:
+    value = env_str("SECRET_KEY")
+    if value:
+        return value
+    if env_str("DATABASE_URL") and not DEBUG and not TESTING:
+        raise ImproperlyConfigured("SECRET_KEY must be set when DATABASE_URL selects a production database")
+    # Embedded mode: a per-checkout key kept outside the repository (var/ is git-ignored).
+    path = VAR_DIR / "secret_key"
+    if not path.exists():
+        path.write_text(secrets.token_urlsafe(64))
+        path.chmod(0o600)
+    return path.read_text().strip()
+
+
+SECRET_KEY = _secret_key()
+ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", ["127.0.0.1", "localhost", "[::1]"])
+CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS", [])
+
+INSTALLED_APPS = [
+    "daphne",
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "whitenoise.runserver_nostatic",
+    "django.contrib.staticfiles",
+    "channels",
+    "ninja",
+    "ingest",
+    "metrics",
+    "alerts",
+    "simulator",
+    "dashboard",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "whitenoise.middleware.WhiteNoiseMiddleware",
+    "iops.lib.request_id.RequestIdMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+
+ROOT_URLCONF = "iops.urls"
+ASGI_APPLICATION = "iops.asgi.application"
+WSGI_APPLICATION = None
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+# --- database -------------------------------------------------------------------------------
+DATABASE_URL = env_str("DATABASE_URL", f"sqlite:///{VAR_DIR / 'iops.sqlite3'}")
+DATABASES = {"default": dj_database_url.parse(DATABASE_URL, conn_max_age=env_int("DB_CONN_MAX_AGE", 60))}
+if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
+    DATABASES["default"]["CONN_MAX_AGE"] = 0
+    DATABASES["default"]["OPTIONS"] = {
+        # WAL lets the dashboard read while the worker thread writes; IMMEDIATE avoids upgrade deadlocks.
+        "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
+        "transaction_mode": "IMMEDIATE",
+        "timeout": 30,
+    }
+    DATABASES["default"]["TEST"] = {"NAME": str(VAR_DIR / "test.sqlite3")}
+else:
+    DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+# --- streams, workers, channel layer ------------------------------------------------------
+REDIS_URL = env_str("REDIS_URL")
+IOPS_STREAM = env_choice("IOPS_STREAM", "redis" if REDIS_URL else "database", ("database", "redis", "kinesis"))
+if IOPS_STREAM == "redis" and not REDIS_URL:
+    raise ImproperlyConfigured("IOPS_STREAM=redis needs REDIS_URL")
+IOPS_STREAM_KEY = env_str("IOPS_STREAM_KEY", "iops:events") or "iops:events"
+IOPS_STREAM_GROUP = env_str("IOPS_STREAM_GROUP", "iops-workers") or "iops-workers"
+KINESIS_STREAM_NAME = env_str("KINESIS_STREAM_NAME")
+AWS_REGION = env_str("AWS_REGION", "us-east-1")
+AWS_ENDPOINT_URL = env_str("AWS_ENDPOINT_URL")  # moto or LocalStack in tests/dev
+if IOPS_STREAM == "kinesis" and not KINESIS_STREAM_NAME:
+    raise ImproperlyConfigured("IOPS_STREAM=kinesis needs KINESIS_STREAM_NAME")
+
+WORKER_BATCH_SIZE = env_int("WORKER_BATCH_SIZE", 500, minimum=1)
+WORKER_BLOCK_MS = env_int("WORKER_BLOCK_MS", 200, minimum=1)
+STREAM_CLAIM_IDLE_MS = env_int("STREAM_CLAIM_IDLE_MS", 30_000, minimum=100)
+STREAM_MAX_DELIVERIES = env_int("STREAM_MAX_DELIVERIES", 5, minimum=1)
+# In embedded mode the worker runs as a thread of the one server process; Celery is not used.
+IOPS_EMBEDDED_WORKER = env_bool("IOPS_EMBEDDED_WORKER", not bool(REDIS_URL))
+
+if REDIS_URL:
+    CHANNEL_LAYERS = {
+        "default": {
+            "BACKEND": "channels_redis.core.RedisChannelLayer",
+            "CONFIG": {"hosts": [REDIS_URL], "prefix": env_str("CHANNEL_LAYER_PREFIX", "iops") or "iops"},
+        }
+    }
+else:
+    CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
+DASHBOARD_PUSH_INTERVAL_MS = env_int("DASHBOARD_PUSH_INTERVAL_MS", 500, minimum=50)
+
+CELERY_BROKER_URL = env_str("CELERY_BROKER_URL", REDIS_URL or "memory://")
+CELERY_RESULT_BACKEND = None
+CELERY_TASK_ACKS_LATE = True
+CELERY_TASK_REJECT_ON_WORKER_LOST = True
+CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+CELERY_TASK_ALWAYS_EAGER = env_bool("CELERY_TASK_ALWAYS_EAGER", not bool(REDIS_URL))
+CELERY_TIMEZONE = "UTC"
+
+# --- ingest ---------------------------------------------------------------------------------
+INGEST_MAX_BODY_BYTES = env_int("INGEST_MAX_BODY_BYTES", 1024 * 1024, minimum=1024)
+INGEST_MAX_BATCH = 500
+INGEST_MAX_FUTURE_SECONDS = 300
+INGEST_RATE_LIMIT_PER_SEC = env_float("INGEST_RATE_LIMIT_PER_SEC", 5000.0)
+INGEST_RATE_LIMIT_BURST = env_int("INGEST_RATE_LIMIT_BURST", 10000, minimum=1)
+DATA_UPLOAD_MAX_MEMORY_SIZE = INGEST_MAX_BODY_BYTES + 1
+EVENT_RETENTION_DAYS = env_int("EVENT_RETENTION_DAYS", 45, minimum=31)
+
+# --- alert thresholds (README "Alert thresholds") -------------------------------------------
+ALERT_LOW_HEALTH_WARNING = env_float("ALERT_LOW_HEALTH_WARNING", 70.0)
+ALERT_LOW_HEALTH_CRITICAL = env_float("ALERT_LOW_HEALTH_CRITICAL", 50.0)
+ALERT_IB_CALLS_14D = env_int("ALERT_IB_CALLS_14D", 3, minimum=1)
+
+# --- churn model ----------------------------------------------------------------------------
+BEDROCK_MODEL_ID = env_str("BEDROCK_MODEL_ID")
+
+# --- security ------------------------------------------------------------------------------
+SESSION_COOKIE_HTTPONLY = True
+CSRF_COOKIE_HTTPONLY = False  # htmx reads the token from the page, not the cookie
+SECURE_COOKIES = env_bool("SECURE_COOKIES", not DEBUG and bool(env_str("DATABASE_URL")) and not TESTING)
+SESSION_COOKIE_SECURE = SECURE_COOKIES
+CSRF_COOKIE_SECURE = SECURE_COOKIES
+SECURE_SSL_REDIRECT = env_bool("SECURE_SSL_REDIRECT", False)
+SECURE_HSTS_SECONDS = env_int("SECURE_HSTS_SECONDS", 0, minimum=0)
+SECURE_HSTS_INCLUDE_SUBDOMAINS = SECURE_HSTS_SECONDS > 0
+SECURE_HSTS_PRELOAD = env_bool("SECURE_HSTS_PRELOAD", False)
+SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https") if env_bool("BEHIND_TLS_PROXY", False) else None
+SECURE_CONTENT_TYPE_NOSNIFF = True
+X_FRAME_OPTIONS = "DENY"
+SILENCED_SYSTEM_CHECKS = env_list("SILENCED_SYSTEM_CHECKS", [])
+
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+]
+LOGIN_URL = "/accounts/login/"
+LOGIN_REDIRECT_URL = "/"
+LOGOUT_REDIRECT_URL = "/accounts/login/"
+
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = "UTC"
+USE_I18N = False
+USE_TZ = True
+
+STATIC_URL = "/static/"
+STATICFILES_DIRS = [BASE_DIR / "static"]
+STATIC_ROOT = VAR_DIR / "staticfiles"
+STORAGES = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "staticfiles": {"BACKEND": "whitenoise.storage.CompressedStaticFilesStorage"},
+}
+WHITENOISE_USE_FINDERS = True  # embedded mode serves straight from static/ without collectstatic
+
+EMAIL_BACKEND = env_str("EMAIL_BACKEND", "django.core.mail.backends.console.EmailBackend")
+DEFAULT_FROM_EMAIL = env_str("DEFAULT_FROM_EMAIL", "iops@localhost")
+DASHBOARD_BASE_URL = env_str("DASHBOARD_BASE_URL", "http://127.0.0.1:8000")
+METRICS_TOKEN = env_str("METRICS_TOKEN")
+
+# --- logging --------------------------------------------------------------------------------
+LOG_FORMAT = env_choice("LOG_FORMAT", "text" if not env_str("DATABASE_URL") else "json", ("text", "json"))
+LOG_LEVEL = env_choice("LOG_LEVEL", "INFO", ("DEBUG", "INFO", "WARNING", "ERROR"))
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "filters": {"request_id": {"()": "iops.lib.request_id.RequestIdFilter"}},
+    "formatters": {
+        "text": {"format": "%(asctime)s %(levelname)-7s %(name)s [%(request_id)s] %(message)s"},
+        "json": {
+            "()": "pythonjsonlogger.json.JsonFormatter",
+            "fmt": "%(asctime)s %(levelname)s %(name)s %(request_id)s %(message)s",
+            "rename_fields": {"asctime": "ts", "levelname": "level", "name": "logger"},
+        },
+    },
+    "handlers": {
+        "console": {"class": "logging.StreamHandler", "formatter": LOG_FORMAT, "filters": ["request_id"]},
+    },
+    "root": {"handlers": ["console"], "level": LOG_LEVEL},
+    "loggers": {
+        "django.server": {"level": "WARNING"},
+        "daphne": {"level": "WARNING"},
+        "django.channels.server": {"level": "WARNING"},
+    },
+}

@@ -1,0 +1,18 @@
+from django.contrib import admin
+from django.contrib.auth import views as auth_views
+from django.urls import path
+
+from dashboard import views as dashboard_views
+from ingest import views as ingest_views
+from iops import views
+from iops.api import api
+
+urlpatterns = [
+    path("healthz", views.healthz, name="healthz"),
+    path("api/ingest", ingest_views.ingest, name="ingest"),
+    path("api/", api.urls),
+    path("accounts/login/", auth_views.LoginView.as_view(), name="login"),
+    path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),
+    path("admin/", admin.site.urls),
+    path("", dashboard_views.index, name="dashboard"),
+]

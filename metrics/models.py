@@ -1,0 +1,174 @@
+"""Buckets (additive, by event hour) and snapshots (derived, recomputed for touched entities)."""
+
+from __future__ import annotations
+
+from django.db import models
+
+IB_REASONS = (
+    "scheduling_issue",
+    "technical_problem",
+    "tutor_concern",
+    "billing_question",
+    "general_inquiry",
+    "other",
+)
+
+
+class Session(models.Model):
+    """One row per session_id: a session counts once, whichever of its events arrive (and twice)."""
+
+    session_id = models.CharField(max_length=64, unique=True)
+    student_id = models.CharField(max_length=64, db_index=True)
+    tutor_id = models.CharField(max_length=64, db_index=True)
+    subject = models.CharField(max_length=100, blank=True, default="")
+    session_type = models.CharField(max_length=20, blank=True, default="")
+    started_at = models.DateTimeField(null=True, blank=True, db_index=True)
+    completed_at = models.DateTimeField(null=True, blank=True, db_index=True)
+    duration_minutes = models.PositiveIntegerField(null=True, blank=True)
+    completed_successfully = models.BooleanField(null=True, blank=True)
+    student_rating = models.PositiveSmallIntegerField(null=True, blank=True)
+    tutor_rating = models.PositiveSmallIntegerField(null=True, blank=True)
+
+    def __str__(self) -> str:
+        return f"{self.session_id} ({self.student_id} with {self.tutor_id})"
+
+
+class StudentHourly(models.Model):
+    student_id = models.CharField(max_length=64)
+    hour = models.DateTimeField()
+    sessions_started = models.IntegerField(default=0)
+    sessions_completed = models.IntegerField(default=0)
+    sessions_unsuccessful = models.IntegerField(default=0)
+    rating_sum = models.IntegerField(default=0)
+    rating_count = models.IntegerField(default=0)
+    minutes = models.IntegerField(default=0)
+    ib_calls = models.IntegerField(default=0)
+    ib_unresolved = models.IntegerField(default=0)
+    ib_high_priority = models.IntegerField(default=0)
+    ib_scheduling_issue = models.IntegerField(default=0)
+    ib_technical_problem = models.IntegerField(default=0)
+    ib_tutor_concern = models.IntegerField(default=0)
+    ib_billing_question = models.IntegerField(default=0)
+    ib_general_inquiry = models.IntegerField(default=0)
+    ib_other = models.IntegerField(default=0)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["student_id", "hour"], name="student_hourly_unique")]
+        indexes = [models.Index(fields=["hour"])]
+
+    def __str__(self) -> str:
+        return f"{self.student_id} @ {self.hour:%Y-%m-%d %H:00}"
+
+
+class TutorHourly(models.Model):
+    tutor_id = models.CharField(max_length=64)
+    hour = models.DateTimeField()
+    sessions_started = models.IntegerField(default=0)
+    sessions_completed = models.IntegerField(default=0)
+    sessions_unsuccessful = models.IntegerField(default=0)
+    rating_sum = models.IntegerField(default=0)
+    rating_count = models.IntegerField(default=0)
+    minutes = models.IntegerField(default=0)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["tutor_id", "hour"], name="tutor_hourly_unique")]
+        indexes = [models.Index(fields=["hour"])]
+
+    def __str__(self) -> str:
+        return f"{self.tutor_id} @ {self.hour:%Y-%m-%d %H:00}"
+
+
+class GlobalMinute(models.Model):
+    """Global per-minute series. `received` counts by arrival minute; the rest by event minute."""
+
+    minute = models.DateTimeField(unique=True)
+    received = models.IntegerField(default=0)
+    events = models.IntegerField(default=0)
+    sessions_started = models.IntegerField(default=0)
+    sessions_completed = models.IntegerField(default=0)
+    sessions_unsuccessful = models.IntegerField(default=0)
+    ib_calls = models.IntegerField(default=0)
+
+    def __str__(self) -> str:
+        return f"{self.minute:%Y-%m-%d %H:%M}"
+
+
+class StudentSnapshot(models.Model):
+    student_id = models.CharField(max_length=64, unique=True)
+    sessions_7d = models.IntegerField(default=0)
+    sessions_14d = models.IntegerField(default=0)
+    sessions_30d = models.IntegerField(default=0)
+    sessions_started_7d = models.IntegerField(default=0)
+    sessions_started_30d = models.IntegerField(default=0)
+    unsuccessful_30d = models.IntegerField(default=0)
+    ib_calls_7d = models.IntegerField(default=0)
+    ib_calls_14d = models.IntegerField(default=0)
+    ib_calls_30d = models.IntegerField(default=0)
+    ib_unresolved_14d = models.IntegerField(default=0)
+    ib_high_priority_14d = models.IntegerField(default=0)
+    ib_reasons_14d = models.JSONField(default=dict, blank=True)
+    avg_rating_given = models.FloatField(null=True, blank=True)
+    rated_sessions_30d = models.IntegerField(default=0)
+    first_session_at = models.DateTimeField(null=True, blank=True)
+    first_session_ok = models.BooleanField(null=True, blank=True)
+    first_session_id = models.CharField(max_length=64, blank=True, default="")
+    last_session_at = models.DateTimeField(null=True, blank=True)
+    days_since_last_session = models.FloatField(null=True, blank=True)
+    prior_weekly_mean = models.FloatField(default=0)
+    velocity = models.FloatField(null=True, blank=True)
+    velocity_trend = models.CharField(max_length=10, blank=True, default="")
+    platform_health_score = models.FloatField(null=True, blank=True)
+    platform_churn_risk = models.CharField(max_length=10, blank=True, default="")
+    platform_reported_at = models.DateTimeField(null=True, blank=True)
+    health_score = models.FloatField(null=True, blank=True, db_index=True)
+    health_components = models.JSONField(default=dict, blank=True)
+    as_of = models.DateTimeField(help_text="the time the windows were computed for")
+    updated_at = models.DateTimeField(db_index=True)
+
+    def __str__(self) -> str:
+        return f"student {self.student_id}"
+
+
+class TutorSnapshot(models.Model):
+    tutor_id = models.CharField(max_length=64, unique=True)
+    sessions_7d = models.IntegerField(default=0)
+    sessions_14d = models.IntegerField(default=0)
+    sessions_30d = models.IntegerField(default=0)
+    sessions_started_30d = models.IntegerField(default=0)
+    unsuccessful_30d = models.IntegerField(default=0)
+    avg_rating = models.FloatField(null=True, blank=True)
+    rated_sessions = models.IntegerField(default=0)
+    completion_rate = models.FloatField(null=True, blank=True)
+    hours_taught_7d = models.FloatField(default=0)
+    available_hours = models.FloatField(null=True, blank=True)
+    utilisation = models.FloatField(null=True, blank=True)
+    subjects = models.JSONField(default=list, blank=True)
+    timezone = models.CharField(max_length=100, blank=True, default="")
+    accepts_instant_book = models.BooleanField(null=True, blank=True)
+    availability_reported_at = models.DateTimeField(null=True, blank=True)
+    as_of = models.DateTimeField()
+    updated_at = models.DateTimeField(db_index=True)
+
+    def __str__(self) -> str:
+        return f"tutor {self.tutor_id}"
+
+
+class SubjectRegionSnapshot(models.Model):
+    subject = models.CharField(max_length=100)
+    region = models.CharField(max_length=100)
+    platform_available_tutors = models.IntegerField(null=True, blank=True)
+    platform_active_students = models.IntegerField(null=True, blank=True)
+    platform_demand_score = models.FloatField(null=True, blank=True)
+    platform_supply_score = models.FloatField(null=True, blank=True)
+    platform_balance_status = models.CharField(max_length=20, blank=True, default="")
+    reported_at = models.DateTimeField(null=True, blank=True)
+    demand_supply_ratio = models.FloatField(null=True, blank=True)
+    balance_status = models.CharField(max_length=20, default="balanced")
+    status_since = models.DateTimeField(null=True, blank=True)
+    updated_at = models.DateTimeField()
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["subject", "region"], name="subject_region_unique")]
+
+    def __str__(self) -> str:
+        return f"{self.subject} / {self.region}"

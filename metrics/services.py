@@ -1,0 +1,526 @@
+"""The aggregation step: fold a batch of new events into buckets, then refresh touched snapshots.
+
+Cost grows with the entities a batch touches, not with history: one bulk upsert per bucket table,
+one aggregate query per snapshot table.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+import pandas as pd
+from django.conf import settings
+from django.db import connection
+from django.db.models import Max, Min, Q, Sum
+
+from iops.lib.sql import insert_ignore, upsert_add
+from metrics.health import health_components, health_score
+from metrics.models import (
+    IB_REASONS,
+    GlobalMinute,
+    Session,
+    StudentHourly,
+    StudentSnapshot,
+    SubjectRegionSnapshot,
+    TutorHourly,
+    TutorSnapshot,
+)
+from metrics.windows import floor_hour, window_start
+
+SESSION_VALUES = ["sessions_started", "sessions_completed", "sessions_unsuccessful", "rating_sum", "rating_count", "minutes"]
+IB_VALUES = ["ib_calls", "ib_unresolved", "ib_high_priority", *[f"ib_{r}" for r in IB_REASONS]]
+STUDENT_VALUES = SESSION_VALUES + IB_VALUES
+MINUTE_VALUES = ["received", "events", "sessions_started", "sessions_completed", "sessions_unsuccessful", "ib_calls"]
+
+# Hysteresis for subject × region balance: enter a state at 1.5×, leave it only below 1.3×.
+BALANCE_ENTER = 1.5
+BALANCE_LEAVE = 1.3
+
+
+@dataclass
+class Touched:
+    students: set[str] = field(default_factory=set)
+    tutors: set[str] = field(default_factory=set)
+    subject_regions: set[tuple[str, str]] = field(default_factory=set)
+    health_reported: set[str] = field(default_factory=set)
+    first_sessions: set[str] = field(default_factory=set)
+
+    def __bool__(self) -> bool:
+        return bool(self.students or self.tutors or self.subject_regions)
+
+
+def _ts(value: str) -> datetime:
+    return datetime.fromisoformat(value)
+
+
+def _session_deltas(events: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], set[str]]:
+    """Apply session events to Session rows (once per session_id) and return bucket deltas.
+
+    Returns the deltas and the students whose first completed session may have changed.
+    """
+    session_events = [e for e in events if e["event_type"] in ("session_started", "session_completed")]
+    if not session_events:
+        return [], set()
+    ids = sorted({e["payload"]["session_id"] for e in session_events})
+    # Create missing rows first, then lock them in a fixed order: concurrent workers cannot double count.
+    first_seen = {}
+    for e in session_events:
+        p = e["payload"]
+        first_seen.setdefault(p["session_id"], (p["session_id"], p["student_id"], p["tutor_id"]))
+    insert_ignore(
+        table=Session._meta.db_table,
+        columns=["session_id", "student_id", "tutor_id", "subject", "session_type"],
+        rows=[(*first_seen[sid], "", "") for sid in ids],
+        conflict=["session_id"],
+    )
+    qs = Session.objects.filter(session_id__in=ids).order_by("session_id")
+    if connection.vendor == "postgresql":
+        qs = qs.select_for_update()
+    rows = {s.session_id: s for s in qs}
+    changed: dict[str, Session] = {}
+    deltas: list[dict[str, Any]] = []
+    completed_students: set[str] = set()
+    for e in sorted(session_events, key=lambda e: e["timestamp"]):
+        p = e["payload"]
+        s = rows[p["session_id"]]
+        ts = _ts(e["timestamp"])
+        if p.get("subject") and not s.subject:
+            s.subject = p["subject"]
+        if e["event_type"] == "session_started":
+            if p.get("session_type"):
+                s.session_type = p["session_type"]
+            if s.started_at is not None:
+                continue
+            s.started_at = ts
+            deltas.append({"student_id": s.student_id, "tutor_id": s.tutor_id, "ts": ts, "sessions_started": 1})
+        else:
+            if s.completed_at is not None:
+                continue
+            ok = bool(p.get("completed_successfully", True))
+            s.completed_at = ts
+            s.completed_successfully = ok
+            s.duration_minutes = p.get("actual_duration_minutes")
+            s.student_rating = p.get("student_rating")
+            s.tutor_rating = p.get("tutor_rating")
+            rated = s.student_rating is not None
+            deltas.append(
+                {
+                    "student_id": s.student_id,
+                    "tutor_id": s.tutor_id,
+                    "ts": ts,
+                    "sessions_completed": 1,
+                    "sessions_unsuccessful": 0 if ok else 1,
+                    "rating_sum": s.student_rating or 0,
+                    "rating_count": 1 if rated else 0,
+                    "minutes": s.duration_minutes or 0,
+                }
+            )
+            completed_students.add(s.student_id)
+        changed[s.session_id] = s
+    if changed:
+        Session.objects.bulk_update(
+            list(changed.values()),
+            ["subject", "session_type", "started_at", "completed_at", "completed_successfully",
+             "duration_minutes", "student_rating", "tutor_rating"],
+            batch_size=500,
+        )
+    return deltas, completed_students
+
+
+def _ib_frame(events: list[dict[str, Any]]) -> pd.DataFrame:
+    calls = [e for e in events if e["event_type"] == "ib_call_logged"]
+    if not calls:
+        return pd.DataFrame()
+    df = pd.DataFrame(
+        {
+            "student_id": [e["payload"]["student_id"] for e in calls],
+            "ts": [_ts(e["timestamp"]) for e in calls],
+            "reason": [e["payload"].get("reason", "other") for e in calls],
+            "resolved": [e["payload"].get("resolved") for e in calls],
+            "priority": [e["payload"].get("priority") for e in calls],
+        }
+    )
+    df["ib_calls"] = 1
+    df["ib_unresolved"] = (df["resolved"] == False).astype(int)  # noqa: E712 - None means "not reported"
+    df["ib_high_priority"] = (df["priority"] == "high").astype(int)
+    for reason in IB_REASONS:
+        df[f"ib_{reason}"] = (df["reason"] == reason).astype(int)
+    return df
+
+
+def _fold_buckets(session_deltas: list[dict[str, Any]], ib: pd.DataFrame, events: list[dict[str, Any]]) -> None:
+    sessions = pd.DataFrame(session_deltas)
+    if not sessions.empty:
+        for col in SESSION_VALUES:
+            sessions[col] = sessions[col].fillna(0).astype(int) if col in sessions else 0
+        sessions["hour"] = sessions["ts"].map(floor_hour)
+    frames = [f for f in (sessions, ib) if not f.empty]
+    if frames:
+        student = pd.concat([f.assign(hour=f["ts"].map(floor_hour)) for f in frames], ignore_index=True)
+        for col in STUDENT_VALUES:
+            student[col] = student[col].fillna(0).astype(int) if col in student else 0
+        grouped = student.groupby(["student_id", "hour"], sort=True)[STUDENT_VALUES].sum().reset_index()
+        upsert_add(
+            table=StudentHourly._meta.db_table,
+            keys=["student_id", "hour"],
+            values=STUDENT_VALUES,
+            rows=list(grouped[["student_id", "hour", *STUDENT_VALUES]].itertuples(index=False, name=None)),
+        )
+    if not sessions.empty:
+        tutor = sessions.groupby(["tutor_id", "hour"], sort=True)[SESSION_VALUES].sum().reset_index()
+        upsert_add(
+            table=TutorHourly._meta.db_table,
+            keys=["tutor_id", "hour"],
+            values=SESSION_VALUES,
+            rows=list(tutor[["tutor_id", "hour", *SESSION_VALUES]].itertuples(index=False, name=None)),
+        )
+    # Global per-minute series: arrivals by receive minute, the rest by event minute.
+    minute_rows = [
+        {"minute": _ts(e["received_at"]).replace(second=0, microsecond=0), "received": 1} for e in events
+    ] + [{"minute": _ts(e["timestamp"]).replace(second=0, microsecond=0), "events": 1} for e in events]
+    if not sessions.empty:
+        minute_rows += sessions.assign(minute=sessions["ts"].map(lambda t: t.replace(second=0, microsecond=0)))[
+            ["minute", "sessions_started", "sessions_completed", "sessions_unsuccessful"]
+        ].to_dict("records")
+    if not ib.empty:
+        minute_rows += [{"minute": t.replace(second=0, microsecond=0), "ib_calls": 1} for t in ib["ts"]]
+    minutes = pd.DataFrame(minute_rows)
+    for col in MINUTE_VALUES:
+        minutes[col] = minutes[col].fillna(0).astype(int) if col in minutes else 0
+    per_minute = minutes.groupby("minute", sort=True)[MINUTE_VALUES].sum().reset_index()
+    upsert_add(
+        table=GlobalMinute._meta.db_table,
+        keys=["minute"],
+        values=MINUTE_VALUES,
+        rows=list(per_minute[["minute", *MINUTE_VALUES]].itertuples(index=False, name=None)),
+    )
+
+
+def _latest(events: list[dict[str, Any]], event_type: str, key) -> dict[Any, dict[str, Any]]:
+    latest: dict[Any, dict[str, Any]] = {}
+    for e in events:
+        if e["event_type"] != event_type:
+            continue
+        k = key(e["payload"])
+        if k not in latest or e["timestamp"] >= latest[k]["timestamp"]:
+            latest[k] = e
+    return latest
+
+
+def _ensure_snapshots(students: set[str], tutors: set[str], now: datetime) -> None:
+    insert_ignore(
+        table=StudentSnapshot._meta.db_table,
+        columns=["student_id", "as_of", "updated_at", "ib_reasons_14d", "health_components", "prior_weekly_mean",
+                 "velocity_trend", "platform_churn_risk", "first_session_id"] + [
+            f for f in ("sessions_7d", "sessions_14d", "sessions_30d", "sessions_started_7d", "sessions_started_30d",
+                        "unsuccessful_30d", "ib_calls_7d", "ib_calls_14d", "ib_calls_30d", "ib_unresolved_14d",
+                        "ib_high_priority_14d", "rated_sessions_30d")],
+        rows=[(s, now, now, "{}", "{}", 0.0, "", "", "") + (0,) * 12 for s in sorted(students)],
+        conflict=["student_id"],
+    )
+    insert_ignore(
+        table=TutorSnapshot._meta.db_table,
+        columns=["tutor_id", "as_of", "updated_at", "subjects", "timezone", "hours_taught_7d", "sessions_7d",
+                 "sessions_14d", "sessions_30d", "sessions_started_30d", "unsuccessful_30d", "rated_sessions"],
+        rows=[(t, now, now, "[]", "", 0.0, 0, 0, 0, 0, 0, 0) for t in sorted(tutors)],
+        conflict=["tutor_id"],
+    )
+
+
+def _apply_reports(events: list[dict[str, Any]], now: datetime, touched: Touched) -> None:
+    """Latest-wins readings the platform reports: health, availability, supply–demand."""
+    health = _latest(events, "customer_health_update", lambda p: p["student_id"])
+    if health:
+        snaps = StudentSnapshot.objects.filter(student_id__in=list(health))
+        updated = []
+        for snap in snaps:
+            e = health[snap.student_id]
+            ts = _ts(e["timestamp"])
+            if snap.platform_reported_at and snap.platform_reported_at > ts:
+                continue  # a late reading never overwrites a newer one
+            p = e["payload"]
+            snap.platform_health_score = p.get("health_score", snap.platform_health_score)
+            snap.platform_churn_risk = p.get("churn_risk", snap.platform_churn_risk) or ""
+            snap.platform_reported_at = ts
+            updated.append(snap)
+            touched.health_reported.add(snap.student_id)
+        StudentSnapshot.objects.bulk_update(
+            updated, ["platform_health_score", "platform_churn_risk", "platform_reported_at"], batch_size=500
+        )
+    availability = _latest(events, "tutor_availability_updated", lambda p: p["tutor_id"])
+    if availability:
+        updated_t = []
+        for snap in TutorSnapshot.objects.filter(tutor_id__in=list(availability)):
+            e = availability[snap.tutor_id]
+            ts = _ts(e["timestamp"])
+            if snap.availability_reported_at and snap.availability_reported_at > ts:
+                continue
+            p = e["payload"]
+            snap.available_hours = p.get("available_hours_this_week", snap.available_hours)
+            snap.subjects = p.get("subjects", snap.subjects)
+            snap.timezone = p.get("timezone", snap.timezone)
+            snap.accepts_instant_book = p.get("accepts_instant_book", snap.accepts_instant_book)
+            snap.availability_reported_at = ts
+            updated_t.append(snap)
+        TutorSnapshot.objects.bulk_update(
+            updated_t,
+            ["available_hours", "subjects", "timezone", "accepts_instant_book", "availability_reported_at"],
+            batch_size=500,
+        )
+    supply = _latest(events, "supply_demand_update", lambda p: (p["subject"], p["region"]))
+    for (subject, region), e in sorted(supply.items()):
+        ts = _ts(e["timestamp"])
+        snap, _ = SubjectRegionSnapshot.objects.get_or_create(
+            subject=subject, region=region, defaults={"updated_at": now}
+        )
+        if snap.reported_at and snap.reported_at > ts:
+            continue
+        p = e["payload"]
+        snap.platform_available_tutors = p.get("available_tutors", snap.platform_available_tutors)
+        snap.platform_active_students = p.get("active_students", snap.platform_active_students)
+        snap.platform_demand_score = p.get("demand_score", snap.platform_demand_score)
+        snap.platform_supply_score = p.get("supply_score", snap.platform_supply_score)
+        snap.platform_balance_status = p.get("balance_status", snap.platform_balance_status) or ""
+        snap.reported_at = ts
+        _apply_balance(snap, ts)
+        snap.updated_at = now
+        snap.save()
+        touched.subject_regions.add((subject, region))
+
+
+def _apply_balance(snap: SubjectRegionSnapshot, ts: datetime) -> None:
+    demand, supply = snap.platform_demand_score, snap.platform_supply_score
+    if demand is None or supply is None:
+        return
+    ratio = (demand + 1) / (supply + 1)  # +1: a zero score does not divide by zero or explode
+    snap.demand_supply_ratio = round(ratio, 3)
+    status = snap.balance_status
+    if status == "high_demand" and ratio < BALANCE_LEAVE:
+        status = "balanced"
+    elif status == "oversupplied" and ratio > 1 / BALANCE_LEAVE:
+        status = "balanced"
+    if status == "balanced":
+        if ratio >= BALANCE_ENTER:
+            status = "high_demand"
+        elif ratio <= 1 / BALANCE_ENTER:
+            status = "oversupplied"
+    if status != snap.balance_status or snap.status_since is None:
+        snap.status_since = ts
+    snap.balance_status = status
+
+
+def fold_events(events: list[dict[str, Any]], *, now: datetime) -> Touched:
+    """Fold new (deduplicated) normalised events into buckets and snapshots. Call inside a transaction."""
+    touched = Touched()
+    if not events:
+        return touched
+    for e in events:
+        p = e["payload"]
+        if p.get("student_id"):
+            touched.students.add(p["student_id"])
+        if p.get("tutor_id"):
+            touched.tutors.add(p["tutor_id"])
+    deltas, completed_students = _session_deltas(events)
+    _fold_buckets(deltas, _ib_frame(events), events)
+    _ensure_snapshots(touched.students, touched.tutors, now)
+    _apply_reports(events, now, touched)
+    touched.first_sessions = completed_students
+    snapshots_refresh(students=touched.students, tutors=touched.tutors, now=now)
+    return touched
+
+
+def _window_sums(model, key: str, ids: list[str], fields: dict[str, tuple[str, int]], now: datetime):
+    """{id: {name: sum}} for each name -> (column, days) over hour buckets, in one query."""
+    oldest = max(days for _, days in fields.values())
+    annotations = {
+        name: Sum(column, filter=Q(hour__gte=window_start(now, days)), default=0)
+        for name, (column, days) in fields.items()
+    }
+    rows = (
+        model.objects.filter(**{f"{key}__in": ids}, hour__gte=window_start(now, oldest), hour__lte=now)
+        .values(key)
+        .annotate(**annotations)
+    )
+    return {r[key]: r for r in rows}
+
+
+STUDENT_WINDOWS = {
+    "sessions_7d": ("sessions_completed", 7),
+    "sessions_14d": ("sessions_completed", 14),
+    "sessions_30d": ("sessions_completed", 30),
+    "sessions_28d": ("sessions_completed", 28),
+    "sessions_started_7d": ("sessions_started", 7),
+    "sessions_started_30d": ("sessions_started", 30),
+    "unsuccessful_30d": ("sessions_unsuccessful", 30),
+    "ib_calls_7d": ("ib_calls", 7),
+    "ib_calls_14d": ("ib_calls", 14),
+    "ib_calls_30d": ("ib_calls", 30),
+    "ib_unresolved_14d": ("ib_unresolved", 14),
+    "ib_high_priority_14d": ("ib_high_priority", 14),
+    "rating_sum_30d": ("rating_sum", 30),
+    "rating_count_30d": ("rating_count", 30),
+    **{f"ib_{r}_14d": (f"ib_{r}", 14) for r in IB_REASONS},
+}
+TUTOR_WINDOWS = {
+    "sessions_7d": ("sessions_completed", 7),
+    "sessions_14d": ("sessions_completed", 14),
+    "sessions_30d": ("sessions_completed", 30),
+    "sessions_started_30d": ("sessions_started", 30),
+    "unsuccessful_30d": ("sessions_unsuccessful", 30),
+    "rating_sum_30d": ("rating_sum", 30),
+    "rating_count_30d": ("rating_count", 30),
+    "minutes_7d": ("minutes", 7),
+}
+
+
+def velocity_trend(velocity: float | None, prior_weekly_mean: float, sessions_7d: int) -> str:
+    if prior_weekly_mean <= 0:
+        return "new" if sessions_7d > 0 else ""
+    if velocity is None:
+        return ""
+    if velocity >= 1.25:
+        return "rising"
+    if velocity <= 0.75:
+        return "falling"
+    return "steady"
+
+
+def snapshots_refresh(*, students: set[str] | list[str], tutors: set[str] | list[str], now: datetime) -> None:
+    """Recompute the windowed part of snapshots for these entities as of `now` (windows decay)."""
+    student_ids = sorted(students)
+    if student_ids:
+        _refresh_students(student_ids, now)
+    tutor_ids = sorted(tutors)
+    if tutor_ids:
+        _refresh_tutors(tutor_ids, now)
+
+
+def _refresh_students(ids: list[str], now: datetime) -> None:
+    for start in range(0, len(ids), 500):
+        chunk = ids[start : start + 500]
+        sums = _window_sums(StudentHourly, "student_id", chunk, STUDENT_WINDOWS, now)
+        sessions = {
+            r["student_id"]: r
+            for r in Session.objects.filter(student_id__in=chunk, completed_at__isnull=False, completed_at__lte=now)
+            .values("student_id")
+            .annotate(first=Min("completed_at"), last=Max("completed_at"))
+        }
+        firsts = {}
+        wanted = Q()
+        for sid, r in sessions.items():
+            wanted |= Q(student_id=sid, completed_at=r["first"])
+        if sessions:
+            for s in Session.objects.filter(wanted).order_by("completed_at", "session_id"):
+                firsts.setdefault(s.student_id, s)
+        snaps = list(StudentSnapshot.objects.filter(student_id__in=chunk))
+        for snap in snaps:
+            w = sums.get(snap.student_id, {})
+            get = lambda name, w=w: int(w.get(name) or 0)  # noqa: E731
+            for name in ("sessions_7d", "sessions_14d", "sessions_30d", "sessions_started_7d", "sessions_started_30d",
+                         "unsuccessful_30d", "ib_calls_7d", "ib_calls_14d", "ib_calls_30d", "ib_unresolved_14d",
+                         "ib_high_priority_14d"):
+                setattr(snap, name, get(name))
+            snap.ib_reasons_14d = {r: get(f"ib_{r}_14d") for r in IB_REASONS if get(f"ib_{r}_14d")}
+            snap.rated_sessions_30d = get("rating_count_30d")
+            snap.avg_rating_given = (
+                round(get("rating_sum_30d") / snap.rated_sessions_30d, 2) if snap.rated_sessions_30d else None
+            )
+            prior = (get("sessions_28d") - snap.sessions_7d) / 3
+            snap.prior_weekly_mean = round(prior, 3)
+            snap.velocity = round(snap.sessions_7d / prior, 3) if prior > 0 else None
+            snap.velocity_trend = velocity_trend(snap.velocity, prior, snap.sessions_7d)
+            s = sessions.get(snap.student_id)
+            first = firsts.get(snap.student_id)
+            snap.last_session_at = s["last"] if s else None
+            snap.days_since_last_session = (
+                round((now - s["last"]).total_seconds() / 86400, 2) if s else None
+            )
+            if first is not None:
+                snap.first_session_at = first.completed_at
+                snap.first_session_id = first.session_id
+                snap.first_session_ok = bool(first.completed_successfully) and (
+                    first.student_rating is None or first.student_rating > 2
+                )
+            components = health_components(
+                sessions_7d=snap.sessions_7d,
+                sessions_30d=snap.sessions_30d,
+                prior_weekly_mean=prior,
+                ib_calls_14d=snap.ib_calls_14d,
+                ib_unresolved_14d=snap.ib_unresolved_14d,
+                ib_high_priority_14d=snap.ib_high_priority_14d,
+                avg_rating_given=snap.avg_rating_given,
+                first_session_ok=snap.first_session_ok,
+                days_since_last_session=snap.days_since_last_session,
+            )
+            snap.health_components = components
+            # Without a single session there is nothing to judge engagement by: no score rather than a made-up one.
+            snap.health_score = health_score(components) if snap.last_session_at or snap.sessions_started_30d else None
+            snap.as_of = now
+            snap.updated_at = now
+        StudentSnapshot.objects.bulk_update(
+            snaps,
+            [
+                "sessions_7d", "sessions_14d", "sessions_30d", "sessions_started_7d", "sessions_started_30d",
+                "unsuccessful_30d", "ib_calls_7d", "ib_calls_14d", "ib_calls_30d", "ib_unresolved_14d",
+                "ib_high_priority_14d", "ib_reasons_14d", "rated_sessions_30d", "avg_rating_given",
+                "prior_weekly_mean", "velocity", "velocity_trend", "last_session_at", "days_since_last_session",
+                "first_session_at", "first_session_id", "first_session_ok", "health_components", "health_score",
+                "as_of", "updated_at",
+            ],
+            batch_size=500,
+        )
+
+
+def _refresh_tutors(ids: list[str], now: datetime) -> None:
+    for start in range(0, len(ids), 500):
+        chunk = ids[start : start + 500]
+        sums = _window_sums(TutorHourly, "tutor_id", chunk, TUTOR_WINDOWS, now)
+        snaps = list(TutorSnapshot.objects.filter(tutor_id__in=chunk))
+        for snap in snaps:
+            w = sums.get(snap.tutor_id, {})
+            get = lambda name, w=w: int(w.get(name) or 0)  # noqa: E731
+            snap.sessions_7d, snap.sessions_14d, snap.sessions_30d = get("sessions_7d"), get("sessions_14d"), get("sessions_30d")
+            snap.sessions_started_30d = get("sessions_started_30d")
+            snap.unsuccessful_30d = get("unsuccessful_30d")
+            snap.rated_sessions = get("rating_count_30d")
+            # Mean of rated sessions only (the prototype divided by all sessions and started at 0).
+            snap.avg_rating = round(get("rating_sum_30d") / snap.rated_sessions, 2) if snap.rated_sessions else None
+            snap.completion_rate = (
+                round((snap.sessions_30d - snap.unsuccessful_30d) / snap.sessions_30d, 3) if snap.sessions_30d else None
+            )
+            snap.hours_taught_7d = round(get("minutes_7d") / 60, 2)
+            snap.utilisation = (
+                round(snap.hours_taught_7d / snap.available_hours, 3) if snap.available_hours else None
+            )
+            snap.as_of = now
+            snap.updated_at = now
+        TutorSnapshot.objects.bulk_update(
+            snaps,
+            ["sessions_7d", "sessions_14d", "sessions_30d", "sessions_started_30d", "unsuccessful_30d",
+             "rated_sessions", "avg_rating", "completion_rate", "hours_taught_7d", "utilisation", "as_of", "updated_at"],
+            batch_size=500,
+        )
+
+
+def snapshots_refresh_stale(*, now: datetime, older_than: timedelta = timedelta(hours=1), limit: int = 5000) -> int:
+    """Windows decay with time, not only with events: re-evaluate snapshots not refreshed recently."""
+    cutoff = now - older_than
+    # Only snapshots with something left in a window can still decay.
+    students = list(
+        StudentSnapshot.objects.filter(as_of__lt=cutoff)
+        .filter(Q(sessions_30d__gt=0) | Q(ib_calls_30d__gt=0) | Q(sessions_started_30d__gt=0))
+        .values_list("student_id", flat=True)[:limit]
+    )
+    tutors = list(
+        TutorSnapshot.objects.filter(as_of__lt=cutoff)
+        .filter(Q(sessions_30d__gt=0) | Q(sessions_started_30d__gt=0))
+        .values_list("tutor_id", flat=True)[:limit]
+    )
+    snapshots_refresh(students=students, tutors=tutors, now=now)
+    return len(students) + len(tutors)
+
+
+def retention_horizon(now: datetime) -> datetime:
+    return now - timedelta(days=settings.EVENT_RETENTION_DAYS)

@@ -1,0 +1,169 @@
+"""Runs N concurrent producer streams at a target rate, over HTTP or straight into the stream."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from simulator.population import EventFactory, Population, clock
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class Summary:
+    sent: int = 0
+    accepted: int = 0
+    rejected: int = 0
+    retried: int = 0
+    failed: int = 0
+    seconds: float = 0.0
+    errors: list[str] = field(default_factory=list)
+    lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    @property
+    def rate(self) -> float:
+        return self.accepted / self.seconds if self.seconds else 0.0
+
+    def add(self, **counts: int) -> None:
+        with self.lock:
+            for k, v in counts.items():
+                setattr(self, k, getattr(self, k) + v)
+
+
+class DirectSender:
+    """Publishes through the same validation and stream code as the HTTP endpoint."""
+
+    def send(self, events: list[dict[str, Any]], summary: Summary) -> None:
+        from django.utils import timezone
+
+        from ingest.services import events_ingest
+        from ingest.streams import StreamUnavailable
+
+        for attempt in range(8):
+            try:
+                outcome = events_ingest(body={"events": events}, now=timezone.now())
+            except StreamUnavailable:
+                summary.add(retried=1)
+                time.sleep(min(0.25 * 2**attempt, 5))
+                continue
+            summary.add(sent=len(events), accepted=len(outcome.accepted), rejected=outcome.rejected)
+            return
+        summary.add(sent=len(events), failed=len(events))
+
+
+class HttpSender:
+    def __init__(self, target: str, api_key: str, *, single: bool = False):
+        import httpx
+
+        self.client = httpx.Client(base_url=target, headers={"Authorization": f"Bearer {api_key}"}, timeout=30)
+        self.single = single
+
+    def _post(self, body: Any, n: int, summary: Summary) -> None:
+        import httpx
+
+        for attempt in range(8):
+            try:
+                resp = self.client.post("/api/ingest", json=body)
+            except httpx.HTTPError as exc:
+                summary.add(retried=1)
+                time.sleep(min(0.25 * 2**attempt, 5))
+                last = str(exc)
+                continue
+            if resp.status_code in (429, 503):
+                summary.add(retried=1)
+                time.sleep(float(resp.headers.get("Retry-After", "1")))
+                last = f"HTTP {resp.status_code}"
+                continue
+            data = resp.json()
+            if resp.status_code >= 500 or resp.status_code in (401, 413, 415):
+                summary.add(sent=n, failed=n)
+                summary.errors.append(f"HTTP {resp.status_code}: {data.get('error')}")
+                return
+            accepted = int(data.get("accepted", 0))
+            summary.add(sent=n, accepted=accepted, rejected=n - accepted)
+            return
+        summary.add(sent=n, failed=n)
+        summary.errors.append(f"gave up after retries: {last}")
+
+    def send(self, events: list[dict[str, Any]], summary: Summary) -> None:
+        if self.single:
+            for e in events:
+                self._post(e, 1, summary)
+        else:
+            self._post({"events": events}, len(events), summary)
+
+
+def run(
+    *,
+    sender,
+    seed: int = 42,
+    streams: int = 50,
+    events_per_stream: int | None = 10,
+    rate: float | None = None,
+    duration: float | None = None,
+    scenario: str = "steady",
+    speed: float = 1.0,
+    batch_size: int = 50,
+    population: Population | None = None,
+    stop: threading.Event | None = None,
+    on_progress: Callable[[Summary], None] | None = None,
+) -> Summary:
+    """Each stream draws from the shared population; pacing is global so `rate` is the total rate."""
+    pop = population or Population.build(seed=seed)
+    summary = Summary()
+    stop = stop or threading.Event()
+    total = streams * events_per_stream if events_per_stream and not duration else None
+    real_start = datetime.now(UTC)
+    span = duration if duration else (total / rate if (total and rate) else 60.0)
+    # simulated time ends at "now": with speed > 1, history is generated in the past
+    sim_now = clock(real_start - timedelta(seconds=span * max(speed, 1.0) - span), max(speed, 1.0))
+    started = time.monotonic()
+    per_stream_interval = (streams / rate) if rate else 0.0
+
+    def produce(index: int) -> None:
+        factory = EventFactory(pop, seed=seed, scenario=scenario, stream=index)
+        produced = 0
+        batch: list[dict[str, Any]] = []
+        next_at = started + (index / streams) * per_stream_interval
+        while not stop.is_set():
+            elapsed = time.monotonic() - started
+            if duration and elapsed >= duration:
+                break
+            if events_per_stream and not duration and produced >= events_per_stream:
+                break
+            if per_stream_interval:
+                delay = next_at - time.monotonic()
+                if delay > 0:
+                    if batch and delay > 0.2:
+                        sender.send(batch, summary)
+                        batch = []
+                        delay = next_at - time.monotonic()
+                    if delay > 0:
+                        stop.wait(delay)
+                next_at += per_stream_interval
+            progress = min(1.0, elapsed / span) if span else 0.0
+            batch.append(factory.next_event(min(sim_now(), datetime.now(UTC)), progress))
+            produced += 1
+            if len(batch) >= batch_size:
+                sender.send(batch, summary)
+                batch = []
+        if batch:
+            sender.send(batch, summary)
+
+    threads = [threading.Thread(target=produce, args=(i,), daemon=True, name=f"sim-{i}") for i in range(streams)]
+    for t in threads:
+        t.start()
+    while any(t.is_alive() for t in threads):
+        for t in threads:
+            t.join(timeout=1.0)
+            summary.seconds = time.monotonic() - started
+            if on_progress:
+                on_progress(summary)
+    summary.seconds = time.monotonic() - started
+    return summary
