@@ -68,7 +68,6 @@ class Command(BaseCommand):
                 application=application,
                 endpoints=build_endpoint_description_strings(host=opts["host"], port=opts["port"]),
                 signal_handlers=True,
-                action_logs=False,
                 verbosity=0,
             ).run()
         finally:

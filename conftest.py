@@ -1,0 +1,96 @@
+"""Shared fixtures: personas (staff, outsider), an API key, posting and draining helpers."""
+
+from __future__ import annotations
+
+import json
+import os
+import uuid
+
+os.environ.setdefault("IOPS_TESTING", "1")
+
+import pytest  # noqa: E402
+
+
+@pytest.fixture(autouse=True)
+def _fresh_state(settings):
+    from ingest.ratelimit import buckets
+    from ingest.streams import get_stream
+
+    buckets.reset()
+    get_stream.cache_clear()
+    yield
+    get_stream.cache_clear()
+
+
+@pytest.fixture
+def api_key(db) -> str:
+    from ingest.keys import api_key_create
+
+    return api_key_create(name="test").plaintext
+
+
+@pytest.fixture
+def staff_user(db, django_user_model):
+    return django_user_model.objects.create_user("ops", "ops@example.com", "ops-pass-123", is_staff=True)
+
+
+@pytest.fixture
+def outsider(db, django_user_model):
+    return django_user_model.objects.create_user("outsider", "o@example.com", "outsider-pass-123")
+
+
+@pytest.fixture
+def post(client, api_key):
+    """POST a JSON body to /api/ingest with the test key; returns the response."""
+
+    def _post(body, *, key: str | None = None, content_type: str = "application/json", raw: bytes | None = None):
+        headers = {"HTTP_AUTHORIZATION": f"Bearer {key or api_key}"}
+        data = raw if raw is not None else json.dumps(body)
+        return client.post("/api/ingest", data=data, content_type=content_type, **headers)
+
+    return _post
+
+
+@pytest.fixture
+def drain(db):
+    """Process everything waiting in the configured stream, as the worker would."""
+    from ingest.worker import drain as _drain
+
+    return lambda: _drain(max_seconds=30)
+
+
+@pytest.fixture
+def redis_url() -> str:
+    import redis
+
+    url = "redis://127.0.0.1:6379/0"
+    try:
+        redis.Redis.from_url(url, socket_connect_timeout=1).ping()
+    except redis.ConnectionError:
+        pytest.fail("Redis must run on 127.0.0.1:6379 (.ci/run starts it)")
+    return url
+
+
+@pytest.fixture
+def redis_stream_settings(settings, redis_url):
+    """Switch the app to the redis stream backend on a key of its own, removed afterwards."""
+    import redis
+
+    from ingest.streams import get_stream
+
+    key = f"iops-test:{uuid.uuid4().hex}"
+    settings.IOPS_STREAM = "redis"
+    settings.REDIS_URL = redis_url
+    settings.IOPS_STREAM_KEY = key
+    get_stream.cache_clear()
+    yield key
+    get_stream.cache_clear()
+    client = redis.Redis.from_url(redis_url)
+    client.delete(key, f"{key}:dead")
+
+
+def event(event_type: str, **fields):
+    """A flat event body with a fresh event_id (override with event_id=...)."""
+    body = {"event_type": event_type, "event_id": fields.pop("event_id", f"t_{uuid.uuid4().hex[:20]}")}
+    body.update(fields)
+    return body
