@@ -43,7 +43,9 @@ def outsider(db, django_user_model):
 def post(client, api_key):
     """POST a JSON body to /api/ingest with the test key; returns the response."""
 
-    def _post(body, *, key: str | None = None, content_type: str = "application/json", raw: bytes | None = None):
+    def _post(
+        body, *, key: str | None = None, content_type: str = "application/json", raw: bytes | None = None
+    ):
         headers = {"HTTP_AUTHORIZATION": f"Bearer {key or api_key}"}
         data = raw if raw is not None else json.dumps(body)
         return client.post("/api/ingest", data=data, content_type=content_type, **headers)

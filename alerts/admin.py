@@ -18,7 +18,16 @@ class TransitionInline(admin.TabularInline):
 
 @admin.register(Alert)
 class AlertAdmin(admin.ModelAdmin):
-    list_display = ("id", "severity", "type", "entity_type", "entity_id", "status", "occurrences", "last_seen")
+    list_display = (
+        "id",
+        "severity",
+        "type",
+        "entity_type",
+        "entity_id",
+        "status",
+        "occurrences",
+        "last_seen",
+    )
     list_filter = ("severity", "status", "type", "entity_type", "last_seen")
     search_fields = ("=entity_id", "message")
     readonly_fields = [f.name for f in Alert._meta.fields]

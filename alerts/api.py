@@ -18,9 +18,16 @@ class DismissIn(Schema):
 
 
 @router.get("", summary="Alerts, newest first, with filters")
-def list_alerts(request, status: Status | None = None, severity: Severity | None = None, type: str | None = None,  # noqa: A002
-                entity_type: EntityType | None = None, entity_id: str | None = None, limit: int = 50,
-                cursor: str | None = None):
+def list_alerts(
+    request,
+    status: Status | None = None,
+    severity: Severity | None = None,
+    type: str | None = None,  # noqa: A002
+    entity_type: EntityType | None = None,
+    entity_id: str | None = None,
+    limit: int = 50,
+    cursor: str | None = None,
+):
     before = None
     if cursor:
         if not cursor.isdigit():
@@ -28,7 +35,13 @@ def list_alerts(request, status: Status | None = None, severity: Severity | None
         before = int(cursor)
     limit = max(1, min(limit, 500))
     rows, more = alert_list(
-        filters={"status": status, "severity": severity, "type": type, "entity_type": entity_type, "entity_id": entity_id},
+        filters={
+            "status": status,
+            "severity": severity,
+            "type": type,
+            "entity_type": entity_type,
+            "entity_id": entity_id,
+        },
         before_id=before,
         limit=limit,
     )
@@ -40,7 +53,9 @@ def _act(request, alert_id: int, action: str, reason: str = ""):
     if not Alert.objects.filter(pk=alert_id).exists():
         raise Http404(f"no alert {alert_id}")
     try:
-        alert = alert_transition(alert_id=alert_id, action=action, user=user, now=timezone.now(), reason=reason)
+        alert = alert_transition(
+            alert_id=alert_id, action=action, user=user, now=timezone.now(), reason=reason
+        )
     except TransitionNotAllowed as exc:
         raise HttpError(409, str(exc)) from None
     except ValueError:

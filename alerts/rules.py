@@ -39,7 +39,9 @@ def student_rules(snap) -> Iterable[Candidate]:
                 "platform_health_score": health,
                 "platform_churn_risk": snap.platform_churn_risk,
                 "our_health_score": snap.health_score,
-                "threshold": settings.ALERT_LOW_HEALTH_CRITICAL if critical else settings.ALERT_LOW_HEALTH_WARNING,
+                "threshold": settings.ALERT_LOW_HEALTH_CRITICAL
+                if critical
+                else settings.ALERT_LOW_HEALTH_WARNING,
             },
         )
     if snap.ib_calls_14d >= settings.ALERT_IB_CALLS_14D:
@@ -49,8 +51,12 @@ def student_rules(snap) -> Iterable[Candidate]:
             snap.student_id,
             Severity.WARNING,
             f"Student {snap.student_id} made {snap.ib_calls_14d} support calls in 14 days",
-            {"ib_calls_14d": snap.ib_calls_14d, "reasons": snap.ib_reasons_14d, "threshold": settings.ALERT_IB_CALLS_14D,
-             "unresolved_14d": snap.ib_unresolved_14d},
+            {
+                "ib_calls_14d": snap.ib_calls_14d,
+                "reasons": snap.ib_reasons_14d,
+                "threshold": settings.ALERT_IB_CALLS_14D,
+                "unresolved_14d": snap.ib_unresolved_14d,
+            },
         )
 
 

@@ -27,7 +27,9 @@ def alert_as_dict(alert: Alert) -> dict[str, Any]:
 
 
 def alert_list(*, filters: dict[str, str], before_id: int | None, limit: int) -> tuple[list[Alert], bool]:
-    qs = Alert.objects.select_related("acknowledged_by", "closed_by").filter(**{k: v for k, v in filters.items() if v})
+    qs = Alert.objects.select_related("acknowledged_by", "closed_by").filter(
+        **{k: v for k, v in filters.items() if v}
+    )
     if before_id is not None:
         qs = qs.filter(pk__lt=before_id)
     rows = list(qs.order_by("-id")[: limit + 1])

@@ -38,7 +38,10 @@ def alert_raise(*, candidate: Candidate, now: datetime) -> Raised:
             escalated = SEVERITY_RANK[candidate.severity] > SEVERITY_RANK[active.severity]
             if escalated:
                 AlertTransition.objects.create(
-                    alert=active, at=now, from_status=active.status, to_status=active.status,
+                    alert=active,
+                    at=now,
+                    from_status=active.status,
+                    to_status=active.status,
                     note=f"escalated {active.severity} → {candidate.severity}",
                 )
                 active.severity = candidate.severity
@@ -64,7 +67,9 @@ def alert_raise(*, candidate: Candidate, now: datetime) -> Raised:
                 AlertTransition.objects.create(alert=alert, at=now, to_status=Status.OPEN, note="raised")
         except IntegrityError:
             continue  # another worker opened it a moment ago: count ours as a repeat
-        logger.info("alert raised", extra={"alert_id": alert.pk, "type": alert.type, "severity": alert.severity})
+        logger.info(
+            "alert raised", extra={"alert_id": alert.pk, "type": alert.type, "severity": alert.severity}
+        )
         return Raised(alert.pk, created=True, escalated=False)
     raise RuntimeError(f"could not raise alert {candidate.fingerprint}")
 

@@ -10,7 +10,12 @@ from django.db.models import Avg, Count, Q, Sum
 from alerts.models import ACTIVE_STATUSES, Alert
 from metrics.models import GlobalMinute, Session, StudentHourly, StudentSnapshot
 
-RANGES = {"1h": timedelta(hours=1), "24h": timedelta(hours=24), "7d": timedelta(days=7), "30d": timedelta(days=30)}
+RANGES = {
+    "1h": timedelta(hours=1),
+    "24h": timedelta(hours=24),
+    "7d": timedelta(days=7),
+    "30d": timedelta(days=30),
+}
 DEFAULT_RANGE = "24h"
 KPI_NAMES = (
     "events_per_min",
@@ -51,12 +56,18 @@ def kpis(*, range_key: str, now: datetime) -> dict[str, Any]:
     day = _minute_sums(now - timedelta(hours=24), now + timedelta(minutes=1))
     prev_day = _minute_sums(now - timedelta(hours=48), now - timedelta(hours=24))
     midnight = now.replace(hour=0, minute=0, second=0, microsecond=0)
-    sessions_today = Session.objects.filter(Q(started_at__gte=midnight) | Q(completed_at__gte=midnight)).count()
+    sessions_today = Session.objects.filter(
+        Q(started_at__gte=midnight) | Q(completed_at__gte=midnight)
+    ).count()
     active_students = (
         StudentHourly.objects.filter(hour__gte=start.replace(minute=0, second=0, microsecond=0))
-        .values("student_id").distinct().count()
+        .values("student_id")
+        .distinct()
+        .count()
     )
-    recent = StudentSnapshot.objects.filter(updated_at__gte=now - timedelta(days=30), health_score__isnull=False)
+    recent = StudentSnapshot.objects.filter(
+        updated_at__gte=now - timedelta(days=30), health_score__isnull=False
+    )
     health = recent.aggregate(avg=Avg("health_score"), at_risk=Count("id", filter=Q(health_score__lt=70)))
     firsts = StudentSnapshot.objects.filter(first_session_at__gte=start).aggregate(
         total=Count("id"), ok=Count("id", filter=Q(first_session_ok=True))
@@ -90,9 +101,14 @@ def kpis(*, range_key: str, now: datetime) -> dict[str, Any]:
 
 def events_series(*, now: datetime, minutes: int = 60) -> list[dict[str, Any]]:
     start = (now - timedelta(minutes=minutes - 1)).replace(second=0, microsecond=0)
-    rows = dict(GlobalMinute.objects.filter(minute__gte=start, minute__lte=now).values_list("minute", "received"))
+    rows = dict(
+        GlobalMinute.objects.filter(minute__gte=start, minute__lte=now).values_list("minute", "received")
+    )
     return [
-        {"t": (start + timedelta(minutes=i)).strftime("%H:%M"), "v": rows.get(start + timedelta(minutes=i), 0)}
+        {
+            "t": (start + timedelta(minutes=i)).strftime("%H:%M"),
+            "v": rows.get(start + timedelta(minutes=i), 0),
+        }
         for i in range(minutes)
     ]
 

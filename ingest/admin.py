@@ -50,7 +50,16 @@ class StreamDeadLetterAdmin(admin.ModelAdmin):
     list_display = ("message_id", "backend", "created_at", "deliveries", "short_error", "replayed_at")
     list_filter = ("backend", ("replayed_at", admin.EmptyFieldListFilter))
     search_fields = ("message_id", "error")
-    readonly_fields = ("backend", "message_id", "body", "raw", "error", "deliveries", "created_at", "replayed_at")
+    readonly_fields = (
+        "backend",
+        "message_id",
+        "body",
+        "raw",
+        "error",
+        "deliveries",
+        "created_at",
+        "replayed_at",
+    )
     actions = ["replay"]
 
     @admin.display(description="error")
@@ -83,7 +92,11 @@ class ApiKeyAdmin(admin.ModelAdmin):
             return
         issued = api_key_create(name=obj.name, rate_limit_per_sec=obj.rate_limit_per_sec)
         obj.pk = issued.api_key.pk
-        obj.prefix, obj.key_hash, obj.created_at = issued.api_key.prefix, issued.api_key.key_hash, issued.api_key.created_at
+        obj.prefix, obj.key_hash, obj.created_at = (
+            issued.api_key.prefix,
+            issued.api_key.key_hash,
+            issued.api_key.created_at,
+        )
         self.message_user(request, f"New key (shown once, copy it now): {issued.plaintext}", messages.WARNING)
 
     @admin.action(description="Revoke selected keys")

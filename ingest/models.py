@@ -75,3 +75,33 @@ class ApiKey(models.Model):
     @property
     def is_active(self) -> bool:
         return self.revoked_at is None
+
+
+class KinesisShard(models.Model):
+    """Per-shard checkpoint and lease for the kinesis backend: one owner per shard at a time."""
+
+    stream_name = models.CharField(max_length=128)
+    shard_id = models.CharField(max_length=128)
+    checkpoint = models.CharField(max_length=256, blank=True, default="", help_text="last processed sequence number")
+    lease_owner = models.CharField(max_length=200, blank=True, default="")
+    lease_expires_at = models.DateTimeField(null=True, blank=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["stream_name", "shard_id"], name="kinesis_shard_unique")]
+
+    def __str__(self) -> str:
+        return f"{self.stream_name}/{self.shard_id} @ {self.checkpoint or 'TRIM_HORIZON'}"
+
+
+class WorkerHeartbeat(models.Model):
+    """Each stream consumer writes one row now and then: /healthz and pipeline_status read it."""
+
+    name = models.CharField(max_length=200, unique=True)
+    backend = models.CharField(max_length=20)
+    started_at = models.DateTimeField()
+    last_seen = models.DateTimeField(db_index=True)
+    processed = models.BigIntegerField(default=0)
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.backend})"

@@ -55,8 +55,17 @@ def _store_events(events: list[dict[str, Any]], now: datetime) -> list[dict[str,
         )
     inserted = insert_returning_new(
         table=Event._meta.db_table,
-        columns=["event_id", "event_type", "occurred_at", "received_at", "processed_at", "student_id", "tutor_id",
-                 "late", "payload"],
+        columns=[
+            "event_id",
+            "event_type",
+            "occurred_at",
+            "received_at",
+            "processed_at",
+            "student_id",
+            "tutor_id",
+            "late",
+            "payload",
+        ],
         rows=rows,
         conflict="event_id",
     )
@@ -77,11 +86,19 @@ def process_batch(events: list[dict[str, Any]], *, now: datetime) -> BatchResult
         if new:
             transaction.on_commit(lambda: realtime.publish_change(change))
     result = BatchResult(
-        received=len(events), new=len(new), duplicates=len(events) - len(new), alerts=raised,
+        received=len(events),
+        new=len(new),
+        duplicates=len(events) - len(new),
+        alerts=raised,
         seconds=time.perf_counter() - started,
     )
     logger.info(
         "batch processed",
-        extra={"received": result.received, "new": result.new, "alerts": len(raised), "ms": round(result.seconds * 1000, 1)},
+        extra={
+            "received": result.received,
+            "new": result.new,
+            "alerts": len(raised),
+            "ms": round(result.seconds * 1000, 1),
+        },
     )
     return result

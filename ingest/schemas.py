@@ -57,7 +57,14 @@ class IbCallLogged(EventFields):
     student_id: Id
     call_id: Id | None = None
     reason: (
-        Literal["scheduling_issue", "technical_problem", "tutor_concern", "billing_question", "general_inquiry", "other"]
+        Literal[
+            "scheduling_issue",
+            "technical_problem",
+            "tutor_concern",
+            "billing_question",
+            "general_inquiry",
+            "other",
+        ]
         | None
     ) = None
     duration_seconds: Annotated[int, Field(ge=0, le=86_400)] | None = None
@@ -182,7 +189,9 @@ def validate_event(raw: Any, *, now: datetime, new_id) -> dict[str, Any]:
         prefix = ""
 
     if _depth(fields) > MAX_DEPTH:
-        errors.append({"field": prefix.rstrip(".") or "body", "message": f"nesting deeper than {MAX_DEPTH} levels"})
+        errors.append(
+            {"field": prefix.rstrip(".") or "body", "message": f"nesting deeper than {MAX_DEPTH} levels"}
+        )
     model = EVENT_MODELS[event_type]
     for alias, canonical in ALIASES.get(event_type, {}).items():
         if alias in fields:
@@ -193,12 +202,16 @@ def validate_event(raw: Any, *, now: datetime, new_id) -> dict[str, Any]:
     known = set(model.model_fields)
     extras = [k for k in fields if k not in known]
     if len(extras) > MAX_EXTRA_FIELDS:
-        errors.append({"field": prefix.rstrip(".") or "body", "message": f"more than {MAX_EXTRA_FIELDS} unknown fields"})
+        errors.append(
+            {"field": prefix.rstrip(".") or "body", "message": f"more than {MAX_EXTRA_FIELDS} unknown fields"}
+        )
     for key in extras:
         if len(key) > 64:
             errors.append({"field": prefix + key[:64], "message": "field names are limited to 64 characters"})
         elif isinstance(fields[key], str) and len(fields[key]) > MAX_EXTRA_STRING:
-            errors.append({"field": prefix + key, "message": f"strings are limited to {MAX_EXTRA_STRING} characters"})
+            errors.append(
+                {"field": prefix + key, "message": f"strings are limited to {MAX_EXTRA_STRING} characters"}
+            )
     try:
         parsed = model.model_validate(fields)
     except ValidationError as exc:

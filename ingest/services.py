@@ -46,7 +46,12 @@ def events_validate(body: Any, *, now: datetime) -> IngestOutcome:
         if not 1 <= len(items) <= settings.INGEST_MAX_BATCH:
             raise BodyError(
                 "invalid batch",
-                [{"field": "events", "message": f"must hold 1 to {settings.INGEST_MAX_BATCH} events, got {len(items)}"}],
+                [
+                    {
+                        "field": "events",
+                        "message": f"must hold 1 to {settings.INGEST_MAX_BATCH} events, got {len(items)}",
+                    }
+                ],
             )
         outcome = IngestOutcome(batch=True)
     else:

@@ -41,10 +41,15 @@ def decode(token: str, raw: str | bytes, deliveries: int = 1) -> Delivery:
     text = raw.decode("utf-8", "replace") if isinstance(raw, bytes) else raw
     try:
         event = json.loads(text)
-        if not isinstance(event, dict) or not {"event_id", "event_type", "payload", "timestamp"} <= event.keys():
+        if (
+            not isinstance(event, dict)
+            or not {"event_id", "event_type", "payload", "timestamp"} <= event.keys()
+        ):
             raise ValueError("missing envelope keys")
     except ValueError as exc:
-        return Delivery(token=token, event=None, raw=text[:10_000], deliveries=deliveries, error=f"malformed: {exc}")
+        return Delivery(
+            token=token, event=None, raw=text[:10_000], deliveries=deliveries, error=f"malformed: {exc}"
+        )
     return Delivery(token=token, event=event, raw=text, deliveries=deliveries)
 
 
@@ -89,7 +94,9 @@ class DatabaseStream(EventStream):
 
         now = timezone.now()
         with transaction.atomic():
-            qs = PendingEvent.objects.filter(Q(claimed_until__isnull=True) | Q(claimed_until__lt=now)).order_by("id")
+            qs = PendingEvent.objects.filter(
+                Q(claimed_until__isnull=True) | Q(claimed_until__lt=now)
+            ).order_by("id")
             if connection.vendor == "postgresql":
                 qs = qs.select_for_update(skip_locked=True)
             rows = list(qs.values_list("id", "body", "deliveries")[:count])
@@ -152,7 +159,9 @@ class RedisStream(EventStream):
         import redis
 
         self._redis_mod = redis
-        self.client = redis.Redis.from_url(url, socket_timeout=5, socket_connect_timeout=2, health_check_interval=30)
+        self.client = redis.Redis.from_url(
+            url, socket_timeout=5, socket_connect_timeout=2, health_check_interval=30
+        )
         self.key = key
         self.dead_key = f"{key}:dead"
         self.group = group
@@ -187,7 +196,11 @@ class RedisStream(EventStream):
             deliveries = self._reclaim(consumer, count)
             if len(deliveries) < count:
                 resp = self.client.xreadgroup(
-                    self.group, consumer, {self.key: ">"}, count=count - len(deliveries), block=block_ms or None
+                    self.group,
+                    consumer,
+                    {self.key: ">"},
+                    count=count - len(deliveries),
+                    block=block_ms or None,
                 )
                 for _key, entries in resp or []:
                     for msg_id, fields in entries:
@@ -206,19 +219,32 @@ class RedisStream(EventStream):
         token = msg_id.decode() if isinstance(msg_id, bytes) else msg_id
         raw = fields.get(b"e") if fields else None
         if raw is None:
-            return Delivery(token=token, event=None, raw=repr(fields)[:10_000], deliveries=deliveries, error="malformed: no 'e' field")
+            return Delivery(
+                token=token,
+                event=None,
+                raw=repr(fields)[:10_000],
+                deliveries=deliveries,
+                error="malformed: no 'e' field",
+            )
         return decode(token, raw, deliveries)
 
     def _reclaim(self, consumer: str, count: int) -> list[Delivery]:
         """Take over entries another consumer left pending longer than the idle timeout (it died)."""
         resp = self.client.xautoclaim(
-            self.key, self.group, consumer, min_idle_time=settings.STREAM_CLAIM_IDLE_MS, start_id="0-0", count=count
+            self.key,
+            self.group,
+            consumer,
+            min_idle_time=settings.STREAM_CLAIM_IDLE_MS,
+            start_id="0-0",
+            count=count,
         )
         entries = [(mid, f) for mid, f in resp[1] if f is not None]
         if not entries:
             return []
         counts = {}
-        for item in self.client.xpending_range(self.key, self.group, min=entries[0][0], max=entries[-1][0], count=len(entries) * 2):
+        for item in self.client.xpending_range(
+            self.key, self.group, min=entries[0][0], max=entries[-1][0], count=len(entries) * 2
+        ):
             counts[item["message_id"]] = item["times_delivered"]
         return [self._decode(mid, fields, counts.get(mid, 2)) for mid, fields in entries]
 
@@ -236,7 +262,15 @@ class RedisStream(EventStream):
 
     def dead_letter(self, delivery: Delivery, error: str) -> None:
         pipe = self.client.pipeline(transaction=True)
-        pipe.xadd(self.dead_key, {"id": delivery.token, "raw": delivery.raw, "error": error[:5000], "deliveries": delivery.deliveries})
+        pipe.xadd(
+            self.dead_key,
+            {
+                "id": delivery.token,
+                "raw": delivery.raw,
+                "error": error[:5000],
+                "deliveries": delivery.deliveries,
+            },
+        )
         pipe.xack(self.key, self.group, delivery.token)
         pipe.xdel(self.key, delivery.token)
         pipe.execute()
@@ -254,7 +288,10 @@ class RedisStream(EventStream):
     def backlog(self) -> dict[str, int]:
         try:
             self._ensure_group()
-            groups = {g["name"].decode() if isinstance(g["name"], bytes) else g["name"]: g for g in self.client.xinfo_groups(self.key)}
+            groups = {
+                g["name"].decode() if isinstance(g["name"], bytes) else g["name"]: g
+                for g in self.client.xinfo_groups(self.key)
+            }
             info = groups.get(self.group, {})
             return {"waiting": int(info.get("lag") or 0), "in_flight": int(info.get("pending") or 0)}
         except self._errors() as exc:

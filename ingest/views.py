@@ -23,7 +23,9 @@ logger = logging.getLogger(__name__)
 @csrf_exempt
 def ingest(request: HttpRequest) -> JsonResponse:
     if request.method != "POST":
-        return json_error(405, "method not allowed", [{"field": "method", "message": "use POST"}], Allow="POST")
+        return json_error(
+            405, "method not allowed", [{"field": "method", "message": "use POST"}], Allow="POST"
+        )
     plaintext = key_from_headers(request.headers)
     api_key = api_key_authenticate(plaintext) if plaintext else None
     if api_key is None:
@@ -35,17 +37,23 @@ def ingest(request: HttpRequest) -> JsonResponse:
         )
     content_type = request.content_type or ""
     if content_type != "application/json":
-        return json_error(415, "unsupported media type", [{"field": "Content-Type", "message": "must be application/json"}])
+        return json_error(
+            415, "unsupported media type", [{"field": "Content-Type", "message": "must be application/json"}]
+        )
     try:
         length = int(request.META.get("CONTENT_LENGTH") or 0)
     except ValueError:
         length = 0
     limit = settings.INGEST_MAX_BODY_BYTES
     if length > limit:
-        return json_error(413, "body too large", [{"field": "body", "message": f"must be at most {limit} bytes"}])
+        return json_error(
+            413, "body too large", [{"field": "body", "message": f"must be at most {limit} bytes"}]
+        )
     raw = request.read(limit + 1)  # bounded even when Content-Length lies or is absent
     if len(raw) > limit:
-        return json_error(413, "body too large", [{"field": "body", "message": f"must be at most {limit} bytes"}])
+        return json_error(
+            413, "body too large", [{"field": "body", "message": f"must be at most {limit} bytes"}]
+        )
     try:
         body = json.loads(raw)
     except (ValueError, RecursionError):
@@ -53,10 +61,14 @@ def ingest(request: HttpRequest) -> JsonResponse:
 
     rate = api_key.rate_limit_per_sec or settings.INGEST_RATE_LIMIT_PER_SEC
     cost = len(body["events"]) if isinstance(body, dict) and isinstance(body.get("events"), list) else 1
-    wait = buckets.take(f"key:{api_key.pk}", cost=max(cost, 1), rate=rate, burst=max(settings.INGEST_RATE_LIMIT_BURST, rate))
+    wait = buckets.take(
+        f"key:{api_key.pk}", cost=max(cost, 1), rate=rate, burst=max(settings.INGEST_RATE_LIMIT_BURST, rate)
+    )
     if wait > 0:
         return json_error(
-            429, "rate limit exceeded", [{"field": "Authorization", "message": f"this key may send {rate:g} events/s"}],
+            429,
+            "rate limit exceeded",
+            [{"field": "Authorization", "message": f"this key may send {rate:g} events/s"}],
             Retry_After=str(max(1, math.ceil(wait))),
         )
     try:
@@ -65,7 +77,9 @@ def ingest(request: HttpRequest) -> JsonResponse:
         return json_error(400, exc.message, exc.errors)
     except StreamUnavailable:
         logger.warning("stream unavailable, ingest refused")
-        return json_error(503, "stream unavailable", [{"field": "stream", "message": "try again shortly"}], Retry_After="2")
+        return json_error(
+            503, "stream unavailable", [{"field": "stream", "message": "try again shortly"}], Retry_After="2"
+        )
 
     if not outcome.batch:
         result = outcome.results[0]

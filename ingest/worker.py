@@ -10,7 +10,7 @@ import threading
 import time
 
 from django.conf import settings
-from django.db import OperationalError, InterfaceError, close_old_connections
+from django.db import InterfaceError, OperationalError, close_old_connections
 from django.utils import timezone
 
 from ingest.pipeline import process_batch
@@ -26,8 +26,14 @@ def consumer_name() -> str:
 
 
 class StreamWorker:
-    def __init__(self, stream: EventStream | None = None, *, consumer: str | None = None,
-                 batch_size: int | None = None, block_ms: int | None = None):
+    def __init__(
+        self,
+        stream: EventStream | None = None,
+        *,
+        consumer: str | None = None,
+        batch_size: int | None = None,
+        block_ms: int | None = None,
+    ):
         self.stream = stream or get_stream()
         self.consumer = consumer or consumer_name()
         self.batch_size = batch_size or settings.WORKER_BATCH_SIZE

@@ -42,7 +42,11 @@ api = NinjaAPI(
 
 @api.exception_handler(AuthenticationError)
 def _unauthenticated(request, exc):
-    return json_error(401, "authentication required", [{"field": "Authorization", "message": "API key or staff session required"}])
+    return json_error(
+        401,
+        "authentication required",
+        [{"field": "Authorization", "message": "API key or staff session required"}],
+    )
 
 
 @api.exception_handler(ValidationError)

@@ -54,6 +54,7 @@ INSTALLED_APPS = [
     "ingest",
     "metrics",
     "alerts",
+    "insights",
     "simulator",
     "dashboard",
 ]
@@ -107,7 +108,9 @@ DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 # --- streams, workers, channel layer ------------------------------------------------------
 REDIS_URL = env_str("REDIS_URL")
-IOPS_STREAM = env_choice("IOPS_STREAM", "redis" if REDIS_URL else "database", ("database", "redis", "kinesis"))
+IOPS_STREAM = env_choice(
+    "IOPS_STREAM", "redis" if REDIS_URL else "database", ("database", "redis", "kinesis")
+)
 if IOPS_STREAM == "redis" and not REDIS_URL:
     raise ImproperlyConfigured("IOPS_STREAM=redis needs REDIS_URL")
 IOPS_STREAM_KEY = env_str("IOPS_STREAM_KEY", "iops:events") or "iops:events"

@@ -29,6 +29,7 @@ def _check_channel_layer() -> str:
     if layer is None:
         raise RuntimeError("no channel layer configured")
     if hasattr(layer, "connection"):  # channels-redis: a real round trip
+
         async def _ping():
             conn = layer.connection(0)
             await conn.ping()
@@ -40,11 +41,17 @@ def _check_channel_layer() -> str:
 @require_GET
 def healthz(request: HttpRequest) -> JsonResponse:
     checks: dict[str, str] = {}
-    for name, check in (("database", _check_database), ("stream", _check_stream), ("channel_layer", _check_channel_layer)):
+    for name, check in (
+        ("database", _check_database),
+        ("stream", _check_stream),
+        ("channel_layer", _check_channel_layer),
+    ):
         try:
             checks[name] = check()
         except (StreamUnavailable, Exception) as exc:  # noqa: BLE001 - any failure is reported, never raised
             logger.warning("health check failed", extra={"check": name, "error": exc.__class__.__name__})
             checks[name] = f"error: {exc.__class__.__name__}"
     ok = all(v == "ok" for v in checks.values())
-    return JsonResponse({"status": "ok" if ok else "unavailable", "checks": checks}, status=200 if ok else 503)
+    return JsonResponse(
+        {"status": "ok" if ok else "unavailable", "checks": checks}, status=200 if ok else 503
+    )

@@ -23,8 +23,18 @@ class ReadOnly(admin.ModelAdmin):
 
 @admin.register(StudentSnapshot)
 class StudentSnapshotAdmin(ReadOnly):
-    list_display = ("student_id", "health_score", "platform_health_score", "sessions_7d", "sessions_14d", "sessions_30d",
-                    "ib_calls_14d", "velocity_trend", "first_session_ok", "updated_at")
+    list_display = (
+        "student_id",
+        "health_score",
+        "platform_health_score",
+        "sessions_7d",
+        "sessions_14d",
+        "sessions_30d",
+        "ib_calls_14d",
+        "velocity_trend",
+        "first_session_ok",
+        "updated_at",
+    )
     list_filter = ("velocity_trend", "first_session_ok", "platform_churn_risk")
     search_fields = ("=student_id",)
     ordering = ("health_score",)
@@ -32,24 +42,49 @@ class StudentSnapshotAdmin(ReadOnly):
 
 @admin.register(TutorSnapshot)
 class TutorSnapshotAdmin(ReadOnly):
-    list_display = ("tutor_id", "sessions_7d", "sessions_30d", "avg_rating", "rated_sessions", "completion_rate",
-                    "available_hours", "utilisation", "updated_at")
+    list_display = (
+        "tutor_id",
+        "sessions_7d",
+        "sessions_30d",
+        "avg_rating",
+        "rated_sessions",
+        "completion_rate",
+        "available_hours",
+        "utilisation",
+        "updated_at",
+    )
     search_fields = ("=tutor_id",)
     ordering = ("-utilisation",)
 
 
 @admin.register(SubjectRegionSnapshot)
 class SubjectRegionSnapshotAdmin(ReadOnly):
-    list_display = ("subject", "region", "balance_status", "demand_supply_ratio", "platform_demand_score",
-                    "platform_supply_score", "status_since", "updated_at")
+    list_display = (
+        "subject",
+        "region",
+        "balance_status",
+        "demand_supply_ratio",
+        "platform_demand_score",
+        "platform_supply_score",
+        "status_since",
+        "updated_at",
+    )
     list_filter = ("balance_status", "region")
     search_fields = ("subject", "region")
 
 
 @admin.register(Session)
 class SessionAdmin(ReadOnly):
-    list_display = ("session_id", "student_id", "tutor_id", "subject", "started_at", "completed_at",
-                    "completed_successfully", "student_rating")
+    list_display = (
+        "session_id",
+        "student_id",
+        "tutor_id",
+        "subject",
+        "started_at",
+        "completed_at",
+        "completed_successfully",
+        "student_rating",
+    )
     list_filter = ("completed_successfully", "subject")
     search_fields = ("=session_id", "=student_id", "=tutor_id")
 

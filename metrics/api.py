@@ -23,7 +23,9 @@ def _decode_cursor(cursor: str | None) -> int:
 
 
 @router.get("/{entity_type}", summary="List students or tutors")
-def list_entities(request, entity_type: EntityType, order: str | None = None, limit: int = 50, cursor: str | None = None):
+def list_entities(
+    request, entity_type: EntityType, order: str | None = None, limit: int = 50, cursor: str | None = None
+):
     order = order or ORDERABLE[entity_type][0]
     if order not in ORDERABLE[entity_type]:
         raise HttpError(400, f"order must be one of {', '.join(ORDERABLE[entity_type])}")

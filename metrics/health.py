@@ -40,13 +40,30 @@ def health_components(
         recency = _clamp(100 * (30 - days_since_last_session) / 23)
     scores = {
         "engagement": (engagement, why),
-        "support": (support, f"{ib_calls_14d} support calls in 14 days ({ib_unresolved_14d} unresolved, {ib_high_priority_14d} high priority)"),
-        "satisfaction": (satisfaction, "no ratings yet" if avg_rating_given is None else f"rates sessions {avg_rating_given:.1f}/5"),
-        "first_session": (first, {True: "first session succeeded", False: "first session failed", None: "no first session yet"}[first_session_ok]),
-        "recency": (recency, "never had a session" if days_since_last_session is None else f"last session {days_since_last_session:.1f} days ago"),
+        "support": (
+            support,
+            f"{ib_calls_14d} support calls in 14 days ({ib_unresolved_14d} unresolved, {ib_high_priority_14d} high priority)",
+        ),
+        "satisfaction": (
+            satisfaction,
+            "no ratings yet" if avg_rating_given is None else f"rates sessions {avg_rating_given:.1f}/5",
+        ),
+        "first_session": (
+            first,
+            {True: "first session succeeded", False: "first session failed", None: "no first session yet"}[
+                first_session_ok
+            ],
+        ),
+        "recency": (
+            recency,
+            "never had a session"
+            if days_since_last_session is None
+            else f"last session {days_since_last_session:.1f} days ago",
+        ),
     }
     return {
-        name: {"score": round(score, 1), "weight": WEIGHTS[name], "why": why} for name, (score, why) in scores.items()
+        name: {"score": round(score, 1), "weight": WEIGHTS[name], "why": why}
+        for name, (score, why) in scores.items()
     }
 
 

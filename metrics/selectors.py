@@ -13,10 +13,28 @@ ENTITY_MODELS: dict[str, tuple[type[Model], str]] = {
     "tutor": (TutorSnapshot, "tutor_id"),
 }
 ORDERABLE = {
-    "student": ("health_score", "-health_score", "sessions_7d", "-sessions_7d", "ib_calls_14d", "-ib_calls_14d",
-                "-updated_at", "updated_at", "student_id"),
-    "tutor": ("avg_rating", "-avg_rating", "utilisation", "-utilisation", "sessions_7d", "-sessions_7d",
-              "-updated_at", "updated_at", "tutor_id"),
+    "student": (
+        "health_score",
+        "-health_score",
+        "sessions_7d",
+        "-sessions_7d",
+        "ib_calls_14d",
+        "-ib_calls_14d",
+        "-updated_at",
+        "updated_at",
+        "student_id",
+    ),
+    "tutor": (
+        "avg_rating",
+        "-avg_rating",
+        "utilisation",
+        "-utilisation",
+        "sessions_7d",
+        "-sessions_7d",
+        "-updated_at",
+        "updated_at",
+        "tutor_id",
+    ),
 }
 
 
@@ -41,6 +59,10 @@ def entity_get(entity_type: str, entity_id: str) -> Model | None:
 def entity_list(entity_type: str, *, order: str, offset: int, limit: int) -> tuple[list[Model], bool]:
     model, key = ENTITY_MODELS[entity_type]
     field = order.lstrip("-")
-    qs = model.objects.exclude(**{f"{field}__isnull": True}) if field not in (key, "updated_at") else model.objects.all()
+    qs = (
+        model.objects.exclude(**{f"{field}__isnull": True})
+        if field not in (key, "updated_at")
+        else model.objects.all()
+    )
     rows = list(qs.order_by(order, key)[offset : offset + limit + 1])
     return rows[:limit], len(rows) > limit

@@ -29,10 +29,24 @@ from metrics.models import (
 )
 from metrics.windows import floor_hour, window_start
 
-SESSION_VALUES = ["sessions_started", "sessions_completed", "sessions_unsuccessful", "rating_sum", "rating_count", "minutes"]
+SESSION_VALUES = [
+    "sessions_started",
+    "sessions_completed",
+    "sessions_unsuccessful",
+    "rating_sum",
+    "rating_count",
+    "minutes",
+]
 IB_VALUES = ["ib_calls", "ib_unresolved", "ib_high_priority", *[f"ib_{r}" for r in IB_REASONS]]
 STUDENT_VALUES = SESSION_VALUES + IB_VALUES
-MINUTE_VALUES = ["received", "events", "sessions_started", "sessions_completed", "sessions_unsuccessful", "ib_calls"]
+MINUTE_VALUES = [
+    "received",
+    "events",
+    "sessions_started",
+    "sessions_completed",
+    "sessions_unsuccessful",
+    "ib_calls",
+]
 
 # Hysteresis for subject × region balance: enter a state at 1.5×, leave it only below 1.3×.
 BALANCE_ENTER = 1.5
@@ -94,7 +108,9 @@ def _session_deltas(events: list[dict[str, Any]]) -> tuple[list[dict[str, Any]],
             if s.started_at is not None:
                 continue
             s.started_at = ts
-            deltas.append({"student_id": s.student_id, "tutor_id": s.tutor_id, "ts": ts, "sessions_started": 1})
+            deltas.append(
+                {"student_id": s.student_id, "tutor_id": s.tutor_id, "ts": ts, "sessions_started": 1}
+            )
         else:
             if s.completed_at is not None:
                 continue
@@ -122,8 +138,16 @@ def _session_deltas(events: list[dict[str, Any]]) -> tuple[list[dict[str, Any]],
     if changed:
         Session.objects.bulk_update(
             list(changed.values()),
-            ["subject", "session_type", "started_at", "completed_at", "completed_successfully",
-             "duration_minutes", "student_rating", "tutor_rating"],
+            [
+                "subject",
+                "session_type",
+                "started_at",
+                "completed_at",
+                "completed_successfully",
+                "duration_minutes",
+                "student_rating",
+                "tutor_rating",
+            ],
             batch_size=500,
         )
     return deltas, completed_students
@@ -150,7 +174,9 @@ def _ib_frame(events: list[dict[str, Any]]) -> pd.DataFrame:
     return df
 
 
-def _fold_buckets(session_deltas: list[dict[str, Any]], ib: pd.DataFrame, events: list[dict[str, Any]]) -> None:
+def _fold_buckets(
+    session_deltas: list[dict[str, Any]], ib: pd.DataFrame, events: list[dict[str, Any]]
+) -> None:
     sessions = pd.DataFrame(session_deltas)
     if not sessions.empty:
         for col in SESSION_VALUES:
@@ -181,9 +207,9 @@ def _fold_buckets(session_deltas: list[dict[str, Any]], ib: pd.DataFrame, events
         {"minute": _ts(e["received_at"]).replace(second=0, microsecond=0), "received": 1} for e in events
     ] + [{"minute": _ts(e["timestamp"]).replace(second=0, microsecond=0), "events": 1} for e in events]
     if not sessions.empty:
-        minute_rows += sessions.assign(minute=sessions["ts"].map(lambda t: t.replace(second=0, microsecond=0)))[
-            ["minute", "sessions_started", "sessions_completed", "sessions_unsuccessful"]
-        ].to_dict("records")
+        minute_rows += sessions.assign(
+            minute=sessions["ts"].map(lambda t: t.replace(second=0, microsecond=0))
+        )[["minute", "sessions_started", "sessions_completed", "sessions_unsuccessful"]].to_dict("records")
     if not ib.empty:
         minute_rows += [{"minute": t.replace(second=0, microsecond=0), "ib_calls": 1} for t in ib["ts"]]
     minutes = pd.DataFrame(minute_rows)
@@ -212,18 +238,53 @@ def _latest(events: list[dict[str, Any]], event_type: str, key) -> dict[Any, dic
 def _ensure_snapshots(students: set[str], tutors: set[str], now: datetime) -> None:
     insert_ignore(
         table=StudentSnapshot._meta.db_table,
-        columns=["student_id", "as_of", "updated_at", "ib_reasons_14d", "health_components", "prior_weekly_mean",
-                 "velocity_trend", "platform_churn_risk", "first_session_id"] + [
-            f for f in ("sessions_7d", "sessions_14d", "sessions_30d", "sessions_started_7d", "sessions_started_30d",
-                        "unsuccessful_30d", "ib_calls_7d", "ib_calls_14d", "ib_calls_30d", "ib_unresolved_14d",
-                        "ib_high_priority_14d", "rated_sessions_30d")],
+        columns=[
+            "student_id",
+            "as_of",
+            "updated_at",
+            "ib_reasons_14d",
+            "health_components",
+            "prior_weekly_mean",
+            "velocity_trend",
+            "platform_churn_risk",
+            "first_session_id",
+        ]
+        + [
+            f
+            for f in (
+                "sessions_7d",
+                "sessions_14d",
+                "sessions_30d",
+                "sessions_started_7d",
+                "sessions_started_30d",
+                "unsuccessful_30d",
+                "ib_calls_7d",
+                "ib_calls_14d",
+                "ib_calls_30d",
+                "ib_unresolved_14d",
+                "ib_high_priority_14d",
+                "rated_sessions_30d",
+            )
+        ],
         rows=[(s, now, now, "{}", "{}", 0.0, "", "", "") + (0,) * 12 for s in sorted(students)],
         conflict=["student_id"],
     )
     insert_ignore(
         table=TutorSnapshot._meta.db_table,
-        columns=["tutor_id", "as_of", "updated_at", "subjects", "timezone", "hours_taught_7d", "sessions_7d",
-                 "sessions_14d", "sessions_30d", "sessions_started_30d", "unsuccessful_30d", "rated_sessions"],
+        columns=[
+            "tutor_id",
+            "as_of",
+            "updated_at",
+            "subjects",
+            "timezone",
+            "hours_taught_7d",
+            "sessions_7d",
+            "sessions_14d",
+            "sessions_30d",
+            "sessions_started_30d",
+            "unsuccessful_30d",
+            "rated_sessions",
+        ],
         rows=[(t, now, now, "[]", "", 0.0, 0, 0, 0, 0, 0, 0) for t in sorted(tutors)],
         conflict=["tutor_id"],
     )
@@ -403,7 +464,9 @@ def _refresh_students(ids: list[str], now: datetime) -> None:
         sums = _window_sums(StudentHourly, "student_id", chunk, STUDENT_WINDOWS, now)
         sessions = {
             r["student_id"]: r
-            for r in Session.objects.filter(student_id__in=chunk, completed_at__isnull=False, completed_at__lte=now)
+            for r in Session.objects.filter(
+                student_id__in=chunk, completed_at__isnull=False, completed_at__lte=now
+            )
             .values("student_id")
             .annotate(first=Min("completed_at"), last=Max("completed_at"))
         }
@@ -418,9 +481,19 @@ def _refresh_students(ids: list[str], now: datetime) -> None:
         for snap in snaps:
             w = sums.get(snap.student_id, {})
             get = lambda name, w=w: int(w.get(name) or 0)  # noqa: E731
-            for name in ("sessions_7d", "sessions_14d", "sessions_30d", "sessions_started_7d", "sessions_started_30d",
-                         "unsuccessful_30d", "ib_calls_7d", "ib_calls_14d", "ib_calls_30d", "ib_unresolved_14d",
-                         "ib_high_priority_14d"):
+            for name in (
+                "sessions_7d",
+                "sessions_14d",
+                "sessions_30d",
+                "sessions_started_7d",
+                "sessions_started_30d",
+                "unsuccessful_30d",
+                "ib_calls_7d",
+                "ib_calls_14d",
+                "ib_calls_30d",
+                "ib_unresolved_14d",
+                "ib_high_priority_14d",
+            ):
                 setattr(snap, name, get(name))
             snap.ib_reasons_14d = {r: get(f"ib_{r}_14d") for r in IB_REASONS if get(f"ib_{r}_14d")}
             snap.rated_sessions_30d = get("rating_count_30d")
@@ -434,9 +507,7 @@ def _refresh_students(ids: list[str], now: datetime) -> None:
             s = sessions.get(snap.student_id)
             first = firsts.get(snap.student_id)
             snap.last_session_at = s["last"] if s else None
-            snap.days_since_last_session = (
-                round((now - s["last"]).total_seconds() / 86400, 2) if s else None
-            )
+            snap.days_since_last_session = round((now - s["last"]).total_seconds() / 86400, 2) if s else None
             if first is not None:
                 snap.first_session_at = first.completed_at
                 snap.first_session_id = first.session_id
@@ -456,18 +527,40 @@ def _refresh_students(ids: list[str], now: datetime) -> None:
             )
             snap.health_components = components
             # Without a single session there is nothing to judge engagement by: no score rather than a made-up one.
-            snap.health_score = health_score(components) if snap.last_session_at or snap.sessions_started_30d else None
+            snap.health_score = (
+                health_score(components) if snap.last_session_at or snap.sessions_started_30d else None
+            )
             snap.as_of = now
             snap.updated_at = now
         StudentSnapshot.objects.bulk_update(
             snaps,
             [
-                "sessions_7d", "sessions_14d", "sessions_30d", "sessions_started_7d", "sessions_started_30d",
-                "unsuccessful_30d", "ib_calls_7d", "ib_calls_14d", "ib_calls_30d", "ib_unresolved_14d",
-                "ib_high_priority_14d", "ib_reasons_14d", "rated_sessions_30d", "avg_rating_given",
-                "prior_weekly_mean", "velocity", "velocity_trend", "last_session_at", "days_since_last_session",
-                "first_session_at", "first_session_id", "first_session_ok", "health_components", "health_score",
-                "as_of", "updated_at",
+                "sessions_7d",
+                "sessions_14d",
+                "sessions_30d",
+                "sessions_started_7d",
+                "sessions_started_30d",
+                "unsuccessful_30d",
+                "ib_calls_7d",
+                "ib_calls_14d",
+                "ib_calls_30d",
+                "ib_unresolved_14d",
+                "ib_high_priority_14d",
+                "ib_reasons_14d",
+                "rated_sessions_30d",
+                "avg_rating_given",
+                "prior_weekly_mean",
+                "velocity",
+                "velocity_trend",
+                "last_session_at",
+                "days_since_last_session",
+                "first_session_at",
+                "first_session_id",
+                "first_session_ok",
+                "health_components",
+                "health_score",
+                "as_of",
+                "updated_at",
             ],
             batch_size=500,
         )
@@ -481,14 +574,22 @@ def _refresh_tutors(ids: list[str], now: datetime) -> None:
         for snap in snaps:
             w = sums.get(snap.tutor_id, {})
             get = lambda name, w=w: int(w.get(name) or 0)  # noqa: E731
-            snap.sessions_7d, snap.sessions_14d, snap.sessions_30d = get("sessions_7d"), get("sessions_14d"), get("sessions_30d")
+            snap.sessions_7d, snap.sessions_14d, snap.sessions_30d = (
+                get("sessions_7d"),
+                get("sessions_14d"),
+                get("sessions_30d"),
+            )
             snap.sessions_started_30d = get("sessions_started_30d")
             snap.unsuccessful_30d = get("unsuccessful_30d")
             snap.rated_sessions = get("rating_count_30d")
             # Mean of rated sessions only (the prototype divided by all sessions and started at 0).
-            snap.avg_rating = round(get("rating_sum_30d") / snap.rated_sessions, 2) if snap.rated_sessions else None
+            snap.avg_rating = (
+                round(get("rating_sum_30d") / snap.rated_sessions, 2) if snap.rated_sessions else None
+            )
             snap.completion_rate = (
-                round((snap.sessions_30d - snap.unsuccessful_30d) / snap.sessions_30d, 3) if snap.sessions_30d else None
+                round((snap.sessions_30d - snap.unsuccessful_30d) / snap.sessions_30d, 3)
+                if snap.sessions_30d
+                else None
             )
             snap.hours_taught_7d = round(get("minutes_7d") / 60, 2)
             snap.utilisation = (
@@ -498,13 +599,27 @@ def _refresh_tutors(ids: list[str], now: datetime) -> None:
             snap.updated_at = now
         TutorSnapshot.objects.bulk_update(
             snaps,
-            ["sessions_7d", "sessions_14d", "sessions_30d", "sessions_started_30d", "unsuccessful_30d",
-             "rated_sessions", "avg_rating", "completion_rate", "hours_taught_7d", "utilisation", "as_of", "updated_at"],
+            [
+                "sessions_7d",
+                "sessions_14d",
+                "sessions_30d",
+                "sessions_started_30d",
+                "unsuccessful_30d",
+                "rated_sessions",
+                "avg_rating",
+                "completion_rate",
+                "hours_taught_7d",
+                "utilisation",
+                "as_of",
+                "updated_at",
+            ],
             batch_size=500,
         )
 
 
-def snapshots_refresh_stale(*, now: datetime, older_than: timedelta = timedelta(hours=1), limit: int = 5000) -> int:
+def snapshots_refresh_stale(
+    *, now: datetime, older_than: timedelta = timedelta(hours=1), limit: int = 5000
+) -> int:
     """Windows decay with time, not only with events: re-evaluate snapshots not refreshed recently."""
     cutoff = now - older_than
     # Only snapshots with something left in a window can still decay.

@@ -13,11 +13,33 @@ from typing import Any
 
 from faker import Faker
 
-SUBJECTS = ["Mathematics", "Physics", "Chemistry", "Biology", "English", "History", "Computer Science", "Spanish", "French"]
+SUBJECTS = [
+    "Mathematics",
+    "Physics",
+    "Chemistry",
+    "Biology",
+    "English",
+    "History",
+    "Computer Science",
+    "Spanish",
+    "French",
+]
 REGIONS = ["northeast", "southeast", "midwest", "west", "southwest"]
-TIMEZONES = {"northeast": "America/New_York", "southeast": "America/New_York", "midwest": "America/Chicago",
-             "west": "America/Los_Angeles", "southwest": "America/Phoenix"}
-IB_REASONS = ["scheduling_issue", "technical_problem", "tutor_concern", "billing_question", "general_inquiry", "other"]
+TIMEZONES = {
+    "northeast": "America/New_York",
+    "southeast": "America/New_York",
+    "midwest": "America/Chicago",
+    "west": "America/Los_Angeles",
+    "southwest": "America/Phoenix",
+}
+IB_REASONS = [
+    "scheduling_issue",
+    "technical_problem",
+    "tutor_concern",
+    "billing_question",
+    "general_inquiry",
+    "other",
+]
 
 # profile -> (session weight, IB-call probability per activity, success probability, rating mean, health centre)
 STUDENT_PROFILES = {
@@ -63,13 +85,26 @@ class Population:
         for i in range(students):
             profile = rng.choices(list(STUDENT_PROFILES), weights=[70, 20, 10])[0]
             pop.students.append(
-                Student(f"stu_{i + 1:05d}", fake.name(), rng.choice(REGIONS), rng.sample(SUBJECTS, k=rng.randint(1, 3)), profile)
+                Student(
+                    f"stu_{i + 1:05d}",
+                    fake.name(),
+                    rng.choice(REGIONS),
+                    rng.sample(SUBJECTS, k=rng.randint(1, 3)),
+                    profile,
+                )
             )
         for i in range(tutors):
             profile = rng.choices(list(TUTOR_PROFILES), weights=[85, 15])[0]
             hours = TUTOR_PROFILES[profile][0] * rng.uniform(0.7, 1.4)
             pop.tutors.append(
-                Tutor(f"tut_{i + 1:04d}", fake.name(), rng.choice(REGIONS), rng.sample(SUBJECTS, k=rng.randint(1, 4)), profile, round(hours, 1))
+                Tutor(
+                    f"tut_{i + 1:04d}",
+                    fake.name(),
+                    rng.choice(REGIONS),
+                    rng.sample(SUBJECTS, k=rng.randint(1, 4)),
+                    profile,
+                    round(hours, 1),
+                )
             )
         return pop
 
@@ -92,7 +127,9 @@ class EventFactory:
         self.stream = stream
         self.open_sessions: list[dict[str, Any]] = []
         self.counter = 0
-        self.by_subject: dict[str, list[Tutor]] = {s: [t for t in population.tutors if s in t.subjects] for s in SUBJECTS}
+        self.by_subject: dict[str, list[Tutor]] = {
+            s: [t for t in population.tutors if s in t.subjects] for s in SUBJECTS
+        }
         self.cohort = {s.id for s in population.students[: max(1, len(population.students) // 10)]}
 
     def _id(self, prefix: str) -> str:
@@ -104,7 +141,13 @@ class EventFactory:
         if self.scenario == "churn_wave" and student.id in self.cohort:
             # the cohort drifts to churn as the run goes on
             f = min(1.0, progress * 1.5)
-            weight, ib, ok, rating, health = weight * (1 - 0.9 * f), ib + 0.5 * f, ok - 0.3 * f, rating - 1.5 * f, health - 45 * f
+            weight, ib, ok, rating, health = (
+                weight * (1 - 0.9 * f),
+                ib + 0.5 * f,
+                ok - 0.3 * f,
+                rating - 1.5 * f,
+                health - 45 * f,
+            )
         return weight, ib, ok, rating, health
 
     def next_event(self, now: datetime, progress: float = 0.0) -> dict[str, Any]:
@@ -123,49 +166,92 @@ class EventFactory:
                 rating = max(1, min(5, round(rng.gauss(rating_mean if ok else rating_mean - 1.5, 0.7))))
                 student.sessions_done += 1
                 return {
-                    "event_type": "session_completed", "event_id": self._id("evt"), "timestamp": ts,
-                    "payload": {**s, "actual_duration_minutes": rng.choice([30, 45, 60, 60, 90]) if ok else rng.randint(0, 20),
-                                "student_rating": rating, "tutor_rating": max(1, min(5, round(rng.gauss(4.3, 0.6)))),
-                                "completed_successfully": ok},
+                    "event_type": "session_completed",
+                    "event_id": self._id("evt"),
+                    "timestamp": ts,
+                    "payload": {
+                        **s,
+                        "actual_duration_minutes": rng.choice([30, 45, 60, 60, 90])
+                        if ok
+                        else rng.randint(0, 20),
+                        "student_rating": rating,
+                        "tutor_rating": max(1, min(5, round(rng.gauss(4.3, 0.6)))),
+                        "completed_successfully": ok,
+                    },
                 }
             students = self.pop.students
             student = rng.choices(students, weights=[self._profile(s, progress)[0] for s in students])[0]
             subject = rng.choice(student.subjects)
             tutor = rng.choice(self.by_subject.get(subject) or self.pop.tutors)
-            s = {"session_id": self._id("sess"), "student_id": student.id, "tutor_id": tutor.id, "subject": subject}
+            s = {
+                "session_id": self._id("sess"),
+                "student_id": student.id,
+                "tutor_id": tutor.id,
+                "subject": subject,
+            }
             self.open_sessions.append(s)
             return {
-                "event_type": "session_started", "event_id": self._id("evt"), "timestamp": ts,
-                "payload": {**s, "session_type": rng.choice(["one_on_one", "one_on_one", "group", "instant_book"]),
-                            "scheduled_duration_minutes": rng.choice([30, 45, 60, 90])},
+                "event_type": "session_started",
+                "event_id": self._id("evt"),
+                "timestamp": ts,
+                "payload": {
+                    **s,
+                    "session_type": rng.choice(["one_on_one", "one_on_one", "group", "instant_book"]),
+                    "scheduled_duration_minutes": rng.choice([30, 45, 60, 90]),
+                },
             }
         if kind == "ib_call_logged":
             students = self.pop.students
             student = rng.choices(students, weights=[self._profile(s, progress)[1] for s in students])[0]
-            reason = "technical_problem" if self.scenario == "ib_spike" and rng.random() < 0.8 else rng.choice(IB_REASONS)
+            reason = (
+                "technical_problem"
+                if self.scenario == "ib_spike" and rng.random() < 0.8
+                else rng.choice(IB_REASONS)
+            )
             return {
-                "event_type": "ib_call_logged", "event_id": self._id("evt"), "timestamp": ts,
-                "payload": {"call_id": self._id("call"), "student_id": student.id, "reason": reason,
-                            "duration_seconds": rng.randint(60, 1800), "resolved": rng.random() < 0.7,
-                            "priority": rng.choices(["low", "medium", "high"], weights=[50, 35, 15])[0]},
+                "event_type": "ib_call_logged",
+                "event_id": self._id("evt"),
+                "timestamp": ts,
+                "payload": {
+                    "call_id": self._id("call"),
+                    "student_id": student.id,
+                    "reason": reason,
+                    "duration_seconds": rng.randint(60, 1800),
+                    "resolved": rng.random() < 0.7,
+                    "priority": rng.choices(["low", "medium", "high"], weights=[50, 35, 15])[0],
+                },
             }
         if kind == "customer_health_update":
             student = rng.choice(self.pop.students)
             _, ib, _, rating, health = self._profile(student, progress)
             score = max(0.0, min(100.0, rng.gauss(health, 6)))
             return {
-                "event_type": "customer_health_update", "event_id": self._id("evt"), "timestamp": ts,
-                "payload": {"student_id": student.id, "health_score": round(score, 1),
-                            "churn_risk": "high" if score < 50 else "medium" if score < 70 else "low",
-                            "sessions_last_7_days": rng.randint(0, 4), "sessions_last_30_days": rng.randint(0, 14),
-                            "ib_calls_last_14_days": rng.randint(0, 3), "avg_session_rating": round(max(1, min(5, rating)), 2)},
+                "event_type": "customer_health_update",
+                "event_id": self._id("evt"),
+                "timestamp": ts,
+                "payload": {
+                    "student_id": student.id,
+                    "health_score": round(score, 1),
+                    "churn_risk": "high" if score < 50 else "medium" if score < 70 else "low",
+                    "sessions_last_7_days": rng.randint(0, 4),
+                    "sessions_last_30_days": rng.randint(0, 14),
+                    "ib_calls_last_14_days": rng.randint(0, 3),
+                    "avg_session_rating": round(max(1, min(5, rating)), 2),
+                },
             }
         if kind == "tutor_availability_updated":
             tutor = rng.choice(self.pop.tutors)
             return {
-                "event_type": "tutor_availability_updated", "event_id": self._id("evt"), "timestamp": ts,
-                "payload": {"tutor_id": tutor.id, "available_hours_this_week": tutor.hours, "subjects": tutor.subjects,
-                            "timezone": TIMEZONES[tutor.region], "accepts_instant_book": tutor.profile == "reliable"},
+                "event_type": "tutor_availability_updated",
+                "event_id": self._id("evt"),
+                "timestamp": ts,
+                "payload": {
+                    "tutor_id": tutor.id,
+                    "available_hours_this_week": tutor.hours,
+                    "subjects": tutor.subjects,
+                    "timezone": TIMEZONES[tutor.region],
+                    "accepts_instant_book": tutor.profile == "reliable",
+                },
             }
         subject, region = rng.choice(SUBJECTS), rng.choice(REGIONS)
         tutors = sum(1 for t in self.by_subject.get(subject, []) if t.region == region)
@@ -179,9 +265,18 @@ class EventFactory:
         ratio = (demand + 1) / (supply + 1)
         status = "high_demand" if ratio >= 1.5 else "oversupplied" if ratio <= 1 / 1.5 else "balanced"
         return {
-            "event_type": "supply_demand_update", "event_id": self._id("evt"), "timestamp": ts,
-            "payload": {"subject": subject, "region": region, "available_tutors": tutors, "active_students": students,
-                        "demand_score": round(demand, 1), "supply_score": round(supply, 1), "balance_status": status},
+            "event_type": "supply_demand_update",
+            "event_id": self._id("evt"),
+            "timestamp": ts,
+            "payload": {
+                "subject": subject,
+                "region": region,
+                "available_tutors": tutors,
+                "active_students": students,
+                "demand_score": round(demand, 1),
+                "supply_score": round(supply, 1),
+                "balance_status": status,
+            },
         }
 
 

@@ -61,7 +61,9 @@ class HttpSender:
     def __init__(self, target: str, api_key: str, *, single: bool = False):
         import httpx
 
-        self.client = httpx.Client(base_url=target, headers={"Authorization": f"Bearer {api_key}"}, timeout=30)
+        self.client = httpx.Client(
+            base_url=target, headers={"Authorization": f"Bearer {api_key}"}, timeout=30
+        )
         self.single = single
 
     def _post(self, body: Any, n: int, summary: Summary) -> None:
@@ -156,7 +158,9 @@ def run(
         if batch:
             sender.send(batch, summary)
 
-    threads = [threading.Thread(target=produce, args=(i,), daemon=True, name=f"sim-{i}") for i in range(streams)]
+    threads = [
+        threading.Thread(target=produce, args=(i,), daemon=True, name=f"sim-{i}") for i in range(streams)
+    ]
     for t in threads:
         t.start()
     while any(t.is_alive() for t in threads):

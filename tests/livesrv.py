@@ -14,8 +14,15 @@ import httpx
 
 ROOT = Path(__file__).resolve().parent.parent
 CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync"]
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 
 
 def free_port() -> int:
@@ -35,7 +42,9 @@ class LiveServer:
 
 
 def _manage(env: dict, *args: str) -> str:
-    out = subprocess.run([sys.executable, "manage.py", *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+    out = subprocess.run(
+        [sys.executable, "manage.py", *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120
+    )
     if out.returncode != 0:
         raise RuntimeError(f"manage.py {' '.join(args)} failed: {out.stderr[-2000:]}")
     return out.stdout
@@ -43,15 +52,27 @@ def _manage(env: dict, *args: str) -> str:
 
 def start(tmp: Path, *, extra_env: dict | None = None) -> LiveServer:
     env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "REDIS_URL", "IOPS_STREAM")}
-    env.update({"IOPS_VAR_DIR": str(tmp), "IOPS_TESTING": "1", "DJANGO_SUPERUSER_PASSWORD": "ops-pass-123",
-                "DASHBOARD_PUSH_INTERVAL_MS": "100", **(extra_env or {})})
+    env.update(
+        {
+            "IOPS_VAR_DIR": str(tmp),
+            "IOPS_TESTING": "1",
+            "DJANGO_SUPERUSER_PASSWORD": "ops-pass-123",
+            "DASHBOARD_PUSH_INTERVAL_MS": "100",
+            **(extra_env or {}),
+        }
+    )
     _manage(env, "migrate", "--noinput", "-v", "0")
     _manage(env, "createsuperuser", "--noinput", "--username", "ops", "--email", "ops@example.com")
     key = _manage(env, "create_api_key", "browser").strip()
     port = free_port()
     log = open(tmp / "server.log", "w")  # noqa: SIM115 - closed with the process
-    proc = subprocess.Popen([sys.executable, "manage.py", "serve", "--port", str(port), "--simulate", "0"],
-                            cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+    proc = subprocess.Popen(
+        [sys.executable, "manage.py", "serve", "--port", str(port), "--simulate", "0"],
+        cwd=ROOT,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:

@@ -22,7 +22,9 @@ def page(server):
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=livesrv.CHROMIUM, args=livesrv.CHROMIUM_ARGS, headless=True)
+        browser = p.chromium.launch(
+            executable_path=livesrv.CHROMIUM, args=livesrv.CHROMIUM_ARGS, headless=True
+        )
         context = browser.new_context()
         page = context.new_page()
         page.set_default_timeout(10_000)
@@ -43,12 +45,17 @@ def test_kpi_changes_live_after_a_post(server, page):
     login(page, server)
     page.evaluate("window.__noReload = true")
     before = page.text_content('[data-kpi="events_per_min"]')
-    body = {"events": [{"event_type": "customer_health_update", "student_id": "stu_live", "health_score": 35}] * 1}
-    resp = httpx.post(f"{server.url}/api/ingest", json=body, headers={"Authorization": f"Bearer {server.api_key}"})
+    body = {
+        "events": [{"event_type": "customer_health_update", "student_id": "stu_live", "health_score": 35}] * 1
+    }
+    resp = httpx.post(
+        f"{server.url}/api/ingest", json=body, headers={"Authorization": f"Bearer {server.api_key}"}
+    )
     assert resp.status_code == 202
     page.wait_for_function(
         "before => document.querySelector('[data-kpi=\"events_per_min\"]').textContent.trim() !== before.trim()",
-        arg=before, timeout=5_000,
+        arg=before,
+        timeout=5_000,
     )
     assert page.evaluate("window.__noReload") is True
     page.wait_for_selector('[data-alert-id][data-severity="critical"]', timeout=5_000)
@@ -57,8 +64,11 @@ def test_kpi_changes_live_after_a_post(server, page):
 
 def test_server_stops_cleanly_on_sigterm(tmp_path):
     srv = livesrv.start(tmp_path)
-    resp = httpx.post(f"{srv.url}/api/ingest", json={"event_type": "ib_call_logged", "student_id": "s"},
-                      headers={"Authorization": f"Bearer {srv.api_key}"})
+    resp = httpx.post(
+        f"{srv.url}/api/ingest",
+        json={"event_type": "ib_call_logged", "student_id": "s"},
+        headers={"Authorization": f"Bearer {srv.api_key}"},
+    )
     assert resp.status_code == 202
     livesrv.stop(srv)
     assert srv.proc.returncode == 0

@@ -6,7 +6,6 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     initial = True
 
     dependencies = [
@@ -15,51 +14,147 @@ class Migration(migrations.Migration):
 
     operations = [
         migrations.CreateModel(
-            name='Alert',
+            name="Alert",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('fingerprint', models.CharField(db_index=True, help_text='type:entity_type:entity_id', max_length=200)),
-                ('type', models.CharField(choices=[('high_ib_call_frequency', 'High IB call frequency'), ('low_health_score', 'Low health score'), ('supply_demand_imbalance', 'Supply–demand imbalance'), ('first_session_failed', 'First session failed'), ('velocity_drop', 'Session velocity drop'), ('tutor_overload', 'Tutor overload'), ('rate_anomaly', 'Rate anomaly')], db_index=True, max_length=40)),
-                ('severity', models.CharField(choices=[('info', 'Info'), ('warning', 'Warning'), ('critical', 'Critical')], db_index=True, max_length=10)),
-                ('status', models.CharField(choices=[('open', 'Open'), ('acknowledged', 'Acknowledged'), ('resolved', 'Resolved'), ('dismissed', 'Dismissed')], db_index=True, default='open', max_length=15)),
-                ('entity_type', models.CharField(choices=[('student', 'Student'), ('tutor', 'Tutor'), ('subject_region', 'Subject × region'), ('global', 'Global series')], max_length=20)),
-                ('entity_id', models.CharField(db_index=True, max_length=200)),
-                ('message', models.CharField(max_length=300)),
-                ('details', models.JSONField(blank=True, default=dict)),
-                ('occurrences', models.PositiveIntegerField(default=1)),
-                ('first_seen', models.DateTimeField(db_index=True)),
-                ('last_seen', models.DateTimeField(db_index=True)),
-                ('acknowledged_at', models.DateTimeField(blank=True, null=True)),
-                ('closed_at', models.DateTimeField(blank=True, null=True)),
-                ('dismiss_reason', models.CharField(blank=True, default='', max_length=500)),
-                ('acknowledged_by', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='+', to=settings.AUTH_USER_MODEL)),
-                ('closed_by', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='+', to=settings.AUTH_USER_MODEL)),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                (
+                    "fingerprint",
+                    models.CharField(db_index=True, help_text="type:entity_type:entity_id", max_length=200),
+                ),
+                (
+                    "type",
+                    models.CharField(
+                        choices=[
+                            ("high_ib_call_frequency", "High IB call frequency"),
+                            ("low_health_score", "Low health score"),
+                            ("supply_demand_imbalance", "Supply–demand imbalance"),
+                            ("first_session_failed", "First session failed"),
+                            ("velocity_drop", "Session velocity drop"),
+                            ("tutor_overload", "Tutor overload"),
+                            ("rate_anomaly", "Rate anomaly"),
+                        ],
+                        db_index=True,
+                        max_length=40,
+                    ),
+                ),
+                (
+                    "severity",
+                    models.CharField(
+                        choices=[("info", "Info"), ("warning", "Warning"), ("critical", "Critical")],
+                        db_index=True,
+                        max_length=10,
+                    ),
+                ),
+                (
+                    "status",
+                    models.CharField(
+                        choices=[
+                            ("open", "Open"),
+                            ("acknowledged", "Acknowledged"),
+                            ("resolved", "Resolved"),
+                            ("dismissed", "Dismissed"),
+                        ],
+                        db_index=True,
+                        default="open",
+                        max_length=15,
+                    ),
+                ),
+                (
+                    "entity_type",
+                    models.CharField(
+                        choices=[
+                            ("student", "Student"),
+                            ("tutor", "Tutor"),
+                            ("subject_region", "Subject × region"),
+                            ("global", "Global series"),
+                        ],
+                        max_length=20,
+                    ),
+                ),
+                ("entity_id", models.CharField(db_index=True, max_length=200)),
+                ("message", models.CharField(max_length=300)),
+                ("details", models.JSONField(blank=True, default=dict)),
+                ("occurrences", models.PositiveIntegerField(default=1)),
+                ("first_seen", models.DateTimeField(db_index=True)),
+                ("last_seen", models.DateTimeField(db_index=True)),
+                ("acknowledged_at", models.DateTimeField(blank=True, null=True)),
+                ("closed_at", models.DateTimeField(blank=True, null=True)),
+                ("dismiss_reason", models.CharField(blank=True, default="", max_length=500)),
+                (
+                    "acknowledged_by",
+                    models.ForeignKey(
+                        blank=True,
+                        null=True,
+                        on_delete=django.db.models.deletion.SET_NULL,
+                        related_name="+",
+                        to=settings.AUTH_USER_MODEL,
+                    ),
+                ),
+                (
+                    "closed_by",
+                    models.ForeignKey(
+                        blank=True,
+                        null=True,
+                        on_delete=django.db.models.deletion.SET_NULL,
+                        related_name="+",
+                        to=settings.AUTH_USER_MODEL,
+                    ),
+                ),
             ],
             options={
-                'ordering': ['-last_seen'],
+                "ordering": ["-last_seen"],
             },
         ),
         migrations.CreateModel(
-            name='AlertTransition',
+            name="AlertTransition",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('at', models.DateTimeField()),
-                ('from_status', models.CharField(blank=True, default='', max_length=15)),
-                ('to_status', models.CharField(max_length=15)),
-                ('note', models.CharField(blank=True, default='', max_length=500)),
-                ('alert', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='transitions', to='alerts.alert')),
-                ('by', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.SET_NULL, to=settings.AUTH_USER_MODEL)),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("at", models.DateTimeField()),
+                ("from_status", models.CharField(blank=True, default="", max_length=15)),
+                ("to_status", models.CharField(max_length=15)),
+                ("note", models.CharField(blank=True, default="", max_length=500)),
+                (
+                    "alert",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="transitions",
+                        to="alerts.alert",
+                    ),
+                ),
+                (
+                    "by",
+                    models.ForeignKey(
+                        blank=True,
+                        null=True,
+                        on_delete=django.db.models.deletion.SET_NULL,
+                        to=settings.AUTH_USER_MODEL,
+                    ),
+                ),
             ],
             options={
-                'ordering': ['at', 'id'],
+                "ordering": ["at", "id"],
             },
         ),
         migrations.AddIndex(
-            model_name='alert',
-            index=models.Index(fields=['status', '-last_seen'], name='alerts_aler_status_50f0b8_idx'),
+            model_name="alert",
+            index=models.Index(fields=["status", "-last_seen"], name="alerts_aler_status_50f0b8_idx"),
         ),
         migrations.AddConstraint(
-            model_name='alert',
-            constraint=models.UniqueConstraint(condition=models.Q(('status__in', ['open', 'acknowledged'])), fields=('fingerprint',), name='one_active_alert_per_fingerprint'),
+            model_name="alert",
+            constraint=models.UniqueConstraint(
+                condition=models.Q(("status__in", ["open", "acknowledged"])),
+                fields=("fingerprint",),
+                name="one_active_alert_per_fingerprint",
+            ),
         ),
     ]

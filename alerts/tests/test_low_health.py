@@ -15,7 +15,9 @@ def health(post, drain, score, student="stu_1"):
     drain()
 
 
-@pytest.mark.parametrize(("score", "severity"), [(70, None), (69.9, "warning"), (50, "warning"), (49.9, "critical")])
+@pytest.mark.parametrize(
+    ("score", "severity"), [(70, None), (69.9, "warning"), (50, "warning"), (49.9, "critical")]
+)
 def test_thresholds(post, drain, score, severity):
     health(post, drain, score)
     alert = Alert.objects.filter(type="low_health_score").first()
@@ -40,7 +42,9 @@ def test_lifecycle_over_the_api(client, staff_user, post, drain, api_key):
     assert resp.json()["acknowledged_by"] == "ops"
     resp = client.post(f"/api/alerts/{alert.pk}/acknowledge")
     assert resp.status_code == 409 and resp.json()["error"]
-    resp = client.post(f"/api/alerts/{alert.pk}/dismiss", data={"reason": ""}, content_type="application/json")
+    resp = client.post(
+        f"/api/alerts/{alert.pk}/dismiss", data={"reason": ""}, content_type="application/json"
+    )
     assert resp.status_code == 400
     resp = client.post(f"/api/alerts/{alert.pk}/resolve")
     assert resp.status_code == 200 and resp.json()["status"] == "resolved"

@@ -38,7 +38,9 @@ async def test_anonymous_socket_is_refused():
 
 
 async def test_non_staff_socket_is_refused():
-    comm = WebsocketCommunicator(application, "/ws/dashboard/", headers=_headers(await _session_cookie(False)))
+    comm = WebsocketCommunicator(
+        application, "/ws/dashboard/", headers=_headers(await _session_cookie(False))
+    )
     connected, _ = await comm.connect()
     assert not connected
     await comm.disconnect()
@@ -46,7 +48,9 @@ async def test_non_staff_socket_is_refused():
 
 async def test_cross_origin_socket_is_refused():
     cookie = await _session_cookie(True)
-    comm = WebsocketCommunicator(application, "/ws/dashboard/", headers=_headers(cookie, origin="http://evil.example"))
+    comm = WebsocketCommunicator(
+        application, "/ws/dashboard/", headers=_headers(cookie, origin="http://evil.example")
+    )
     connected, _ = await comm.connect()
     assert not connected
     await comm.disconnect()
@@ -61,14 +65,25 @@ def _process(events):
 
 async def test_staff_socket_gets_state_then_a_kpi_update_after_processing(settings):
     settings.DASHBOARD_PUSH_INTERVAL_MS = 50
-    comm = WebsocketCommunicator(application, "/ws/dashboard/?range=1h", headers=_headers(await _session_cookie(True)))
+    comm = WebsocketCommunicator(
+        application, "/ws/dashboard/?range=1h", headers=_headers(await _session_cookie(True))
+    )
     connected, _ = await comm.connect()
     assert connected
     first = await comm.receive_from(timeout=5)
     assert 'data-kpi="events_per_min"' in first and 'id="alert-feed"' in first
     now = timezone.now().isoformat()
-    await _process([{"event_id": "ws-1", "event_type": "customer_health_update", "timestamp": now, "received_at": now,
-                     "payload": {"student_id": "stu_ws", "health_score": 30.0}}])
+    await _process(
+        [
+            {
+                "event_id": "ws-1",
+                "event_type": "customer_health_update",
+                "timestamp": now,
+                "received_at": now,
+                "payload": {"student_id": "stu_ws", "health_score": 30.0},
+            }
+        ]
+    )
     update = await comm.receive_from(timeout=5)
     assert 'data-kpi="open_alerts">1<' in update
     assert 'data-severity="critical"' in update and 'hx-swap-oob="afterbegin:#alert-feed"' in update

@@ -4,70 +4,98 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     initial = True
 
-    dependencies = [
-    ]
+    dependencies = []
 
     operations = [
         migrations.CreateModel(
-            name='ApiKey',
+            name="ApiKey",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('name', models.CharField(max_length=100)),
-                ('prefix', models.CharField(max_length=16, unique=True)),
-                ('key_hash', models.CharField(max_length=64)),
-                ('created_at', models.DateTimeField(auto_now_add=True)),
-                ('revoked_at', models.DateTimeField(blank=True, null=True)),
-                ('last_used_at', models.DateTimeField(blank=True, null=True)),
-                ('rate_limit_per_sec', models.FloatField(blank=True, help_text='overrides INGEST_RATE_LIMIT_PER_SEC for this key', null=True)),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("name", models.CharField(max_length=100)),
+                ("prefix", models.CharField(max_length=16, unique=True)),
+                ("key_hash", models.CharField(max_length=64)),
+                ("created_at", models.DateTimeField(auto_now_add=True)),
+                ("revoked_at", models.DateTimeField(blank=True, null=True)),
+                ("last_used_at", models.DateTimeField(blank=True, null=True)),
+                (
+                    "rate_limit_per_sec",
+                    models.FloatField(
+                        blank=True, help_text="overrides INGEST_RATE_LIMIT_PER_SEC for this key", null=True
+                    ),
+                ),
             ],
             options={
-                'verbose_name': 'API key',
+                "verbose_name": "API key",
             },
         ),
         migrations.CreateModel(
-            name='PendingEvent',
+            name="PendingEvent",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('body', models.JSONField()),
-                ('enqueued_at', models.DateTimeField(auto_now_add=True)),
-                ('claimed_until', models.DateTimeField(blank=True, db_index=True, null=True)),
-                ('claimed_by', models.CharField(blank=True, default='', max_length=100)),
-                ('deliveries', models.PositiveIntegerField(default=0)),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("body", models.JSONField()),
+                ("enqueued_at", models.DateTimeField(auto_now_add=True)),
+                ("claimed_until", models.DateTimeField(blank=True, db_index=True, null=True)),
+                ("claimed_by", models.CharField(blank=True, default="", max_length=100)),
+                ("deliveries", models.PositiveIntegerField(default=0)),
             ],
         ),
         migrations.CreateModel(
-            name='StreamDeadLetter',
+            name="StreamDeadLetter",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('backend', models.CharField(max_length=20)),
-                ('message_id', models.CharField(max_length=100)),
-                ('body', models.JSONField(blank=True, null=True)),
-                ('raw', models.TextField(blank=True, default='')),
-                ('error', models.TextField()),
-                ('deliveries', models.PositiveIntegerField(default=0)),
-                ('created_at', models.DateTimeField(auto_now_add=True, db_index=True)),
-                ('replayed_at', models.DateTimeField(blank=True, null=True)),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("backend", models.CharField(max_length=20)),
+                ("message_id", models.CharField(max_length=100)),
+                ("body", models.JSONField(blank=True, null=True)),
+                ("raw", models.TextField(blank=True, default="")),
+                ("error", models.TextField()),
+                ("deliveries", models.PositiveIntegerField(default=0)),
+                ("created_at", models.DateTimeField(auto_now_add=True, db_index=True)),
+                ("replayed_at", models.DateTimeField(blank=True, null=True)),
             ],
         ),
         migrations.CreateModel(
-            name='Event',
+            name="Event",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('event_id', models.CharField(max_length=64, unique=True)),
-                ('event_type', models.CharField(db_index=True, max_length=40)),
-                ('occurred_at', models.DateTimeField(db_index=True)),
-                ('received_at', models.DateTimeField()),
-                ('processed_at', models.DateTimeField()),
-                ('student_id', models.CharField(blank=True, db_index=True, default='', max_length=64)),
-                ('tutor_id', models.CharField(blank=True, db_index=True, default='', max_length=64)),
-                ('late', models.BooleanField(default=False, help_text='older than the retention horizon when it arrived')),
-                ('payload', models.JSONField()),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("event_id", models.CharField(max_length=64, unique=True)),
+                ("event_type", models.CharField(db_index=True, max_length=40)),
+                ("occurred_at", models.DateTimeField(db_index=True)),
+                ("received_at", models.DateTimeField()),
+                ("processed_at", models.DateTimeField()),
+                ("student_id", models.CharField(blank=True, db_index=True, default="", max_length=64)),
+                ("tutor_id", models.CharField(blank=True, db_index=True, default="", max_length=64)),
+                (
+                    "late",
+                    models.BooleanField(
+                        default=False, help_text="older than the retention horizon when it arrived"
+                    ),
+                ),
+                ("payload", models.JSONField()),
             ],
             options={
-                'indexes': [models.Index(fields=['processed_at'], name='ingest_even_process_67f122_idx')],
+                "indexes": [models.Index(fields=["processed_at"], name="ingest_even_process_67f122_idx")],
             },
         ),
     ]

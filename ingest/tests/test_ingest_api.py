@@ -71,7 +71,10 @@ def test_unknown_fields_are_kept(post):
         ({**SEED_FLAT, "rating": "5"}, "student_rating"),
         ({"event_type": "ib_call_logged", "student_id": "s", "reason": "angry"}, "reason"),
         ({"event_type": "customer_health_update", "student_id": "s", "health_score": 101}, "health_score"),
-        ({"event_type": "tutor_availability_updated", "tutor_id": "t", "available_hours_this_week": 200}, "available_hours_this_week"),
+        (
+            {"event_type": "tutor_availability_updated", "tutor_id": "t", "available_hours_this_week": 200},
+            "available_hours_this_week",
+        ),
         ({"event_type": "supply_demand_update", "subject": "Physics"}, "region"),
         ({"event_type": "nope"}, "event_type"),
         ({"student_id": "s"}, "event_type"),
@@ -120,7 +123,9 @@ def test_revoked_key_is_401(post, api_key):
 
 
 def test_x_api_key_header_works(client, api_key):
-    resp = client.post("/api/ingest", data=json.dumps(SEED_FLAT), content_type="application/json", HTTP_X_API_KEY=api_key)
+    resp = client.post(
+        "/api/ingest", data=json.dumps(SEED_FLAT), content_type="application/json", HTTP_X_API_KEY=api_key
+    )
     assert resp.status_code == 202
 
 

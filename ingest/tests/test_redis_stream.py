@@ -30,8 +30,17 @@ def test_ingest_to_snapshot_through_redis(post, drain, redis_stream_settings):
 def test_entries_left_pending_by_a_dead_consumer_are_reclaimed(settings, redis_stream_settings):
     settings.STREAM_CLAIM_IDLE_MS = 100
     stream = get_stream()
-    stream.publish([{"event_id": "e1", "event_type": "ib_call_logged", "timestamp": "2026-01-01T00:00:00+00:00",
-                     "received_at": "2026-01-01T00:00:00+00:00", "payload": {"student_id": "stu_z"}}])
+    stream.publish(
+        [
+            {
+                "event_id": "e1",
+                "event_type": "ib_call_logged",
+                "timestamp": "2026-01-01T00:00:00+00:00",
+                "received_at": "2026-01-01T00:00:00+00:00",
+                "payload": {"student_id": "stu_z"},
+            }
+        ]
+    )
     taken = stream.read(consumer="doomed", count=10, block_ms=10)  # read, never acked: the consumer "dies"
     assert [d.event["event_id"] for d in taken] == ["e1"]
     assert stream.read(consumer="other", count=10, block_ms=10) == []  # not yet idle long enough

@@ -25,34 +25,50 @@ def _chunks(rows: Sequence[Sequence[Any]], width: int) -> Iterable[Sequence[Sequ
         yield rows[start : start + size]
 
 
-def _insert(table: str, columns: Sequence[str], rows: Sequence[Sequence[Any]], tail: str) -> int:
+def _insert(
+    table: str,
+    columns: Sequence[str],
+    rows: Sequence[Sequence[Any]],
+    tail: str,
+    *,
+    returning: str | None = None,
+) -> list[Any]:
+    """Multi-row INSERT in parameter-bounded chunks. Identifiers come from model metadata, never from input."""
     q = connection.ops.quote_name
     col_sql = ", ".join(q(c) for c in columns)
     row_sql = "(" + ", ".join(["%s"] * len(columns)) + ")"
-    written = 0
+    suffix = f" RETURNING {q(returning)}" if returning else ""
+    returned: list[Any] = []
     with connection.cursor() as cursor:
         for chunk in _chunks(rows, len(columns)):
-            sql = f"INSERT INTO {q(table)} ({col_sql}) VALUES {', '.join([row_sql] * len(chunk))} {tail}"
+            sql = f"INSERT INTO {q(table)} ({col_sql}) VALUES {', '.join([row_sql] * len(chunk))} {tail}{suffix}"  # noqa: S608
             cursor.execute(sql, [_adapt(v) for row in chunk for v in row])
-            written += len(chunk)
-    return written
+            if returning:
+                returned.extend(r[0] for r in cursor.fetchall())
+    return returned
 
 
-def upsert_add(*, table: str, keys: Sequence[str], values: Sequence[str], rows: Sequence[Sequence[Any]]) -> int:
+def upsert_add(
+    *, table: str, keys: Sequence[str], values: Sequence[str], rows: Sequence[Sequence[Any]]
+) -> int:
     """Insert rows (keys + values, in that order); on a key conflict add the values to the stored ones."""
     if not rows:
         return 0
     q = connection.ops.quote_name
     sets = ", ".join(f"{q(c)} = {q(table)}.{q(c)} + excluded.{q(c)}" for c in values)
     tail = f"ON CONFLICT ({', '.join(q(k) for k in keys)}) DO UPDATE SET {sets}"
-    return _insert(table, [*keys, *values], rows, tail)
+    _insert(table, [*keys, *values], rows, tail)
+    return len(rows)
 
 
-def insert_ignore(*, table: str, columns: Sequence[str], rows: Sequence[Sequence[Any]], conflict: Sequence[str]) -> int:
+def insert_ignore(
+    *, table: str, columns: Sequence[str], rows: Sequence[Sequence[Any]], conflict: Sequence[str]
+) -> int:
     if not rows:
         return 0
     q = connection.ops.quote_name
-    return _insert(table, columns, rows, f"ON CONFLICT ({', '.join(q(c) for c in conflict)}) DO NOTHING")
+    _insert(table, columns, rows, f"ON CONFLICT ({', '.join(q(c) for c in conflict)}) DO NOTHING")
+    return len(rows)
 
 
 def insert_returning_new(
@@ -66,15 +82,4 @@ def insert_returning_new(
     if not rows:
         return set()
     q = connection.ops.quote_name
-    col_sql = ", ".join(q(c) for c in columns)
-    row_sql = "(" + ", ".join(["%s"] * len(columns)) + ")"
-    inserted: set[Any] = set()
-    with connection.cursor() as cursor:
-        for chunk in _chunks(rows, len(columns)):
-            sql = (
-                f"INSERT INTO {q(table)} ({col_sql}) VALUES {', '.join([row_sql] * len(chunk))} "
-                f"ON CONFLICT ({q(conflict)}) DO NOTHING RETURNING {q(conflict)}"
-            )
-            cursor.execute(sql, [_adapt(v) for row in chunk for v in row])
-            inserted.update(r[0] for r in cursor.fetchall())
-    return inserted
+    return set(_insert(table, columns, rows, f"ON CONFLICT ({q(conflict)}) DO NOTHING", returning=conflict))

@@ -14,9 +14,17 @@ pytestmark = pytest.mark.django_db
 NOW = datetime(2026, 3, 20, 12, 0, tzinfo=UTC)
 
 
-def completed(session_id: str, days_ago: float, *, student="stu_1", tutor="tut_1", rating=None, ok=True, **kw):
-    fields = {"session_id": session_id, "student_id": student, "tutor_id": tutor,
-              "timestamp": (NOW - timedelta(days=days_ago)).isoformat(), "completed_successfully": ok, **kw}
+def completed(
+    session_id: str, days_ago: float, *, student="stu_1", tutor="tut_1", rating=None, ok=True, **kw
+):
+    fields = {
+        "session_id": session_id,
+        "student_id": student,
+        "tutor_id": tutor,
+        "timestamp": (NOW - timedelta(days=days_ago)).isoformat(),
+        "completed_successfully": ok,
+        **kw,
+    }
     if rating is not None:
         fields["student_rating"] = rating
     return event("session_completed", **fields)
@@ -74,9 +82,16 @@ def test_same_event_id_twice_counts_once(post, drain):
 
 @time_machine.travel(NOW, tick=False)
 def test_a_session_counts_once_across_start_completion_and_a_repeat(post, drain):
-    start = event("session_started", session_id="s1", student_id="stu_1", tutor_id="tut_1",
-                  timestamp=(NOW - timedelta(hours=3)).isoformat())
-    post({"events": [start, completed("s1", 0.1), completed("s1", 0.05)]})  # the second completion has another id
+    start = event(
+        "session_started",
+        session_id="s1",
+        student_id="stu_1",
+        tutor_id="tut_1",
+        timestamp=(NOW - timedelta(hours=3)).isoformat(),
+    )
+    post(
+        {"events": [start, completed("s1", 0.1), completed("s1", 0.05)]}
+    )  # the second completion has another id
     drain()
     snap = snapshot()
     assert snap.sessions_7d == 1 and snap.sessions_started_7d == 1
@@ -126,7 +141,13 @@ def test_velocity_falls_when_this_week_is_below_the_prior_three_weeks(post, drai
 def test_platform_health_is_kept_beside_ours_and_late_reading_does_not_overwrite(post, drain):
     post(event("customer_health_update", student_id="stu_1", health_score=80, timestamp=NOW.isoformat()))
     drain()
-    post(event("customer_health_update", student_id="stu_1", health_score=20,
-               timestamp=(NOW - timedelta(hours=1)).isoformat()))
+    post(
+        event(
+            "customer_health_update",
+            student_id="stu_1",
+            health_score=20,
+            timestamp=(NOW - timedelta(hours=1)).isoformat(),
+        )
+    )
     drain()
     assert snapshot().platform_health_score == 80

@@ -29,8 +29,16 @@ def _maintenance(stop: threading.Event) -> None:
 def _simulate(stop: threading.Event, rate: float) -> None:
     from simulator import runner
 
-    runner.run(sender=runner.DirectSender(), streams=2, events_per_stream=None, rate=rate, duration=10**9,
-               batch_size=5, stop=stop, seed=int(timezone.now().timestamp()) % 1000)
+    runner.run(
+        sender=runner.DirectSender(),
+        streams=2,
+        events_per_stream=None,
+        rate=rate,
+        duration=10**9,
+        batch_size=5,
+        stop=stop,
+        seed=int(timezone.now().timestamp()) % 1000,
+    )
 
 
 class Command(BaseCommand):
@@ -40,7 +48,9 @@ class Command(BaseCommand):
         parser.add_argument("--host", default="127.0.0.1")
         parser.add_argument("--port", type=int, default=8000)
         parser.add_argument("--simulate", type=float, default=2.0, help="simulator events/s (0: off)")
-        parser.add_argument("--no-worker", action="store_true", help="do not start the in-process stream worker")
+        parser.add_argument(
+            "--no-worker", action="store_true", help="do not start the in-process stream worker"
+        )
 
     def handle(self, *args, **opts):
         from daphne.endpoints import build_endpoint_description_strings
@@ -55,9 +65,15 @@ class Command(BaseCommand):
             from ingest.worker import StreamWorker
 
             threads.append(threading.Thread(target=StreamWorker().run, args=(stop,), name="iops-worker"))
-        threads.append(threading.Thread(target=_maintenance, args=(stop,), name="iops-maintenance", daemon=True))
+        threads.append(
+            threading.Thread(target=_maintenance, args=(stop,), name="iops-maintenance", daemon=True)
+        )
         if opts["simulate"] > 0:
-            threads.append(threading.Thread(target=_simulate, args=(stop, opts["simulate"]), name="iops-sim", daemon=True))
+            threads.append(
+                threading.Thread(
+                    target=_simulate, args=(stop, opts["simulate"]), name="iops-sim", daemon=True
+                )
+            )
         register_server_loop(twisted_loop)
         for t in threads:
             t.start()

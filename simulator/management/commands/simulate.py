@@ -15,11 +15,19 @@ class Command(BaseCommand):
 
     def add_arguments(self, parser):
         parser.add_argument("--streams", type=int, default=50, help="concurrent producers (default 50)")
-        parser.add_argument("--events-per-stream", type=int, default=10, help="events each stream sends (default 10)")
-        parser.add_argument("--rate", type=float, default=None, help="total events per second (default: as fast as possible)")
-        parser.add_argument("--duration", type=float, default=None, help="run for this many seconds instead of a fixed count")
+        parser.add_argument(
+            "--events-per-stream", type=int, default=10, help="events each stream sends (default 10)"
+        )
+        parser.add_argument(
+            "--rate", type=float, default=None, help="total events per second (default: as fast as possible)"
+        )
+        parser.add_argument(
+            "--duration", type=float, default=None, help="run for this many seconds instead of a fixed count"
+        )
         parser.add_argument("--scenario", choices=SCENARIOS, default="steady")
-        parser.add_argument("--speed", type=float, default=1.0, help="simulated seconds per real second (history in the past)")
+        parser.add_argument(
+            "--speed", type=float, default=1.0, help="simulated seconds per real second (history in the past)"
+        )
         parser.add_argument("--target", default=None, help="ingest base URL, e.g. http://127.0.0.1:8000")
         parser.add_argument("--api-key", default=None, help="API key for --target")
         parser.add_argument("--single", action="store_true", help="with --target: one event per request")
@@ -40,7 +48,9 @@ class Command(BaseCommand):
 
         def progress(summary):
             bar.n = summary.sent
-            bar.set_postfix(accepted=summary.accepted, rejected=summary.rejected, retried=summary.retried, refresh=False)
+            bar.set_postfix(
+                accepted=summary.accepted, rejected=summary.rejected, retried=summary.retried, refresh=False
+            )
             bar.refresh()
 
         summary = runner.run(

@@ -1,0 +1,27 @@
+"""Churn (student) and burnout (tutor) insights. Depends on metrics only; alerts link by id."""
+
+from __future__ import annotations
+
+from django.db import models
+
+
+class Insight(models.Model):
+    entity_type = models.CharField(max_length=20, db_index=True)  # student | tutor
+    entity_id = models.CharField(max_length=64, db_index=True)
+    alert_id = models.BigIntegerField(null=True, blank=True, db_index=True, help_text="the alert that triggered it")
+    risk = models.FloatField(help_text="0–1")
+    level = models.CharField(max_length=10)  # low | medium | high
+    explanation = models.TextField()
+    recommendations = models.JSONField(default=list)
+    drivers = models.JSONField(default=list, help_text="[{feature, value, contribution}]")
+    features = models.JSONField(default=dict)
+    model = models.CharField(max_length=200)
+    fallback_reason = models.CharField(max_length=300, blank=True, default="")
+    scored_at = models.DateTimeField(db_index=True)
+
+    class Meta:
+        indexes = [models.Index(fields=["entity_type", "entity_id", "-scored_at"])]
+        ordering = ["-scored_at"]
+
+    def __str__(self) -> str:
+        return f"{self.entity_type} {self.entity_id}: {self.level} ({self.risk:.2f}, {self.model})"
