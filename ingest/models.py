@@ -82,13 +82,17 @@ class KinesisShard(models.Model):
 
     stream_name = models.CharField(max_length=128)
     shard_id = models.CharField(max_length=128)
-    checkpoint = models.CharField(max_length=256, blank=True, default="", help_text="last processed sequence number")
+    checkpoint = models.CharField(
+        max_length=256, blank=True, default="", help_text="last processed sequence number"
+    )
     lease_owner = models.CharField(max_length=200, blank=True, default="")
     lease_expires_at = models.DateTimeField(null=True, blank=True)
     updated_at = models.DateTimeField(auto_now=True)
 
     class Meta:
-        constraints = [models.UniqueConstraint(fields=["stream_name", "shard_id"], name="kinesis_shard_unique")]
+        constraints = [
+            models.UniqueConstraint(fields=["stream_name", "shard_id"], name="kinesis_shard_unique")
+        ]
 
     def __str__(self) -> str:
         return f"{self.stream_name}/{self.shard_id} @ {self.checkpoint or 'TRIM_HORIZON'}"

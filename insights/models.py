@@ -8,7 +8,9 @@ from django.db import models
 class Insight(models.Model):
     entity_type = models.CharField(max_length=20, db_index=True)  # student | tutor
     entity_id = models.CharField(max_length=64, db_index=True)
-    alert_id = models.BigIntegerField(null=True, blank=True, db_index=True, help_text="the alert that triggered it")
+    alert_id = models.BigIntegerField(
+        null=True, blank=True, db_index=True, help_text="the alert that triggered it"
+    )
     risk = models.FloatField(help_text="0–1")
     level = models.CharField(max_length=10)  # low | medium | high
     explanation = models.TextField()

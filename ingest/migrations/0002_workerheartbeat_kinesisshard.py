@@ -4,36 +4,52 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('ingest', '0001_initial'),
+        ("ingest", "0001_initial"),
     ]
 
     operations = [
         migrations.CreateModel(
-            name='WorkerHeartbeat',
+            name="WorkerHeartbeat",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('name', models.CharField(max_length=200, unique=True)),
-                ('backend', models.CharField(max_length=20)),
-                ('started_at', models.DateTimeField()),
-                ('last_seen', models.DateTimeField(db_index=True)),
-                ('processed', models.BigIntegerField(default=0)),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("name", models.CharField(max_length=200, unique=True)),
+                ("backend", models.CharField(max_length=20)),
+                ("started_at", models.DateTimeField()),
+                ("last_seen", models.DateTimeField(db_index=True)),
+                ("processed", models.BigIntegerField(default=0)),
             ],
         ),
         migrations.CreateModel(
-            name='KinesisShard',
+            name="KinesisShard",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('stream_name', models.CharField(max_length=128)),
-                ('shard_id', models.CharField(max_length=128)),
-                ('checkpoint', models.CharField(blank=True, default='', help_text='last processed sequence number', max_length=256)),
-                ('lease_owner', models.CharField(blank=True, default='', max_length=200)),
-                ('lease_expires_at', models.DateTimeField(blank=True, null=True)),
-                ('updated_at', models.DateTimeField(auto_now=True)),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("stream_name", models.CharField(max_length=128)),
+                ("shard_id", models.CharField(max_length=128)),
+                (
+                    "checkpoint",
+                    models.CharField(
+                        blank=True, default="", help_text="last processed sequence number", max_length=256
+                    ),
+                ),
+                ("lease_owner", models.CharField(blank=True, default="", max_length=200)),
+                ("lease_expires_at", models.DateTimeField(blank=True, null=True)),
+                ("updated_at", models.DateTimeField(auto_now=True)),
             ],
             options={
-                'constraints': [models.UniqueConstraint(fields=('stream_name', 'shard_id'), name='kinesis_shard_unique')],
+                "constraints": [
+                    models.UniqueConstraint(fields=("stream_name", "shard_id"), name="kinesis_shard_unique")
+                ],
             },
         ),
     ]

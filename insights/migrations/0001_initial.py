@@ -4,33 +4,46 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     initial = True
 
-    dependencies = [
-    ]
+    dependencies = []
 
     operations = [
         migrations.CreateModel(
-            name='Insight',
+            name="Insight",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('entity_type', models.CharField(db_index=True, max_length=20)),
-                ('entity_id', models.CharField(db_index=True, max_length=64)),
-                ('alert_id', models.BigIntegerField(blank=True, db_index=True, help_text='the alert that triggered it', null=True)),
-                ('risk', models.FloatField(help_text='0–1')),
-                ('level', models.CharField(max_length=10)),
-                ('explanation', models.TextField()),
-                ('recommendations', models.JSONField(default=list)),
-                ('drivers', models.JSONField(default=list, help_text='[{feature, value, contribution}]')),
-                ('features', models.JSONField(default=dict)),
-                ('model', models.CharField(max_length=200)),
-                ('fallback_reason', models.CharField(blank=True, default='', max_length=300)),
-                ('scored_at', models.DateTimeField(db_index=True)),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("entity_type", models.CharField(db_index=True, max_length=20)),
+                ("entity_id", models.CharField(db_index=True, max_length=64)),
+                (
+                    "alert_id",
+                    models.BigIntegerField(
+                        blank=True, db_index=True, help_text="the alert that triggered it", null=True
+                    ),
+                ),
+                ("risk", models.FloatField(help_text="0–1")),
+                ("level", models.CharField(max_length=10)),
+                ("explanation", models.TextField()),
+                ("recommendations", models.JSONField(default=list)),
+                ("drivers", models.JSONField(default=list, help_text="[{feature, value, contribution}]")),
+                ("features", models.JSONField(default=dict)),
+                ("model", models.CharField(max_length=200)),
+                ("fallback_reason", models.CharField(blank=True, default="", max_length=300)),
+                ("scored_at", models.DateTimeField(db_index=True)),
             ],
             options={
-                'ordering': ['-scored_at'],
-                'indexes': [models.Index(fields=['entity_type', 'entity_id', '-scored_at'], name='insights_in_entity__a6cb19_idx')],
+                "ordering": ["-scored_at"],
+                "indexes": [
+                    models.Index(
+                        fields=["entity_type", "entity_id", "-scored_at"],
+                        name="insights_in_entity__a6cb19_idx",
+                    )
+                ],
             },
         ),
     ]
