@@ -62,6 +62,9 @@ class Alert(models.Model):
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
     )
     dismiss_reason = models.CharField(max_length=500, blank=True, default="")
+    clear_since = models.DateTimeField(
+        null=True, blank=True, help_text="when the condition was first seen clear again (for auto-resolve)"
+    )
 
     class Meta:
         constraints = [

@@ -72,6 +72,11 @@ def _store_events(events: list[dict[str, Any]], now: datetime) -> list[dict[str,
     return [e for eid, e in unique.items() if eid in inserted]
 
 
+def _after_commit(change: realtime.Change, raised: list[Raised]) -> None:
+    """Side effects of a committed batch, in order. Each must be cheap: heavy work goes to a task."""
+    realtime.publish_change(change)
+
+
 def process_batch(events: list[dict[str, Any]], *, now: datetime) -> BatchResult:
     started = time.perf_counter()
     with transaction.atomic():
@@ -84,7 +89,7 @@ def process_batch(events: list[dict[str, Any]], *, now: datetime) -> BatchResult
             alerts_updated=[r.alert_id for r in raised if not r.created],
         )
         if new:
-            transaction.on_commit(lambda: realtime.publish_change(change))
+            transaction.on_commit(lambda: _after_commit(change, raised))
     result = BatchResult(
         received=len(events),
         new=len(new),
@@ -92,7 +97,7 @@ def process_batch(events: list[dict[str, Any]], *, now: datetime) -> BatchResult
         alerts=raised,
         seconds=time.perf_counter() - started,
     )
-    logger.info(
+    logger.debug(
         "batch processed",
         extra={
             "received": result.received,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from django.contrib.admin.views.decorators import staff_member_required
 from django.http import Http404, HttpRequest
 from ninja import NinjaAPI
 from ninja.errors import AuthenticationError, HttpError, ValidationError
@@ -37,6 +38,7 @@ api = NinjaAPI(
     description="Operations command center: ingest, KPIs, entities, alerts, insights.",
     auth=[BearerKey(), HeaderKey(), StaffSession()],
     urls_namespace="api",
+    docs_decorator=staff_member_required(login_url="/accounts/login/"),  # the spec and docs are not public
 )
 
 
