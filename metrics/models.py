@@ -28,6 +28,9 @@ class Session(models.Model):
     completed_successfully = models.BooleanField(null=True, blank=True)
     student_rating = models.PositiveSmallIntegerField(null=True, blank=True)
     tutor_rating = models.PositiveSmallIntegerField(null=True, blank=True)
+    # The winning start/completion is the earliest by (event time, event_id): arrival order cannot matter.
+    started_event_id = models.CharField(max_length=64, blank=True, default="")
+    completed_event_id = models.CharField(max_length=64, blank=True, default="")
 
     def __str__(self) -> str:
         return f"{self.session_id} ({self.student_id} with {self.tutor_id})"
@@ -120,6 +123,7 @@ class StudentSnapshot(models.Model):
     platform_health_score = models.FloatField(null=True, blank=True)
     platform_churn_risk = models.CharField(max_length=10, blank=True, default="")
     platform_reported_at = models.DateTimeField(null=True, blank=True)
+    platform_event_id = models.CharField(max_length=64, blank=True, default="")
     health_score = models.FloatField(null=True, blank=True, db_index=True)
     health_components = models.JSONField(default=dict, blank=True)
     as_of = models.DateTimeField(help_text="the time the windows were computed for")
@@ -146,6 +150,13 @@ class TutorSnapshot(models.Model):
     timezone = models.CharField(max_length=100, blank=True, default="")
     accepts_instant_book = models.BooleanField(null=True, blank=True)
     availability_reported_at = models.DateTimeField(null=True, blank=True)
+    availability_event_id = models.CharField(max_length=64, blank=True, default="")
+    region = models.CharField(max_length=100, blank=True, default="", help_text="from the timezone")
+    prior_weekly_mean = models.FloatField(default=0)
+    avg_rating_7d = models.FloatField(null=True, blank=True)
+    avg_rating_prior = models.FloatField(null=True, blank=True, help_text="mean rating, days 8-30")
+    burnout_risk = models.FloatField(null=True, blank=True, db_index=True, help_text="0-1")
+    burnout_components = models.JSONField(default=dict, blank=True)
     as_of = models.DateTimeField()
     updated_at = models.DateTimeField(db_index=True)
 
@@ -162,9 +173,18 @@ class SubjectRegionSnapshot(models.Model):
     platform_supply_score = models.FloatField(null=True, blank=True)
     platform_balance_status = models.CharField(max_length=20, blank=True, default="")
     reported_at = models.DateTimeField(null=True, blank=True)
+    report_event_id = models.CharField(max_length=64, blank=True, default="")
+    # Drives balance_status (hysteresis): (platform demand + 1) / (platform supply + 1).
     demand_supply_ratio = models.FloatField(null=True, blank=True)
     balance_status = models.CharField(max_length=20, default="balanced")
     status_since = models.DateTimeField(null=True, blank=True)
+    # Our own figures from our data (sessions and tutor availability), see ARCHITECTURE.md.
+    active_students = models.IntegerField(default=0, help_text="distinct students with a session in 7 days")
+    available_tutors = models.IntegerField(default=0, help_text="tutors offering the subject with hours > 0")
+    available_hours = models.FloatField(default=0)
+    sessions_7d = models.IntegerField(default=0)
+    own_ratio = models.FloatField(null=True, blank=True, help_text="our demand/supply ratio")
+    own_as_of = models.DateTimeField(null=True, blank=True)
     updated_at = models.DateTimeField()
 
     class Meta:
@@ -172,3 +192,24 @@ class SubjectRegionSnapshot(models.Model):
 
     def __str__(self) -> str:
         return f"{self.subject} / {self.region}"
+
+
+class SupplyDemandReading(models.Model):
+    """Every platform supply–demand reading: balance status is a fold over them in event-time order,
+    so a late reading is replayed into place instead of skipped (rebuild == incremental)."""
+
+    event_id = models.CharField(max_length=64, unique=True)
+    subject = models.CharField(max_length=100)
+    region = models.CharField(max_length=100)
+    reported_at = models.DateTimeField()
+    demand_score = models.FloatField(null=True, blank=True)
+    supply_score = models.FloatField(null=True, blank=True)
+    available_tutors = models.IntegerField(null=True, blank=True)
+    active_students = models.IntegerField(null=True, blank=True)
+    balance_status = models.CharField(max_length=20, blank=True, default="")
+
+    class Meta:
+        indexes = [models.Index(fields=["subject", "region", "reported_at"])]
+
+    def __str__(self) -> str:
+        return f"{self.subject} / {self.region} @ {self.reported_at:%Y-%m-%d %H:%M}"

@@ -6,16 +6,18 @@ one aggregate query per snapshot table.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
 import pandas as pd
 from django.conf import settings
-from django.db import connection
+from django.db import connection, transaction
 from django.db.models import Max, Min, Q, Sum
 
 from iops.lib.sql import insert_ignore, upsert_add
+from metrics.burnout import burnout_components, burnout_risk
 from metrics.health import health_components, health_score
 from metrics.models import (
     IB_REASONS,
@@ -24,9 +26,11 @@ from metrics.models import (
     StudentHourly,
     StudentSnapshot,
     SubjectRegionSnapshot,
+    SupplyDemandReading,
     TutorHourly,
     TutorSnapshot,
 )
+from metrics.regions import REGION_TIMEZONES, region_label
 from metrics.windows import floor_hour, window_start
 
 SESSION_VALUES = [
@@ -69,12 +73,28 @@ def _ts(value: str) -> datetime:
     return datetime.fromisoformat(value)
 
 
+def _completion_values(s: Session) -> dict[str, int]:
+    return {
+        "sessions_completed": 1,
+        "sessions_unsuccessful": 0 if s.completed_successfully else 1,
+        "rating_sum": s.student_rating or 0,
+        "rating_count": 1 if s.student_rating is not None else 0,
+        "minutes": s.duration_minutes or 0,
+    }
+
+
 def _session_deltas(events: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], set[str]]:
     """Apply session events to Session rows (once per session_id) and return bucket deltas.
 
+    A session's start and completion are each the earliest event by (event time, event_id), whatever
+    the arrival order: a winner replaced by an earlier event moves its contribution (a negative delta
+    in the old bucket, a positive one in the new), so incremental processing equals a rebuild.
     Returns the deltas and the students whose first completed session may have changed.
     """
-    session_events = [e for e in events if e["event_type"] in ("session_started", "session_completed")]
+    session_events = sorted(
+        (e for e in events if e["event_type"] in ("session_started", "session_completed")),
+        key=lambda e: (_ts(e["timestamp"]), e["event_id"]),
+    )
     if not session_events:
         return [], set()
     ids = sorted({e["payload"]["session_id"] for e in session_events})
@@ -85,8 +105,16 @@ def _session_deltas(events: list[dict[str, Any]]) -> tuple[list[dict[str, Any]],
         first_seen.setdefault(p["session_id"], (p["session_id"], p["student_id"], p["tutor_id"]))
     insert_ignore(
         table=Session._meta.db_table,
-        columns=["session_id", "student_id", "tutor_id", "subject", "session_type"],
-        rows=[(*first_seen[sid], "", "") for sid in ids],
+        columns=[
+            "session_id",
+            "student_id",
+            "tutor_id",
+            "subject",
+            "session_type",
+            "started_event_id",
+            "completed_event_id",
+        ],
+        rows=[(*first_seen[sid], "", "", "", "") for sid in ids],
         conflict=["session_id"],
     )
     qs = Session.objects.filter(session_id__in=ids).order_by("session_id")
@@ -96,43 +124,37 @@ def _session_deltas(events: list[dict[str, Any]]) -> tuple[list[dict[str, Any]],
     changed: dict[str, Session] = {}
     deltas: list[dict[str, Any]] = []
     completed_students: set[str] = set()
-    for e in sorted(session_events, key=lambda e: e["timestamp"]):
+    for e in session_events:
         p = e["payload"]
         s = rows[p["session_id"]]
         ts = _ts(e["timestamp"])
-        if p.get("subject") and not s.subject:
-            s.subject = p["subject"]
+        key = (ts, e["event_id"])
+        who = {"student_id": s.student_id, "tutor_id": s.tutor_id}
         if e["event_type"] == "session_started":
-            if p.get("session_type"):
-                s.session_type = p["session_type"]
             if s.started_at is not None:
-                continue
-            s.started_at = ts
-            deltas.append(
-                {"student_id": s.student_id, "tutor_id": s.tutor_id, "ts": ts, "sessions_started": 1}
-            )
+                if key >= (s.started_at, s.started_event_id):
+                    continue
+                deltas.append({**who, "ts": s.started_at, "sessions_started": -1})
+            s.started_at, s.started_event_id = ts, e["event_id"]
+            s.session_type = p.get("session_type") or ""
+            if p.get("subject"):
+                s.subject = p["subject"]  # the winning start names the subject
+            deltas.append({**who, "ts": ts, "sessions_started": 1})
         else:
             if s.completed_at is not None:
-                continue
-            ok = bool(p.get("completed_successfully", True))
-            s.completed_at = ts
-            s.completed_successfully = ok
+                if key >= (s.completed_at, s.completed_event_id):
+                    continue
+                deltas.append(
+                    {**who, "ts": s.completed_at, **{k: -v for k, v in _completion_values(s).items()}}
+                )
+            s.completed_at, s.completed_event_id = ts, e["event_id"]
+            s.completed_successfully = bool(p.get("completed_successfully", True))
             s.duration_minutes = p.get("actual_duration_minutes")
             s.student_rating = p.get("student_rating")
             s.tutor_rating = p.get("tutor_rating")
-            rated = s.student_rating is not None
-            deltas.append(
-                {
-                    "student_id": s.student_id,
-                    "tutor_id": s.tutor_id,
-                    "ts": ts,
-                    "sessions_completed": 1,
-                    "sessions_unsuccessful": 0 if ok else 1,
-                    "rating_sum": s.student_rating or 0,
-                    "rating_count": 1 if rated else 0,
-                    "minutes": s.duration_minutes or 0,
-                }
-            )
+            if p.get("subject") and not s.subject:
+                s.subject = p["subject"]
+            deltas.append({**who, "ts": ts, **_completion_values(s)})
             completed_students.add(s.student_id)
         changed[s.session_id] = s
     if changed:
@@ -142,7 +164,9 @@ def _session_deltas(events: list[dict[str, Any]]) -> tuple[list[dict[str, Any]],
                 "subject",
                 "session_type",
                 "started_at",
+                "started_event_id",
                 "completed_at",
+                "completed_event_id",
                 "completed_successfully",
                 "duration_minutes",
                 "student_rating",
@@ -224,13 +248,18 @@ def _fold_buckets(
     )
 
 
+def _order_key(e: dict[str, Any]) -> tuple[datetime, str]:
+    return (_ts(e["timestamp"]), e["event_id"])
+
+
 def _latest(events: list[dict[str, Any]], event_type: str, key) -> dict[Any, dict[str, Any]]:
+    """The latest event per key by (event time, event_id): ties cannot depend on arrival order."""
     latest: dict[Any, dict[str, Any]] = {}
     for e in events:
         if e["event_type"] != event_type:
             continue
         k = key(e["payload"])
-        if k not in latest or e["timestamp"] >= latest[k]["timestamp"]:
+        if k not in latest or _order_key(e) > _order_key(latest[k]):
             latest[k] = e
     return latest
 
@@ -247,6 +276,7 @@ def _ensure_snapshots(students: set[str], tutors: set[str], now: datetime) -> No
             "prior_weekly_mean",
             "velocity_trend",
             "platform_churn_risk",
+            "platform_event_id",
             "first_session_id",
         ]
         + [
@@ -266,7 +296,7 @@ def _ensure_snapshots(students: set[str], tutors: set[str], now: datetime) -> No
                 "rated_sessions_30d",
             )
         ],
-        rows=[(s, now, now, "{}", "{}", 0.0, "", "", "") + (0,) * 12 for s in sorted(students)],
+        rows=[(s, now, now, "{}", "{}", 0.0, "", "", "", "") + (0,) * 12 for s in sorted(students)],
         conflict=["student_id"],
     )
     insert_ignore(
@@ -277,6 +307,10 @@ def _ensure_snapshots(students: set[str], tutors: set[str], now: datetime) -> No
             "updated_at",
             "subjects",
             "timezone",
+            "availability_event_id",
+            "region",
+            "burnout_components",
+            "prior_weekly_mean",
             "hours_taught_7d",
             "sessions_7d",
             "sessions_14d",
@@ -285,30 +319,35 @@ def _ensure_snapshots(students: set[str], tutors: set[str], now: datetime) -> No
             "unsuccessful_30d",
             "rated_sessions",
         ],
-        rows=[(t, now, now, "[]", "", 0.0, 0, 0, 0, 0, 0, 0) for t in sorted(tutors)],
+        rows=[(t, now, now, "[]", "", "", "", "{}", 0.0, 0.0, 0, 0, 0, 0, 0, 0) for t in sorted(tutors)],
         conflict=["tutor_id"],
     )
 
 
 def _apply_reports(events: list[dict[str, Any]], now: datetime, touched: Touched) -> None:
-    """Latest-wins readings the platform reports: health, availability, supply–demand."""
+    """Latest-wins readings the platform reports (health, availability), each reading as a whole."""
     health = _latest(events, "customer_health_update", lambda p: p["student_id"])
     if health:
-        snaps = StudentSnapshot.objects.filter(student_id__in=list(health))
         updated = []
-        for snap in snaps:
+        for snap in StudentSnapshot.objects.filter(student_id__in=list(health)):
             e = health[snap.student_id]
             ts = _ts(e["timestamp"])
-            if snap.platform_reported_at and snap.platform_reported_at > ts:
+            if snap.platform_reported_at and (snap.platform_reported_at, snap.platform_event_id) > (
+                ts,
+                e["event_id"],
+            ):
                 continue  # a late reading never overwrites a newer one
             p = e["payload"]
-            snap.platform_health_score = p.get("health_score", snap.platform_health_score)
-            snap.platform_churn_risk = p.get("churn_risk", snap.platform_churn_risk) or ""
+            snap.platform_health_score = p.get("health_score")
+            snap.platform_churn_risk = p.get("churn_risk") or ""
             snap.platform_reported_at = ts
+            snap.platform_event_id = e["event_id"]
             updated.append(snap)
             touched.health_reported.add(snap.student_id)
         StudentSnapshot.objects.bulk_update(
-            updated, ["platform_health_score", "platform_churn_risk", "platform_reported_at"], batch_size=500
+            updated,
+            ["platform_health_score", "platform_churn_risk", "platform_reported_at", "platform_event_id"],
+            batch_size=500,
         )
     availability = _latest(events, "tutor_availability_updated", lambda p: p["tutor_id"])
     if availability:
@@ -316,43 +355,167 @@ def _apply_reports(events: list[dict[str, Any]], now: datetime, touched: Touched
         for snap in TutorSnapshot.objects.filter(tutor_id__in=list(availability)):
             e = availability[snap.tutor_id]
             ts = _ts(e["timestamp"])
-            if snap.availability_reported_at and snap.availability_reported_at > ts:
+            if snap.availability_reported_at and (
+                snap.availability_reported_at,
+                snap.availability_event_id,
+            ) > (ts, e["event_id"]):
                 continue
             p = e["payload"]
-            snap.available_hours = p.get("available_hours_this_week", snap.available_hours)
-            snap.subjects = p.get("subjects", snap.subjects)
-            snap.timezone = p.get("timezone", snap.timezone)
-            snap.accepts_instant_book = p.get("accepts_instant_book", snap.accepts_instant_book)
+            snap.available_hours = p.get("available_hours_this_week")
+            snap.subjects = list(p.get("subjects") or [])
+            snap.timezone = p.get("timezone") or ""
+            snap.region = region_label(snap.timezone)
+            snap.accepts_instant_book = p.get("accepts_instant_book")
             snap.availability_reported_at = ts
+            snap.availability_event_id = e["event_id"]
             updated_t.append(snap)
         TutorSnapshot.objects.bulk_update(
             updated_t,
-            ["available_hours", "subjects", "timezone", "accepts_instant_book", "availability_reported_at"],
+            [
+                "available_hours",
+                "subjects",
+                "timezone",
+                "region",
+                "accepts_instant_book",
+                "availability_reported_at",
+                "availability_event_id",
+            ],
             batch_size=500,
         )
-    supply = _latest(events, "supply_demand_update", lambda p: (p["subject"], p["region"]))
-    for (subject, region), e in sorted(supply.items()):
-        ts = _ts(e["timestamp"])
-        snap, _ = SubjectRegionSnapshot.objects.get_or_create(
-            subject=subject, region=region, defaults={"updated_at": now}
-        )
-        if snap.reported_at and snap.reported_at > ts:
-            continue
-        p = e["payload"]
-        snap.platform_available_tutors = p.get("available_tutors", snap.platform_available_tutors)
-        snap.platform_active_students = p.get("active_students", snap.platform_active_students)
-        snap.platform_demand_score = p.get("demand_score", snap.platform_demand_score)
-        snap.platform_supply_score = p.get("supply_score", snap.platform_supply_score)
-        snap.platform_balance_status = p.get("balance_status", snap.platform_balance_status) or ""
-        snap.reported_at = ts
-        _apply_balance(snap, ts)
+    _apply_supply_demand(events, now, touched)
+
+
+def _reading_row(e: dict[str, Any]) -> tuple:
+    p = e["payload"]
+    return (
+        e["event_id"],
+        p["subject"],
+        p["region"],
+        _ts(e["timestamp"]),
+        p.get("demand_score"),
+        p.get("supply_score"),
+        p.get("available_tutors"),
+        p.get("active_students"),
+        p.get("balance_status") or "",
+    )
+
+
+def _apply_supply_demand(events: list[dict[str, Any]], now: datetime, touched: Touched) -> None:
+    """Store every reading; balance status is a hysteresis fold over a cell's readings in event-time
+    order. In-order readings step the stored state; a reading older than the latest replays the cell."""
+    readings = sorted((e for e in events if e["event_type"] == "supply_demand_update"), key=_order_key)
+    if not readings:
+        return
+    insert_ignore(
+        table=SupplyDemandReading._meta.db_table,
+        columns=[
+            "event_id",
+            "subject",
+            "region",
+            "reported_at",
+            "demand_score",
+            "supply_score",
+            "available_tutors",
+            "active_students",
+            "balance_status",
+        ],
+        rows=[_reading_row(e) for e in readings],
+        conflict=["event_id"],
+    )
+    by_cell: dict[tuple[str, str], list[tuple]] = {}
+    for e in readings:
+        row = _reading_row(e)
+        by_cell.setdefault((row[1], row[2]), []).append(row)
+    snaps = _subject_region_rows(set(by_cell), now)
+    for cell, rows in sorted(by_cell.items()):
+        snap = snaps[cell]
+        if snap.reported_at is not None and (rows[0][3], rows[0][0]) < (
+            snap.reported_at,
+            snap.report_event_id,
+        ):
+            _balance_reset(snap)
+            rows = list(
+                SupplyDemandReading.objects.filter(subject=cell[0], region=cell[1])
+                .order_by("reported_at", "event_id")
+                .values_list(
+                    "event_id",
+                    "subject",
+                    "region",
+                    "reported_at",
+                    "demand_score",
+                    "supply_score",
+                    "available_tutors",
+                    "active_students",
+                    "balance_status",
+                )
+            )
+        for row in rows:
+            _balance_step(snap, row)
         snap.updated_at = now
-        snap.save()
-        touched.subject_regions.add((subject, region))
+        touched.subject_regions.add(cell)
+    SubjectRegionSnapshot.objects.bulk_update(
+        [snaps[c] for c in sorted(by_cell)],
+        [
+            "platform_available_tutors",
+            "platform_active_students",
+            "platform_demand_score",
+            "platform_supply_score",
+            "platform_balance_status",
+            "reported_at",
+            "report_event_id",
+            "demand_supply_ratio",
+            "balance_status",
+            "status_since",
+            "updated_at",
+        ],
+        batch_size=500,
+    )
 
 
-def _apply_balance(snap: SubjectRegionSnapshot, ts: datetime) -> None:
-    demand, supply = snap.platform_demand_score, snap.platform_supply_score
+def _subject_region_rows(
+    cells: set[tuple[str, str]], now: datetime
+) -> dict[tuple[str, str], SubjectRegionSnapshot]:
+    insert_ignore(
+        table=SubjectRegionSnapshot._meta.db_table,
+        columns=[
+            "subject",
+            "region",
+            "platform_balance_status",
+            "report_event_id",
+            "balance_status",
+            "active_students",
+            "available_tutors",
+            "available_hours",
+            "sessions_7d",
+            "updated_at",
+        ],
+        rows=[(s, r, "", "", "balanced", 0, 0, 0.0, 0, now) for s, r in sorted(cells)],
+        conflict=["subject", "region"],
+    )
+    subjects = {s for s, _ in cells}
+    regions = {r for _, r in cells}
+    return {
+        (snap.subject, snap.region): snap
+        for snap in SubjectRegionSnapshot.objects.filter(subject__in=subjects, region__in=regions)
+        if (snap.subject, snap.region) in cells
+    }
+
+
+def _balance_reset(snap: SubjectRegionSnapshot) -> None:
+    snap.balance_status = "balanced"
+    snap.status_since = None
+    snap.demand_supply_ratio = None
+    snap.reported_at = None
+    snap.report_event_id = ""
+
+
+def _balance_step(snap: SubjectRegionSnapshot, row: tuple) -> None:
+    """Apply one reading (a SupplyDemandReading row tuple) in event-time order."""
+    event_id, _, _, ts, demand, supply, tutors, students, status_reported = row
+    snap.platform_demand_score, snap.platform_supply_score = demand, supply
+    snap.platform_available_tutors, snap.platform_active_students = tutors, students
+    snap.platform_balance_status = status_reported or ""
+    snap.reported_at, snap.report_event_id = ts, event_id
     if demand is None or supply is None:
         return
     ratio = (demand + 1) / (supply + 1)  # +1: a zero score does not divide by zero or explode
@@ -372,8 +535,11 @@ def _apply_balance(snap: SubjectRegionSnapshot, ts: datetime) -> None:
     snap.balance_status = status
 
 
-def fold_events(events: list[dict[str, Any]], *, now: datetime) -> Touched:
-    """Fold new (deduplicated) normalised events into buckets and snapshots. Call inside a transaction."""
+def fold_events(events: list[dict[str, Any]], *, now: datetime, refresh: bool = True) -> Touched:
+    """Fold new (deduplicated) normalised events into buckets and snapshots. Call inside a transaction.
+
+    `refresh=False` (rebuild) skips the per-batch snapshot refresh: the caller refreshes once at the end.
+    """
     touched = Touched()
     if not events:
         return touched
@@ -388,7 +554,8 @@ def fold_events(events: list[dict[str, Any]], *, now: datetime) -> Touched:
     _ensure_snapshots(touched.students, touched.tutors, now)
     _apply_reports(events, now, touched)
     touched.first_sessions = completed_students
-    snapshots_refresh(students=touched.students, tutors=touched.tutors, now=now)
+    if refresh:
+        snapshots_refresh(students=touched.students, tutors=touched.tutors, now=now)
     return touched
 
 
@@ -432,6 +599,9 @@ TUTOR_WINDOWS = {
     "unsuccessful_30d": ("sessions_unsuccessful", 30),
     "rating_sum_30d": ("rating_sum", 30),
     "rating_count_30d": ("rating_count", 30),
+    "rating_sum_7d": ("rating_sum", 7),
+    "rating_count_7d": ("rating_count", 7),
+    "sessions_28d": ("sessions_completed", 28),
     "minutes_7d": ("minutes", 7),
 }
 
@@ -595,6 +765,28 @@ def _refresh_tutors(ids: list[str], now: datetime) -> None:
             snap.utilisation = (
                 round(snap.hours_taught_7d / snap.available_hours, 3) if snap.available_hours else None
             )
+            rated_7d = get("rating_count_7d")
+            rated_prior = snap.rated_sessions - rated_7d
+            snap.avg_rating_7d = round(get("rating_sum_7d") / rated_7d, 2) if rated_7d else None
+            snap.avg_rating_prior = (
+                round((get("rating_sum_30d") - get("rating_sum_7d")) / rated_prior, 2)
+                if rated_prior
+                else None
+            )
+            snap.prior_weekly_mean = round((get("sessions_28d") - snap.sessions_7d) / 3, 3)
+            components = burnout_components(
+                utilisation=snap.utilisation,
+                avg_rating_7d=snap.avg_rating_7d,
+                rated_7d=rated_7d,
+                avg_rating_prior=snap.avg_rating_prior,
+                rated_prior=rated_prior,
+                sessions_7d=snap.sessions_7d,
+                prior_weekly_mean=snap.prior_weekly_mean,
+            )
+            snap.burnout_components = components
+            # No sessions and no availability: nothing to judge load by.
+            active = snap.sessions_30d or snap.sessions_started_30d or snap.available_hours
+            snap.burnout_risk = burnout_risk(components) if active else None
             snap.as_of = now
             snap.updated_at = now
         TutorSnapshot.objects.bulk_update(
@@ -610,6 +802,11 @@ def _refresh_tutors(ids: list[str], now: datetime) -> None:
                 "completion_rate",
                 "hours_taught_7d",
                 "utilisation",
+                "avg_rating_7d",
+                "avg_rating_prior",
+                "prior_weekly_mean",
+                "burnout_components",
+                "burnout_risk",
                 "as_of",
                 "updated_at",
             ],
@@ -634,8 +831,138 @@ def snapshots_refresh_stale(
         .values_list("tutor_id", flat=True)[:limit]
     )
     snapshots_refresh(students=students, tutors=tutors, now=now)
+    subject_regions_refresh(now=now)
     return len(students) + len(tutors)
 
 
 def retention_horizon(now: datetime) -> datetime:
     return now - timedelta(days=settings.EVENT_RETENTION_DAYS)
+
+
+def subject_regions_refresh(*, now: datetime) -> int:
+    """Our own demand/supply figures per subject × region, from sessions and tutor availability.
+
+    Pools are (subject, tutor timezone): a session belongs to its tutor's timezone (students carry no
+    region), a region reads the pool of its timezone. Demand = distinct students with a session
+    started or completed in 7 days; supply = tutors whose latest availability lists the subject with
+    hours > 0, scaled by the marketplace's students per available tutor. own_ratio =
+    (students + 1) / (tutors × norm + 1): 1 is a typical load, 1.5 is 50 % more students per tutor.
+    """
+    cut = window_start(now, 7)
+    tutor_tz: dict[str, str] = {}
+    supply: dict[tuple[str, str], list[float]] = {}
+    for tutor_id, tz, hours, subjects in TutorSnapshot.objects.exclude(timezone="").values_list(
+        "tutor_id", "timezone", "available_hours", "subjects"
+    ):
+        tutor_tz[tutor_id] = tz
+        if hours and hours > 0:
+            for subject in set(subjects or []):
+                supply.setdefault((subject, tz), []).append(float(hours))
+    students: dict[tuple[str, str], set[str]] = {}
+    sessions: dict[tuple[str, str], int] = {}
+    recent = Session.objects.filter(
+        Q(started_at__gte=cut, started_at__lte=now) | Q(completed_at__gte=cut, completed_at__lte=now)
+    ).exclude(subject="")
+    for subject, tutor_id, student_id in recent.values_list("subject", "tutor_id", "student_id").iterator(
+        chunk_size=5000
+    ):
+        tz = tutor_tz.get(tutor_id)
+        if tz is None:
+            continue  # region unknown until the tutor reports a timezone
+        students.setdefault((subject, tz), set()).add(student_id)
+        sessions[(subject, tz)] = sessions.get((subject, tz), 0) + 1
+    total_tutors = sum(len(v) for v in supply.values())
+    norm = sum(len(v) for v in students.values()) / total_tutors if total_tutors else 0.0
+    pools = set(supply) | set(students)
+    cells = {
+        (subject, region) for subject, tz in pools for region, zone in REGION_TIMEZONES.items() if zone == tz
+    }
+    existing = set(SubjectRegionSnapshot.objects.values_list("subject", "region"))
+    if cells - existing:
+        _subject_region_rows(cells - existing, now)
+    snaps = list(SubjectRegionSnapshot.objects.all())
+    for snap in snaps:
+        tz = REGION_TIMEZONES.get(snap.region)
+        pool = (snap.subject, tz) if tz else None
+        snap.active_students = len(students.get(pool, ())) if pool else 0
+        snap.available_tutors = len(supply.get(pool, ())) if pool else 0
+        snap.available_hours = round(sum(supply.get(pool, ())), 1) if pool else 0.0
+        snap.sessions_7d = sessions.get(pool, 0) if pool else 0
+        snap.own_ratio = (
+            round((snap.active_students + 1) / (snap.available_tutors * norm + 1), 3)
+            if pool and total_tutors
+            else None
+        )
+        snap.own_as_of = now
+        snap.updated_at = now
+    SubjectRegionSnapshot.objects.bulk_update(
+        snaps,
+        [
+            "active_students",
+            "available_tutors",
+            "available_hours",
+            "sessions_7d",
+            "own_ratio",
+            "own_as_of",
+            "updated_at",
+        ],
+        batch_size=500,
+    )
+    return len(snaps)
+
+
+DERIVED_MODELS = (
+    Session,
+    StudentHourly,
+    TutorHourly,
+    GlobalMinute,
+    StudentSnapshot,
+    TutorSnapshot,
+    SubjectRegionSnapshot,
+    SupplyDemandReading,
+)
+
+
+@dataclass
+class RebuildResult:
+    events: int = 0
+    students: int = 0
+    tutors: int = 0
+    subject_regions: int = 0
+
+
+def metrics_clear() -> None:
+    """Empty every derived table. Inside the rebuild's transaction: readers keep the old figures until
+    commit, and on PostgreSQL TRUNCATE's lock holds the stream worker back until the rebuild is done."""
+    tables = [m._meta.db_table for m in DERIVED_MODELS]
+    q = connection.ops.quote_name
+    with connection.cursor() as cursor:
+        if connection.vendor == "postgresql":
+            cursor.execute(f"TRUNCATE {', '.join(q(t) for t in tables)}")  # noqa: S608 - model metadata
+        else:
+            for t in tables:
+                cursor.execute(f"DELETE FROM {q(t)}")  # noqa: S608 - model metadata
+
+
+def metrics_rebuild(
+    *,
+    batches: Iterable[list[dict[str, Any]]],
+    now: datetime,
+    on_batch: Callable[[int], None] | None = None,
+) -> RebuildResult:
+    """Recompute every derived row from stored events (normalised dicts, in event-time order),
+    in one transaction: the same fold as live processing, then one snapshot refresh as of `now`."""
+    result = RebuildResult()
+    with transaction.atomic():
+        metrics_clear()
+        for batch in batches:
+            fold_events(batch, now=now, refresh=False)
+            result.events += len(batch)
+            if on_batch is not None:
+                on_batch(len(batch))
+        students = list(StudentSnapshot.objects.values_list("student_id", flat=True))
+        tutors = list(TutorSnapshot.objects.values_list("tutor_id", flat=True))
+        snapshots_refresh(students=students, tutors=tutors, now=now)
+        result.subject_regions = subject_regions_refresh(now=now)
+        result.students, result.tutors = len(students), len(tutors)
+    return result
