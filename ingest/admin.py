@@ -3,7 +3,7 @@ from django.core.paginator import Paginator
 from django.utils import timezone
 from django.utils.functional import cached_property
 
-from ingest.keys import api_key_create
+from ingest.keys import api_key_create, api_keys_revoke
 from ingest.models import ApiKey, Event, PendingEvent, StreamDeadLetter
 
 
@@ -71,10 +71,16 @@ class StreamDeadLetterAdmin(admin.ModelAdmin):
         from ingest.streams import get_stream
 
         letters = [d for d in queryset.filter(replayed_at__isnull=True) if d.body]
+        failed: set[int] = set()
         if letters:
-            get_stream().publish([d.body for d in letters])
-            StreamDeadLetter.objects.filter(pk__in=[d.pk for d in letters]).update(replayed_at=timezone.now())
-        self.message_user(request, f"Replayed {len(letters)} message(s); malformed ones cannot be replayed.")
+            failed = set(get_stream().publish([d.body for d in letters]))
+            replayed = [d.pk for i, d in enumerate(letters) if i not in failed]
+            StreamDeadLetter.objects.filter(pk__in=replayed).update(replayed_at=timezone.now())
+        self.message_user(
+            request,
+            f"Replayed {len(letters) - len(failed)} message(s); malformed ones cannot be replayed"
+            + (f"; the stream refused {len(failed)}, try again." if failed else "."),
+        )
 
 
 @admin.register(ApiKey)
@@ -101,5 +107,5 @@ class ApiKeyAdmin(admin.ModelAdmin):
 
     @admin.action(description="Revoke selected keys")
     def revoke(self, request, queryset):
-        n = queryset.filter(revoked_at__isnull=True).update(revoked_at=timezone.now())
+        n = api_keys_revoke(keys=queryset)
         self.message_user(request, f"Revoked {n} key(s).")

@@ -5,8 +5,11 @@ from __future__ import annotations
 import hashlib
 import hmac
 import secrets
+import threading
+import time
 from dataclasses import dataclass
 
+from django.conf import settings
 from django.utils import timezone
 
 from ingest.models import ApiKey
@@ -34,7 +37,15 @@ def api_key_create(*, name: str, rate_limit_per_sec: float | None = None) -> Iss
 
 
 def api_key_revoke(*, api_key: ApiKey) -> None:
-    ApiKey.objects.filter(pk=api_key.pk, revoked_at__isnull=True).update(revoked_at=timezone.now())
+    api_keys_revoke(keys=ApiKey.objects.filter(pk=api_key.pk))
+
+
+def api_keys_revoke(*, keys) -> int:
+    """Revoke a queryset of keys; this process forgets them at once, other processes within
+    INGEST_KEY_CACHE_SECONDS."""
+    count = keys.filter(revoked_at__isnull=True).update(revoked_at=timezone.now())
+    key_cache.clear()
+    return count
 
 
 def _split(plaintext: str) -> str | None:
@@ -57,6 +68,59 @@ def api_key_authenticate(plaintext: str) -> ApiKey | None:
     if key.last_used_at is None or (now - key.last_used_at).total_seconds() > 60:
         ApiKey.objects.filter(pk=key.pk).update(last_used_at=now)
     return key
+
+
+@dataclass(frozen=True)
+class KeyIdentity:
+    """What the ingest hot path needs of a key; cached briefly so most requests skip the database."""
+
+    pk: int
+    rate_limit_per_sec: float | None
+
+
+MISS = object()
+
+
+class KeyCache:
+    """plaintext hash -> (monotonic expiry, KeyIdentity or None for an unknown/revoked key)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._entries: dict[str, tuple[float, KeyIdentity | None]] = {}
+
+    def get(self, plaintext: str):
+        digest = _hash(plaintext)
+        entry = self._entries.get(digest)
+        if entry is None or entry[0] < time.monotonic():
+            return MISS
+        return entry[1]
+
+    def put(self, plaintext: str, identity: KeyIdentity | None) -> None:
+        ttl = settings.INGEST_KEY_CACHE_SECONDS
+        if ttl <= 0:
+            return
+        with self._lock:
+            if len(self._entries) > 10_000:  # bounded: a flood of made-up keys cannot grow it
+                self._entries.clear()
+            self._entries[_hash(plaintext)] = (time.monotonic() + ttl, identity)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._entries.clear()
+
+
+key_cache = KeyCache()
+
+
+def api_key_authenticate_cached(plaintext: str) -> KeyIdentity | None:
+    """api_key_authenticate behind the in-memory cache (revocation takes effect within the TTL)."""
+    cached = key_cache.get(plaintext)
+    if cached is not MISS:
+        return cached
+    key = api_key_authenticate(plaintext)
+    identity = KeyIdentity(pk=key.pk, rate_limit_per_sec=key.rate_limit_per_sec) if key else None
+    key_cache.put(plaintext, identity)
+    return identity
 
 
 def key_from_headers(headers) -> str | None:

@@ -22,11 +22,15 @@ class BodyError(Exception):
         self.errors = errors
 
 
+STREAM_ERROR = {"field": "stream", "message": "the stream did not take this event; send it again shortly"}
+
+
 @dataclass
 class IngestOutcome:
     batch: bool
     accepted: list[dict[str, Any]] = field(default_factory=list)
     results: list[dict[str, Any]] = field(default_factory=list)
+    unpublished: int = 0  # valid events the stream refused (kinesis partial failure): 503 semantics
 
     @property
     def rejected(self) -> int:
@@ -68,9 +72,31 @@ def events_validate(body: Any, *, now: datetime) -> IngestOutcome:
     return outcome
 
 
+def events_publish(*, outcome: IngestOutcome, stream: EventStream | None = None) -> IngestOutcome:
+    """Publish the accepted events; those the stream refuses become `rejected` with a `stream` error.
+
+    Raises StreamUnavailable when the backend cannot be reached at all (nothing was published).
+    """
+    if not outcome.accepted:
+        return outcome
+    failed = set((stream or get_stream()).publish(outcome.accepted))
+    if failed:
+        outcome.accepted = [e for i, e in enumerate(outcome.accepted) if i not in failed]
+        position = 0  # the n-th accepted result is accepted[n] as published
+        for n, result in enumerate(outcome.results):
+            if result["status"] != "accepted":
+                continue
+            if position in failed:
+                outcome.results[n] = {
+                    "index": result["index"],
+                    "status": "rejected",
+                    "errors": [STREAM_ERROR],
+                }
+            position += 1
+        outcome.unpublished = len(failed)
+    return outcome
+
+
 def events_ingest(*, body: Any, now: datetime, stream: EventStream | None = None) -> IngestOutcome:
     """Validate and publish; raises StreamUnavailable (nothing accepted) or BodyError."""
-    outcome = events_validate(body, now=now)
-    if outcome.accepted:
-        (stream or get_stream()).publish(outcome.accepted)
-    return outcome
+    return events_publish(outcome=events_validate(body, now=now), stream=stream)

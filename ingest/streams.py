@@ -1,7 +1,8 @@
 """EventStream: one interface, backends `database` (embedded default), `redis` and `kinesis`.
 
-Contract for every backend: `publish` returns only when the events are durable in the stream (or
-raises StreamUnavailable); `read` hands out deliveries that stay pending until `ack`; a delivery
+Contract for every backend: `publish` returns only when the events are durable in the stream, with
+the indices of the events it could not make durable (empty when all are; only kinesis reports
+per-record failures), or raises StreamUnavailable when nothing was published; `read` hands out deliveries that stay pending until `ack`; a delivery
 that is never acked comes back after STREAM_CLAIM_IDLE_MS; `dead_letter` parks a message for good.
 """
 
@@ -57,7 +58,8 @@ class EventStream(ABC):
     name: str
 
     @abstractmethod
-    def publish(self, events: list[dict[str, Any]]) -> None: ...
+    def publish(self, events: list[dict[str, Any]]) -> list[int]:
+        """Make the events durable; returns the indices of those that are not (the caller rejects them)."""
 
     @abstractmethod
     def read(self, *, consumer: str, count: int, block_ms: int) -> list[Delivery]: ...
@@ -83,11 +85,12 @@ _wakeup = threading.Event()  # lets an in-process worker pick up a publish at on
 class DatabaseStream(EventStream):
     name = "database"
 
-    def publish(self, events: list[dict[str, Any]]) -> None:
+    def publish(self, events: list[dict[str, Any]]) -> list[int]:
         from ingest.models import PendingEvent
 
         PendingEvent.objects.bulk_create([PendingEvent(body=e) for e in events], batch_size=500)
         _wakeup.set()
+        return []
 
     def _claim(self, consumer: str, count: int) -> list[Delivery]:
         from ingest.models import PendingEvent
@@ -181,7 +184,7 @@ class RedisStream(EventStream):
                 raise
         self._group_ready = True
 
-    def publish(self, events: list[dict[str, Any]]) -> None:
+    def publish(self, events: list[dict[str, Any]]) -> list[int]:
         try:
             pipe = self.client.pipeline(transaction=False)
             for event in events:
@@ -189,6 +192,7 @@ class RedisStream(EventStream):
             pipe.execute()
         except self._errors() as exc:
             raise StreamUnavailable(f"redis: {exc.__class__.__name__}") from exc
+        return []
 
     def read(self, *, consumer: str, count: int, block_ms: int) -> list[Delivery]:
         try:

@@ -233,3 +233,11 @@ LOGGING = {
         "django.channels.server": {"level": "WARNING"},
     },
 }
+
+# --- ingest hot path and kinesis (issue #3) -------------------------------------------------
+# API key lookups are cached in each web process this long; revocation takes effect within it.
+INGEST_KEY_CACHE_SECONDS = env_float("INGEST_KEY_CACHE_SECONDS", 5.0)
+# PutRecords attempts for records Kinesis refused (FailedRecordCount) before they are rejected (503).
+KINESIS_PUT_ATTEMPTS = env_int("KINESIS_PUT_ATTEMPTS", 3, minimum=1)
+# A shard lease not renewed for this long is taken over by another consumer.
+KINESIS_LEASE_SECONDS = env_int("KINESIS_LEASE_SECONDS", 30, minimum=1)
