@@ -1,0 +1,235 @@
+"""The kinesis backend against moto in server mode (every call is a real HTTP round trip):
+publish through POST /api/ingest and consume with the worker, partition by entity, partial failures,
+per-shard checkpoints that survive a restart, lease takeover, dead letters."""
+
+from __future__ import annotations
+
+import json
+from datetime import timedelta
+
+import pytest
+import time_machine
+from django.utils import timezone
+
+from conftest import event
+from ingest.kinesis import KinesisStream
+from ingest.models import Event, KinesisShard, StreamDeadLetter
+from ingest.streams import get_stream
+from ingest.worker import StreamWorker
+from ingest.worker import drain as worker_drain
+
+pytestmark = pytest.mark.django_db
+
+
+def _shard_records(client, name) -> dict[str, list[dict]]:
+    """Everything on each shard, read straight from Kinesis."""
+    out = {}
+    for shard in client.list_shards(StreamName=name)["Shards"]:
+        it = client.get_shard_iterator(
+            StreamName=name, ShardId=shard["ShardId"], ShardIteratorType="TRIM_HORIZON"
+        )["ShardIterator"]
+        out[shard["ShardId"]] = [
+            json.loads(r["Data"]) for r in client.get_records(ShardIterator=it)["Records"]
+        ]
+    return out
+
+
+def _flaky(monkeypatch, stream: KinesisStream, *, fail_keys: set[str], failing_calls: int | None):
+    """Make Kinesis refuse the records of some partition keys (the first `failing_calls` calls, or
+    always); the other records really go to moto. Returns the list of record counts per call."""
+    real = stream.client.put_records
+    calls: list[int] = []
+
+    def put_records(*, StreamName, Records):  # noqa: N803 - boto3's parameter names
+        calls.append(len(Records))
+        failing = failing_calls is None or len(calls) <= failing_calls
+        passed = [r for r in Records if not (failing and r["PartitionKey"] in fail_keys)]
+        got = iter(real(StreamName=StreamName, Records=passed)["Records"] if passed else [])
+        results = [
+            {"ErrorCode": "ProvisionedThroughputExceededException", "ErrorMessage": "Rate exceeded"}
+            if failing and r["PartitionKey"] in fail_keys
+            else next(got)
+            for r in Records
+        ]
+        return {"FailedRecordCount": sum(1 for r in results if "ErrorCode" in r), "Records": results}
+
+    monkeypatch.setattr(stream.client, "put_records", put_records)
+    return calls
+
+
+def test_ingest_to_events_through_kinesis_keeps_an_entity_on_one_shard(post, kinesis_stream):
+    client, name = kinesis_stream
+    assert get_stream().name == "kinesis"
+    batch = [event("ib_call_logged", student_id=f"stu_{i % 4}", event_id=f"k-{i}") for i in range(20)]
+    resp = post({"events": batch})
+    assert resp.status_code == 202 and resp.json()["accepted"] == 20
+
+    on_shard = _shard_records(client, name)
+    for student in ("stu_0", "stu_1", "stu_2", "stu_3"):
+        shards = [
+            s
+            for s, records in on_shard.items()
+            if any(r["payload"]["student_id"] == student for r in records)
+        ]
+        assert len(shards) == 1, student
+        ids = [r["event_id"] for r in on_shard[shards[0]] if r["payload"]["student_id"] == student]
+        assert ids == [e["event_id"] for e in batch if e["student_id"] == student]  # in order
+
+    assert worker_drain(max_seconds=20) == 20
+    assert Event.objects.count() == 20
+    rows = KinesisShard.objects.filter(stream_name=name)
+    assert rows.count() == 2
+    assert all(r.checkpoint for r in rows if on_shard[r.shard_id])
+
+
+def test_publish_splits_into_put_records_of_at_most_500(kinesis_stream, monkeypatch):
+    stream = get_stream()
+    calls = _flaky(monkeypatch, stream, fail_keys=set(), failing_calls=0)
+    events = [
+        {
+            "event_id": f"e{i}",
+            "event_type": "ib_call_logged",
+            "timestamp": "2026-01-01T00:00:00+00:00",
+            "received_at": "2026-01-01T00:00:00+00:00",
+            "payload": {"student_id": f"stu_{i}"},
+        }
+        for i in range(1100)
+    ]
+    assert stream.publish(events) == []
+    assert calls == [500, 500, 100]
+
+
+def test_refused_records_are_retried_alone_then_accepted(post, kinesis_stream, monkeypatch):
+    calls = _flaky(monkeypatch, get_stream(), fail_keys={"stu_flaky"}, failing_calls=1)
+    batch = [event("ib_call_logged", student_id=s) for s in ("stu_a", "stu_flaky", "stu_b", "stu_flaky")]
+    resp = post({"events": batch})
+    assert resp.status_code == 202
+    assert resp.json()["accepted"] == 4
+    assert calls == [4, 2]  # the retry carried only the two refused records
+    assert worker_drain(max_seconds=20) == 4
+
+
+def test_records_refused_after_all_attempts_are_rejected_with_a_stream_error(
+    post, kinesis_stream, monkeypatch, settings
+):
+    settings.KINESIS_PUT_ATTEMPTS = 3
+    calls = _flaky(monkeypatch, get_stream(), fail_keys={"stu_flaky"}, failing_calls=None)
+    batch = [event("ib_call_logged", student_id=s) for s in ("stu_a", "stu_flaky", "stu_b")]
+    resp = post({"events": batch})
+    assert resp.status_code == 202
+    data = resp.json()
+    assert data["accepted"] == 2 and data["rejected"] == 1
+    assert [r["status"] for r in data["results"]] == ["accepted", "rejected", "accepted"]
+    assert data["results"][1]["errors"][0]["field"] == "stream"
+    assert batch[1]["event_id"] not in data["event_ids"]
+    assert calls == [3, 1, 1]  # bounded: three attempts, retries only the refused record
+    assert worker_drain(max_seconds=20) == 2
+
+
+def test_batch_the_stream_refuses_entirely_is_503_with_retry_after(post, kinesis_stream, monkeypatch):
+    _flaky(monkeypatch, get_stream(), fail_keys={"stu_x"}, failing_calls=None)
+    resp = post({"events": [event("ib_call_logged", student_id="stu_x"), {"event_type": "nope"}]})
+    assert resp.status_code == 503 and int(resp["Retry-After"]) >= 1
+    data = resp.json()
+    assert data["accepted"] == 0 and data["rejected"] == 2
+    assert {e["field"] for e in data["errors"]} == {"events[0].stream", "events[1].event_type"}
+
+
+def test_single_event_the_stream_refuses_is_503(post, kinesis_stream, monkeypatch):
+    _flaky(monkeypatch, get_stream(), fail_keys={"stu_x"}, failing_calls=None)
+    resp = post(event("ib_call_logged", student_id="stu_x"))
+    assert resp.status_code == 503 and resp["Retry-After"]
+    assert resp.json()["errors"][0]["field"] == "stream"
+
+
+def test_unreachable_kinesis_is_503(post, kinesis_stream, settings):
+    settings.AWS_ENDPOINT_URL = "http://127.0.0.1:1"  # nothing listens there
+    get_stream.cache_clear()
+    resp = post(event("ib_call_logged", student_id="stu_x"))
+    assert resp.status_code == 503 and resp.json()["error"] == "stream unavailable"
+
+
+def test_a_new_consumer_resumes_after_the_checkpoint(post, kinesis_stream):
+    _client, name = kinesis_stream
+    post({"events": [event("ib_call_logged", student_id=f"stu_{i}") for i in range(6)]})
+    assert worker_drain(max_seconds=20) == 6
+    post({"events": [event("ib_call_logged", student_id=f"stu_{i}") for i in range(3)]})
+    # A restarted process: fresh stream object, no memory of what it read; the lease it held expired.
+    KinesisShard.objects.filter(stream_name=name).update(
+        lease_expires_at=timezone.now() - timedelta(seconds=1)
+    )
+    fresh = KinesisStream(name)
+    assert worker_drain(max_seconds=20, stream=fresh) == 3
+    assert Event.objects.count() == 9
+    assert fresh.read(consumer="again", count=100, block_ms=0) == []
+
+
+def test_unacked_records_are_read_again_with_a_delivery_count(kinesis_stream):
+    stream = get_stream()
+    stream.publish([_raw("e1", "stu_1")])
+    first = stream.read(consumer="c1", count=10, block_ms=0)
+    assert [d.event["event_id"] for d in first] == ["e1"] and first[0].deliveries == 1
+    again = stream.read(consumer="c1", count=10, block_ms=0)  # the batch failed: nothing was acked
+    assert [d.event["event_id"] for d in again] == ["e1"] and again[0].deliveries == 2
+    stream.ack(again)
+    assert stream.read(consumer="c1", count=10, block_ms=0) == []
+
+
+def test_one_owner_per_shard_and_takeover_after_the_lease_expires(kinesis_stream, settings):
+    _client, name = kinesis_stream
+    settings.KINESIS_LEASE_SECONDS = 30
+    a, b = KinesisStream(name), KinesisStream(name)
+    a.publish([_raw(f"e{i}", f"stu_{i}") for i in range(8)])
+    got_a = a.read(consumer="worker-a", count=100, block_ms=0)
+    assert len(got_a) == 8
+    assert set(KinesisShard.objects.filter(stream_name=name).values_list("lease_owner", flat=True)) == {
+        "worker-a"
+    }
+    assert b.read(consumer="worker-b", count=100, block_ms=0) == []  # both shards are leased to a
+
+    a.ack(got_a[:1])  # a commits one record, then dies
+    with time_machine.travel(timezone.now() + timedelta(seconds=31), tick=False):
+        got_b = b.read(consumer="worker-b", count=100, block_ms=0)
+        assert sorted(d.event["event_id"] for d in got_b) == sorted(d.event["event_id"] for d in got_a[1:])
+        assert set(KinesisShard.objects.filter(stream_name=name).values_list("lease_owner", flat=True)) == {
+            "worker-b"
+        }
+        a.ack(got_a[1:])  # a wakes up late: its acks no longer move b's checkpoints
+        before = dict(KinesisShard.objects.filter(stream_name=name).values_list("shard_id", "checkpoint"))
+        b.ack(got_b)
+        after = dict(KinesisShard.objects.filter(stream_name=name).values_list("shard_id", "checkpoint"))
+    assert after != before
+    assert a.read(consumer="worker-a", count=100, block_ms=0) == []  # b holds the leases now
+
+
+def test_malformed_record_goes_to_dead_letters_and_the_checkpoint_moves_on(kinesis_stream):
+    client, name = kinesis_stream
+    client.put_record(StreamName=name, Data=b"{not json", PartitionKey="stu_bad")
+    get_stream().publish([_raw("good-1", "stu_bad")])
+    worker = StreamWorker(consumer="w1", block_ms=0)
+    while worker.run_once():
+        pass
+    assert Event.objects.filter(event_id="good-1").exists()
+    letter = StreamDeadLetter.objects.get(backend="kinesis")
+    assert "malformed" in letter.error and letter.raw == "{not json"
+    assert get_stream().read(consumer="w1", count=10, block_ms=0) == []
+
+
+def test_ping_and_backlog(kinesis_stream):
+    stream = get_stream()
+    stream.ping()
+    stream.publish([_raw("e1", "stu_1")])
+    got = stream.read(consumer="c", count=10, block_ms=0)
+    assert stream.backlog()["in_flight"] == 1
+    stream.ack(got)
+    assert stream.backlog()["in_flight"] == 0
+
+
+def _raw(event_id: str, student_id: str) -> dict:
+    return {
+        "event_id": event_id,
+        "event_type": "ib_call_logged",
+        "timestamp": "2026-01-01T00:00:00+00:00",
+        "received_at": "2026-01-01T00:00:00+00:00",
+        "payload": {"student_id": student_id},
+    }
