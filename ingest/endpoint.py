@@ -81,11 +81,15 @@ def precheck(*, content_type: str | None, content_length: str | None) -> Reply |
     return None
 
 
+def _no_constants(name: str) -> None:
+    raise ValueError(f"{name} is not JSON")  # Python's json accepts NaN/Infinity; JSON (and jsonb) do not
+
+
 def parse(raw: bytes) -> tuple[Any, Reply | None]:
     if len(raw) > settings.INGEST_MAX_BODY_BYTES:
         return None, too_large()
     try:
-        return json.loads(raw), None
+        return json.loads(raw, parse_constant=_no_constants), None
     except (ValueError, RecursionError):
         return None, error(400, "invalid JSON", [{"field": "body", "message": "is not valid JSON"}])
 

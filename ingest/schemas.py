@@ -12,16 +12,26 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError
 
-Id = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=64)]
-Label = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=100)]
+# No control characters (PostgreSQL text and jsonb refuse NUL; none belongs in an id or a label).
+Id = Annotated[
+    str, StringConstraints(strip_whitespace=True, min_length=1, max_length=64, pattern=r"^[^\x00-\x1f\x7f]+$")
+]
+Label = Annotated[
+    str,
+    StringConstraints(strip_whitespace=True, min_length=1, max_length=100, pattern=r"^[^\x00-\x1f\x7f]+$"),
+]
 Count = Annotated[int, Field(ge=0, le=1_000_000)]
 Score = Annotated[float, Field(ge=0, le=100)]
 Rating = Annotated[int, Field(ge=1, le=5)]
 
 EVENT_ID_RE = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")
+# Bounds on unknown (kept) fields, at any depth: keys per object, items per array, string length.
 MAX_EXTRA_FIELDS = 50
 MAX_DEPTH = 5
 MAX_EXTRA_STRING = 2000
+MAX_EXTRA_ARRAY = 100
+MAX_KEY_LENGTH = 64
+MAX_ERRORS = 20
 
 
 class EventFields(BaseModel):
@@ -122,12 +132,41 @@ class FieldError(Exception):
         self.errors = errors
 
 
-def _depth(value: Any, level: int = 0) -> int:
-    if isinstance(value, dict):
-        return max([_depth(v, level + 1) for v in value.values()] or [level + 1])
+def _check_extra(value: Any, path: str, level: int, errors: list[dict[str, str]]) -> None:
+    """Bound an unknown field's value: nesting depth, object and array sizes, strings, key names."""
+    if len(errors) >= MAX_ERRORS:
+        return
+    if isinstance(value, str):
+        if len(value) > MAX_EXTRA_STRING:
+            errors.append({"field": path, "message": f"strings are limited to {MAX_EXTRA_STRING} characters"})
+        elif "\x00" in value:
+            errors.append({"field": path, "message": "must not contain NUL characters"})
+        return
+    if not isinstance(value, dict | list):
+        return
+    if level >= MAX_DEPTH:
+        errors.append({"field": path, "message": f"nesting deeper than {MAX_DEPTH} levels"})
+        return
     if isinstance(value, list):
-        return max([_depth(v, level + 1) for v in value] or [level + 1])
-    return level
+        if len(value) > MAX_EXTRA_ARRAY:
+            errors.append({"field": path, "message": f"arrays are limited to {MAX_EXTRA_ARRAY} items"})
+            return
+        for i, item in enumerate(value):
+            _check_extra(item, f"{path}[{i}]", level + 1, errors)
+        return
+    if len(value) > MAX_EXTRA_FIELDS:
+        errors.append({"field": path, "message": f"objects are limited to {MAX_EXTRA_FIELDS} fields"})
+        return
+    for key, item in value.items():
+        if len(key) > MAX_KEY_LENGTH or "\x00" in key:
+            errors.append(
+                {
+                    "field": f"{path}.{key[:MAX_KEY_LENGTH]}",
+                    "message": "field names are 1-64 characters, no NUL",
+                }
+            )
+            continue
+        _check_extra(item, f"{path}.{key}", level + 1, errors)
 
 
 def _loc(prefix: str, loc: tuple[Any, ...]) -> str:
@@ -188,10 +227,6 @@ def validate_event(raw: Any, *, now: datetime, new_id) -> dict[str, Any]:
         fields = {k: v for k, v in raw.items() if k not in ENVELOPE_KEYS}
         prefix = ""
 
-    if _depth(fields) > MAX_DEPTH:
-        errors.append(
-            {"field": prefix.rstrip(".") or "body", "message": f"nesting deeper than {MAX_DEPTH} levels"}
-        )
     model = EVENT_MODELS[event_type]
     for alias, canonical in ALIASES.get(event_type, {}).items():
         if alias in fields:
@@ -205,13 +240,13 @@ def validate_event(raw: Any, *, now: datetime, new_id) -> dict[str, Any]:
         errors.append(
             {"field": prefix.rstrip(".") or "body", "message": f"more than {MAX_EXTRA_FIELDS} unknown fields"}
         )
-    for key in extras:
-        if len(key) > 64:
-            errors.append({"field": prefix + key[:64], "message": "field names are limited to 64 characters"})
-        elif isinstance(fields[key], str) and len(fields[key]) > MAX_EXTRA_STRING:
-            errors.append(
-                {"field": prefix + key, "message": f"strings are limited to {MAX_EXTRA_STRING} characters"}
-            )
+    else:
+        for key in extras:
+            if not key or len(key) > MAX_KEY_LENGTH or "\x00" in key:
+                name = prefix + key[:MAX_KEY_LENGTH] if key else prefix.rstrip(".") or "body"
+                errors.append({"field": name, "message": "field names are 1-64 characters, no NUL"})
+            else:
+                _check_extra(fields[key], prefix + key, 1, errors)
     try:
         parsed = model.model_validate(fields)
     except ValidationError as exc:
@@ -219,7 +254,7 @@ def validate_event(raw: Any, *, now: datetime, new_id) -> dict[str, Any]:
             errors.append({"field": _loc(prefix, err["loc"]), "message": err["msg"]})
         parsed = None
     if errors or parsed is None:
-        raise FieldError(errors)
+        raise FieldError(errors[:MAX_ERRORS])
     payload = parsed.model_dump(mode="json", exclude_none=True)
     return {
         "event_id": event_id,
