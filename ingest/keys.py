@@ -82,7 +82,7 @@ MISS = object()
 
 
 class KeyCache:
-    """plaintext hash -> (monotonic expiry, KeyIdentity or None for an unknown/revoked key)."""
+    """plaintext hash -> (expiry, KeyIdentity or None for an unknown/revoked key)."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
@@ -91,7 +91,8 @@ class KeyCache:
     def get(self, plaintext: str):
         digest = _hash(plaintext)
         entry = self._entries.get(digest)
-        if entry is None or entry[0] < time.monotonic():
+        # Wall clock (so tests can move it); an entry is trusted only within its TTL either way.
+        if entry is None or not 0 <= entry[0] - time.time() <= settings.INGEST_KEY_CACHE_SECONDS:
             return MISS
         return entry[1]
 
@@ -102,7 +103,7 @@ class KeyCache:
         with self._lock:
             if len(self._entries) > 10_000:  # bounded: a flood of made-up keys cannot grow it
                 self._entries.clear()
-            self._entries[_hash(plaintext)] = (time.monotonic() + ttl, identity)
+            self._entries[_hash(plaintext)] = (time.time() + ttl, identity)
 
     def clear(self) -> None:
         with self._lock:

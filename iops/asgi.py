@@ -1,4 +1,8 @@
-"""ASGI entry point: Django for HTTP, Channels for /ws/ (session auth, same-origin only)."""
+"""ASGI entry point: Django for HTTP, Channels for /ws/ (session auth, same-origin only).
+
+POST /api/ingest is served by the lean route in front of Django (ingest/asgi.py, issue #3): the same
+validation, auth and stream code without Django's request machinery.
+"""
 
 import os
 
@@ -12,10 +16,11 @@ from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 from channels.security.websocket import AllowedHostsOriginValidator  # noqa: E402
 
 from dashboard.routing import websocket_urlpatterns  # noqa: E402
+from ingest.asgi import IngestRoute  # noqa: E402
 
 application = ProtocolTypeRouter(
     {
-        "http": django_asgi_app,
+        "http": IngestRoute(django_asgi_app),
         "websocket": AllowedHostsOriginValidator(AuthMiddlewareStack(URLRouter(websocket_urlpatterns))),
     }
 )
