@@ -14,9 +14,10 @@ from typing import Any
 import pandas as pd
 from django.conf import settings
 from django.db import connection, transaction
-from django.db.models import Max, Min, Q, Sum
+from django.db.models import F, Max, Min, Q, Sum, Window
+from django.db.models.functions import RowNumber
 
-from iops.lib.sql import insert_ignore, upsert_add
+from iops.lib.sql import insert_ignore, update_rows, upsert_add
 from metrics.burnout import burnout_components, burnout_risk
 from metrics.health import health_components, health_score
 from metrics.models import (
@@ -158,9 +159,11 @@ def _session_deltas(events: list[dict[str, Any]]) -> tuple[list[dict[str, Any]],
             completed_students.add(s.student_id)
         changed[s.session_id] = s
     if changed:
-        Session.objects.bulk_update(
-            list(changed.values()),
-            [
+        update_rows(
+            model=Session,
+            key="id",
+            objs=list(changed.values()),
+            fields=[
                 "subject",
                 "session_type",
                 "started_at",
@@ -172,7 +175,6 @@ def _session_deltas(events: list[dict[str, Any]]) -> tuple[list[dict[str, Any]],
                 "student_rating",
                 "tutor_rating",
             ],
-            batch_size=500,
         )
     return deltas, completed_students
 
@@ -344,10 +346,16 @@ def _apply_reports(events: list[dict[str, Any]], now: datetime, touched: Touched
             snap.platform_event_id = e["event_id"]
             updated.append(snap)
             touched.health_reported.add(snap.student_id)
-        StudentSnapshot.objects.bulk_update(
-            updated,
-            ["platform_health_score", "platform_churn_risk", "platform_reported_at", "platform_event_id"],
-            batch_size=500,
+        update_rows(
+            model=StudentSnapshot,
+            key="id",
+            objs=updated,
+            fields=[
+                "platform_health_score",
+                "platform_churn_risk",
+                "platform_reported_at",
+                "platform_event_id",
+            ],
         )
     availability = _latest(events, "tutor_availability_updated", lambda p: p["tutor_id"])
     if availability:
@@ -369,9 +377,11 @@ def _apply_reports(events: list[dict[str, Any]], now: datetime, touched: Touched
             snap.availability_reported_at = ts
             snap.availability_event_id = e["event_id"]
             updated_t.append(snap)
-        TutorSnapshot.objects.bulk_update(
-            updated_t,
-            [
+        update_rows(
+            model=TutorSnapshot,
+            key="id",
+            objs=updated_t,
+            fields=[
                 "available_hours",
                 "subjects",
                 "timezone",
@@ -380,7 +390,6 @@ def _apply_reports(events: list[dict[str, Any]], now: datetime, touched: Touched
                 "availability_reported_at",
                 "availability_event_id",
             ],
-            batch_size=500,
         )
     _apply_supply_demand(events, now, touched)
 
@@ -453,9 +462,11 @@ def _apply_supply_demand(events: list[dict[str, Any]], now: datetime, touched: T
             _balance_step(snap, row)
         snap.updated_at = now
         touched.subject_regions.add(cell)
-    SubjectRegionSnapshot.objects.bulk_update(
-        [snaps[c] for c in sorted(by_cell)],
-        [
+    update_rows(
+        model=SubjectRegionSnapshot,
+        key="id",
+        objs=[snaps[c] for c in sorted(by_cell)],
+        fields=[
             "platform_available_tutors",
             "platform_active_students",
             "platform_demand_score",
@@ -468,7 +479,6 @@ def _apply_supply_demand(events: list[dict[str, Any]], now: datetime, touched: T
             "status_since",
             "updated_at",
         ],
-        batch_size=500,
     )
 
 
@@ -641,12 +651,17 @@ def _refresh_students(ids: list[str], now: datetime) -> None:
             .annotate(first=Min("completed_at"), last=Max("completed_at"))
         }
         firsts = {}
-        wanted = Q()
-        for sid, r in sessions.items():
-            wanted |= Q(student_id=sid, completed_at=r["first"])
         if sessions:
-            for s in Session.objects.filter(wanted).order_by("completed_at", "session_id"):
-                firsts.setdefault(s.student_id, s)
+            # Each student's first completed session: the earliest, ties broken by session_id.
+            ranked = Session.objects.filter(
+                student_id__in=list(sessions), completed_at__isnull=False, completed_at__lte=now
+            ).annotate(
+                rank=Window(
+                    RowNumber(), partition_by=[F("student_id")], order_by=[F("completed_at"), F("session_id")]
+                )
+            )
+            for s in ranked.filter(rank=1):
+                firsts[s.student_id] = s
         snaps = list(StudentSnapshot.objects.filter(student_id__in=chunk))
         for snap in snaps:
             w = sums.get(snap.student_id, {})
@@ -702,9 +717,11 @@ def _refresh_students(ids: list[str], now: datetime) -> None:
             )
             snap.as_of = now
             snap.updated_at = now
-        StudentSnapshot.objects.bulk_update(
-            snaps,
-            [
+        update_rows(
+            model=StudentSnapshot,
+            key="id",
+            objs=snaps,
+            fields=[
                 "sessions_7d",
                 "sessions_14d",
                 "sessions_30d",
@@ -732,7 +749,6 @@ def _refresh_students(ids: list[str], now: datetime) -> None:
                 "as_of",
                 "updated_at",
             ],
-            batch_size=500,
         )
 
 
@@ -789,9 +805,11 @@ def _refresh_tutors(ids: list[str], now: datetime) -> None:
             snap.burnout_risk = burnout_risk(components) if active else None
             snap.as_of = now
             snap.updated_at = now
-        TutorSnapshot.objects.bulk_update(
-            snaps,
-            [
+        update_rows(
+            model=TutorSnapshot,
+            key="id",
+            objs=snaps,
+            fields=[
                 "sessions_7d",
                 "sessions_14d",
                 "sessions_30d",
@@ -810,7 +828,6 @@ def _refresh_tutors(ids: list[str], now: datetime) -> None:
                 "as_of",
                 "updated_at",
             ],
-            batch_size=500,
         )
 
 
@@ -895,9 +912,11 @@ def subject_regions_refresh(*, now: datetime) -> int:
         )
         snap.own_as_of = now
         snap.updated_at = now
-    SubjectRegionSnapshot.objects.bulk_update(
-        snaps,
-        [
+    update_rows(
+        model=SubjectRegionSnapshot,
+        key="id",
+        objs=snaps,
+        fields=[
             "active_students",
             "available_tutors",
             "available_hours",
@@ -906,7 +925,6 @@ def subject_regions_refresh(*, now: datetime) -> int:
             "own_as_of",
             "updated_at",
         ],
-        batch_size=500,
     )
     return len(snaps)
 

@@ -1,0 +1,369 @@
+"""Aggregation throughput: simulated events folded in batches through the real processing function
+(ingest.pipeline.process_batch: store, fold, snapshot refresh, alert rules) into PostgreSQL, against a
+per-event ORM baseline (get_or_create + save per event, as the prototype's per-event DynamoDB updates).
+
+Uses its own database `iops_bench` on 127.0.0.1 (dropped and created by the script).
+
+    .venv/bin/python bench/aggregate.py                       # 1,000,000 events, batches of 1,000
+    .venv/bin/python bench/aggregate.py --events 200000
+    .venv/bin/python bench/aggregate.py --smoke               # 20,000 events, seconds (CI)
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import random
+import resource
+import statistics
+import sys
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+SUBJECTS = [
+    "Mathematics",
+    "Physics",
+    "Chemistry",
+    "Biology",
+    "English",
+    "History",
+    "Computer Science",
+    "Spanish",
+    "French",
+]
+REGIONS = {
+    "northeast": "America/New_York",
+    "southeast": "America/New_York",
+    "midwest": "America/Chicago",
+    "west": "America/Los_Angeles",
+    "southwest": "America/Phoenix",
+}
+REASONS = [
+    "scheduling_issue",
+    "technical_problem",
+    "tutor_concern",
+    "billing_question",
+    "general_inquiry",
+    "other",
+]
+KINDS = ["start", "complete", "ib", "health", "availability", "supply"]
+KIND_WEIGHTS = [31, 31, 12, 12, 7, 7]
+
+
+def rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+
+
+class Generator:
+    """Normalised events (the shape ingest validation produces) for a marketplace of `students`
+    students and `students // 10` tutors over 30 days ending at `end`, built lazily batch by batch.
+    About 1 % of events arrive late (up to 3 days old) and timestamps jitter ±10 minutes."""
+
+    def __init__(self, *, total: int, students: int, end: datetime, seed: int = 1):
+        self.rng = random.Random(seed)
+        self.total = total
+        self.students = [f"stu_{i:06d}" for i in range(students)]
+        self.tutors = [f"tut_{i:05d}" for i in range(max(10, students // 10))]
+        self.tutor_info = {
+            t: (self.rng.choice(list(REGIONS)), self.rng.sample(SUBJECTS, self.rng.randint(1, 3)))
+            for t in self.tutors
+        }
+        self.by_subject = {
+            s: [t for t in self.tutors if s in self.tutor_info[t][1]] or self.tutors for s in SUBJECTS
+        }
+        self.start = end - timedelta(days=30)
+        self.step = timedelta(days=30) / total
+        self.open: list[dict[str, Any]] = []
+        self.n = 0
+
+    def _event(self, i: int) -> dict[str, Any]:
+        rng = self.rng
+        ts = self.start + self.step * i + timedelta(seconds=rng.uniform(-600, 600))
+        if rng.random() < 0.01:
+            ts -= timedelta(hours=rng.uniform(1, 72))
+        kind = rng.choices(KINDS, KIND_WEIGHTS)[0]
+        if kind == "complete" and not self.open:
+            kind = "start"
+        self.n += 1
+        eid = f"evt_{self.n}"
+        if kind == "start":
+            subject = rng.choice(SUBJECTS)
+            s = {
+                "session_id": f"sess_{self.n}",
+                "student_id": rng.choice(self.students),
+                "tutor_id": rng.choice(self.by_subject[subject]),
+                "subject": subject,
+            }
+            self.open.append(s)
+            payload = {**s, "session_type": "one_on_one", "scheduled_duration_minutes": 60}
+            etype = "session_started"
+        elif kind == "complete":
+            s = self.open.pop(rng.randrange(max(0, len(self.open) - 200), len(self.open)))
+            ok = rng.random() < 0.92
+            payload = {
+                **s,
+                "actual_duration_minutes": rng.choice([30, 45, 60, 90]) if ok else rng.randint(0, 20),
+                "student_rating": rng.randint(3, 5) if ok else rng.randint(1, 3),
+                "tutor_rating": rng.randint(3, 5),
+                "completed_successfully": ok,
+            }
+            etype = "session_completed"
+        elif kind == "ib":
+            payload = {
+                "student_id": rng.choice(self.students),
+                "call_id": f"call_{self.n}",
+                "reason": rng.choice(REASONS),
+                "duration_seconds": rng.randint(60, 1800),
+                "resolved": rng.random() < 0.7,
+                "priority": rng.choices(["low", "medium", "high"], [50, 35, 15])[0],
+            }
+            etype = "ib_call_logged"
+        elif kind == "health":
+            score = round(min(100.0, max(0.0, rng.gauss(75, 15))), 1)
+            payload = {
+                "student_id": rng.choice(self.students),
+                "health_score": score,
+                "churn_risk": "high" if score < 50 else "medium" if score < 70 else "low",
+            }
+            etype = "customer_health_update"
+        elif kind == "availability":
+            tutor = rng.choice(self.tutors)
+            region, subjects = self.tutor_info[tutor]
+            payload = {
+                "tutor_id": tutor,
+                "available_hours_this_week": round(rng.uniform(5, 30), 1),
+                "subjects": subjects,
+                "timezone": REGIONS[region],
+                "accepts_instant_book": True,
+            }
+            etype = "tutor_availability_updated"
+        else:
+            demand, supply = rng.uniform(10, 100), rng.uniform(10, 100)
+            payload = {
+                "subject": rng.choice(SUBJECTS),
+                "region": rng.choice(list(REGIONS)),
+                "demand_score": round(demand, 1),
+                "supply_score": round(supply, 1),
+                "available_tutors": rng.randint(0, 40),
+                "active_students": rng.randint(0, 200),
+            }
+            etype = "supply_demand_update"
+        return {"event_id": eid, "event_type": etype, "timestamp": ts.isoformat(), "payload": payload}
+
+    def batches(self, size: int, limit: int | None = None) -> Iterator[tuple[datetime, list[dict[str, Any]]]]:
+        done = 0
+        limit = self.total if limit is None else limit
+        while done < limit:
+            n = min(size, limit - done)
+            batch = [self._event(done + k) for k in range(n)]
+            done += n
+            now = self.start + self.step * done + timedelta(minutes=11)  # every timestamp is in the past
+            received = now.isoformat()
+            for e in batch:
+                e["received_at"] = received
+            yield now, batch
+
+
+def setup_django(dbname: str) -> None:
+    import psycopg
+
+    with psycopg.connect("postgresql://postgres@127.0.0.1:5432/postgres", autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{dbname}" WITH (FORCE)')
+        conn.execute(f'CREATE DATABASE "{dbname}"')
+    os.environ["DATABASE_URL"] = f"postgres://postgres@127.0.0.1:5432/{dbname}"
+    os.environ.setdefault("SECRET_KEY", "bench-only-not-a-secret-" + "x" * 40)
+    os.environ.setdefault("LOG_LEVEL", "WARNING")
+    os.environ.setdefault("IOPS_EMBEDDED_WORKER", "false")
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "iops.settings")
+    import django
+
+    django.setup()
+    from django.core.management import call_command
+
+    call_command("migrate", verbosity=0)
+
+
+def drop_database(dbname: str) -> None:
+    import psycopg
+    from django.db import connections
+
+    connections.close_all()
+    with psycopg.connect("postgresql://postgres@127.0.0.1:5432/postgres", autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{dbname}" WITH (FORCE)')
+
+
+def reset_tables() -> None:
+    from alerts.models import Alert
+    from ingest.models import Event
+    from metrics.services import metrics_clear
+
+    metrics_clear()
+    Event.objects.all().delete()
+    Alert.objects.all().delete()
+
+
+def baseline(gen: Generator, *, events: int) -> float:
+    """The prototype's way: one get_or_create + save per counter row, per event, each committed."""
+    from django.db.models import F
+
+    from ingest.models import Event
+    from metrics.models import Session, StudentHourly, StudentSnapshot, TutorHourly, TutorSnapshot
+    from metrics.windows import floor_hour
+
+    started = time.perf_counter()
+    n = 0
+    for now, batch in gen.batches(100, limit=events):
+        for e in batch:
+            p, ts = e["payload"], datetime.fromisoformat(e["timestamp"])
+            Event.objects.create(
+                event_id=e["event_id"],
+                event_type=e["event_type"],
+                occurred_at=ts,
+                received_at=now,
+                processed_at=now,
+                student_id=p.get("student_id", ""),
+                tutor_id=p.get("tutor_id", ""),
+                payload=p,
+            )
+            if "session_id" in p:
+                s, _ = Session.objects.get_or_create(
+                    session_id=p["session_id"],
+                    defaults={"student_id": p["student_id"], "tutor_id": p["tutor_id"]},
+                )
+                field = "started_at" if e["event_type"] == "session_started" else "completed_at"
+                setattr(s, field, ts)
+                s.save()
+                col = "sessions_started" if field == "started_at" else "sessions_completed"
+                for model, key in ((StudentHourly, "student_id"), (TutorHourly, "tutor_id")):
+                    row, _ = model.objects.get_or_create(**{key: p[key], "hour": floor_hour(ts)})
+                    setattr(row, col, getattr(row, col) + 1)
+                    if p.get("student_rating"):
+                        row.rating_sum += p["student_rating"]
+                        row.rating_count += 1
+                    row.save()
+                snap, _ = TutorSnapshot.objects.get_or_create(
+                    tutor_id=p["tutor_id"], defaults={"as_of": now, "updated_at": now}
+                )
+                TutorSnapshot.objects.filter(pk=snap.pk).update(
+                    sessions_7d=F("sessions_7d") + 1, updated_at=now
+                )
+            if p.get("student_id"):
+                snap, _ = StudentSnapshot.objects.get_or_create(
+                    student_id=p["student_id"], defaults={"as_of": now, "updated_at": now}
+                )
+                if e["event_type"] == "ib_call_logged":
+                    snap.ib_calls_7d += 1
+                    snap.ib_calls_14d += 1
+                    snap.ib_calls_30d += 1
+                elif e["event_type"] == "session_completed":
+                    snap.sessions_7d += 1
+                    snap.sessions_14d += 1
+                    snap.sessions_30d += 1
+                elif e["event_type"] == "customer_health_update":
+                    snap.platform_health_score = p["health_score"]
+                snap.updated_at = now
+                snap.save()
+            n += 1
+    return n / (time.perf_counter() - started)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--events", type=int, default=1_000_000)
+    parser.add_argument("--batch", type=int, default=1000)
+    parser.add_argument("--students", type=int, default=20_000)
+    parser.add_argument("--baseline-events", type=int, default=5000)
+    parser.add_argument("--smoke", action="store_true", help="20,000 events, 1,000 for the baseline")
+    parser.add_argument("--database", default="iops_bench")
+    parser.add_argument("--keep-db", action="store_true", help="leave the database for inspection")
+    parser.add_argument(
+        "--profile", action="store_true", help="cProfile the first 50 batches and print the top"
+    )
+    args = parser.parse_args()
+    if args.smoke:
+        args.events, args.baseline_events, args.students = 20_000, 1000, 2000
+    end = datetime(2026, 3, 1, tzinfo=UTC)
+    setup_django(args.database)
+    from django.db import connection
+
+    from ingest.pipeline import process_batch
+
+    try:
+        print(f"PostgreSQL {connection.cursor().connection.info.server_version}, database {args.database}")
+        base_rate = baseline(
+            Generator(total=args.events, students=args.students, end=end, seed=2), events=args.baseline_events
+        )
+        print(
+            f"baseline (per-event get_or_create + save): {args.baseline_events:,} events, {base_rate:,.0f} events/s"
+        )
+        reset_tables()
+
+        gen = Generator(total=args.events, students=args.students, end=end, seed=1)
+        checkpoints = {max(1, args.events // 10 // args.batch), args.events // args.batch}
+        batch_times: list[float] = []
+        folded = 0
+        busy = 0.0
+        profiler = None
+        if args.profile:
+            import cProfile
+
+            profiler = cProfile.Profile()
+        wall = time.perf_counter()
+        for i, (now, batch) in enumerate(gen.batches(args.batch), start=1):
+            if profiler and i <= 50:
+                profiler.enable()
+            t0 = time.perf_counter()
+            result = process_batch(batch, now=now)
+            dt = time.perf_counter() - t0
+            if profiler and i <= 50:
+                profiler.disable()
+            busy += dt
+            folded += result.new
+            batch_times.append(dt)
+            if i in checkpoints or i % 100 == 0:
+                window = batch_times[-10:]
+                print(
+                    f"  {folded:>9,} events stored: batch {statistics.median(window) * 1000:6.1f} ms "
+                    f"(median of last {len(window)}), {folded / busy:,.0f} events/s so far, peak RSS {rss_mb():.0f} MB",
+                    flush=True,
+                )
+        wall = time.perf_counter() - wall
+        rate = folded / busy
+        tenth = max(1, args.events // 10 // args.batch)
+        early = batch_times[max(0, tenth - 10) : tenth]
+        late = batch_times[-10:]
+        if profiler:
+            import pstats
+
+            pstats.Stats(profiler).sort_stats("cumulative").print_stats(
+                r"(metrics|ingest|alerts|iops)/.*\.py", 40
+            )
+        print()
+        print(f"events folded:          {folded:,} in batches of {args.batch:,} ({args.students:,} students)")
+        print(
+            f"process_batch:          {rate:,.0f} events/s ({busy:.1f} s in process_batch, {wall:.1f} s wall incl. generation)"
+        )
+        print(
+            f"baseline:               {base_rate:,.0f} events/s (per-event ORM, {args.baseline_events:,} events)"
+        )
+        print(f"ratio:                  {rate / base_rate:.1f}x")
+        print(f"peak RSS:               {rss_mb():.0f} MB")
+        print(
+            f"batch time vs history:  {statistics.median(early) * 1000:.1f} ms at {tenth * args.batch:,} stored events, "
+            f"{statistics.median(late) * 1000:.1f} ms at {folded:,} (medians of 10 batches)"
+        )
+    finally:
+        if not args.keep_db:
+            drop_database(args.database)
+
+
+if __name__ == "__main__":
+    main()
