@@ -1,4 +1,9 @@
-"""/ws/dashboard/: staff-only socket; coalesces change notes into a few rendered updates a second."""
+"""/ws/dashboard/: staff-only socket; coalesces change notes into a few rendered updates a second.
+
+On connect it sends the whole live state (the catch-up after any reconnect), then at most one
+update per DASHBOARD_PUSH_INTERVAL_MS however many change notes arrive: a burst of N notes in T
+seconds yields at most ceil(T / interval) + 1 messages.
+"""
 
 from __future__ import annotations
 
@@ -11,7 +16,7 @@ from django.conf import settings
 from django.utils import timezone
 
 from dashboard.rendering import render_state, render_update
-from dashboard.selectors import parse_range
+from dashboard.selectors import FeedFilters, parse_range
 from iops.realtime import DASHBOARD_GROUP
 
 
@@ -22,19 +27,29 @@ class DashboardConsumer(AsyncWebsocketConsumer):
             await self.close(code=4403)
             return
         query = parse_qs(self.scope.get("query_string", b"").decode())
-        self.range_key = parse_range((query.get("range") or [None])[0])
+
+        def first(name: str) -> str | None:
+            return (query.get(name) or [None])[0]
+
+        self.range_key = parse_range(first("range"))
+        self.filters = FeedFilters.parse(first("severity"), first("status"))
         self._created: set[int] = set()
         self._updated: set[int] = set()
         self._pending: asyncio.Task | None = None
         await self.channel_layer.group_add(DASHBOARD_GROUP, self.channel_name)
         await self.accept()
-        html = await database_sync_to_async(render_state)(range_key=self.range_key, now=timezone.now())
+        html = await database_sync_to_async(render_state)(
+            range_key=self.range_key, filters=self.filters, now=timezone.now()
+        )
         await self.send(text_data=html)
 
     async def disconnect(self, code):
         if getattr(self, "_pending", None):
             self._pending.cancel()
         await self.channel_layer.group_discard(DASHBOARD_GROUP, self.channel_name)
+
+    async def receive(self, text_data=None, bytes_data=None):
+        """The page sends nothing; anything it does send is ignored."""
 
     async def dashboard_changed(self, event):
         self._created.update(event.get("alerts_created", []))
@@ -48,6 +63,10 @@ class DashboardConsumer(AsyncWebsocketConsumer):
         self._created.clear()
         self._updated.clear()
         html = await database_sync_to_async(render_update)(
-            range_key=self.range_key, now=timezone.now(), created=created, updated=updated
+            range_key=self.range_key,
+            filters=self.filters,
+            now=timezone.now(),
+            created=created,
+            updated=updated,
         )
         await self.send(text_data=html)

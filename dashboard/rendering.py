@@ -1,30 +1,80 @@
-"""Fragments shared by the first page load and the live WebSocket updates (htmx out-of-band swaps)."""
+"""Fragments shared by the first page load and the live WebSocket updates (htmx out-of-band swaps).
+
+The page, the catch-up state sent on connect and every coalesced update render the same templates
+from the same context builders, so what a socket shows cannot drift from a reload.
+"""
 
 from __future__ import annotations
 
 from datetime import datetime
+from urllib.parse import urlencode
 
 from django.template.loader import render_to_string
 
-from alerts.models import Alert
-from dashboard.selectors import events_series, kpis, recent_alerts
+from dashboard.selectors import (
+    RANGES,
+    SEVERITIES,
+    STATUS_FILTERS,
+    FeedFilters,
+    alert_feed,
+    alerts_by_ids,
+    charts,
+    kpis,
+)
 
 
-def kpi_context(*, range_key: str, now: datetime) -> dict:
-    values = kpis(range_key=range_key, now=now)
-    return {"kpis": values, "series": events_series(now=now)}
+def live_query(*, range_key: str, filters: FeedFilters) -> str:
+    return urlencode({"range": range_key, **filters.as_query()})
 
 
-def render_state(*, range_key: str, now: datetime) -> str:
+def live_context(*, range_key: str, filters: FeedFilters, now: datetime) -> dict:
+    """Everything inside #live: KPIs, chart data, the filtered alert feed, the toolbar."""
+    return {
+        "kpis": kpis(range_key=range_key, now=now),
+        "charts": charts(range_key=range_key, now=now),
+        "alerts": alert_feed(filters=filters),
+        "range_key": range_key,
+        "filters": filters,
+        "ranges": [{"key": r, "query": live_query(range_key=r, filters=filters)} for r in RANGES],
+        "severities": SEVERITIES,
+        "statuses": STATUS_FILTERS,
+        "live_query": live_query(range_key=range_key, filters=filters),
+        "panel": True,
+    }
+
+
+def render_state(*, range_key: str, filters: FeedFilters | None = None, now: datetime) -> str:
     """Everything the page shows live, as OOB fragments (sent on connect: the catch-up after a reconnect)."""
-    return render_to_string(
-        "dashboard/_live_state.html",
-        {**kpi_context(range_key=range_key, now=now), "alerts": recent_alerts(), "oob": True},
-    )
+    filters = filters or FeedFilters()
+    context = {
+        "kpis": kpis(range_key=range_key, now=now),
+        "charts": charts(range_key=range_key, now=now),
+        "alerts": alert_feed(filters=filters),
+        "filters": filters,
+        "panel": True,
+        "oob": True,
+    }
+    return render_to_string("dashboard/_live_state.html", context)
 
 
-def render_update(*, range_key: str, now: datetime, created: list[int], updated: list[int]) -> str:
-    context = {**kpi_context(range_key=range_key, now=now), "oob": True}
-    context["new_alerts"] = list(Alert.objects.filter(pk__in=created).order_by("last_seen", "id"))
-    context["changed_alerts"] = list(Alert.objects.filter(pk__in=set(updated) - set(created)))
+def render_update(
+    *,
+    range_key: str,
+    filters: FeedFilters | None = None,
+    now: datetime,
+    created: list[int],
+    updated: list[int],
+) -> str:
+    """KPIs and charts, plus the changed alerts: rows that match the filters go (back) on top of
+    the feed, rows that no longer match are removed."""
+    filters = filters or FeedFilters()
+    changed = alerts_by_ids(ids=sorted(set(created) | set(updated)))
+    context = {
+        "kpis": kpis(range_key=range_key, now=now),
+        "charts": charts(range_key=range_key, now=now),
+        "shown_alerts": [a for a in changed if filters.matches(a)],
+        "hidden_alerts": [a for a in changed if not filters.matches(a)],
+        "panel": True,
+        "oob": True,
+    }
     return render_to_string("dashboard/_live_update.html", context)

@@ -1,14 +1,31 @@
-"""Read side of the dashboard and the read API: KPIs over a range, recent alerts."""
+"""Read side of the dashboard and the read API: KPIs, chart series, the alert feed, entity pages.
+
+Every function runs a fixed number of queries whatever the number of rows (aggregates in the
+database, never a query per row): the page cost must not grow with the data.
+"""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from django.db.models import Avg, Count, Q, Sum
+from django.db.models import Avg, Count, Q, QuerySet, Sum
+from django.db.models.functions import TruncDay, TruncHour
 
 from alerts.models import ACTIVE_STATUSES, Alert
-from metrics.models import GlobalMinute, Session, StudentHourly, StudentSnapshot
+from insights.models import Insight
+from metrics.models import (
+    IB_REASONS,
+    GlobalMinute,
+    Session,
+    StudentHourly,
+    StudentSnapshot,
+    SubjectRegionSnapshot,
+    SupplyDemandReading,
+    TutorHourly,
+    TutorSnapshot,
+)
 
 RANGES = {
     "1h": timedelta(hours=1),
@@ -19,6 +36,7 @@ RANGES = {
 DEFAULT_RANGE = "24h"
 KPI_NAMES = (
     "events_per_min",
+    "events_in_range",
     "sessions_today",
     "active_students",
     "ib_calls_24h",
@@ -30,76 +48,118 @@ KPI_NAMES = (
     "ib_calls",
     "first_session_success_rate",
 )
+SEVERITIES = ("critical", "warning", "info")
+STATUS_FILTERS = ("all", "active", "open", "acknowledged", "resolved", "dismissed")
+FEED_LIMIT = 50
+HISTORY_DAYS = 30
+ENTITY_TYPES = ("student", "tutor", "subject_region", "global")
 
 
 def parse_range(value: str | None) -> str:
     return value if value in RANGES else DEFAULT_RANGE
 
 
-def _minute_sums(start: datetime, end: datetime) -> dict[str, int]:
-    agg = GlobalMinute.objects.filter(minute__gte=start, minute__lt=end).aggregate(
-        received=Sum("received", default=0),
-        sessions_started=Sum("sessions_started", default=0),
-        sessions_completed=Sum("sessions_completed", default=0),
-        ib_calls=Sum("ib_calls", default=0),
-    )
-    return {k: int(v or 0) for k, v in agg.items()}
+# --- KPIs -------------------------------------------------------------------------------------
+
+
+def _window(field: str, start: datetime, end: datetime) -> Q:
+    return Q(**{f"{field}__gte": start, f"{field}__lt": end})
 
 
 def kpis(*, range_key: str, now: datetime) -> dict[str, Any]:
-    span = RANGES[parse_range(range_key)]
+    range_key = parse_range(range_key)
+    span = RANGES[range_key]
     start = now - span
-    current = _minute_sums(start, now + timedelta(minutes=1))
-    previous = _minute_sums(start - span, start)
-    last5 = _minute_sums(now - timedelta(minutes=5), now + timedelta(minutes=1))
-    prev5 = _minute_sums(now - timedelta(minutes=10), now - timedelta(minutes=5))
-    day = _minute_sums(now - timedelta(hours=24), now + timedelta(minutes=1))
-    prev_day = _minute_sums(now - timedelta(hours=48), now - timedelta(hours=24))
+    end = now + timedelta(minutes=1)
+    windows = {
+        "cur": (start, end),
+        "prev": (start - span, start),
+        "last5": (now - timedelta(minutes=5), end),
+        "prev5": (now - timedelta(minutes=10), now - timedelta(minutes=5)),
+        "day": (now - timedelta(hours=24), end),
+        "prev_day": (now - timedelta(hours=48), now - timedelta(hours=24)),
+    }
+    columns = ("received", "sessions_started", "sessions_completed", "ib_calls")
+    # One scan of the per-minute series for every window and column.
+    agg = GlobalMinute.objects.filter(
+        minute__gte=min(w[0] for w in windows.values()), minute__lt=end
+    ).aggregate(
+        **{
+            f"{name}__{col}": Sum(col, filter=_window("minute", a, b), default=0)
+            for name, (a, b) in windows.items()
+            for col in columns
+        }
+    )
+    m = {k: int(v or 0) for k, v in agg.items()}
+
     midnight = now.replace(hour=0, minute=0, second=0, microsecond=0)
-    sessions_today = Session.objects.filter(
-        Q(started_at__gte=midnight) | Q(completed_at__gte=midnight)
-    ).count()
-    active_students = (
-        StudentHourly.objects.filter(hour__gte=start.replace(minute=0, second=0, microsecond=0))
+    yesterday = midnight - timedelta(days=1)
+    same_time_yesterday = now - timedelta(days=1)
+    sessions = Session.objects.filter(
+        Q(started_at__gte=yesterday) | Q(completed_at__gte=yesterday)
+    ).aggregate(
+        today=Count("id", filter=Q(started_at__gte=midnight) | Q(completed_at__gte=midnight)),
+        yesterday=Count(
+            "id",
+            filter=_window("started_at", yesterday, same_time_yesterday)
+            | _window("completed_at", yesterday, same_time_yesterday),
+        ),
+    )
+    hour0 = start.replace(minute=0, second=0, microsecond=0)
+    active = StudentHourly.objects.filter(hour__gte=hour0).values("student_id").distinct().count()
+    active_prev = (
+        StudentHourly.objects.filter(hour__gte=hour0 - span, hour__lt=hour0)
         .values("student_id")
         .distinct()
         .count()
     )
-    recent = StudentSnapshot.objects.filter(
+    health = StudentSnapshot.objects.filter(
         updated_at__gte=now - timedelta(days=30), health_score__isnull=False
-    )
-    health = recent.aggregate(avg=Avg("health_score"), at_risk=Count("id", filter=Q(health_score__lt=70)))
+    ).aggregate(avg=Avg("health_score"), at_risk=Count("id", filter=Q(health_score__lt=70)))
     firsts = StudentSnapshot.objects.filter(first_session_at__gte=start).aggregate(
         total=Count("id"), ok=Count("id", filter=Q(first_session_ok=True))
     )
-    by_severity = dict(
-        Alert.objects.filter(status__in=ACTIVE_STATUSES).values_list("severity").annotate(n=Count("id"))
+    active_q = Q(status__in=ACTIVE_STATUSES)
+    alerts = Alert.objects.filter(active_q | Q(first_seen__gte=start - span)).aggregate(
+        **{s: Count("id", filter=active_q & Q(severity=s)) for s in SEVERITIES},
+        new=Count("id", filter=Q(first_seen__gte=start)),
+        new_prev=Count("id", filter=_window("first_seen", start - span, start)),
     )
+    by_severity = {s: alerts[s] for s in SEVERITIES}
     return {
-        "range": parse_range(range_key),
+        "range": range_key,
         "as_of": now.isoformat(),
-        "events_per_min": round(last5["received"] / 5, 1),
-        "events_per_min_prev": round(prev5["received"] / 5, 1),
-        "events_in_range": current["received"],
-        "sessions_today": sessions_today,
-        "active_students": active_students,
-        "ib_calls_24h": day["ib_calls"],
-        "ib_calls_24h_prev": prev_day["ib_calls"],
+        "events_per_min": round(m["last5__received"] / 5, 1),
+        "events_per_min_prev": round(m["prev5__received"] / 5, 1),
+        "events_in_range": m["cur__received"],
+        "events_in_range_prev": m["prev__received"],
+        "sessions_today": sessions["today"],
+        "sessions_today_prev": sessions["yesterday"],
+        "active_students": active,
+        "active_students_prev": active_prev,
+        "ib_calls_24h": m["day__ib_calls"],
+        "ib_calls_24h_prev": m["prev_day__ib_calls"],
         "avg_health": round(health["avg"], 1) if health["avg"] is not None else None,
         "students_at_risk": health["at_risk"],
         "open_alerts": sum(by_severity.values()),
-        "open_alerts_by_severity": {s: by_severity.get(s, 0) for s in ("critical", "warning", "info")},
-        "sessions_started": current["sessions_started"],
-        "sessions_started_prev": previous["sessions_started"],
-        "sessions_completed": current["sessions_completed"],
-        "sessions_completed_prev": previous["sessions_completed"],
-        "ib_calls": current["ib_calls"],
-        "ib_calls_prev": previous["ib_calls"],
+        "open_alerts_by_severity": by_severity,
+        "alerts_new": alerts["new"],
+        "alerts_new_prev": alerts["new_prev"],
+        "sessions_started": m["cur__sessions_started"],
+        "sessions_started_prev": m["prev__sessions_started"],
+        "sessions_completed": m["cur__sessions_completed"],
+        "sessions_completed_prev": m["prev__sessions_completed"],
+        "ib_calls": m["cur__ib_calls"],
+        "ib_calls_prev": m["prev__ib_calls"],
         "first_session_success_rate": round(firsts["ok"] / firsts["total"], 3) if firsts["total"] else None,
     }
 
 
+# --- chart series -----------------------------------------------------------------------------
+
+
 def events_series(*, now: datetime, minutes: int = 60) -> list[dict[str, Any]]:
+    """Events received per minute (by arrival) over the last hour, zero-filled."""
     start = (now - timedelta(minutes=minutes - 1)).replace(second=0, microsecond=0)
     rows = dict(
         GlobalMinute.objects.filter(minute__gte=start, minute__lte=now).values_list("minute", "received")
@@ -113,5 +173,437 @@ def events_series(*, now: datetime, minutes: int = 60) -> list[dict[str, Any]]:
     ]
 
 
-def recent_alerts(*, limit: int = 50) -> list[Alert]:
-    return list(Alert.objects.order_by("-last_seen", "-id")[:limit])
+# range → (bucket step, database truncation or None for raw minutes, label format)
+_BUCKETS = {
+    "1h": (timedelta(minutes=1), None, "%H:%M"),
+    "24h": (timedelta(hours=1), TruncHour, "%H:00"),
+    "7d": (timedelta(hours=1), TruncHour, "%a %H:00"),
+    "30d": (timedelta(days=1), TruncDay, "%b %d"),
+}
+
+
+def _bucket_starts(range_key: str, now: datetime) -> list[datetime]:
+    step = _BUCKETS[range_key][0]
+    count = int(RANGES[range_key] / step)
+    if step >= timedelta(days=1):
+        last = now.replace(hour=0, minute=0, second=0, microsecond=0)
+    elif step >= timedelta(hours=1):
+        last = now.replace(minute=0, second=0, microsecond=0)
+    else:
+        last = now.replace(second=0, microsecond=0)
+    return [last - step * (count - 1 - i) for i in range(count)]
+
+
+def sessions_series(*, range_key: str, now: datetime) -> dict[str, Any]:
+    """Sessions started vs completed per bucket over the range (by event time)."""
+    range_key = parse_range(range_key)
+    _step, trunc, fmt = _BUCKETS[range_key]
+    starts = _bucket_starts(range_key, now)
+    qs = GlobalMinute.objects.filter(minute__gte=starts[0], minute__lte=now)
+    if trunc is None:
+        rows = {r[0]: r[1:] for r in qs.values_list("minute", "sessions_started", "sessions_completed")}
+    else:
+        rows = {
+            r[0]: r[1:]
+            for r in qs.annotate(bucket=trunc("minute"))
+            .values("bucket")
+            .annotate(s=Sum("sessions_started"), c=Sum("sessions_completed"))
+            .values_list("bucket", "s", "c")
+        }
+    return {
+        "labels": [b.strftime(fmt) for b in starts],
+        "started": [int(rows.get(b, (0, 0))[0] or 0) for b in starts],
+        "completed": [int(rows.get(b, (0, 0))[1] or 0) for b in starts],
+    }
+
+
+def ib_calls_by_reason(*, range_key: str, now: datetime) -> dict[str, int]:
+    start = (now - RANGES[parse_range(range_key)]).replace(minute=0, second=0, microsecond=0)
+    agg = StudentHourly.objects.filter(hour__gte=start).aggregate(
+        **{reason: Sum(f"ib_{reason}", default=0) for reason in IB_REASONS}
+    )
+    return {reason: int(agg[reason] or 0) for reason in IB_REASONS}
+
+
+def health_distribution(*, now: datetime) -> dict[str, Any]:
+    """Students (updated in 30 days) by our health score, in bands of 10."""
+    bands = [(lo, lo + 10) for lo in range(0, 100, 10)]
+    agg = StudentSnapshot.objects.filter(
+        updated_at__gte=now - timedelta(days=30), health_score__isnull=False
+    ).aggregate(
+        **{
+            f"b{lo}": Count(
+                "id",
+                filter=Q(health_score__gte=lo) & (Q(health_score__lt=hi) if hi < 100 else Q()),
+            )
+            for lo, hi in bands
+        }
+    )
+    return {"labels": [f"{lo}–{hi}" for lo, hi in bands], "counts": [agg[f"b{lo}"] for lo, _ in bands]}
+
+
+def supply_demand_by_subject(*, limit: int = 12) -> dict[str, Any]:
+    """Mean platform demand and supply scores per subject across regions, most demanded first."""
+    rows = list(
+        SubjectRegionSnapshot.objects.values("subject")
+        .annotate(
+            demand=Avg("platform_demand_score"),
+            supply=Avg("platform_supply_score"),
+            short=Count("id", filter=Q(balance_status="high_demand")),
+        )
+        .order_by("-demand", "subject")[:limit]
+    )
+    return {
+        "labels": [r["subject"] for r in rows],
+        "demand": [round(r["demand"], 1) if r["demand"] is not None else None for r in rows],
+        "supply": [round(r["supply"], 1) if r["supply"] is not None else None for r in rows],
+        "short": [r["short"] for r in rows],
+    }
+
+
+def charts(*, range_key: str, now: datetime) -> dict[str, Any]:
+    """Chart.js-ready configurations (data only; the page picks colours from its theme)."""
+    sessions = sessions_series(range_key=range_key, now=now)
+    reasons = ib_calls_by_reason(range_key=range_key, now=now)
+    health = health_distribution(now=now)
+    supply = supply_demand_by_subject()
+    events = events_series(now=now)
+    return {
+        "events": {
+            "type": "line",
+            "mode": "append",
+            "labels": [p["t"] for p in events],
+            "datasets": [{"label": "events/min", "data": [p["v"] for p in events], "color": "info"}],
+        },
+        "sessions": {
+            "type": "line",
+            "labels": sessions["labels"],
+            "datasets": [
+                {"label": "started", "data": sessions["started"], "color": "info"},
+                {"label": "completed", "data": sessions["completed"], "color": "ok"},
+            ],
+        },
+        "ib_reasons": {
+            "type": "bar",
+            "horizontal": True,
+            "labels": [r.replace("_", " ") for r in reasons],
+            "datasets": [{"label": "IB calls", "data": list(reasons.values()), "color": "warn"}],
+        },
+        "health": {
+            "type": "bar",
+            "labels": health["labels"],
+            "datasets": [{"label": "students", "data": health["counts"], "color": "ok", "band": True}],
+        },
+        "supply_demand": {
+            "type": "bar",
+            "labels": supply["labels"],
+            "max": 100,
+            "datasets": [
+                {"label": "demand score", "data": supply["demand"], "color": "crit"},
+                {"label": "supply score", "data": supply["supply"], "color": "ok"},
+            ],
+        },
+    }
+
+
+# --- alert feed and explainability -------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class FeedFilters:
+    """Severity and status filters of the alert feed (from the URL; unknown values mean "all")."""
+
+    severity: str = "all"
+    status: str = "all"
+
+    @classmethod
+    def parse(cls, severity: str | None, status: str | None) -> FeedFilters:
+        return cls(
+            severity=severity if severity in SEVERITIES else "all",
+            status=status if status in STATUS_FILTERS else "all",
+        )
+
+    def _statuses(self) -> tuple[str, ...] | None:
+        if self.status == "all":
+            return None
+        if self.status == "active":
+            return tuple(ACTIVE_STATUSES)
+        return (self.status,)
+
+    def apply(self, qs: QuerySet[Alert]) -> QuerySet[Alert]:
+        if self.severity != "all":
+            qs = qs.filter(severity=self.severity)
+        statuses = self._statuses()
+        return qs.filter(status__in=statuses) if statuses else qs
+
+    def matches(self, alert: Alert) -> bool:
+        statuses = self._statuses()
+        return (self.severity == "all" or alert.severity == self.severity) and (
+            statuses is None or alert.status in statuses
+        )
+
+    def as_query(self) -> dict[str, str]:
+        return {k: v for k, v in (("severity", self.severity), ("status", self.status)) if v != "all"}
+
+
+def alert_feed(*, filters: FeedFilters, limit: int = FEED_LIMIT) -> list[Alert]:
+    """Newest first (by last occurrence)."""
+    return list(filters.apply(Alert.objects.all()).order_by("-last_seen", "-id")[:limit])
+
+
+def recent_alerts(*, limit: int = FEED_LIMIT) -> list[Alert]:
+    return alert_feed(filters=FeedFilters(), limit=limit)
+
+
+def alerts_by_ids(*, ids: list[int]) -> list[Alert]:
+    return list(Alert.objects.filter(pk__in=ids).order_by("last_seen", "id"))
+
+
+def insight_for_alert(alert: Alert) -> Insight | None:
+    """The insight scored for this alert, else the latest one for its entity."""
+    linked = Insight.objects.filter(alert_id=alert.pk).order_by("-scored_at").first()
+    if linked is not None:
+        return linked
+    return (
+        Insight.objects.filter(entity_type=alert.entity_type, entity_id=alert.entity_id)
+        .order_by("-scored_at")
+        .first()
+    )
+
+
+def health_components(components: dict[str, Any] | None) -> list[dict[str, Any]]:
+    """StudentSnapshot.health_components as rows {name, score, weight, why, points}, largest weight first."""
+    rows = []
+    for name, c in (components or {}).items():
+        if not isinstance(c, dict):
+            continue
+        score, weight = c.get("score"), c.get("weight")
+        points = (
+            round(score * weight, 1)
+            if isinstance(score, int | float) and isinstance(weight, int | float)
+            else None
+        )
+        rows.append(
+            {
+                "name": name.replace("_", " "),
+                "score": score,
+                "weight": weight,
+                "why": c.get("why", ""),
+                "points": points,
+            }
+        )
+    return sorted(rows, key=lambda r: -(r["weight"] or 0))
+
+
+def drivers_chart(insight: Insight | None) -> dict[str, Any] | None:
+    drivers = [d for d in (insight.drivers if insight else []) or [] if isinstance(d, dict)]
+    if not drivers:
+        return None
+    drivers = sorted(drivers, key=lambda d: -abs(d.get("contribution") or 0))[:8]
+    return {
+        "type": "bar",
+        "horizontal": True,
+        "labels": [f"{d.get('feature', '?')} = {d.get('value', '–')}" for d in drivers],
+        "datasets": [
+            {
+                "label": "contribution",
+                "data": [d.get("contribution") or 0 for d in drivers],
+                "color": "crit",
+                "signed": True,
+            }
+        ],
+    }
+
+
+def alert_panel(*, alert_id: int) -> dict[str, Any] | None:
+    alert = Alert.objects.select_related("acknowledged_by", "closed_by").filter(pk=alert_id).first()
+    if alert is None:
+        return None
+    insight = insight_for_alert(alert)
+    snapshot = None
+    if alert.entity_type == "student":
+        snapshot = StudentSnapshot.objects.filter(student_id=alert.entity_id).first()
+    elif alert.entity_type == "tutor":
+        snapshot = TutorSnapshot.objects.filter(tutor_id=alert.entity_id).first()
+    components = {}
+    if snapshot is not None:
+        components = getattr(snapshot, "health_components", None) or getattr(
+            snapshot, "burnout_components", None
+        )
+    return {
+        "alert": alert,
+        "transitions": list(alert.transitions.select_related("by").order_by("at", "id")),
+        "insight": insight,
+        "drivers_chart": drivers_chart(insight),
+        "snapshot": snapshot,
+        "components": health_components(components),
+    }
+
+
+# --- entity pages -----------------------------------------------------------------------------
+
+
+def split_subject_region(entity_id: str) -> tuple[str, str]:
+    subject, _, region = entity_id.rpartition("|")
+    return (subject, region) if subject else (entity_id, "")
+
+
+def _days(now: datetime, days: int) -> list[datetime]:
+    today = now.replace(hour=0, minute=0, second=0, microsecond=0)
+    return [today - timedelta(days=days - 1 - i) for i in range(days)]
+
+
+def _daily(qs: QuerySet, field: str, sums: dict[str, Any], days: list[datetime]) -> dict[str, list]:
+    rows = {
+        r["day"]: r
+        for r in qs.filter(**{f"{field}__gte": days[0]})
+        .annotate(day=TruncDay(field))
+        .values("day")
+        .annotate(**sums)
+        .values("day", *sums)
+    }
+    return {k: [rows[d][k] if d in rows and rows[d][k] is not None else 0 for d in days] for k in sums}
+
+
+def student_history(*, student_id: str, now: datetime, days: int = HISTORY_DAYS) -> dict[str, Any]:
+    day_list = _days(now, days)
+    s = _daily(
+        StudentHourly.objects.filter(student_id=student_id),
+        "hour",
+        {
+            "completed": Sum("sessions_completed"),
+            "started": Sum("sessions_started"),
+            "unsuccessful": Sum("sessions_unsuccessful"),
+            "ib_calls": Sum("ib_calls"),
+        },
+        day_list,
+    )
+    return {
+        "type": "bar",
+        "labels": [d.strftime("%b %d") for d in day_list],
+        "datasets": [
+            {"label": "sessions completed", "data": s["completed"], "color": "ok"},
+            {"label": "unsuccessful", "data": s["unsuccessful"], "color": "crit"},
+            {"label": "IB calls", "data": s["ib_calls"], "color": "warn"},
+        ],
+    }
+
+
+def tutor_history(*, tutor_id: str, now: datetime, days: int = HISTORY_DAYS) -> dict[str, Any]:
+    day_list = _days(now, days)
+    s = _daily(
+        TutorHourly.objects.filter(tutor_id=tutor_id),
+        "hour",
+        {
+            "completed": Sum("sessions_completed"),
+            "unsuccessful": Sum("sessions_unsuccessful"),
+            "minutes": Sum("minutes"),
+        },
+        day_list,
+    )
+    return {
+        "type": "bar",
+        "labels": [d.strftime("%b %d") for d in day_list],
+        "datasets": [
+            {"label": "sessions taught", "data": s["completed"], "color": "ok"},
+            {"label": "unsuccessful", "data": s["unsuccessful"], "color": "crit"},
+            {"label": "hours taught", "data": [round(m / 60, 1) for m in s["minutes"]], "color": "info"},
+        ],
+    }
+
+
+def subject_region_history(*, subject: str, region: str, now: datetime, days: int = HISTORY_DAYS) -> dict:
+    day_list = _days(now, days)
+    s = _daily(
+        SupplyDemandReading.objects.filter(subject=subject, region=region),
+        "reported_at",
+        {"demand": Avg("demand_score"), "supply": Avg("supply_score")},
+        day_list,
+    )
+    return {
+        "type": "line",
+        "labels": [d.strftime("%b %d") for d in day_list],
+        "max": 100,
+        "datasets": [
+            {"label": "demand score", "data": [round(v, 1) for v in s["demand"]], "color": "crit"},
+            {"label": "supply score", "data": [round(v, 1) for v in s["supply"]], "color": "ok"},
+        ],
+    }
+
+
+def entity_page(*, entity_type: str, entity_id: str, now: datetime) -> dict[str, Any] | None:
+    """Everything an entity page shows, or None when nothing is known about the entity."""
+    snapshot: Any = None
+    history: dict[str, Any] | None = None
+    sessions: list[Session] = []
+    components: list[dict[str, Any]] = []
+    if entity_type == "student":
+        snapshot = StudentSnapshot.objects.filter(student_id=entity_id).first()
+        history = student_history(student_id=entity_id, now=now)
+        sessions = list(Session.objects.filter(student_id=entity_id).order_by("-started_at", "-id")[:15])
+        components = health_components(snapshot.health_components if snapshot else None)
+    elif entity_type == "tutor":
+        snapshot = TutorSnapshot.objects.filter(tutor_id=entity_id).first()
+        history = tutor_history(tutor_id=entity_id, now=now)
+        sessions = list(Session.objects.filter(tutor_id=entity_id).order_by("-started_at", "-id")[:15])
+        components = health_components(snapshot.burnout_components if snapshot else None)
+    elif entity_type == "subject_region":
+        subject, region = split_subject_region(entity_id)
+        snapshot = SubjectRegionSnapshot.objects.filter(subject=subject, region=region).first()
+        history = subject_region_history(subject=subject, region=region, now=now)
+    elif entity_type != "global":
+        return None
+    alerts = list(
+        Alert.objects.filter(entity_type=entity_type, entity_id=entity_id).order_by("-last_seen")[:50]
+    )
+    insights = list(
+        Insight.objects.filter(entity_type=entity_type, entity_id=entity_id).order_by("-scored_at")[:10]
+    )
+    if snapshot is None and not alerts and not insights and not sessions:
+        return None
+    return {
+        "entity_type": entity_type,
+        "entity_id": entity_id,
+        "snapshot": snapshot,
+        "history": history,
+        "sessions": sessions,
+        "components": components,
+        "alerts": alerts,
+        "insights": insights,
+        "drivers_chart": drivers_chart(insights[0] if insights else None),
+    }
+
+
+def entity_search(*, query: str, limit: int = 20) -> list[tuple[str, str]]:
+    """(entity_type, entity_id) matches: exact ids first, then id prefixes, then subjects/regions."""
+    q = query.strip()
+    if not q:
+        return []
+    found: list[tuple[str, str]] = []
+    for model, key, etype in (
+        (StudentSnapshot, "student_id", "student"),
+        (TutorSnapshot, "tutor_id", "tutor"),
+    ):
+        exact = model.objects.filter(**{key: q}).values_list(key, flat=True)[:1]
+        found += [(etype, i) for i in exact]
+    if found:
+        return found
+    for model, key, etype in (
+        (StudentSnapshot, "student_id", "student"),
+        (TutorSnapshot, "tutor_id", "tutor"),
+    ):
+        found += [
+            (etype, i)
+            for i in model.objects.filter(**{f"{key}__startswith": q})
+            .order_by(key)
+            .values_list(key, flat=True)[:limit]
+        ]
+    subject, region = split_subject_region(q)
+    places = SubjectRegionSnapshot.objects.filter(Q(subject__iexact=subject) | Q(region__iexact=q))
+    if region:
+        places = SubjectRegionSnapshot.objects.filter(subject__iexact=subject, region__iexact=region)
+    found += [
+        ("subject_region", f"{s}|{r}")
+        for s, r in places.order_by("subject", "region").values_list("subject", "region")[:limit]
+    ]
+    return found[: limit * 2]

@@ -59,3 +59,224 @@ def test_admin_lists_events_and_snapshots(admin_client, post, drain):
     ):
         resp = admin_client.get(url)
         assert resp.status_code == 200 and needle in resp.content.decode(), url
+
+
+# --- the dashboard page --------------------------------------------------------------------------
+
+from datetime import timedelta  # noqa: E402
+
+from django.db import connection  # noqa: E402
+from django.test.utils import CaptureQueriesContext  # noqa: E402
+from django.utils import timezone  # noqa: E402
+
+from dashboard.tests.conftest import make_alert, make_insight, make_student  # noqa: E402
+
+
+def test_range_selector_renders_a_partial_for_htmx_and_keeps_filters_in_links(staff_client):
+    resp = staff_client.get("/?range=7d&severity=critical", HTTP_HX_REQUEST="true", HTTP_HX_TARGET="live")
+    html = resp.content.decode()
+    assert resp.status_code == 200 and "<html" not in html and 'id="live"' in html
+    assert 'ws-connect="/ws/dashboard/?range=7d&amp;severity=critical"' in html
+    assert 'href="/?range=30d&amp;severity=critical"' in html and 'hx-push-url="true"' in html
+    assert (
+        '<a href="/?range=7d&amp;severity=critical" hx-get="/?range=7d&amp;severity=critical" aria-current="true">'
+        in html
+    )
+    # A history restore (back button) gets the whole page.
+    resp = staff_client.get("/?range=7d", HTTP_HX_REQUEST="true", HTTP_HX_HISTORY_RESTORE_REQUEST="true")
+    assert "<html" in resp.content.decode()
+
+
+def test_unknown_range_and_filters_fall_back_to_defaults(staff_client):
+    html = staff_client.get("/?range=99y&severity=<b>&status=nope").content.decode()
+    assert 'ws-connect="/ws/dashboard/?range=24h"' in html and "<b>" not in html
+
+
+def test_feed_filters_by_severity_and_status(staff_client):
+    crit = make_alert(entity_id="stu_c", severity="critical")
+    warn = make_alert(entity_id="stu_w", severity="warning")
+    done = make_alert(entity_id="stu_r", severity="critical", status="resolved")
+    html = staff_client.get("/?severity=critical").content.decode()
+    assert f'data-alert-id="{crit.pk}"' in html and f'data-alert-id="{done.pk}"' in html
+    assert f'data-alert-id="{warn.pk}"' not in html
+    html = staff_client.get("/?severity=critical&status=active").content.decode()
+    assert f'data-alert-id="{crit.pk}"' in html and f'data-alert-id="{done.pk}"' not in html
+
+
+def test_feed_is_newest_first_with_entity_links_occurrences_and_actions(staff_client):
+    now = timezone.now()
+    old = make_alert(entity_id="stu_old", last_seen=now - timedelta(hours=2), occurrences=7)
+    new = make_alert(entity_id="stu new/1|x", last_seen=now)
+    html = staff_client.get("/").content.decode()
+    assert html.index(f'data-alert-id="{new.pk}"') < html.index(f'data-alert-id="{old.pk}"')
+    assert 'href="/entities/student/stu%20new%2F1%7Cx"' in html
+    assert "×7" in html
+    assert f'hx-post="/alerts/{old.pk}/acknowledge"' in html
+
+
+def test_kpis_show_trends_against_the_previous_period(staff_client):
+    from metrics.models import GlobalMinute
+
+    now = timezone.now().replace(second=0, microsecond=0)
+    GlobalMinute.objects.create(minute=now - timedelta(minutes=2), received=50, ib_calls=3)
+    GlobalMinute.objects.create(minute=now - timedelta(hours=30), received=10, ib_calls=9)
+    html = staff_client.get("/?range=24h").content.decode()
+    assert 'data-kpi="events_in_range">50<' in html and 'data-kpi="ib_calls_24h">3<' in html
+    # Events went up from 10 (neutral), IB calls went down from 9 (good).
+    assert 'class="trend up" title="up from 10 the previous period"' in html
+    assert 'class="trend down good" title="down from 9 the 24 hours before"' in html
+
+
+def test_charts_are_json_islands_for_every_chart(staff_client):
+    make_student("stu_h", health_score=45.0)
+    html = staff_client.get("/").content.decode()
+    for island in (
+        "chart-events",
+        "chart-sessions",
+        "chart-ib-reasons",
+        "chart-health",
+        "chart-supply-demand",
+    ):
+        assert f'<script id="{island}" type="application/json">' in html
+        assert f'data-chart="{island}"' in html
+
+
+def _page_queries(client) -> int:
+    with CaptureQueriesContext(connection) as ctx:
+        assert client.get("/?range=30d").status_code == 200
+    return len(ctx.captured_queries)
+
+
+def test_dashboard_query_count_does_not_grow_with_alerts_or_entities(staff_client):
+    from metrics.models import StudentHourly, SubjectRegionSnapshot
+
+    now = timezone.now()
+    make_alert(entity_id="stu_0")
+    make_student("stu_0")
+    small = _page_queries(staff_client)
+    for i in range(1, 60):
+        make_alert(entity_id=f"stu_{i}", severity=("critical", "warning", "info")[i % 3])
+        make_student(f"stu_{i}", health_score=float(i))
+        make_insight(f"stu_{i}")
+        StudentHourly.objects.create(
+            student_id=f"stu_{i}", hour=now.replace(minute=0, second=0, microsecond=0), ib_calls=1
+        )
+        SubjectRegionSnapshot.objects.create(
+            subject=f"S{i}", region="west", platform_demand_score=i, updated_at=now
+        )
+    large = _page_queries(staff_client)
+    assert large == small, (small, large)
+    assert large <= 25
+
+
+# --- entity pages and search --------------------------------------------------------------------
+
+
+def test_student_page_shows_snapshot_history_components_alerts_and_insight(staff_client):
+    from metrics.models import Session, StudentHourly
+
+    now = timezone.now()
+    make_student("stu_9")
+    StudentHourly.objects.create(
+        student_id="stu_9",
+        hour=now.replace(minute=0, second=0, microsecond=0),
+        sessions_completed=2,
+        ib_calls=1,
+    )
+    Session.objects.create(
+        session_id="sess_1", student_id="stu_9", tutor_id="tut_1", subject="Physics", started_at=now
+    )
+    alert = make_alert(entity_id="stu_9")
+    make_insight("stu_9")
+    resp = staff_client.get("/entities/student/stu_9")
+    html = resp.content.decode()
+    assert resp.status_code == 200
+    assert (
+        'data-chart="entity-history"' in html
+        and '<script id="entity-history" type="application/json">' in html
+    )
+    history = resp.context["history"]
+    assert len(history["labels"]) == 30 and history["datasets"][0]["data"][-1] == 2
+    assert f'data-alert-id="{alert.pk}"' in html and "Sessions fell and support calls rose." in html
+    assert "1 session in 7 days vs 2.0/week before" in html
+    assert 'href="/entities/tutor/tut_1"' in html
+
+
+def test_tutor_and_subject_region_pages(staff_client):
+    from metrics.models import SubjectRegionSnapshot, SupplyDemandReading, TutorSnapshot
+
+    now = timezone.now()
+    TutorSnapshot.objects.create(
+        tutor_id="tut_7", sessions_7d=3, avg_rating=4.5, rated_sessions=3, as_of=now, updated_at=now
+    )
+    assert staff_client.get("/entities/tutor/tut_7").status_code == 200
+    SubjectRegionSnapshot.objects.create(
+        subject="Computer Science", region="west", balance_status="high_demand", updated_at=now
+    )
+    SupplyDemandReading.objects.create(
+        event_id="r1",
+        subject="Computer Science",
+        region="west",
+        reported_at=now,
+        demand_score=80,
+        supply_score=40,
+    )
+    resp = staff_client.get("/entities/subject_region/Computer%20Science%7Cwest")
+    assert resp.status_code == 200
+    assert resp.context["history"]["datasets"][0]["data"][-1] == 80.0
+    assert "high demand" in resp.content.decode()
+
+
+def test_unknown_entity_is_a_404_page_and_bad_type_too(staff_client):
+    assert staff_client.get("/entities/student/nobody").status_code == 404
+    assert staff_client.get("/entities/planet/mars").status_code == 404
+
+
+def test_entity_pages_need_staff(client):
+    resp = client.get("/entities/student/stu_1")
+    assert resp.status_code == 302 and resp["Location"].startswith("/accounts/login/")
+
+
+def test_search_redirects_on_an_exact_id_and_lists_prefix_matches(staff_client):
+    make_student("stu_100")
+    make_student("stu_101")
+    resp = staff_client.get("/search?q=stu_100")
+    assert resp.status_code == 302 and resp["Location"] == "/entities/student/stu_100"
+    resp = staff_client.get("/search?q=stu_10")
+    html = resp.content.decode()
+    assert (
+        resp.status_code == 200
+        and "/entities/student/stu_101" in html
+        and "/entities/student/stu_100" in html
+    )
+    assert "No student" in staff_client.get("/search?q=zzz").content.decode()
+
+
+XSS_IMG = '<img src=x onerror="window.__xss=1">'
+XSS_SCRIPT = "<script>window.__xss=1</script>"
+
+
+def test_event_strings_are_escaped_everywhere_they_render(staff_client):
+    make_student(XSS_IMG, health_components={"<b>x</b>": {"score": 1, "weight": 1, "why": XSS_SCRIPT}})
+    alert = make_alert(
+        entity_id=XSS_IMG, message=f"Student {XSS_IMG} {XSS_SCRIPT}", details={XSS_SCRIPT: XSS_IMG}
+    )
+    make_insight(
+        XSS_IMG,
+        alert_id=alert.pk,
+        explanation=XSS_SCRIPT,
+        recommendations=[XSS_IMG],
+        drivers=[{"feature": XSS_SCRIPT, "value": XSS_IMG, "contribution": 0.5}],
+    )
+    pages = [
+        staff_client.get("/"),
+        staff_client.get(f"/alerts/{alert.pk}", HTTP_HX_REQUEST="true"),
+        staff_client.get(f"/alerts/{alert.pk}"),
+        staff_client.get("/entities/student/" + XSS_IMG.replace("/", "%2F")),
+        staff_client.get("/search?q=" + XSS_SCRIPT),
+    ]
+    for resp in pages:
+        html = resp.content.decode()
+        assert resp.status_code in (200, 404), resp.status_code
+        assert XSS_IMG not in html and XSS_SCRIPT not in html and "<b>x</b>" not in html
+    assert "&lt;img src=x onerror=&quot;window.__xss=1&quot;&gt;" in pages[0].content.decode()

@@ -1,0 +1,11 @@
+from django.urls import path
+
+from dashboard import views
+
+urlpatterns = [
+    path("alerts/<int:alert_id>", views.alert_detail, name="dashboard-alert"),
+    path("alerts/<int:alert_id>/<str:action>", views.alert_action, name="dashboard-alert-action"),
+    # The link alert messages carry: /entities/{entity_type}/{entity_id} (ids may contain "/" and "|").
+    path("entities/<str:entity_type>/<path:entity_id>", views.entity, name="dashboard-entity"),
+    path("search", views.search, name="dashboard-search"),
+]
