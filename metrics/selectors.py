@@ -1,12 +1,24 @@
-"""Reads of snapshots for the API and the entity pages."""
+"""Reads of snapshots for the API and the entity pages: lists with keyset pagination, one entity,
+its daily history from the hourly buckets, subject × region rows."""
 
 from __future__ import annotations
 
+import base64
+import json
+from datetime import date, datetime, timedelta
 from typing import Any
 
-from django.db.models import Model
+from django.db.models import Model, Q, QuerySet
 
-from metrics.models import StudentSnapshot, TutorSnapshot
+from metrics.burnout import burnout_level
+from metrics.models import (
+    IB_REASONS,
+    StudentHourly,
+    StudentSnapshot,
+    SubjectRegionSnapshot,
+    TutorHourly,
+    TutorSnapshot,
+)
 
 ENTITY_MODELS: dict[str, tuple[type[Model], str]] = {
     "student": (StudentSnapshot, "student_id"),
@@ -20,6 +32,8 @@ ORDERABLE = {
         "-sessions_7d",
         "ib_calls_14d",
         "-ib_calls_14d",
+        "-days_since_last_session",
+        "platform_health_score",
         "-updated_at",
         "updated_at",
         "student_id",
@@ -29,13 +43,29 @@ ORDERABLE = {
         "-avg_rating",
         "utilisation",
         "-utilisation",
+        "-burnout_risk",
+        "burnout_risk",
         "sessions_7d",
         "-sessions_7d",
         "-updated_at",
         "updated_at",
         "tutor_id",
     ),
+    "subject_region": (
+        "-own_ratio",
+        "own_ratio",
+        "-demand_supply_ratio",
+        "demand_supply_ratio",
+        "subject",
+        "region",
+        "-updated_at",
+    ),
 }
+HISTORY_MAX_DAYS = 90
+
+
+class BadCursor(ValueError):
+    pass
 
 
 def snapshot_as_dict(entity_type: str, obj: Model) -> dict[str, Any]:
@@ -48,6 +78,24 @@ def snapshot_as_dict(entity_type: str, obj: Model) -> dict[str, Any]:
         data[f.name] = value.isoformat() if hasattr(value, "isoformat") else value
     if entity_type == "tutor":
         data["avg_rating"] = obj.avg_rating
+        data["burnout_level"] = burnout_level(obj.burnout_risk)
+    return data
+
+
+def subject_region_key(subject: str, region: str) -> str:
+    """The public id of a subject × region row: "Mathematics|west" (url-quote it in a path)."""
+    return f"{subject}|{region}"
+
+
+def subject_region_as_dict(obj: SubjectRegionSnapshot) -> dict[str, Any]:
+    data: dict[str, Any] = {
+        "entity_type": "subject_region",
+        "entity_id": subject_region_key(obj.subject, obj.region),
+    }
+    for f in SubjectRegionSnapshot._meta.concrete_fields:
+        if f.name != "id":
+            value = getattr(obj, f.attname)
+            data[f.name] = value.isoformat() if hasattr(value, "isoformat") else value
     return data
 
 
@@ -56,13 +104,145 @@ def entity_get(entity_type: str, entity_id: str) -> Model | None:
     return model.objects.filter(**{key: entity_id}).first()
 
 
-def entity_list(entity_type: str, *, order: str, offset: int, limit: int) -> tuple[list[Model], bool]:
-    model, key = ENTITY_MODELS[entity_type]
+def subject_region_get(entity_id: str) -> SubjectRegionSnapshot | None:
+    subject, sep, region = entity_id.rpartition("|")
+    if not sep:
+        return None
+    return SubjectRegionSnapshot.objects.filter(subject=subject, region=region).first()
+
+
+def encode_cursor(value: Any, pk: int) -> str:
+    if isinstance(value, datetime):
+        value = value.isoformat()
+    return base64.urlsafe_b64encode(json.dumps([value, pk]).encode()).decode()
+
+
+def decode_cursor(cursor: str, *, model: type[Model], field: str) -> tuple[Any, int]:
+    try:
+        value, pk = json.loads(base64.urlsafe_b64decode(cursor.encode()))
+        if not isinstance(pk, int):
+            raise TypeError
+        if model._meta.get_field(field).get_internal_type() == "DateTimeField":
+            value = datetime.fromisoformat(value)
+    except (ValueError, TypeError, UnicodeDecodeError):
+        raise BadCursor("invalid cursor") from None
+    return value, pk
+
+
+def keyset_page(
+    qs: QuerySet, *, order: str, cursor: str | None, limit: int
+) -> tuple[list[Model], str | None]:
+    """One page ordered by `order` then primary key, continuing after the row the cursor names.
+    Rows with no value in the ordered field are left out (a list "by health" lists scored students)."""
     field = order.lstrip("-")
-    qs = (
-        model.objects.exclude(**{f"{field}__isnull": True})
-        if field not in (key, "updated_at")
-        else model.objects.all()
-    )
-    rows = list(qs.order_by(order, key)[offset : offset + limit + 1])
-    return rows[:limit], len(rows) > limit
+    desc = order.startswith("-")
+    qs = qs.exclude(**{f"{field}__isnull": True})
+    if cursor:
+        value, pk = decode_cursor(cursor, model=qs.model, field=field)
+        op = "lt" if desc else "gt"
+        qs = qs.filter(Q(**{f"{field}__{op}": value}) | Q(**{field: value, "pk__gt": pk}))
+    rows = list(qs.order_by(order, "pk")[: limit + 1])
+    if len(rows) <= limit:
+        return rows, None
+    last = rows[limit - 1]
+    return rows[:limit], encode_cursor(getattr(last, field), last.pk)
+
+
+def student_list(
+    *,
+    order: str,
+    limit: int,
+    cursor: str | None = None,
+    health_below: float | None = None,
+    trend: str | None = None,
+    churn_risk: str | None = None,
+) -> tuple[list[StudentSnapshot], str | None]:
+    qs = StudentSnapshot.objects.all()
+    if health_below is not None:
+        qs = qs.filter(health_score__lt=health_below)
+    if trend:
+        qs = qs.filter(velocity_trend=trend)
+    if churn_risk:
+        qs = qs.filter(platform_churn_risk=churn_risk)
+    return keyset_page(qs, order=order, cursor=cursor, limit=limit)
+
+
+def tutor_list(
+    *,
+    order: str,
+    limit: int,
+    cursor: str | None = None,
+    burnout_above: float | None = None,
+    utilisation_above: float | None = None,
+    region: str | None = None,
+) -> tuple[list[TutorSnapshot], str | None]:
+    qs = TutorSnapshot.objects.all()
+    if burnout_above is not None:
+        qs = qs.filter(burnout_risk__gt=burnout_above)
+    if utilisation_above is not None:
+        qs = qs.filter(utilisation__gt=utilisation_above)
+    if region:
+        qs = qs.filter(region__contains=region)
+    return keyset_page(qs, order=order, cursor=cursor, limit=limit)
+
+
+def subject_region_list(
+    *,
+    order: str,
+    limit: int,
+    cursor: str | None = None,
+    status: str | None = None,
+    subject: str | None = None,
+    region: str | None = None,
+) -> tuple[list[SubjectRegionSnapshot], str | None]:
+    qs = SubjectRegionSnapshot.objects.all()
+    if status:
+        qs = qs.filter(balance_status=status)
+    if subject:
+        qs = qs.filter(subject=subject)
+    if region:
+        qs = qs.filter(region=region)
+    return keyset_page(qs, order=order, cursor=cursor, limit=limit)
+
+
+def entity_history(*, entity_type: str, entity_id: str, days: int, now: datetime) -> list[dict[str, Any]]:
+    """Daily series (UTC days, oldest first, today included, empty days as zeros) from hourly buckets."""
+    model, key = (StudentHourly, "student_id") if entity_type == "student" else (TutorHourly, "tutor_id")
+    first = now.date() - timedelta(days=days - 1)
+    start = datetime.combine(first, datetime.min.time(), tzinfo=now.tzinfo)
+    counters = [
+        "sessions_started",
+        "sessions_completed",
+        "sessions_unsuccessful",
+        "rating_sum",
+        "rating_count",
+        "minutes",
+    ]
+    if entity_type == "student":
+        counters += ["ib_calls", "ib_unresolved", "ib_high_priority", *[f"ib_{r}" for r in IB_REASONS]]
+    totals: dict[date, dict[str, int]] = {}
+    for row in model.objects.filter(**{key: entity_id}, hour__gte=start, hour__lte=now).values(
+        "hour", *counters
+    ):
+        day = totals.setdefault(row["hour"].date(), dict.fromkeys(counters, 0))
+        for c in counters:
+            day[c] += row[c]
+    series = []
+    for i in range(days):
+        d = first + timedelta(days=i)
+        t = totals.get(d, dict.fromkeys(counters, 0))
+        point: dict[str, Any] = {
+            "date": d.isoformat(),
+            "sessions_started": t["sessions_started"],
+            "sessions_completed": t["sessions_completed"],
+            "sessions_unsuccessful": t["sessions_unsuccessful"],
+            "rated_sessions": t["rating_count"],
+            "avg_rating": round(t["rating_sum"] / t["rating_count"], 2) if t["rating_count"] else None,
+            "hours": round(t["minutes"] / 60, 2),
+        }
+        if entity_type == "student":
+            point["ib_calls"] = t["ib_calls"]
+            point["ib_unresolved"] = t["ib_unresolved"]
+            point["ib_high_priority"] = t["ib_high_priority"]
+        series.append(point)
+    return series
