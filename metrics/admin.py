@@ -6,6 +6,7 @@ from metrics.models import (
     StudentHourly,
     StudentSnapshot,
     SubjectRegionSnapshot,
+    SupplyDemandReading,
     TutorHourly,
     TutorSnapshot,
 )
@@ -51,8 +52,11 @@ class TutorSnapshotAdmin(ReadOnly):
         "completion_rate",
         "available_hours",
         "utilisation",
+        "burnout_risk",
+        "region",
         "updated_at",
     )
+    list_filter = ("region",)
     search_fields = ("=tutor_id",)
     ordering = ("-utilisation",)
 
@@ -64,6 +68,9 @@ class SubjectRegionSnapshotAdmin(ReadOnly):
         "region",
         "balance_status",
         "demand_supply_ratio",
+        "own_ratio",
+        "active_students",
+        "available_tutors",
         "platform_demand_score",
         "platform_supply_score",
         "status_since",
@@ -105,3 +112,10 @@ class TutorHourlyAdmin(ReadOnly):
 class GlobalMinuteAdmin(ReadOnly):
     list_display = ("minute", "received", "events", "sessions_started", "sessions_completed", "ib_calls")
     ordering = ("-minute",)
+
+
+@admin.register(SupplyDemandReading)
+class SupplyDemandReadingAdmin(ReadOnly):
+    list_display = ("subject", "region", "reported_at", "demand_score", "supply_score", "balance_status")
+    list_filter = ("region", "subject")
+    ordering = ("-reported_at",)
