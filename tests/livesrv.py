@@ -39,6 +39,7 @@ class LiveServer:
     password: str
     proc: subprocess.Popen
     env: dict
+    tmp: Path | None = None
 
 
 def _manage(env: dict, *args: str) -> str:
@@ -50,7 +51,7 @@ def _manage(env: dict, *args: str) -> str:
     return out.stdout
 
 
-def start(tmp: Path, *, extra_env: dict | None = None) -> LiveServer:
+def start(tmp: Path, *, extra_env: dict | None = None, port: int | None = None) -> LiveServer:
     env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "REDIS_URL", "IOPS_STREAM")}
     env.update(
         {
@@ -64,21 +65,27 @@ def start(tmp: Path, *, extra_env: dict | None = None) -> LiveServer:
     _manage(env, "migrate", "--noinput", "-v", "0")
     _manage(env, "createsuperuser", "--noinput", "--username", "ops", "--email", "ops@example.com")
     key = _manage(env, "create_api_key", "browser").strip()
-    port = free_port()
-    log = open(tmp / "server.log", "w")  # noqa: SIM115 - closed with the process
+    server = LiveServer("", key, "ops", "ops-pass-123", None, env)  # type: ignore[arg-type]
+    _launch(server, tmp, port or free_port())
+    return server
+
+
+def _launch(server: LiveServer, tmp: Path, port: int) -> None:
+    log = open(tmp / "server.log", "a")  # noqa: SIM115 - closed with the process
     proc = subprocess.Popen(
         [sys.executable, "manage.py", "serve", "--port", str(port), "--simulate", "0"],
         cwd=ROOT,
-        env=env,
+        env=server.env,
         stdout=log,
         stderr=subprocess.STDOUT,
     )
     url = f"http://127.0.0.1:{port}"
+    server.url, server.proc, server.tmp = url, proc, tmp
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
         try:
             if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
-                return LiveServer(url, key, "ops", "ops-pass-123", proc, env)
+                return
         except httpx.HTTPError:
             pass
         if proc.poll() is not None:
@@ -86,6 +93,20 @@ def start(tmp: Path, *, extra_env: dict | None = None) -> LiveServer:
         time.sleep(0.2)
     proc.kill()
     raise RuntimeError(f"server did not start: {(tmp / 'server.log').read_text()[-2000:]}")
+
+
+def manage(server: LiveServer, *args: str) -> str:
+    """Run a management command against the live server's database."""
+    return _manage(server.env, *args)
+
+
+def restart(server: LiveServer, *, between=None) -> None:
+    """Stop the server, run `between()` while it is down, start it again on the same port."""
+    port = int(server.url.rsplit(":", 1)[1])
+    stop(server)
+    if between is not None:
+        between()
+    _launch(server, server.tmp, port)
 
 
 def stop(server: LiveServer) -> None:

@@ -8,7 +8,6 @@ from django import template
 
 register = template.Library()
 
-SEVERITY_ICONS = {"critical": "⛔", "warning": "⚠", "info": "ℹ"}
 ENTITY_LABELS = {
     "student": "Student",
     "tutor": "Tutor",
@@ -25,11 +24,6 @@ def entity_path(entity_type: str, entity_id: str) -> str:
 @register.simple_tag
 def entity_url(entity_type: str, entity_id: str) -> str:
     return entity_path(entity_type, entity_id)
-
-
-@register.filter
-def severity_icon(severity: str) -> str:
-    return SEVERITY_ICONS.get(severity, "•")
 
 
 @register.filter

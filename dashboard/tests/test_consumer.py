@@ -24,7 +24,7 @@ def _headers(cookie: str | None = None, origin: str = "http://127.0.0.1:8000"):
 def _session_cookie(staff: bool) -> str:
     from django.contrib.auth import get_user_model
 
-    user = get_user_model().objects.create_user(f"u{staff}", password="pw-123456789", is_staff=staff)
+    user, _ = get_user_model().objects.get_or_create(username=f"u{staff}", defaults={"is_staff": staff})
     client = Client()
     client.force_login(user)
     return f"sessionid={client.cookies['sessionid'].value}"
@@ -88,4 +88,86 @@ async def test_staff_socket_gets_state_then_a_kpi_update_after_processing(settin
     assert 'data-kpi="open_alerts">1<' in update
     assert 'data-severity="critical"' in update and 'hx-swap-oob="afterbegin:#alert-feed"' in update
     assert await comm.receive_nothing(timeout=0.3)  # coalesced: one update for the batch
+    await comm.disconnect()
+
+
+# --- filters, alert changes and throttling -------------------------------------------------------
+
+import asyncio  # noqa: E402
+import math  # noqa: E402
+import re  # noqa: E402
+import time  # noqa: E402
+
+from channels.layers import get_channel_layer  # noqa: E402
+
+from dashboard.tests.conftest import make_alert  # noqa: E402
+from iops.realtime import DASHBOARD_GROUP  # noqa: E402
+
+ROW_RE = re.compile(r'<li id="alert-(\d+)"')
+
+
+async def _connect(path: str):
+    comm = WebsocketCommunicator(application, path, headers=_headers(await _session_cookie(True)))
+    connected, _ = await comm.connect()
+    assert connected
+    return comm, await comm.receive_from(timeout=5)
+
+
+async def _note(**change):
+    await get_channel_layer().group_send(
+        DASHBOARD_GROUP,
+        {"type": "dashboard.changed", "events": 0, "alerts_created": [], "alerts_updated": [], **change},
+    )
+
+
+async def test_state_on_connect_respects_the_feed_filters(settings):
+    crit = await database_sync_to_async(make_alert)(entity_id="stu_a", severity="critical")
+    warn = await database_sync_to_async(make_alert)(entity_id="stu_b", severity="warning")
+    comm, state = await _connect("/ws/dashboard/?range=1h&severity=critical")
+    assert f'data-alert-id="{crit.pk}"' in state and f'data-alert-id="{warn.pk}"' not in state
+    assert 'hx-swap-oob="innerHTML"' in state  # the feed's children are replaced: catch-up after reconnect
+    await comm.disconnect()
+
+
+@database_sync_to_async
+def _acknowledge(alert_id: int) -> None:
+    from alerts.services import alert_transition
+
+    alert_transition(alert_id=alert_id, action="acknowledge", user=None, now=timezone.now())
+
+
+async def test_alert_change_puts_a_matching_row_on_top_and_removes_one_that_no_longer_matches(settings):
+    settings.DASHBOARD_PUSH_INTERVAL_MS = 50
+    alert = await database_sync_to_async(make_alert)(entity_id="stu_c")
+    everything, _ = await _connect("/ws/dashboard/")
+    open_only, _ = await _connect("/ws/dashboard/?status=open")
+    await _acknowledge(alert.pk)
+    await _note(alerts_updated=[alert.pk])
+    update = await everything.receive_from(timeout=5)
+    assert 'hx-swap-oob="afterbegin:#alert-feed"' in update and 'data-status="acknowledged"' in update
+    update = await open_only.receive_from(timeout=5)
+    assert f'<div id="alert-{alert.pk}" hx-swap-oob="delete">' in update
+    assert 'data-status="acknowledged"' not in update
+    await everything.disconnect()
+    await open_only.disconnect()
+
+
+async def test_a_burst_of_change_notes_is_coalesced_into_few_messages(settings):
+    settings.DASHBOARD_PUSH_INTERVAL_MS = 100
+    interval = 0.1
+    ids = [(await database_sync_to_async(make_alert)(entity_id=f"stu_burst_{i}")).pk for i in range(20)]
+    comm, _ = await _connect("/ws/dashboard/?range=1h")
+    notes = 300
+    started = time.monotonic()
+    for n in range(notes):
+        await _note(events=1, alerts_created=[ids[n % len(ids)]])
+        await asyncio.sleep(0.002)  # spread the burst over about half a second
+    duration = time.monotonic() - started
+    messages = []
+    while not await comm.receive_nothing(timeout=interval * 4):
+        messages.append(await comm.receive_from(timeout=5))
+    bound = math.ceil(duration / interval) + 1
+    assert 2 <= len(messages) <= bound, (len(messages), bound, duration)
+    shown = {int(i) for m in messages for i in ROW_RE.findall(m)}
+    assert shown == set(ids)  # coalescing drops no alert
     await comm.disconnect()

@@ -10,6 +10,12 @@
   var retries = 0;
   var retryTimer = null;
 
+  // Exponential backoff with jitter, capped at 10 s: a restarted server is found again quickly.
+  function backoff(attempt) {
+    return Math.min(10000, 500 * Math.pow(2, attempt)) * (0.5 + Math.random() / 2);
+  }
+  if (window.htmx) window.htmx.config.wsReconnectDelay = backoff;
+
   function setState(state, label) {
     var el = document.getElementById("ws-state");
     if (!el) return;
@@ -29,7 +35,7 @@
     if (RETRY_CODES.indexOf(code) >= 0) return;
     // A server going away cleanly (restart, deploy) closes with 1000/1001: retry with backoff too.
     var wrapper = evt.detail.socketWrapper;
-    var delay = Math.min(30000, 500 * Math.pow(2, retries++)) * (0.5 + Math.random() / 2);
+    var delay = backoff(retries++);
     clearTimeout(retryTimer);
     retryTimer = setTimeout(function () {
       if (document.body.contains(elt) && wrapper) wrapper.reconnect();
@@ -80,7 +86,7 @@
     var grid = cssVar("--line");
     var valueAxis = { beginAtZero: true, grid: { color: grid }, ticks: { color: text, precision: 0 } };
     if (spec.max) valueAxis.suggestedMax = spec.max;
-    var categoryAxis = { grid: { display: false }, ticks: { color: text, autoSkip: true, maxRotation: 0 } };
+    var categoryAxis = { grid: { display: false }, ticks: { color: text, autoSkip: line, maxRotation: line ? 0 : 50 } };
     return {
       type: spec.type,
       data: { labels: spec.labels.slice(), datasets: datasets },
@@ -282,6 +288,14 @@
     toast(text || "Request failed (" + xhr.status + ").");
   });
   document.addEventListener("htmx:sendError", function () { toast("The server cannot be reached."); });
+
+  // Keep the URL short: filters left on "all" are not sent (the server defaults to all).
+  document.addEventListener("htmx:configRequest", function (evt) {
+    if (!evt.detail.elt.matches || !evt.detail.elt.matches("form.filters")) return;
+    ["severity", "status"].forEach(function (name) {
+      if (evt.detail.parameters[name] === "all") delete evt.detail.parameters[name];
+    });
+  });
 
   // --- wiring ----------------------------------------------------------------------------------
   document.addEventListener("DOMContentLoaded", function () { showTheme(); initCharts(); tidyFeed(); });
