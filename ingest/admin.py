@@ -3,7 +3,7 @@ from django.core.paginator import Paginator
 from django.utils import timezone
 from django.utils.functional import cached_property
 
-from ingest.keys import api_key_create, api_keys_revoke
+from ingest.keys import api_key_create, api_keys_revoke, key_cache
 from ingest.models import ApiKey, Event, PendingEvent, StreamDeadLetter
 
 
@@ -95,6 +95,7 @@ class ApiKeyAdmin(admin.ModelAdmin):
     def save_model(self, request, obj, form, change):
         if change:
             super().save_model(request, obj, form, change)
+            key_cache.clear()  # a new rate limit applies at once in this process (others: within the TTL)
             return
         issued = api_key_create(name=obj.name, rate_limit_per_sec=obj.rate_limit_per_sec)
         obj.pk = issued.api_key.pk

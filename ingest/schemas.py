@@ -32,6 +32,7 @@ MAX_EXTRA_STRING = 2000
 MAX_EXTRA_ARRAY = 100
 MAX_KEY_LENGTH = 64
 MAX_ERRORS = 20
+MAX_FUTURE_SECONDS = 300  # clock skew allowed on `timestamp`
 
 
 class EventFields(BaseModel):
@@ -184,7 +185,7 @@ def _parse_timestamp(raw: Any, now: datetime) -> datetime:
     if value.tzinfo is None or value.utcoffset() is None:
         raise FieldError([{"field": "timestamp", "message": "must include a time zone (e.g. Z or +00:00)"}])
     value = value.astimezone(UTC)
-    if value > now + timedelta(seconds=300):
+    if value > now + timedelta(seconds=MAX_FUTURE_SECONDS):
         raise FieldError([{"field": "timestamp", "message": "is more than 5 minutes in the future"}])
     if value.year < 2000:
         raise FieldError([{"field": "timestamp", "message": "is before the year 2000"}])

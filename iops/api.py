@@ -32,7 +32,18 @@ class StaffSession(SessionAuth):
         return user if user is not None and user.is_authenticated and user.is_staff else None
 
 
-api = NinjaAPI(
+class IopsAPI(NinjaAPI):
+    """The generated document plus POST /api/ingest: a plain fast view outside ninja (issue #3),
+    documented from the same pydantic models it validates with (ingest/openapi.py)."""
+
+    def get_openapi_schema(self, *, path_prefix=None, path_params=None):
+        from ingest.openapi import add_ingest_path
+
+        document = super().get_openapi_schema(path_prefix=path_prefix, path_params=path_params)
+        return add_ingest_path(document, prefix=document.path_prefix or "/api/")
+
+
+api = IopsAPI(
     title="IOps API",
     version="1",
     description="Operations command center: ingest, KPIs, entities, alerts, insights.",
