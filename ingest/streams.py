@@ -18,7 +18,7 @@ from functools import cache
 from typing import Any
 
 from django.conf import settings
-from django.db import connection, transaction
+from django.db import InterfaceError, OperationalError, connection, transaction
 from django.db.models import F, Q
 from django.utils import timezone
 
@@ -88,7 +88,10 @@ class DatabaseStream(EventStream):
     def publish(self, events: list[dict[str, Any]]) -> list[int]:
         from ingest.models import PendingEvent
 
-        PendingEvent.objects.bulk_create([PendingEvent(body=e) for e in events], batch_size=500)
+        try:
+            PendingEvent.objects.bulk_create([PendingEvent(body=e) for e in events], batch_size=500)
+        except (OperationalError, InterfaceError) as exc:  # database down or locked: 503, not 500
+            raise StreamUnavailable(f"database: {exc.__class__.__name__}") from exc
         _wakeup.set()
         return []
 
