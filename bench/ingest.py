@@ -14,6 +14,7 @@ events/s and p50/p99 latency for single events and 100- and 500-event batches:
     .venv/bin/python bench/ingest.py                    # 8 s per measurement, 2 server processes
     .venv/bin/python bench/ingest.py --duration 15 --procs 2
     .venv/bin/python bench/ingest.py --smoke            # seconds; CI
+    .venv/bin/python bench/ingest.py --server uvicorn   # the same app under uvicorn (pip install -e '.[uvicorn]')
 
 The baseline/django endpoints are served by the same processes (bench/baseline_settings.py adds
 their URLs; the product URLconf does not have them).
@@ -200,15 +201,19 @@ def start_servers(env: dict, procs: int, server: str) -> tuple[list[subprocess.P
     sock.set_inheritable(True)
     port = sock.getsockname()[1]
     fd = sock.fileno()
-    if server == "uvicorn":
-        cmd = [PYTHON, "-m", "uvicorn", "--fd", str(fd), "--no-access-log", "--log-level", "warning"]
-        cmd += ["--lifespan", "off", "iops.asgi:application"]
+    if server == "uvicorn":  # its own supervisor forks the workers onto one socket
+        sock.close()
+        cmd = [PYTHON, "-m", "uvicorn", "--host", "127.0.0.1", "--port", str(port), "--workers", str(procs)]
+        cmd += ["--no-access-log", "--log-level", "warning", "--lifespan", "off", "iops.asgi:application"]
+        servers = [subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=sys.stderr)]
     else:
         cmd = [PYTHON, "-m", "daphne", "--fd", str(fd), "-v", "0", "iops.asgi:application"]
-    servers = [
-        subprocess.Popen(cmd, cwd=ROOT, env=env, pass_fds=(fd,), stdout=subprocess.DEVNULL, stderr=sys.stderr)
-        for _ in range(procs)
-    ]
+        servers = [
+            subprocess.Popen(
+                cmd, cwd=ROOT, env=env, pass_fds=(fd,), stdout=subprocess.DEVNULL, stderr=sys.stderr
+            )
+            for _ in range(procs)
+        ]
     import httpx
 
     deadline = time.monotonic() + 60
@@ -251,6 +256,11 @@ def main() -> None:
     parser.add_argument("--skip-django", action="store_true", help="leave out the full-Django-path row")
     parser.add_argument("--smoke", action="store_true", help="a few seconds in all: CI")
     args = parser.parse_args()
+    if args.server == "uvicorn":
+        try:
+            import uvicorn  # noqa: F401
+        except ImportError:
+            raise SystemExit("--server uvicorn needs: .venv/bin/pip install -e '.[uvicorn]'") from None
     if args.smoke:
         args.duration, args.warmup, args.procs, args.concurrency, args.sqlite = 0.7, 0.2, 1, 8, True
         args.batch_concurrency = 2
