@@ -23,9 +23,9 @@ from metrics.models import (
     StudentSnapshot,
     SubjectRegionSnapshot,
     SupplyDemandReading,
-    TutorHourly,
     TutorSnapshot,
 )
+from metrics.selectors import entity_history
 
 RANGES = {
     "1h": timedelta(hours=1),
@@ -465,49 +465,32 @@ def _daily(qs: QuerySet, field: str, sums: dict[str, Any], days: list[datetime])
     return {k: [rows[d][k] if d in rows and rows[d][k] is not None else 0 for d in days] for k in sums}
 
 
+def _daily_labels(series: list[dict[str, Any]]) -> list[str]:
+    return [datetime.fromisoformat(p["date"]).strftime("%b %d") for p in series]
+
+
 def student_history(*, student_id: str, now: datetime, days: int = HISTORY_DAYS) -> dict[str, Any]:
-    day_list = _days(now, days)
-    s = _daily(
-        StudentHourly.objects.filter(student_id=student_id),
-        "hour",
-        {
-            "completed": Sum("sessions_completed"),
-            "started": Sum("sessions_started"),
-            "unsuccessful": Sum("sessions_unsuccessful"),
-            "ib_calls": Sum("ib_calls"),
-        },
-        day_list,
-    )
+    series = entity_history(entity_type="student", entity_id=student_id, days=days, now=now)
     return {
         "type": "bar",
-        "labels": [d.strftime("%b %d") for d in day_list],
+        "labels": _daily_labels(series),
         "datasets": [
-            {"label": "sessions completed", "data": s["completed"], "color": "ok"},
-            {"label": "unsuccessful", "data": s["unsuccessful"], "color": "crit"},
-            {"label": "IB calls", "data": s["ib_calls"], "color": "warn"},
+            {"label": "sessions completed", "data": [p["sessions_completed"] for p in series], "color": "ok"},
+            {"label": "unsuccessful", "data": [p["sessions_unsuccessful"] for p in series], "color": "crit"},
+            {"label": "IB calls", "data": [p["ib_calls"] for p in series], "color": "warn"},
         ],
     }
 
 
 def tutor_history(*, tutor_id: str, now: datetime, days: int = HISTORY_DAYS) -> dict[str, Any]:
-    day_list = _days(now, days)
-    s = _daily(
-        TutorHourly.objects.filter(tutor_id=tutor_id),
-        "hour",
-        {
-            "completed": Sum("sessions_completed"),
-            "unsuccessful": Sum("sessions_unsuccessful"),
-            "minutes": Sum("minutes"),
-        },
-        day_list,
-    )
+    series = entity_history(entity_type="tutor", entity_id=tutor_id, days=days, now=now)
     return {
         "type": "bar",
-        "labels": [d.strftime("%b %d") for d in day_list],
+        "labels": _daily_labels(series),
         "datasets": [
-            {"label": "sessions taught", "data": s["completed"], "color": "ok"},
-            {"label": "unsuccessful", "data": s["unsuccessful"], "color": "crit"},
-            {"label": "hours taught", "data": [round(m / 60, 1) for m in s["minutes"]], "color": "info"},
+            {"label": "sessions taught", "data": [p["sessions_completed"] for p in series], "color": "ok"},
+            {"label": "unsuccessful", "data": [p["sessions_unsuccessful"] for p in series], "color": "crit"},
+            {"label": "hours taught", "data": [p["hours"] for p in series], "color": "info"},
         ],
     }
 
