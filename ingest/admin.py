@@ -4,7 +4,7 @@ from django.utils import timezone
 from django.utils.functional import cached_property
 
 from ingest.keys import api_key_create, api_keys_revoke, key_cache
-from ingest.models import ApiKey, Event, PendingEvent, StreamDeadLetter
+from ingest.models import ApiKey, Event, KinesisShard, PendingEvent, StreamDeadLetter
 
 
 class NoCountPaginator(Paginator):
@@ -110,3 +110,29 @@ class ApiKeyAdmin(admin.ModelAdmin):
     def revoke(self, request, queryset):
         n = api_keys_revoke(keys=queryset)
         self.message_user(request, f"Revoked {n} key(s).")
+
+
+@admin.register(KinesisShard)
+class KinesisShardAdmin(admin.ModelAdmin):
+    """One row per Kinesis shard: where its consumer is (checkpoint) and who holds it (lease)."""
+
+    list_display = ("stream_name", "shard_id", "checkpoint", "lease_owner", "lease_expires_at", "updated_at")
+    list_filter = ("stream_name",)
+    search_fields = ("shard_id", "lease_owner")
+    readonly_fields = (
+        "stream_name",
+        "shard_id",
+        "checkpoint",
+        "lease_owner",
+        "lease_expires_at",
+        "updated_at",
+    )
+    actions = ["release_lease"]
+
+    def has_add_permission(self, request):
+        return False
+
+    @admin.action(description="Release the lease (another consumer takes the shard from its checkpoint)")
+    def release_lease(self, request, queryset):
+        n = queryset.update(lease_owner="", lease_expires_at=None)
+        self.message_user(request, f"Released {n} shard lease(s).")

@@ -233,3 +233,19 @@ def _raw(event_id: str, student_id: str) -> dict:
         "received_at": "2026-01-01T00:00:00+00:00",
         "payload": {"student_id": student_id},
     }
+
+
+def test_admin_lists_shards_and_releases_a_lease(kinesis_stream, admin_client):
+    _client, name = kinesis_stream
+    stream = get_stream()
+    stream.publish([_raw("e1", "stu_1")])
+    stream.read(consumer="stuck-worker", count=10, block_ms=0)
+    page = admin_client.get("/admin/ingest/kinesisshard/")
+    assert page.status_code == 200 and b"stuck-worker" in page.content
+    ids = list(KinesisShard.objects.filter(stream_name=name).values_list("pk", flat=True))
+    resp = admin_client.post(
+        "/admin/ingest/kinesisshard/", {"action": "release_lease", "_selected_action": [str(i) for i in ids]}
+    )
+    assert resp.status_code == 302
+    assert not KinesisShard.objects.filter(stream_name=name).exclude(lease_owner="").exists()
+    assert len(KinesisStream(name).read(consumer="other", count=10, block_ms=0)) == 1  # taken over at once
