@@ -87,9 +87,8 @@ class KinesisStream(EventStream):
 
     @staticmethod
     def _unavailable(exc: Exception) -> StreamUnavailable:
-        code = (
-            getattr(exc, "response", {}).get("Error", {}).get("Code", "") if hasattr(exc, "response") else ""
-        )
+        response = getattr(exc, "response", None) or {}  # ClientError carries the AWS error code
+        code = response.get("Error", {}).get("Code", "")
         return StreamUnavailable(f"kinesis: {code or exc.__class__.__name__}")
 
     @staticmethod
