@@ -283,6 +283,9 @@ def main() -> None:
     parser.add_argument("--baseline-events", type=int, default=5000)
     parser.add_argument("--smoke", action="store_true", help="20,000 events, 1,000 for the baseline")
     parser.add_argument("--database", default="iops_bench")
+    parser.add_argument(
+        "--max-seconds", type=float, default=0, help="stop folding after this long and report what was done"
+    )
     parser.add_argument("--keep-db", action="store_true", help="leave the database for inspection")
     parser.add_argument(
         "--profile", action="store_true", help="cProfile the first 50 batches and print the top"
@@ -318,6 +321,9 @@ def main() -> None:
             profiler = cProfile.Profile()
         wall = time.perf_counter()
         for i, (now, batch) in enumerate(gen.batches(args.batch), start=1):
+            if args.max_seconds and time.perf_counter() - wall > args.max_seconds:
+                print(f"  stopped after {args.max_seconds:.0f} s (--max-seconds)")
+                break
             if profiler and i <= 50:
                 profiler.enable()
             t0 = time.perf_counter()
@@ -328,7 +334,7 @@ def main() -> None:
             busy += dt
             folded += result.new
             batch_times.append(dt)
-            if i in checkpoints or i % 100 == 0:
+            if i in checkpoints or i % 50 == 0:
                 window = batch_times[-10:]
                 print(
                     f"  {folded:>9,} events stored: batch {statistics.median(window) * 1000:6.1f} ms "
