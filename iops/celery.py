@@ -11,6 +11,8 @@ app.config_from_object("django.conf:settings", namespace="CELERY")
 app.autodiscover_tasks()
 app.conf.beat_schedule = {
     "refresh-stale-snapshots": {"task": "metrics.refresh_stale_snapshots", "schedule": 300.0},
+    # A no-op unless SIMULATOR_ENABLED is true (off by default, like the prototype's disabled schedule).
+    "simulate-tick": {"task": "simulator.simulate_tick", "schedule": 60.0},
 }
 
 

@@ -241,3 +241,8 @@ INGEST_KEY_CACHE_SECONDS = env_float("INGEST_KEY_CACHE_SECONDS", 5.0)
 KINESIS_PUT_ATTEMPTS = env_int("KINESIS_PUT_ATTEMPTS", 3, minimum=1)
 # A shard lease not renewed for this long is taken over by another consumer.
 KINESIS_LEASE_SECONDS = env_int("KINESIS_LEASE_SECONDS", 30, minimum=1)
+
+# --- simulator (issue 8) -----------------------------------------------------------------------
+SIMULATOR_ENABLED = env_bool("SIMULATOR_ENABLED", False)
+SIMULATOR_TICK_EVENTS = env_int("SIMULATOR_TICK_EVENTS", 100, minimum=1)
+SIMULATOR_SEED = env_int("SIMULATOR_SEED", 42)

@@ -1,0 +1,19 @@
+from celery import shared_task
+from django.conf import settings
+
+from simulator import runner
+
+
+@shared_task(name="simulator.simulate_tick")
+def simulate_tick() -> int:
+    """Beat: a small simulation every minute, only when SIMULATOR_ENABLED is set."""
+    if not settings.SIMULATOR_ENABLED:
+        return 0
+    summary = runner.run(
+        sender=runner.DirectSender(),
+        seed=settings.SIMULATOR_SEED,
+        streams=1,
+        events_per_stream=settings.SIMULATOR_TICK_EVENTS,
+        batch_size=50,
+    )
+    return summary.accepted
