@@ -103,3 +103,29 @@ def test_beat_tick_runs_only_when_enabled(settings):
     settings.SIMULATOR_ENABLED = True
     settings.SIMULATOR_TICK_EVENTS = 30
     assert simulate_tick() == 30 and PendingEvent.objects.count() == 30
+
+
+def test_http_sender_backs_off_on_429_and_503_and_never_drops_silently(monkeypatch):
+    import httpx
+
+    monkeypatch.setattr(runner.time, "sleep", lambda s: None)  # Retry-After honoured, not waited in the test
+    answers = iter([(429, {"Retry-After": "1"}), (503, {"Retry-After": "2"}), (202, {})])
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        status, headers = next(answers)
+        body = {"accepted": 2, "rejected": 0} if status == 202 else {"error": "busy", "errors": []}
+        return httpx.Response(status, json=body, headers=headers)
+
+    sender = runner.HttpSender("http://iops.test", "k", transport=httpx.MockTransport(handler))
+    summary = runner.Summary()
+    sender.send([{"event_type": "x"}, {"event_type": "y"}], summary)
+    assert (summary.sent, summary.accepted, summary.retried, summary.failed) == (2, 2, 2, 0)
+
+    failing = runner.HttpSender(
+        "http://iops.test",
+        "k",
+        transport=httpx.MockTransport(lambda r: httpx.Response(503, json={"error": "down"})),
+    )
+    summary = runner.Summary()
+    failing.send([{"event_type": "x"}], summary)
+    assert summary.failed == 1 and summary.errors  # counted and reported, not lost silently
