@@ -58,11 +58,11 @@ class DirectSender:
 
 
 class HttpSender:
-    def __init__(self, target: str, api_key: str, *, single: bool = False):
+    def __init__(self, target: str, api_key: str, *, single: bool = False, transport=None):
         import httpx
 
         self.client = httpx.Client(
-            base_url=target, headers={"Authorization": f"Bearer {api_key}"}, timeout=30
+            base_url=target, headers={"Authorization": f"Bearer {api_key}"}, timeout=30, transport=transport
         )
         self.single = single
 
