@@ -4,11 +4,13 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 from typing import Any
 
 from django.conf import settings
 
 from alerts.models import AlertType, EntityType, Severity
+from metrics.selectors import subject_region_key
 
 
 @dataclass(frozen=True)
@@ -58,6 +60,115 @@ def student_rules(snap) -> Iterable[Candidate]:
                 "unresolved_14d": snap.ib_unresolved_14d,
             },
         )
+    if snap.first_session_ok is False:
+        yield Candidate(
+            AlertType.FIRST_SESSION_FAILED,
+            EntityType.STUDENT,
+            snap.student_id,
+            Severity.WARNING,
+            f"Student {snap.student_id}'s first session went badly",
+            {
+                "first_session_id": snap.first_session_id,
+                "first_session_at": snap.first_session_at.isoformat() if snap.first_session_at else None,
+            },
+        )
+    velocity, prior = snap.velocity, snap.prior_weekly_mean
+    if (
+        velocity is not None
+        and prior >= settings.ALERT_VELOCITY_MIN_PRIOR_WEEKLY
+        and velocity < settings.ALERT_VELOCITY_DROP_RATIO
+    ):
+        yield Candidate(
+            AlertType.VELOCITY_DROP,
+            EntityType.STUDENT,
+            snap.student_id,
+            Severity.WARNING,
+            f"Student {snap.student_id}: {snap.sessions_7d} sessions this week vs {prior:.1f}/week before",
+            {
+                "sessions_7d": snap.sessions_7d,
+                "prior_weekly_mean": prior,
+                "velocity": velocity,
+                "threshold": settings.ALERT_VELOCITY_DROP_RATIO,
+            },
+        )
 
 
-RULES = {"student": student_rules}
+def tutor_rules(snap) -> Iterable[Candidate]:
+    reasons = []
+    util = snap.utilisation
+    if util is not None and util > settings.ALERT_TUTOR_UTILISATION:
+        reasons.append(f"utilisation {util:.0%}")
+    rating = snap.avg_rating
+    if (
+        rating is not None
+        and snap.rated_sessions >= settings.ALERT_TUTOR_MIN_RATED
+        and rating < settings.ALERT_TUTOR_RATING
+    ):
+        reasons.append(f"mean rating {rating:.2f} over {snap.rated_sessions} sessions")
+    if reasons:
+        yield Candidate(
+            AlertType.TUTOR_OVERLOAD,
+            EntityType.TUTOR,
+            snap.tutor_id,
+            Severity.WARNING,
+            f"Tutor {snap.tutor_id}: {', '.join(reasons)}",
+            {
+                "utilisation": util,
+                "hours_taught_7d": snap.hours_taught_7d,
+                "available_hours": snap.available_hours,
+                "avg_rating": rating,
+                "rated_sessions": snap.rated_sessions,
+                "burnout_risk": snap.burnout_risk,
+                "utilisation_threshold": settings.ALERT_TUTOR_UTILISATION,
+                "rating_threshold": settings.ALERT_TUTOR_RATING,
+            },
+        )
+
+
+def subject_region_rules(snap, now: datetime) -> Iterable[Candidate]:
+    if snap.balance_status != "high_demand":
+        return
+    ratio = snap.demand_supply_ratio
+    sustained_for = (now - snap.status_since) if snap.status_since else timedelta(0)
+    no_tutors = snap.platform_available_tutors == 0 and (snap.platform_active_students or 0) > 0
+    if no_tutors or (ratio is not None and ratio >= settings.ALERT_IMBALANCE_SEVERE_RATIO):
+        severity, level = Severity.CRITICAL, "severe shortage"
+    elif sustained_for >= timedelta(minutes=settings.ALERT_IMBALANCE_SUSTAINED_MINUTES):
+        severity, level = Severity.WARNING, "sustained high demand"
+    else:
+        severity, level = Severity.INFO, "high demand"
+    yield Candidate(
+        AlertType.SUPPLY_DEMAND_IMBALANCE,
+        EntityType.SUBJECT_REGION,
+        subject_region_key(snap.subject, snap.region),
+        severity,
+        f"{snap.subject} / {snap.region}: {level} (demand/supply {ratio if ratio is not None else '?'})",
+        {
+            "demand_supply_ratio": ratio,
+            "demand_score": snap.platform_demand_score,
+            "supply_score": snap.platform_supply_score,
+            "available_tutors": snap.platform_available_tutors,
+            "active_students": snap.platform_active_students,
+            "status_since": snap.status_since.isoformat() if snap.status_since else None,
+            "minutes_in_status": round(sustained_for.total_seconds() / 60, 1),
+            "own_ratio": snap.own_ratio,
+            "sustained_minutes": settings.ALERT_IMBALANCE_SUSTAINED_MINUTES,
+            "severe_ratio": settings.ALERT_IMBALANCE_SEVERE_RATIO,
+        },
+    )
+
+
+# The alert types each entity's evaluation decides: an active one not raised again is seen clear.
+RULE_TYPES = {
+    EntityType.STUDENT: (
+        AlertType.LOW_HEALTH_SCORE,
+        AlertType.HIGH_IB_CALL_FREQUENCY,
+        AlertType.FIRST_SESSION_FAILED,
+        AlertType.VELOCITY_DROP,
+    ),
+    EntityType.TUTOR: (AlertType.TUTOR_OVERLOAD,),
+    EntityType.SUBJECT_REGION: (AlertType.SUPPLY_DEMAND_IMBALANCE,),
+    EntityType.GLOBAL: (AlertType.RATE_ANOMALY,),
+}
+# Raised at most once per entity, ever (the condition is a fact about the past).
+ONCE_PER_ENTITY = {AlertType.FIRST_SESSION_FAILED}

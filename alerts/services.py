@@ -3,16 +3,30 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 
-from django.db import IntegrityError, transaction
+from django.conf import settings
+from django.db import IntegrityError, connection, transaction
+from django.db.models import Q
 
-from alerts.models import ACTIVE_STATUSES, SEVERITY_RANK, Alert, AlertTransition, Status
-from alerts.rules import Candidate, student_rules
-from metrics.models import StudentSnapshot
+from alerts.models import ACTIVE_STATUSES, SEVERITY_RANK, Alert, AlertTransition, EntityType, Status
+from alerts.rules import (
+    ONCE_PER_ENTITY,
+    RULE_TYPES,
+    Candidate,
+    student_rules,
+    subject_region_rules,
+    tutor_rules,
+)
+from iops.lib.sql import update_rows
+from metrics.models import StudentSnapshot, SubjectRegionSnapshot, TutorSnapshot
 
 logger = logging.getLogger(__name__)
+
+AUTO_RESOLVED = "auto-resolved"
+_CHUNK = 500
 
 
 class TransitionNotAllowed(Exception):
@@ -26,8 +40,14 @@ class Raised:
     escalated: bool
 
 
+def fingerprint(*, type: str, entity_type: str, entity_id: str) -> str:  # noqa: A002
+    return f"{type}:{entity_type}:{entity_id}"
+
+
 def alert_raise(*, candidate: Candidate, now: datetime) -> Raised:
-    """Open an alert for this fingerprint, or count a repeat on the active one (escalating severity)."""
+    """Open an alert for this fingerprint, or count a repeat on the active one (escalating severity).
+
+    The one-at-a-time path: alerts_evaluate falls back to it when a batched insert races another worker."""
     for _attempt in range(3):
         active = (
             Alert.objects.select_for_update()
@@ -49,39 +69,270 @@ def alert_raise(*, candidate: Candidate, now: datetime) -> Raised:
             active.last_seen = max(active.last_seen, now)
             active.message = candidate.message
             active.details = candidate.details
-            active.save(update_fields=["severity", "occurrences", "last_seen", "message", "details"])
+            active.clear_since = None
+            active.save(
+                update_fields=["severity", "occurrences", "last_seen", "message", "details", "clear_since"]
+            )
             return Raised(active.pk, created=False, escalated=escalated)
         try:
             with transaction.atomic():
-                alert = Alert.objects.create(
-                    fingerprint=candidate.fingerprint,
-                    type=candidate.type,
-                    severity=candidate.severity,
-                    entity_type=candidate.entity_type,
-                    entity_id=candidate.entity_id,
-                    message=candidate.message,
-                    details=candidate.details,
-                    first_seen=now,
-                    last_seen=now,
-                )
+                alert = Alert.objects.create(**_new_alert_fields(candidate, now))
                 AlertTransition.objects.create(alert=alert, at=now, to_status=Status.OPEN, note="raised")
         except IntegrityError:
             continue  # another worker opened it a moment ago: count ours as a repeat
-        logger.info(
-            "alert raised", extra={"alert_id": alert.pk, "type": alert.type, "severity": alert.severity}
-        )
+        _log_created([alert])
         return Raised(alert.pk, created=True, escalated=False)
     raise RuntimeError(f"could not raise alert {candidate.fingerprint}")
 
 
-def alerts_evaluate(*, students: set[str], now: datetime) -> list[Raised]:
-    """Run the rules over the snapshots of touched entities. Call inside the batch transaction."""
+def _new_alert_fields(c: Candidate, now: datetime) -> dict:
+    return {
+        "fingerprint": c.fingerprint,
+        "type": c.type,
+        "severity": c.severity,
+        "entity_type": c.entity_type,
+        "entity_id": c.entity_id,
+        "message": c.message[:300],
+        "details": c.details,
+        "first_seen": now,
+        "last_seen": now,
+    }
+
+
+def _log_created(alerts: Iterable[Alert]) -> None:
+    for a in alerts:
+        logger.info("alert raised", extra={"alert_id": a.pk, "type": a.type, "severity": a.severity})
+
+
+def _chunks(values: list, size: int = _CHUNK) -> Iterable[list]:
+    for start in range(0, len(values), size):
+        yield values[start : start + size]
+
+
+def _candidates(
+    *,
+    students: Iterable[str],
+    tutors: Iterable[str],
+    subject_regions: Iterable[tuple[str, str]],
+    now: datetime,
+) -> tuple[list[Candidate], set[str]]:
+    """Run the rules over the snapshots of these entities: the candidates, and every fingerprint decided."""
+    candidates: list[Candidate] = []
+    evaluated: set[str] = set()
+
+    def decided(entity_type: str, entity_id: str) -> None:
+        for t in RULE_TYPES[entity_type]:
+            evaluated.add(fingerprint(type=t, entity_type=entity_type, entity_id=entity_id))
+
+    for chunk in _chunks(sorted(students)):
+        for snap in StudentSnapshot.objects.filter(student_id__in=chunk):
+            decided(EntityType.STUDENT, snap.student_id)
+            candidates.extend(student_rules(snap))
+    for chunk in _chunks(sorted(tutors)):
+        for snap in TutorSnapshot.objects.filter(tutor_id__in=chunk):
+            decided(EntityType.TUTOR, snap.tutor_id)
+            candidates.extend(tutor_rules(snap))
+    cells = sorted(subject_regions)
+    for chunk in _chunks(cells):
+        wanted = set(chunk)
+        q = Q()
+        for subject, region in chunk:
+            q |= Q(subject=subject, region=region)
+        for snap in SubjectRegionSnapshot.objects.filter(q):
+            if (snap.subject, snap.region) in wanted:
+                decided(EntityType.SUBJECT_REGION, f"{snap.subject}|{snap.region}")
+                candidates.extend(subject_region_rules(snap, now))
+    return candidates, evaluated
+
+
+def alerts_evaluate(
+    *,
+    now: datetime,
+    touched=None,
+    students: Iterable[str] = (),
+    tutors: Iterable[str] = (),
+    subject_regions: Iterable[tuple[str, str]] = (),
+) -> list[Raised]:
+    """Run the rules for touched entities (a metrics `Touched`, or the id sets) and record the outcome:
+    new alerts, repeats, escalations, and `clear_since` on active alerts whose condition is now false.
+    Call inside the batch transaction."""
+    if touched is not None:
+        students, tutors, subject_regions = touched.students, touched.tutors, touched.subject_regions
+    candidates, evaluated = _candidates(
+        students=students, tutors=tutors, subject_regions=subject_regions, now=now
+    )
+    return alerts_record(candidates=candidates, evaluated=evaluated, now=now)
+
+
+def _lock_active(fps: list[str]) -> dict[str, Alert]:
+    active: dict[str, Alert] = {}
+    for chunk in _chunks(fps):
+        qs = Alert.objects.filter(fingerprint__in=chunk, status__in=ACTIVE_STATUSES)
+        if connection.features.has_select_for_update:
+            qs = qs.select_for_update()
+        # A fixed lock order: two workers locking overlapping sets cannot deadlock.
+        active.update((a.fingerprint, a) for a in qs.order_by("fingerprint"))
+    return active
+
+
+def _seen_ever(fps: list[str]) -> set[str]:
+    seen: set[str] = set()
+    for chunk in _chunks(fps):
+        seen.update(Alert.objects.filter(fingerprint__in=chunk).values_list("fingerprint", flat=True))
+    return seen
+
+
+def _cooling_down(candidates: list[Candidate], now: datetime) -> set[str]:
+    """Fingerprints dismissed or auto-resolved within the cooldown, unless the new severity is higher."""
+    minutes = settings.ALERT_COOLDOWN_MINUTES
+    if not minutes or not candidates:
+        return set()
+    by_fp = {c.fingerprint: c for c in candidates}
+    closed: dict[str, str] = {}
+    for chunk in _chunks(sorted(by_fp)):
+        rows = (
+            AlertTransition.objects.filter(
+                alert__fingerprint__in=chunk, at__gte=now - timedelta(minutes=minutes)
+            )
+            .filter(Q(to_status=Status.DISMISSED) | Q(to_status=Status.RESOLVED, note=AUTO_RESOLVED))
+            .values_list("alert__fingerprint", "alert__severity")
+        )
+        for fp, severity in rows:
+            if SEVERITY_RANK[severity] > SEVERITY_RANK.get(closed.get(fp), -1):
+                closed[fp] = severity
+    return {fp for fp, sev in closed.items() if SEVERITY_RANK[by_fp[fp].severity] <= SEVERITY_RANK[sev]}
+
+
+def alerts_record(
+    *, candidates: list[Candidate], evaluated: set[str], now: datetime, count_repeats: bool = True
+) -> list[Raised]:
+    """Apply one evaluation in a few statements: one locked SELECT of the active alerts, one UPDATE for
+    repeats and clears, one INSERT for new alerts and one for transitions.
+
+    `evaluated` holds every fingerprint the evaluation decided; an active one without a candidate is
+    clear. `count_repeats=False` (the sweep's re-check) escalates and clears without counting a repeat."""
+    by_fp: dict[str, Candidate] = {}
+    for c in candidates:
+        if (
+            c.fingerprint not in by_fp
+            or SEVERITY_RANK[c.severity] > SEVERITY_RANK[by_fp[c.fingerprint].severity]
+        ):
+            by_fp[c.fingerprint] = c
+    once = sorted(fp for fp, c in by_fp.items() if c.type in ONCE_PER_ENTITY)
+    if once:
+        for fp in _seen_ever(once):  # raised once, ever: neither repeated nor cleared
+            del by_fp[fp]
+            evaluated.discard(fp)
+    fps = sorted(set(by_fp) | evaluated)
+    if not fps:
+        return []
+    active = _lock_active(fps)
     raised: list[Raised] = []
-    if students:
-        for snap in StudentSnapshot.objects.filter(student_id__in=sorted(students)):
-            for candidate in student_rules(snap):
-                raised.append(alert_raise(candidate=candidate, now=now))
+    changed: list[Alert] = []
+    transitions: list[AlertTransition] = []
+    for fp, alert in active.items():
+        c = by_fp.pop(fp, None)
+        if c is None:
+            if fp in evaluated and alert.clear_since is None:
+                alert.clear_since = now
+                changed.append(alert)
+            continue
+        escalated = SEVERITY_RANK[c.severity] > SEVERITY_RANK[alert.severity]
+        if escalated:
+            transitions.append(
+                AlertTransition(
+                    alert=alert,
+                    at=now,
+                    from_status=alert.status,
+                    to_status=alert.status,
+                    note=f"escalated {alert.severity} → {c.severity}",
+                )
+            )
+            alert.severity = c.severity
+        if not count_repeats and not escalated and alert.clear_since is None:
+            continue
+        if count_repeats:
+            alert.occurrences += 1
+            alert.last_seen = max(alert.last_seen, now)
+        alert.message, alert.details, alert.clear_since = c.message[:300], c.details, None
+        changed.append(alert)
+        raised.append(Raised(alert.pk, created=False, escalated=escalated))
+    update_rows(
+        model=Alert,
+        key="id",
+        objs=changed,
+        fields=["severity", "occurrences", "last_seen", "message", "details", "clear_since"],
+    )
+    AlertTransition.objects.bulk_create(transitions)
+    cooling = _cooling_down(list(by_fp.values()), now)
+    new = [c for fp, c in sorted(by_fp.items()) if fp not in cooling]
+    if new:
+        try:
+            with transaction.atomic():
+                created = Alert.objects.bulk_create([Alert(**_new_alert_fields(c, now)) for c in new])
+                AlertTransition.objects.bulk_create(
+                    [AlertTransition(alert=a, at=now, to_status=Status.OPEN, note="raised") for a in created]
+                )
+        except IntegrityError:
+            # Another worker opened one of these a moment ago: one at a time, counting ours as repeats.
+            raised.extend(alert_raise(candidate=c, now=now) for c in new)
+        else:
+            _log_created(created)
+            raised.extend(Raised(a.pk, created=True, escalated=False) for a in created)
     return raised
+
+
+def alerts_recheck_active(*, now: datetime) -> list[Raised]:
+    """Re-run the rules for entities with an active alert (their windows decay with time, not only with
+    events): sets or clears `clear_since` and escalates (a high demand becoming sustained)."""
+    students: set[str] = set()
+    tutors: set[str] = set()
+    cells: set[tuple[str, str]] = set()
+    rows = Alert.objects.filter(status__in=ACTIVE_STATUSES).values_list("entity_type", "entity_id")
+    for entity_type, entity_id in rows.distinct():
+        if entity_type == EntityType.STUDENT:
+            students.add(entity_id)
+        elif entity_type == EntityType.TUTOR:
+            tutors.add(entity_id)
+        elif entity_type == EntityType.SUBJECT_REGION:
+            subject, _, region = entity_id.rpartition("|")
+            cells.add((subject, region))
+    candidates, evaluated = _candidates(students=students, tutors=tutors, subject_regions=cells, now=now)
+    return alerts_record(candidates=candidates, evaluated=evaluated, now=now, count_repeats=False)
+
+
+def alerts_auto_resolve(*, now: datetime) -> list[int]:
+    """Resolve active alerts whose condition has been clear for ALERT_AUTO_RESOLVE_MINUTES (by nobody,
+    note "auto-resolved"), and push each change to open dashboards after commit."""
+    from iops.realtime import publish_alert_change
+
+    cutoff = now - timedelta(minutes=settings.ALERT_AUTO_RESOLVE_MINUTES)
+    resolved: list[int] = []
+    with transaction.atomic():
+        due = Alert.objects.filter(status__in=ACTIVE_STATUSES, clear_since__lte=cutoff)
+        transitions = []
+        for pk, status in due.order_by("pk").values_list("pk", "status"):
+            # Conditional update: a concurrent acknowledge, resolve or repeat wins over the sweep.
+            if Alert.objects.filter(pk=pk, status=status, clear_since__lte=cutoff).update(
+                status=Status.RESOLVED, closed_at=now, closed_by=None
+            ):
+                resolved.append(pk)
+                transitions.append(
+                    AlertTransition(
+                        alert_id=pk,
+                        at=now,
+                        by=None,
+                        from_status=status,
+                        to_status=Status.RESOLVED,
+                        note=AUTO_RESOLVED,
+                    )
+                )
+        AlertTransition.objects.bulk_create(transitions)
+        for pk in resolved:
+            transaction.on_commit(lambda pk=pk: publish_alert_change(pk))
+    if resolved:
+        logger.info("alerts auto-resolved", extra={"count": len(resolved)})
+    return resolved
 
 
 _ALLOWED = {

@@ -82,7 +82,7 @@ def process_batch(events: list[dict[str, Any]], *, now: datetime) -> BatchResult
     with transaction.atomic():
         new = _store_events(events, now)
         touched = fold_events(new, now=now)
-        raised = alerts_evaluate(students=touched.students, now=now) if touched else []
+        raised = alerts_evaluate(touched=touched, now=now) if touched else []
         change = realtime.Change(
             events=len(new),
             alerts_created=[r.alert_id for r in raised if r.created],

@@ -246,3 +246,25 @@ KINESIS_LEASE_SECONDS = env_int("KINESIS_LEASE_SECONDS", 30, minimum=1)
 SIMULATOR_ENABLED = env_bool("SIMULATOR_ENABLED", False)
 SIMULATOR_TICK_EVENTS = env_int("SIMULATOR_TICK_EVENTS", 100, minimum=1)
 SIMULATOR_SEED = env_int("SIMULATOR_SEED", 42)
+
+# --- alert detection and lifecycle (issue 5) -------------------------------------------------
+# Velocity drop: sessions this week / prior 3-week weekly mean below this, for students averaging ≥ the minimum.
+ALERT_VELOCITY_DROP_RATIO = env_float("ALERT_VELOCITY_DROP_RATIO", 0.5)
+ALERT_VELOCITY_MIN_PRIOR_WEEKLY = env_float("ALERT_VELOCITY_MIN_PRIOR_WEEKLY", 1.0)
+# Tutor overload: utilisation (hours taught in 7 days / available hours) above, or mean rating below.
+ALERT_TUTOR_UTILISATION = env_float("ALERT_TUTOR_UTILISATION", 0.9)
+ALERT_TUTOR_RATING = env_float("ALERT_TUTOR_RATING", 3.5)
+ALERT_TUTOR_MIN_RATED = env_int("ALERT_TUTOR_MIN_RATED", 5, minimum=1)
+# Supply–demand imbalance: info while high demand, warning once sustained, critical when severe.
+ALERT_IMBALANCE_SUSTAINED_MINUTES = env_int("ALERT_IMBALANCE_SUSTAINED_MINUTES", 60, minimum=0)
+ALERT_IMBALANCE_SEVERE_RATIO = env_float("ALERT_IMBALANCE_SEVERE_RATIO", 3.0)
+# Lifecycle: an active alert whose condition stays clear this long is resolved by the sweep;
+# after a dismissal or an auto-resolve the same condition opens no new alert for the cooldown.
+ALERT_AUTO_RESOLVE_MINUTES = env_int("ALERT_AUTO_RESOLVE_MINUTES", 30, minimum=1)
+ALERT_COOLDOWN_MINUTES = env_int("ALERT_COOLDOWN_MINUTES", 60, minimum=0)
+ALERT_SWEEP_SECONDS = env_int("ALERT_SWEEP_SECONDS", 30, minimum=5)
+# Rate anomalies on the global per-minute series (alerts/anomaly.py).
+ALERT_ANOMALY_WINDOW_MINUTES = env_int("ALERT_ANOMALY_WINDOW_MINUTES", 60, minimum=10)
+ALERT_ANOMALY_Z_WARNING = env_float("ALERT_ANOMALY_Z_WARNING", 4.0)
+ALERT_ANOMALY_Z_CRITICAL = env_float("ALERT_ANOMALY_Z_CRITICAL", 8.0)
+ALERT_ANOMALY_MIN_VOLUME = env_float("ALERT_ANOMALY_MIN_VOLUME", 5.0)
