@@ -1,14 +1,34 @@
-"""A persistent, reproducible marketplace population whose events are correlated over time.
+"""A persistent, reproducible marketplace population whose events are correlated over simulated time.
 
-Every id is drawn once per seed, so students accumulate history and rules can fire realistically
-(the prototype drew a fresh random id per event).
+Every id is drawn once per seed, so students and tutors accumulate history and rules fire
+realistically (the prototype drew a fresh random id per event). Each entity has a behaviour profile;
+what it does at a moment of the run is a function of its profile, the scenario and the run's
+progress (0 → 1 over the simulated span), so sessions, ratings, IB calls, availability, health
+readings and supply–demand readings move together:
+
+- a student's session share, IB-call propensity, success rate, ratings and the platform's health
+  reading all come from the same state (a churning student books less, calls more, rates lower and
+  is scored lower);
+- a tutor's availability is what the supply–demand readings of its subject × region cells add up to;
+- the platform's `balance_status` is derived from the scores it reports (never random).
+
+Scenarios (`SCENARIOS`):
+- steady: the marketplace as usual. Health readings stay ≥ 50 and every subject × region has a
+  tutor, so it raises warnings at most, never a critical alert.
+- churn_wave: a cohort (10 % of students, all engaged to begin with) collapses from 65 % of the
+  run on, fully by 75 % (the last week of a month is all wave): sessions fall to ~5 %, IB calls
+  rise, ratings and health (→ ~35) fall.
+- ib_spike: over the last 20 % of the run IB calls are ten times as frequent, mostly for one reason.
+- tutor_shortage: from half-way, the tutors of one subject × region (`SHORTAGE_CELL`) stop offering
+  it while its demand doubles; by 70 % no tutor is left there.
 """
 
 from __future__ import annotations
 
+import math
 import random
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
 
 from faker import Faker
@@ -40,14 +60,45 @@ IB_REASONS = [
     "general_inquiry",
     "other",
 ]
+SCENARIOS = ("steady", "churn_wave", "ib_spike", "tutor_shortage")
+SHORTAGE_CELL = ("Mathematics", "west")
+SPIKE_REASON = "technical_problem"
 
-# profile -> (session weight, IB-call probability per activity, success probability, rating mean, health centre)
+# When each scenario's change starts (progress of the run) and how long its ramp takes.
+CHURN_START, CHURN_RAMP = 0.65, 0.1
+SPIKE_START = 0.8
+SHORTAGE_START, SHORTAGE_RAMP = 0.5, 0.2
+
+
+@dataclass(frozen=True)
+class StudentProfile:
+    sessions: float  # relative share of bookings
+    ib: float  # relative share of support calls
+    success: float  # probability a session completes successfully
+    rating: float  # mean rating the student gives
+    health: float  # centre of the platform's health score
+
+
+@dataclass(frozen=True)
+class TutorProfile:
+    capacity: float  # available hours relative to the hours the tutor is booked for
+    popularity: float  # relative share of bookings
+    success: float
+    rating: float  # mean rating the tutor's sessions receive
+
+
 STUDENT_PROFILES = {
-    "engaged": (1.0, 0.04, 0.97, 4.6, 88),
-    "drifting": (0.5, 0.15, 0.85, 3.8, 66),
-    "churning": (0.2, 0.35, 0.65, 2.9, 42),
+    "engaged": StudentProfile(1.0, 0.5, 0.97, 4.6, 85),
+    "drifting": StudentProfile(0.55, 1.0, 0.92, 4.0, 72),
+    "churning": StudentProfile(0.3, 2.0, 0.85, 3.6, 62),
 }
-TUTOR_PROFILES = {"reliable": (20, 0.98), "overloaded": (6, 0.85)}  # available hours, success factor
+STUDENT_MIX = {"engaged": 70, "drifting": 20, "churning": 10}
+TUTOR_PROFILES = {
+    "reliable": TutorProfile(capacity=1.8, popularity=1.0, success=0.98, rating=4.6),
+    "overloaded": TutorProfile(capacity=0.6, popularity=2.0, success=0.88, rating=3.4),
+}
+TUTOR_MIX = {"reliable": 85, "overloaded": 15}
+HEALTH_FLOOR = 51.0  # outside churn_wave nobody is scored critical (< 50)
 
 
 @dataclass
@@ -57,7 +108,7 @@ class Student:
     region: str
     subjects: list[str]
     profile: str
-    sessions_done: int = 0
+    health_offset: float = 0.0
 
 
 @dataclass
@@ -83,7 +134,7 @@ class Population:
         fake.seed_instance(seed)
         pop = cls(seed=seed)
         for i in range(students):
-            profile = rng.choices(list(STUDENT_PROFILES), weights=[70, 20, 10])[0]
+            profile = rng.choices(list(STUDENT_MIX), weights=list(STUDENT_MIX.values()))[0]
             pop.students.append(
                 Student(
                     f"stu_{i + 1:05d}",
@@ -91,26 +142,51 @@ class Population:
                     rng.choice(REGIONS),
                     rng.sample(SUBJECTS, k=rng.randint(1, 3)),
                     profile,
+                    health_offset=round(rng.uniform(-6, 6), 1),
                 )
             )
         for i in range(tutors):
-            profile = rng.choices(list(TUTOR_PROFILES), weights=[85, 15])[0]
-            hours = TUTOR_PROFILES[profile][0] * rng.uniform(0.7, 1.4)
+            profile = rng.choices(list(TUTOR_MIX), weights=list(TUTOR_MIX.values()))[0]
             pop.tutors.append(
                 Tutor(
                     f"tut_{i + 1:04d}",
                     fake.name(),
-                    rng.choice(REGIONS),
+                    REGIONS[i % len(REGIONS)],  # round robin: every region has tutors
                     rng.sample(SUBJECTS, k=rng.randint(1, 4)),
                     profile,
-                    round(hours, 1),
+                    0.0,
                 )
             )
+        # Every subject × region has at least one tutor, so a steady marketplace has no empty cell.
+        for region in REGIONS:
+            local = [t for t in pop.tutors if t.region == region]
+            for subject in SUBJECTS:
+                if local and not any(subject in t.subjects for t in local):
+                    min(local, key=lambda t: (len(t.subjects), t.id)).subjects.append(subject)
+        # Available hours: what the tutor is booked for, times the profile's capacity (reliable tutors
+        # have room to spare, overloaded ones are booked beyond what they offer).
+        weights = {t.id: TUTOR_PROFILES[t.profile].popularity for t in pop.tutors}
+        total = sum(weights.values()) or 1.0
+        for t in pop.tutors:
+            share = weights[t.id] / total * len(pop.tutors)
+            hours = 20 * share * TUTOR_PROFILES[t.profile].capacity * rng.uniform(0.85, 1.15)
+            t.hours = round(min(168.0, max(2.0, hours)), 1)
         return pop
+
+    def cells(self) -> list[tuple[str, str]]:
+        return [(s, r) for s in SUBJECTS for r in REGIONS]
+
+
+def _clamp(x: float, lo: float = 0.0, hi: float = 1.0) -> float:
+    return max(lo, min(hi, x))
 
 
 class EventFactory:
-    """Draws the next events for a population. Deterministic for a given seed and clock."""
+    """Draws the next events for a population. Deterministic for a given seed, stream, time and progress.
+
+    `next_event(now, progress)`: `now` is the event's timestamp, `progress` (0–1) the position in the
+    run that drives the scenario. State (open sessions, counters) is per factory, never shared.
+    """
 
     TYPE_WEIGHTS = {
         "session": 62,
@@ -121,154 +197,243 @@ class EventFactory:
     }
 
     def __init__(self, population: Population, *, seed: int, scenario: str = "steady", stream: int = 0):
+        if scenario not in SCENARIOS:
+            raise ValueError(f"unknown scenario {scenario!r}")
         self.pop = population
         self.rng = random.Random(seed * 1_000_003 + stream)
         self.scenario = scenario
         self.stream = stream
         self.open_sessions: list[dict[str, Any]] = []
         self.counter = 0
+        self.students = {s.id: s for s in population.students}
         self.by_subject: dict[str, list[Tutor]] = {
             s: [t for t in population.tutors if s in t.subjects] for s in SUBJECTS
         }
-        self.cohort = {s.id for s in population.students[: max(1, len(population.students) // 10)]}
+        # The churn cohort: engaged students (they have a history to lose), chosen by the seed alone.
+        engaged = [s.id for s in population.students if s.profile == "engaged"]
+        k = max(1, len(population.students) // 10)
+        self.cohort = set(random.Random(population.seed).sample(engaged, k=min(k, len(engaged))))
+        self.cell_balance = self._cell_balance()
 
     def _id(self, prefix: str) -> str:
         self.counter += 1
         return f"{prefix}_{self.pop.seed}_{self.stream}_{self.counter}"
 
-    def _profile(self, student: Student, progress: float) -> tuple[float, float, float, float, float]:
-        weight, ib, ok, rating, health = STUDENT_PROFILES[student.profile]
-        if self.scenario == "churn_wave" and student.id in self.cohort:
-            # the cohort drifts to churn as the run goes on
-            f = min(1.0, progress * 1.5)
-            weight, ib, ok, rating, health = (
-                weight * (1 - 0.9 * f),
-                ib + 0.5 * f,
-                ok - 0.3 * f,
-                rating - 1.5 * f,
-                health - 45 * f,
-            )
-        return weight, ib, ok, rating, health
+    def _cell_balance(self) -> dict[tuple[str, str], float]:
+        """Each cell's steady demand/supply balance from the population: students per tutor offer in
+        the cell against the marketplace, kept within 0.7–1.6 (a steady marketplace is roughly
+        balanced; a few cells run hot, none is short enough to be critical)."""
+        students = {c: 0 for c in self.pop.cells()}
+        tutors = {c: 0 for c in self.pop.cells()}
+        for s in self.pop.students:
+            for subj in s.subjects:
+                students[(subj, s.region)] += 1
+        for t in self.pop.tutors:
+            for subj in t.subjects:
+                tutors[(subj, t.region)] += 1
+        norm = (sum(students.values()) + 1) / (sum(tutors.values()) + 1)
+        return {c: round(_clamp(((students[c] + 1) / (tutors[c] + 1)) / norm, 0.7, 1.6), 3) for c in students}
+
+    # --- state as a function of the scenario and progress --------------------------------------
+
+    def churn(self, student_id: str, progress: float) -> float:
+        """0 → 1: how far a cohort student has gone down the churn wave."""
+        if self.scenario != "churn_wave" or student_id not in self.cohort:
+            return 0.0
+        return _clamp((progress - CHURN_START) / CHURN_RAMP)
+
+    def _student_state(self, student: Student, progress: float) -> StudentProfile:
+        p = STUDENT_PROFILES[student.profile]
+        f = self.churn(student.id, progress)
+        if not f:
+            return p
+        return StudentProfile(
+            sessions=p.sessions * (1 - 0.95 * f),
+            ib=p.ib + 4.0 * f,
+            success=p.success - 0.3 * f,
+            rating=p.rating - 1.8 * f,
+            health=p.health + (35 - p.health) * f,
+        )
+
+    def shortage(self, progress: float) -> float:
+        if self.scenario != "tutor_shortage":
+            return 0.0
+        return _clamp((progress - SHORTAGE_START) / SHORTAGE_RAMP)
+
+    def _offers(self, tutor: Tutor, progress: float) -> list[str]:
+        subjects = list(tutor.subjects)
+        if self.shortage(progress) > 0 and tutor.region == SHORTAGE_CELL[1] and SHORTAGE_CELL[0] in subjects:
+            # the cell's tutors leave it one by one as the shortage deepens
+            local = [t.id for t in self.by_subject[SHORTAGE_CELL[0]] if t.region == SHORTAGE_CELL[1]]
+            if local.index(tutor.id) < math.ceil(len(local) * self.shortage(progress)):
+                subjects.remove(SHORTAGE_CELL[0])
+        return subjects
+
+    def _health(self, student: Student, progress: float) -> float:
+        state = self._student_state(student, progress)
+        score = state.health + student.health_offset + self.rng.uniform(-4, 4)
+        floor = 0.0 if self.churn(student.id, progress) else HEALTH_FLOOR
+        return round(_clamp(score, floor, 100.0), 1)
+
+    # --- events ---------------------------------------------------------------------------------
 
     def next_event(self, now: datetime, progress: float = 0.0) -> dict[str, Any]:
         rng = self.rng
         weights = dict(self.TYPE_WEIGHTS)
-        if self.scenario == "ib_spike" and 0.3 < progress < 0.7:
-            weights["ib_call_logged"] *= 8
+        if self.scenario == "ib_spike" and progress >= SPIKE_START:
+            weights["ib_call_logged"] *= 10
+        if self.shortage(progress) > 0:
+            weights["supply_demand_update"] *= 2
         kind = rng.choices(list(weights), weights=list(weights.values()))[0]
         ts = now.isoformat()
         if kind == "session":
             if self.open_sessions and (rng.random() < 0.5 or len(self.open_sessions) > 20):
-                s = self.open_sessions.pop(rng.randrange(len(self.open_sessions)))
-                student = next(st for st in self.pop.students if st.id == s["student_id"])
-                _, _, ok_p, rating_mean, _ = self._profile(student, progress)
-                ok = rng.random() < ok_p
-                rating = max(1, min(5, round(rng.gauss(rating_mean if ok else rating_mean - 1.5, 0.7))))
-                student.sessions_done += 1
-                return {
-                    "event_type": "session_completed",
-                    "event_id": self._id("evt"),
-                    "timestamp": ts,
-                    "payload": {
-                        **s,
-                        "actual_duration_minutes": rng.choice([30, 45, 60, 60, 90])
-                        if ok
-                        else rng.randint(0, 20),
-                        "student_rating": rating,
-                        "tutor_rating": max(1, min(5, round(rng.gauss(4.3, 0.6)))),
-                        "completed_successfully": ok,
-                    },
-                }
-            students = self.pop.students
-            student = rng.choices(students, weights=[self._profile(s, progress)[0] for s in students])[0]
-            subject = rng.choice(student.subjects)
-            tutor = rng.choice(self.by_subject.get(subject) or self.pop.tutors)
-            s = {
-                "session_id": self._id("sess"),
-                "student_id": student.id,
-                "tutor_id": tutor.id,
-                "subject": subject,
-            }
-            self.open_sessions.append(s)
-            return {
-                "event_type": "session_started",
-                "event_id": self._id("evt"),
-                "timestamp": ts,
-                "payload": {
-                    **s,
-                    "session_type": rng.choice(["one_on_one", "one_on_one", "group", "instant_book"]),
-                    "scheduled_duration_minutes": rng.choice([30, 45, 60, 90]),
-                },
-            }
+                return self._complete(ts, progress)
+            return self._start(ts, progress)
         if kind == "ib_call_logged":
-            students = self.pop.students
-            student = rng.choices(students, weights=[self._profile(s, progress)[1] for s in students])[0]
-            reason = (
-                "technical_problem"
-                if self.scenario == "ib_spike" and rng.random() < 0.8
-                else rng.choice(IB_REASONS)
-            )
-            return {
-                "event_type": "ib_call_logged",
-                "event_id": self._id("evt"),
-                "timestamp": ts,
-                "payload": {
-                    "call_id": self._id("call"),
-                    "student_id": student.id,
-                    "reason": reason,
-                    "duration_seconds": rng.randint(60, 1800),
-                    "resolved": rng.random() < 0.7,
-                    "priority": rng.choices(["low", "medium", "high"], weights=[50, 35, 15])[0],
-                },
-            }
+            return self._ib_call(ts, progress)
         if kind == "customer_health_update":
-            student = rng.choice(self.pop.students)
-            _, ib, _, rating, health = self._profile(student, progress)
-            score = max(0.0, min(100.0, rng.gauss(health, 6)))
-            return {
-                "event_type": "customer_health_update",
-                "event_id": self._id("evt"),
-                "timestamp": ts,
-                "payload": {
-                    "student_id": student.id,
-                    "health_score": round(score, 1),
-                    "churn_risk": "high" if score < 50 else "medium" if score < 70 else "low",
-                    "sessions_last_7_days": rng.randint(0, 4),
-                    "sessions_last_30_days": rng.randint(0, 14),
-                    "ib_calls_last_14_days": rng.randint(0, 3),
-                    "avg_session_rating": round(max(1, min(5, rating)), 2),
-                },
-            }
+            return self._health_update(ts, progress)
         if kind == "tutor_availability_updated":
-            tutor = rng.choice(self.pop.tutors)
-            return {
-                "event_type": "tutor_availability_updated",
-                "event_id": self._id("evt"),
-                "timestamp": ts,
-                "payload": {
-                    "tutor_id": tutor.id,
-                    "available_hours_this_week": tutor.hours,
-                    "subjects": tutor.subjects,
-                    "timezone": TIMEZONES[tutor.region],
-                    "accepts_instant_book": tutor.profile == "reliable",
-                },
-            }
-        subject, region = rng.choice(SUBJECTS), rng.choice(REGIONS)
-        tutors = sum(1 for t in self.by_subject.get(subject, []) if t.region == region)
+            return self._availability(ts, progress)
+        return self._supply_demand(ts, progress)
+
+    def _event(self, event_type: str, ts: str, payload: dict[str, Any]) -> dict[str, Any]:
+        return {"event_type": event_type, "event_id": self._id("evt"), "timestamp": ts, "payload": payload}
+
+    def _start(self, ts: str, progress: float) -> dict[str, Any]:
+        rng = self.rng
+        students = self.pop.students
+        student = rng.choices(
+            students, weights=[self._student_state(s, progress).sessions for s in students]
+        )[0]
+        subject = rng.choice(student.subjects)
+        candidates = [t for t in self.by_subject.get(subject, []) if subject in self._offers(t, progress)]
+        local = [t for t in candidates if t.region == student.region]
+        pool = local or candidates or self.pop.tutors
+        tutor = rng.choices(pool, weights=[TUTOR_PROFILES[t.profile].popularity for t in pool])[0]
+        s = {
+            "session_id": self._id("sess"),
+            "student_id": student.id,
+            "tutor_id": tutor.id,
+            "subject": subject,
+        }
+        self.open_sessions.append(s)
+        return self._event(
+            "session_started",
+            ts,
+            {
+                **s,
+                "session_type": rng.choice(["one_on_one", "one_on_one", "group", "instant_book"]),
+                "scheduled_duration_minutes": rng.choice([30, 45, 60, 90]),
+            },
+        )
+
+    def _complete(self, ts: str, progress: float) -> dict[str, Any]:
+        rng = self.rng
+        s = self.open_sessions.pop(rng.randrange(len(self.open_sessions)))
+        state = self._student_state(self.students[s["student_id"]], progress)
+        tutor = next(t for t in self.pop.tutors if t.id == s["tutor_id"])
+        tp = TUTOR_PROFILES[tutor.profile]
+        ok = rng.random() < state.success * tp.success
+        mean = (state.rating + tp.rating) / 2 - (0 if ok else 1.5)
+        return self._event(
+            "session_completed",
+            ts,
+            {
+                **s,
+                "actual_duration_minutes": rng.choice([30, 45, 60, 60, 90]) if ok else rng.randint(0, 20),
+                "student_rating": max(1, min(5, round(rng.gauss(mean, 0.6)))),
+                "tutor_rating": max(1, min(5, round(rng.gauss(4.3, 0.6)))),
+                "completed_successfully": ok,
+            },
+        )
+
+    def _ib_call(self, ts: str, progress: float) -> dict[str, Any]:
+        rng = self.rng
+        students = self.pop.students
+        student = rng.choices(students, weights=[self._student_state(s, progress).ib for s in students])[0]
+        spike = self.scenario == "ib_spike" and progress >= SPIKE_START
+        reason = SPIKE_REASON if spike and rng.random() < 0.85 else rng.choice(IB_REASONS)
+        return self._event(
+            "ib_call_logged",
+            ts,
+            {
+                "call_id": self._id("call"),
+                "student_id": student.id,
+                "reason": reason,
+                "duration_seconds": rng.randint(60, 1800),
+                "resolved": rng.random() < 0.7,
+                "priority": rng.choices(["low", "medium", "high"], weights=[50, 35, 15])[0],
+            },
+        )
+
+    def _health_update(self, ts: str, progress: float) -> dict[str, Any]:
+        rng = self.rng
+        students = self.pop.students
+        # The platform re-scores students whose behaviour changes more often.
+        student = rng.choices(students, weights=[1 + 6 * self.churn(s.id, progress) for s in students])[0]
+        state = self._student_state(student, progress)
+        score = self._health(student, progress)
+        per_week = 3 * state.sessions
+        return self._event(
+            "customer_health_update",
+            ts,
+            {
+                "student_id": student.id,
+                "health_score": score,
+                "churn_risk": "high" if score < 50 else "medium" if score < 70 else "low",
+                "sessions_last_7_days": max(0, round(rng.gauss(per_week, 0.7))),
+                "sessions_last_30_days": max(0, round(rng.gauss(per_week * 4.3, 1.5))),
+                "ib_calls_last_14_days": max(0, round(rng.gauss(state.ib, 0.7))),
+                "avg_session_rating": round(_clamp(state.rating, 1, 5), 2),
+            },
+        )
+
+    def _availability(self, ts: str, progress: float) -> dict[str, Any]:
+        tutor = self.rng.choice(self.pop.tutors)
+        subjects = self._offers(tutor, progress)
+        hours = tutor.hours * len(subjects) / len(tutor.subjects)
+        return self._event(
+            "tutor_availability_updated",
+            ts,
+            {
+                "tutor_id": tutor.id,
+                "available_hours_this_week": round(hours, 1),
+                "subjects": subjects,
+                "timezone": TIMEZONES[tutor.region],
+                "accepts_instant_book": tutor.profile == "reliable",
+            },
+        )
+
+    def _supply_demand(self, ts: str, progress: float) -> dict[str, Any]:
+        rng = self.rng
+        cells = self.pop.cells()
+        shortage = self.shortage(progress)
+        weights = [1 + (20 * shortage if c == SHORTAGE_CELL else 0) for c in cells]
+        subject, region = rng.choices(cells, weights=weights)[0]
+        tutors = sum(
+            1
+            for t in self.by_subject.get(subject, [])
+            if t.region == region and subject in self._offers(t, progress)
+        )
+        offered = sum(1 for t in self.by_subject.get(subject, []) if t.region == region)
         students = sum(1 for s in self.pop.students if subject in s.subjects and s.region == region)
-        shortage = self.scenario == "tutor_shortage" and subject == "Mathematics" and region == "west"
-        if shortage:
-            tutors = max(0, int(tutors * (1 - progress)))
-            students = int(students * (1 + progress))
-        demand = min(100.0, 20 + students * 4 + rng.uniform(-5, 5))
-        supply = min(100.0, 10 + tutors * 12 + rng.uniform(-5, 5))
+        demand_factor, supply_factor = 1.0, 1.0
+        if (subject, region) == SHORTAGE_CELL and shortage:
+            demand_factor = 1 + shortage
+            supply_factor = tutors / offered if offered else 0.0
+            students = max(1, round(students * demand_factor))
+        # Scores consistent with the cell's balance: demand/supply ≈ balance × demand / supply factors.
+        balance = self.cell_balance[(subject, region)] * rng.uniform(0.95, 1.05)
+        demand = _clamp(50 * math.sqrt(balance) * demand_factor, 0, 100)
+        supply = _clamp(50 / math.sqrt(balance) * supply_factor, 0, 100)
         ratio = (demand + 1) / (supply + 1)
         status = "high_demand" if ratio >= 1.5 else "oversupplied" if ratio <= 1 / 1.5 else "balanced"
-        return {
-            "event_type": "supply_demand_update",
-            "event_id": self._id("evt"),
-            "timestamp": ts,
-            "payload": {
+        return self._event(
+            "supply_demand_update",
+            ts,
+            {
                 "subject": subject,
                 "region": region,
                 "available_tutors": tutors,
@@ -277,16 +442,11 @@ class EventFactory:
                 "supply_score": round(supply, 1),
                 "balance_status": status,
             },
-        }
+        )
 
 
-def clock(start: datetime, speed: float):
-    """Simulated time: `speed` simulated seconds per real second, starting at `start`."""
-    import time
-
-    t0 = time.monotonic()
-
-    def now() -> datetime:
-        return start + timedelta(seconds=(time.monotonic() - t0) * speed)
-
-    return now
+def history(factory: EventFactory, *, start: datetime, end: datetime, count: int) -> list[dict[str, Any]]:
+    """`count` events evenly spread over [start, end), progress by position: a deterministic
+    stretch of simulated time (the same factory state and arguments give the same events)."""
+    span = end - start
+    return [factory.next_event(start + span * (i / count), progress=i / count) for i in range(count)]

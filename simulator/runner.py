@@ -10,7 +10,10 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from simulator.population import EventFactory, Population, clock
+from simulator.population import EventFactory, Population
+
+# A counted run with no --rate spreads its simulated span as if sent at this rate (for --speed).
+NOMINAL_RATE = 100.0
 
 logger = logging.getLogger(__name__)
 
@@ -101,6 +104,26 @@ class HttpSender:
             self._post({"events": events}, len(events), summary)
 
 
+class SimClock:
+    """Maps a producer's position in the run to an event timestamp.
+
+    Live (speed 1, no `days`): the wall clock. History (`speed` > 1 or `days`): the simulated span
+    (`days`, else the run's real span × `speed`) ends when the run started, so every timestamp is in
+    the past and never beyond what ingest accepts (at most 5 minutes ahead). Count runs place event
+    i of n at i/n of the span: the same seed gives the same timestamps, whatever the machine's speed.
+    """
+
+    def __init__(self, *, start: datetime, real_span: float, speed: float = 1.0, days: float | None = None):
+        self.start = start
+        self.live = not days and speed <= 1.0
+        self.span = timedelta(days=days) if days else timedelta(seconds=real_span * max(speed, 1.0))
+
+    def at(self, progress: float) -> datetime:
+        if self.live:
+            return datetime.now(UTC)
+        return self.start - self.span + self.span * min(max(progress, 0.0), 1.0)
+
+
 def run(
     *,
     sender,
@@ -111,25 +134,35 @@ def run(
     duration: float | None = None,
     scenario: str = "steady",
     speed: float = 1.0,
+    days: float | None = None,
     batch_size: int = 50,
     population: Population | None = None,
+    students: int = 300,
+    tutors: int = 60,
+    stream_offset: int = 0,
     stop: threading.Event | None = None,
     on_progress: Callable[[Summary], None] | None = None,
 ) -> Summary:
-    """Each stream draws from the shared population; pacing is global so `rate` is the total rate."""
-    pop = population or Population.build(seed=seed)
+    """Each stream draws from the shared population; pacing is global so `rate` is the total rate.
+
+    A run is bounded by `duration` (seconds) or else by `events_per_stream`; progress through it
+    (0 → 1) drives the scenario: by elapsed time for a timed run, by position for a counted one.
+    Stream i draws event ids from stream number `stream_offset + i`: runs that must not repeat each
+    other's ids (the beat tick) give distinct offsets."""
+    pop = population or Population.build(seed=seed, students=students, tutors=tutors)
     summary = Summary()
     stop = stop or threading.Event()
-    total = streams * events_per_stream if events_per_stream and not duration else None
-    real_start = datetime.now(UTC)
-    span = duration if duration else (total / rate if (total and rate) else 60.0)
-    # simulated time ends at "now": with speed > 1, history is generated in the past
-    sim_now = clock(real_start - timedelta(seconds=span * max(speed, 1.0) - span), max(speed, 1.0))
+    counted = not duration
+    total = streams * (events_per_stream or 0) if counted else None
+    if counted and not total:
+        raise ValueError("a run needs a duration or events per stream")
+    real_span = duration if duration else (total / rate if rate else total / NOMINAL_RATE)
+    sim = SimClock(start=datetime.now(UTC), real_span=real_span, speed=speed, days=days)
     started = time.monotonic()
     per_stream_interval = (streams / rate) if rate else 0.0
 
     def produce(index: int) -> None:
-        factory = EventFactory(pop, seed=seed, scenario=scenario, stream=index)
+        factory = EventFactory(pop, seed=seed, scenario=scenario, stream=stream_offset + index)
         produced = 0
         batch: list[dict[str, Any]] = []
         next_at = started + (index / streams) * per_stream_interval
@@ -137,7 +170,7 @@ def run(
             elapsed = time.monotonic() - started
             if duration and elapsed >= duration:
                 break
-            if events_per_stream and not duration and produced >= events_per_stream:
+            if counted and produced >= events_per_stream:
                 break
             if per_stream_interval:
                 delay = next_at - time.monotonic()
@@ -149,8 +182,8 @@ def run(
                     if delay > 0:
                         stop.wait(delay)
                 next_at += per_stream_interval
-            progress = min(1.0, elapsed / span) if span else 0.0
-            batch.append(factory.next_event(min(sim_now(), datetime.now(UTC)), progress))
+            progress = produced / events_per_stream if counted else min(1.0, elapsed / duration)
+            batch.append(factory.next_event(sim.at(progress), progress))
             produced += 1
             if len(batch) >= batch_size:
                 sender.send(batch, summary)

@@ -1,12 +1,16 @@
 from celery import shared_task
 from django.conf import settings
+from django.utils import timezone
 
 from simulator import runner
 
 
 @shared_task(name="simulator.simulate_tick")
 def simulate_tick() -> int:
-    """Beat: a small simulation every minute, only when SIMULATOR_ENABLED is set."""
+    """Beat: a small simulation every minute, only when SIMULATOR_ENABLED is set.
+
+    The population is the same every minute (SIMULATOR_SEED), so entities build up history; the
+    minute number is the stream number, so each tick's event ids are new (not dropped as repeats)."""
     if not settings.SIMULATOR_ENABLED:
         return 0
     summary = runner.run(
@@ -15,5 +19,6 @@ def simulate_tick() -> int:
         streams=1,
         events_per_stream=settings.SIMULATOR_TICK_EVENTS,
         batch_size=50,
+        stream_offset=int(timezone.now().timestamp() // 60),
     )
     return summary.accepted

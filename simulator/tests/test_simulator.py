@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import pytest
+import time_machine
 from django.core.management import call_command
 
 from ingest.models import Event, PendingEvent
+from ingest.worker import drain
 from simulator import runner
 from simulator.population import EventFactory, Population
 
@@ -75,8 +77,6 @@ def test_simulate_command_publishes_the_seed_run_and_reports(capsys):
 
 @pytest.mark.django_db(transaction=True)
 def test_simulated_history_is_in_the_past_and_processed(settings):
-    from ingest.worker import drain
-
     # an hour of simulated time squeezed into ~1 s: timestamps spread back from now, none in the future
     summary = runner.run(
         sender=runner.DirectSender(),
@@ -102,7 +102,46 @@ def test_beat_tick_runs_only_when_enabled(settings):
     assert simulate_tick() == 0 and PendingEvent.objects.count() == 0
     settings.SIMULATOR_ENABLED = True
     settings.SIMULATOR_TICK_EVENTS = 30
-    assert simulate_tick() == 30 and PendingEvent.objects.count() == 30
+    with time_machine.travel(NOW, tick=False):
+        assert simulate_tick() == 30 and PendingEvent.objects.count() == 30
+    # the next minute's tick: the same population, new event ids (not dropped as repeats)
+    with time_machine.travel(NOW + timedelta(minutes=1), tick=False):
+        assert simulate_tick() == 30
+        drain()
+    assert Event.objects.count() == 60
+    students = set(Event.objects.exclude(student_id="").values_list("student_id", flat=True))
+    assert students <= {s.id for s in Population.build(seed=settings.SIMULATOR_SEED).students}
+
+
+@pytest.mark.django_db(transaction=True)
+def test_rate_is_held_within_ten_percent_through_the_database_stream():
+    summary = runner.run(
+        sender=runner.DirectSender(), streams=4, events_per_stream=None, rate=200, duration=3.0, batch_size=10
+    )
+    published = PendingEvent.objects.count()
+    assert summary.accepted == published and summary.failed == 0
+    assert 180 <= published / summary.seconds <= 220, published / summary.seconds
+
+
+@pytest.mark.parametrize(("speed", "days"), [(1.0, None), (3600.0, None), (1.0, 30.0)])
+def test_the_clock_never_runs_ahead_of_now(speed, days):
+    sink = Collect()
+    runner.run(sender=sink, streams=3, events_per_stream=40, speed=speed, days=days, batch_size=7)
+    latest = max(datetime.fromisoformat(e["timestamp"]) for e in sink.events)
+    assert latest <= datetime.now(UTC)
+    if days:
+        earliest = min(datetime.fromisoformat(e["timestamp"]) for e in sink.events)
+        assert timedelta(days=29) < latest - earliest <= timedelta(days=30)
+
+
+def test_a_counted_history_run_is_reproducible_whatever_the_pacing():
+    def timeline(seed: int) -> list[tuple]:
+        sink = Collect()
+        with time_machine.travel(NOW, tick=False):
+            runner.run(sender=sink, seed=seed, streams=2, events_per_stream=50, days=7, batch_size=9)
+        return sorted((e["event_id"], e["timestamp"], e["event_type"]) for e in sink.events)
+
+    assert timeline(4) == timeline(4) != timeline(5)
 
 
 def test_http_sender_backs_off_on_429_and_503_and_never_drops_silently(monkeypatch):

@@ -6,8 +6,7 @@ from django.core.management.base import BaseCommand, CommandError
 from tqdm import tqdm
 
 from simulator import runner
-
-SCENARIOS = ("steady", "churn_wave", "ib_spike", "tutor_shortage")
+from simulator.population import SCENARIOS
 
 
 class Command(BaseCommand):
@@ -28,6 +27,14 @@ class Command(BaseCommand):
         parser.add_argument(
             "--speed", type=float, default=1.0, help="simulated seconds per real second (history in the past)"
         )
+        parser.add_argument(
+            "--days",
+            type=float,
+            default=None,
+            help="simulated span in days ending now (history; an alternative to --speed)",
+        )
+        parser.add_argument("--students", type=int, default=300, help="population size (default 300)")
+        parser.add_argument("--tutors", type=int, default=60, help="tutors in the population (default 60)")
         parser.add_argument("--target", default=None, help="ingest base URL, e.g. http://127.0.0.1:8000")
         parser.add_argument("--api-key", default=None, help="API key for --target")
         parser.add_argument("--single", action="store_true", help="with --target: one event per request")
@@ -41,15 +48,25 @@ class Command(BaseCommand):
             sender = runner.HttpSender(opts["target"].rstrip("/"), opts["api_key"], single=opts["single"])
         else:
             sender = runner.DirectSender()
-        if opts["streams"] < 1 or opts["batch_size"] < 1 or not 1 <= opts["batch_size"] <= 500:
+        if opts["streams"] < 1 or not 1 <= opts["batch_size"] <= 500:
             raise CommandError("--streams must be >= 1 and --batch-size 1..500")
+        if opts["students"] < 1 or opts["tutors"] < 1:
+            raise CommandError("--students and --tutors must be >= 1")
+        if not opts["duration"] and opts["events_per_stream"] < 1:
+            raise CommandError("--events-per-stream must be >= 1 (or give --duration)")
+        if opts["rate"] is not None and opts["rate"] <= 0:
+            raise CommandError("--rate must be > 0")
         total = None if opts["duration"] else opts["streams"] * opts["events_per_stream"]
         bar = tqdm(total=total, unit="ev", file=sys.stderr, dynamic_ncols=True, disable=None, mininterval=1.0)
 
         def progress(summary):
             bar.n = summary.sent
             bar.set_postfix(
-                accepted=summary.accepted, rejected=summary.rejected, retried=summary.retried, refresh=False
+                accepted=summary.accepted,
+                rejected=summary.rejected,
+                retried=summary.retried,
+                rate=f"{summary.rate:.0f}/s",
+                refresh=False,
             )
             bar.refresh()
 
@@ -62,6 +79,9 @@ class Command(BaseCommand):
             duration=opts["duration"],
             scenario=opts["scenario"],
             speed=opts["speed"],
+            days=opts["days"],
+            students=opts["students"],
+            tutors=opts["tutors"],
             batch_size=opts["batch_size"],
             on_progress=progress,
         )
