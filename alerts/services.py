@@ -362,3 +362,32 @@ def alert_transition(*, alert_id: int, action: str, user, now: datetime, reason:
         alert=alert, at=now, by=user, from_status=from_status, to_status=to_status, note=reason.strip()[:500]
     )
     return alert
+
+
+def alerts_sweep(*, now: datetime) -> dict[str, int]:
+    """The periodic pass (every ALERT_SWEEP_SECONDS): re-check active alerts, rate anomalies at most once
+    per minute, then auto-resolve. Changes are pushed to open dashboards after commit."""
+    from django.core.cache import cache
+
+    from alerts.anomaly import rate_candidates
+    from iops import realtime
+
+    with transaction.atomic():
+        raised = alerts_recheck_active(now=now)
+        minute = now.replace(second=0, microsecond=0) - timedelta(minutes=1)
+        # At most once per minute (an atomic add in a shared cache; per process with the local one).
+        if cache.add(f"iops:alerts:rates:{minute.isoformat()}", 1, timeout=3600):
+            candidates, evaluated, _ = rate_candidates(now=now)
+            raised += alerts_record(candidates=candidates, evaluated=evaluated, now=now)
+        if raised:
+            change = realtime.Change(
+                alerts_created=[r.alert_id for r in raised if r.created],
+                alerts_updated=[r.alert_id for r in raised if not r.created],
+            )
+            transaction.on_commit(lambda: realtime.publish_change(change))
+    resolved = alerts_auto_resolve(now=now)
+    return {
+        "created": sum(r.created for r in raised),
+        "updated": sum(not r.created for r in raised),
+        "resolved": len(resolved),
+    }

@@ -265,6 +265,8 @@ ALERT_COOLDOWN_MINUTES = env_int("ALERT_COOLDOWN_MINUTES", 60, minimum=0)
 ALERT_SWEEP_SECONDS = env_int("ALERT_SWEEP_SECONDS", 30, minimum=5)
 # Rate anomalies on the global per-minute series (alerts/anomaly.py).
 ALERT_ANOMALY_WINDOW_MINUTES = env_int("ALERT_ANOMALY_WINDOW_MINUTES", 60, minimum=10)
-ALERT_ANOMALY_Z_WARNING = env_float("ALERT_ANOMALY_Z_WARNING", 4.0)
-ALERT_ANOMALY_Z_CRITICAL = env_float("ALERT_ANOMALY_Z_CRITICAL", 8.0)
+ALERT_ANOMALY_Z_WARNING = env_float("ALERT_ANOMALY_Z_WARNING", 5.0)
+ALERT_ANOMALY_Z_CRITICAL = env_float("ALERT_ANOMALY_Z_CRITICAL", 10.0)
 ALERT_ANOMALY_MIN_VOLUME = env_float("ALERT_ANOMALY_MIN_VOLUME", 5.0)
+# The alert sweep's Celery task lives outside alerts/tasks.py (owned by the delivery work).
+CELERY_IMPORTS = ("alerts.periodic",)

@@ -26,6 +26,21 @@ def _maintenance(stop: threading.Event) -> None:
             close_old_connections()
 
 
+def _alert_sweeps(stop: threading.Event) -> None:
+    """Issue 5: alert re-checks, rate anomalies and auto-resolve, on a faster cadence than snapshots."""
+    from django.db import close_old_connections
+
+    from alerts.services import alerts_sweep
+
+    while not stop.wait(settings.ALERT_SWEEP_SECONDS):
+        try:
+            alerts_sweep(now=timezone.now())
+        except Exception:  # noqa: BLE001 - keep the loop alive
+            logger.exception("alert sweep failed")
+        finally:
+            close_old_connections()
+
+
 def _simulate(stop: threading.Event, rate: float) -> None:
     from simulator import runner
 
@@ -67,6 +82,9 @@ class Command(BaseCommand):
             threads.append(threading.Thread(target=StreamWorker().run, args=(stop,), name="iops-worker"))
         threads.append(
             threading.Thread(target=_maintenance, args=(stop,), name="iops-maintenance", daemon=True)
+        )
+        threads.append(
+            threading.Thread(target=_alert_sweeps, args=(stop,), name="iops-alert-sweeps", daemon=True)
         )
         if opts["simulate"] > 0:
             threads.append(
