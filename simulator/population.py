@@ -18,7 +18,8 @@ Scenarios (`SCENARIOS`):
 - churn_wave: a cohort (10 % of students, all engaged to begin with) collapses from 65 % of the
   run on, fully by 75 % (the last week of a month is all wave): sessions fall to ~5 %, IB calls
   rise, ratings and health (→ ~35) fall.
-- ib_spike: over the last 20 % of the run IB calls are ten times as frequent, mostly for one reason.
+- ib_spike: from 80 % to 90 % of the run IB calls are ten times as frequent, mostly for one reason;
+  then back to normal (the anomaly clears and auto-resolves).
 - tutor_shortage: from half-way, the tutors of one subject × region (`SHORTAGE_CELL`) stop offering
   it while its demand doubles; by 70 % no tutor is left there.
 """
@@ -66,7 +67,7 @@ SPIKE_REASON = "technical_problem"
 
 # When each scenario's change starts (progress of the run) and how long its ramp takes.
 CHURN_START, CHURN_RAMP = 0.65, 0.1
-SPIKE_START = 0.8
+SPIKE_START, SPIKE_END = 0.8, 0.9
 SHORTAGE_START, SHORTAGE_RAMP = 0.5, 0.2
 
 
@@ -255,6 +256,9 @@ class EventFactory:
             health=p.health + (35 - p.health) * f,
         )
 
+    def spike(self, progress: float) -> bool:
+        return self.scenario == "ib_spike" and SPIKE_START <= progress < SPIKE_END
+
     def shortage(self, progress: float) -> float:
         if self.scenario != "tutor_shortage":
             return 0.0
@@ -280,7 +284,7 @@ class EventFactory:
     def next_event(self, now: datetime, progress: float = 0.0) -> dict[str, Any]:
         rng = self.rng
         weights = dict(self.TYPE_WEIGHTS)
-        if self.scenario == "ib_spike" and progress >= SPIKE_START:
+        if self.spike(progress):
             weights["ib_call_logged"] *= 10
         if self.shortage(progress) > 0:
             weights["supply_demand_update"] *= 2
@@ -353,8 +357,7 @@ class EventFactory:
         rng = self.rng
         students = self.pop.students
         student = rng.choices(students, weights=[self._student_state(s, progress).ib for s in students])[0]
-        spike = self.scenario == "ib_spike" and progress >= SPIKE_START
-        reason = SPIKE_REASON if spike and rng.random() < 0.85 else rng.choice(IB_REASONS)
+        reason = SPIKE_REASON if self.spike(progress) and rng.random() < 0.85 else rng.choice(IB_REASONS)
         return self._event(
             "ib_call_logged",
             ts,
