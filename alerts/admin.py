@@ -1,7 +1,22 @@
-from django.contrib import admin, messages
-from django.utils import timezone
+import secrets
 
-from alerts.models import Alert, AlertTransition
+from django import forms
+from django.contrib import admin, messages
+from django.core.exceptions import ValidationError
+from django.urls import reverse
+from django.utils import timezone
+from django.utils.html import format_html
+
+from alerts.delivery import channel_send_test, deliveries_replay
+from alerts.models import (
+    Alert,
+    AlertDeadLetter,
+    AlertDelivery,
+    AlertTransition,
+    DeliveryStatus,
+    NotificationChannel,
+)
+from alerts.notifiers import NOTIFIERS, TransportError
 from alerts.services import TransitionNotAllowed, alert_transition
 from iops.realtime import publish_alert_change
 
@@ -31,7 +46,7 @@ class AlertAdmin(admin.ModelAdmin):
     list_filter = ("severity", "status", "type", "entity_type", "last_seen")
     search_fields = ("=entity_id", "message")
     readonly_fields = [f.name for f in Alert._meta.fields]
-    inlines = [TransitionInline]
+    inlines = [TransitionInline]  # + DeliveryInline, appended below
     actions = ["acknowledge", "resolve"]
     show_full_result_count = False
 
@@ -56,3 +71,174 @@ class AlertAdmin(admin.ModelAdmin):
     @admin.action(description="Resolve selected alerts")
     def resolve(self, request, queryset):
         self._bulk(request, queryset, "resolve")
+
+
+# --- notification channels, deliveries and dead letters (issue 5) ------------------------------------
+
+
+class DeliveryInline(admin.TabularInline):
+    model = AlertDelivery
+    extra = 0
+    can_delete = False
+    fields = ("channel", "trigger", "severity", "status", "attempts", "sent_at", "last_error")
+    readonly_fields = fields
+
+    def has_add_permission(self, request, obj=None):
+        return False
+
+
+AlertAdmin.inlines = [*AlertAdmin.inlines, DeliveryInline]
+
+
+class NotificationChannelForm(forms.ModelForm):
+    secret = forms.CharField(
+        required=False,
+        strip=True,
+        widget=forms.PasswordInput(render_value=False),
+        help_text="Webhook signing secret (≥ 16 characters). Never shown back; leave blank to keep the "
+        "current one. Stored in the database: anyone with database access can read it.",
+    )
+    generate_secret = forms.BooleanField(
+        required=False, help_text="Generate a new random secret (shown once after saving)."
+    )
+
+    class Meta:
+        model = NotificationChannel
+        fields = ("name", "kind", "enabled", "min_severity", "alert_types", "config", "secret")
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.generated_secret = ""
+        self.fields["config"].help_text = "; ".join(
+            f"{cls.label}: {cls.config_help}" for cls in NOTIFIERS.values()
+        )
+        if self.instance.pk and self.instance.secret:
+            self.fields["secret"].help_text = "A secret is set. " + self.fields["secret"].help_text
+
+    def clean_secret(self):
+        return self.cleaned_data.get("secret") or (self.instance.secret if self.instance.pk else "")
+
+    def clean(self):
+        cleaned = super().clean()
+        if cleaned.get("generate_secret"):
+            self.generated_secret = secrets.token_urlsafe(32)
+            cleaned["secret"] = self.generated_secret
+        return cleaned
+
+
+@admin.register(NotificationChannel)
+class NotificationChannelAdmin(admin.ModelAdmin):
+    form = NotificationChannelForm
+    list_display = ("name", "kind", "enabled", "min_severity", "types", "secret_set", "updated_at")
+    list_filter = ("kind", "enabled", "min_severity")
+    search_fields = ("name",)
+    actions = ["send_test", "enable", "disable"]
+
+    @admin.display(description="alert types")
+    def types(self, obj):
+        return ", ".join(obj.alert_types) if obj.alert_types else "all"
+
+    @admin.display(description="secret", boolean=True)
+    def secret_set(self, obj):
+        return bool(obj.secret)
+
+    def save_model(self, request, obj, form, change):
+        super().save_model(request, obj, form, change)
+        if getattr(form, "generated_secret", ""):
+            self.message_user(
+                request,
+                f"New signing secret for {obj.name}: {form.generated_secret} — copy it now, "
+                "it is not shown again.",
+                messages.WARNING,
+            )
+
+    @admin.action(description="Send a test alert through the selected channels")
+    def send_test(self, request, queryset):
+        for channel in queryset:
+            try:
+                channel_send_test(channel=channel, now=timezone.now())
+            except TransportError as exc:
+                self.message_user(request, f"{channel.name}: test failed: {exc.message}", messages.ERROR)
+            else:
+                self.message_user(request, f"{channel.name}: test alert sent.", messages.SUCCESS)
+
+    @admin.action(description="Enable selected channels")
+    def enable(self, request, queryset):
+        refused = []
+        for channel in queryset.filter(enabled=False):
+            channel.enabled = True
+            try:
+                channel.full_clean()
+            except ValidationError:
+                refused.append(channel.name)
+                continue
+            channel.save(update_fields=["enabled", "updated_at"])
+        if refused:
+            self.message_user(
+                request, f"Not enabled (incomplete config): {', '.join(refused)}", messages.ERROR
+            )
+
+    @admin.action(description="Disable selected channels")
+    def disable(self, request, queryset):
+        queryset.update(enabled=False, updated_at=timezone.now())
+
+
+class _DeliveryAdminBase(admin.ModelAdmin):
+    list_display = (
+        "id",
+        "alert_link",
+        "channel",
+        "trigger",
+        "severity",
+        "status",
+        "attempts",
+        "next_attempt_at",
+        "sent_at",
+        "duration_ms",
+        "short_error",
+    )
+    list_filter = ("status", "channel__kind", "channel", "trigger", "severity", "created_at")
+    search_fields = ("=alert__id", "=alert__entity_id", "channel__name", "last_error")
+    list_select_related = ("alert", "channel")
+    readonly_fields = [f.name for f in AlertDelivery._meta.fields]
+    actions = ["replay"]
+    show_full_result_count = False
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    @admin.display(description="alert", ordering="alert_id")
+    def alert_link(self, obj):
+        url = reverse("admin:alerts_alert_change", args=[obj.alert_id])
+        return format_html('<a href="{}">{}</a>', url, obj.alert)
+
+    @admin.display(description="last error")
+    def short_error(self, obj):
+        return obj.last_error[:100]
+
+    def has_replay_permission(self, request):
+        # The rows are read-only in the admin; replaying them is what "change" means here.
+        return request.user.has_perm("alerts.change_alertdelivery")
+
+    @admin.action(description="Replay selected (dead or failing) deliveries now", permissions=["replay"])
+    def replay(self, request, queryset):
+        count = deliveries_replay(delivery_ids=queryset.values_list("pk", flat=True), now=timezone.now())
+        self.message_user(
+            request, f"Replaying {count} delivery(ies); they are sent within seconds.", messages.SUCCESS
+        )
+
+
+@admin.register(AlertDelivery)
+class AlertDeliveryAdmin(_DeliveryAdminBase):
+    pass
+
+
+@admin.register(AlertDeadLetter)
+class AlertDeadLetterAdmin(_DeliveryAdminBase):
+    list_filter = ("channel__kind", "channel", "severity", "dead_at")
+
+    def get_queryset(self, request):
+        return super().get_queryset(request).filter(status=DeliveryStatus.DEAD)

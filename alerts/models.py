@@ -101,3 +101,119 @@ class AlertTransition(models.Model):
 
     def __str__(self) -> str:
         return f"alert {self.alert_id}: {self.from_status or '∅'} → {self.to_status}"
+
+
+# --- notification routing and delivery (issue 5) --------------------------------------------------
+
+
+def notifier_kind_choices():
+    """`NotificationChannel.kind` choices: the notifier registry (alerts/notifiers.py)."""
+
+    from alerts.notifiers import notifier_choices
+
+    return notifier_choices()
+
+
+class NotificationChannel(models.Model):
+    """Where alerts go. `kind` picks the notifier class; its settings live in `config`."""
+
+    name = models.CharField(max_length=100, unique=True)
+    kind = models.CharField(max_length=20, choices=notifier_kind_choices)
+    min_severity = models.CharField(
+        max_length=10,
+        choices=Severity.choices,
+        default=Severity.WARNING,
+        help_text="alerts at this severity or above are sent here",
+    )
+    alert_types = models.JSONField(
+        default=list, blank=True, help_text='alert types to send, e.g. ["low_health_score"]; empty = all'
+    )
+    enabled = models.BooleanField(default=True)
+    config = models.JSONField(default=dict, blank=True)
+    # Stored as is: the webhook needs the clear value to sign. Never shown back in the admin.
+    secret = models.CharField(max_length=200, blank=True, default="", help_text="webhook signing secret")
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.kind}, ≥ {self.min_severity}{'' if self.enabled else ', disabled'})"
+
+    def clean(self) -> None:
+        from django.core.exceptions import ValidationError
+
+        from alerts.notifiers import NOTIFIERS
+
+        errors: dict[str, list[str]] = {}
+        types = self.alert_types
+        if not isinstance(types, list) or not all(isinstance(t, str) for t in types):
+            errors["alert_types"] = ["a JSON list of alert type names ([] for all)"]
+        else:
+            unknown = sorted(set(types) - set(AlertType.values))
+            if unknown:
+                errors["alert_types"] = [
+                    f"unknown alert type(s): {', '.join(unknown)}; known: {', '.join(AlertType.values)}"
+                ]
+        if not isinstance(self.config, dict):
+            errors["config"] = ["a JSON object"]
+        cls = NOTIFIERS.get(self.kind)
+        if cls is not None and self.enabled and "config" not in errors:
+            problems = cls.config_errors(self.config, self.secret)
+            if problems:
+                errors["config"] = [f"{cls.label} channel is enabled but incomplete: {p}" for p in problems]
+        if errors:
+            raise ValidationError(errors)
+
+    def wants(self, *, alert_type: str, severity: str) -> bool:
+        """Routing: severity at or above the channel's minimum, and one of its types (or all)."""
+        if SEVERITY_RANK[Severity(severity)] < SEVERITY_RANK[Severity(self.min_severity)]:
+            return False
+        return not self.alert_types or alert_type in self.alert_types
+
+
+class DeliveryStatus(models.TextChoices):
+    PENDING = "pending", "Pending"
+    FAILED = "failed", "Failed, retry scheduled"
+    SENT = "sent", "Sent"
+    DEAD = "dead", "Dead letter"
+
+
+class AlertDelivery(models.Model):
+    """One alert sent (or being sent) to one channel. The row is the retry state and the audit trail."""
+
+    alert = models.ForeignKey(Alert, on_delete=models.CASCADE, related_name="deliveries")
+    channel = models.ForeignKey(NotificationChannel, on_delete=models.CASCADE, related_name="deliveries")
+    # What triggered it: the alert opening, or escalating to `severity`. One row per (alert, channel,
+    # severity), so a redelivered trigger never sends twice.
+    trigger = models.CharField(max_length=12, default="opened")
+    severity = models.CharField(max_length=10, choices=Severity.choices)
+    status = models.CharField(max_length=10, choices=DeliveryStatus.choices, default=DeliveryStatus.PENDING)
+    attempts = models.PositiveIntegerField(default=0)
+    last_error = models.TextField(blank=True, default="")
+    next_attempt_at = models.DateTimeField(null=True, blank=True)
+    sent_at = models.DateTimeField(null=True, blank=True)
+    dead_at = models.DateTimeField(null=True, blank=True)
+    duration_ms = models.PositiveIntegerField(null=True, blank=True, help_text="last attempt")
+    created_at = models.DateTimeField()
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["alert", "channel", "severity"], name="one_delivery_per_trigger")
+        ]
+        indexes = [models.Index(fields=["status", "next_attempt_at"])]
+        ordering = ["-id"]
+        verbose_name_plural = "alert deliveries"
+
+    def __str__(self) -> str:
+        return f"alert {self.alert_id} → channel {self.channel_id}: {self.status} ({self.attempts} attempts)"
+
+
+class AlertDeadLetter(AlertDelivery):
+    """The dead deliveries on their own admin page (same rows as AlertDelivery, status dead)."""
+
+    class Meta:
+        proxy = True
+        verbose_name = "alert dead letter"
+        verbose_name_plural = "alert dead letters"

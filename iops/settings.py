@@ -270,3 +270,24 @@ ALERT_ANOMALY_Z_CRITICAL = env_float("ALERT_ANOMALY_Z_CRITICAL", 10.0)
 ALERT_ANOMALY_MIN_VOLUME = env_float("ALERT_ANOMALY_MIN_VOLUME", 5.0)
 # The alert sweep's Celery task lives outside alerts/tasks.py (owned by the delivery work).
 CELERY_IMPORTS = ("alerts.periodic",)
+
+# --- alert routing and delivery (issue 5, notify) ----------------------------------------------
+# A delivery is tried this many times (exponential backoff with jitter from the base) before it
+# becomes a dead letter; permanent errors (bad address, missing topic, HTTP 4xx) are dead at once.
+ALERT_DELIVERY_MAX_ATTEMPTS = env_int("ALERT_DELIVERY_MAX_ATTEMPTS", 5, minimum=1)
+ALERT_DELIVERY_BACKOFF_SECONDS = env_float("ALERT_DELIVERY_BACKOFF_SECONDS", 10.0)
+ALERT_DELIVERY_BACKOFF_MAX_SECONDS = env_float("ALERT_DELIVERY_BACKOFF_MAX_SECONDS", 3600.0)
+# How often due deliveries are swept (beat in production, a thread of `manage.py serve` embedded).
+ALERT_DELIVERY_SWEEP_SECONDS = env_float("ALERT_DELIVERY_SWEEP_SECONDS", 5.0)
+# Timeout of one webhook POST (also the AWS connect/read timeouts of SNS and EventBridge).
+ALERT_WEBHOOK_TIMEOUT_SECONDS = env_float("ALERT_WEBHOOK_TIMEOUT_SECONDS", 5.0)
+# Optional SQS queue that receives a copy of every dead letter (the prototype kept 14 days).
+ALERT_DLQ_SQS_URL = env_str("ALERT_DLQ_SQS_URL")
+if (
+    ALERT_DELIVERY_BACKOFF_SECONDS <= 0
+    or ALERT_WEBHOOK_TIMEOUT_SECONDS <= 0
+    or ALERT_DELIVERY_SWEEP_SECONDS <= 0
+):
+    raise ImproperlyConfigured(
+        "ALERT_DELIVERY_BACKOFF_SECONDS, ALERT_DELIVERY_SWEEP_SECONDS and ALERT_WEBHOOK_TIMEOUT_SECONDS must be > 0"
+    )

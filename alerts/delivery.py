@@ -1,0 +1,284 @@
+"""Routing and delivery: one `AlertDelivery` row per (alert, channel, severity), sent with backoff.
+
+The ONE retry layer is the row itself: `next_attempt_at` plus the periodic sweep
+(`deliveries_send_due`). The Celery task `alerts.deliver_alert` is only a fast path for the first
+attempt. Work is claimed with a conditional UPDATE, so two workers never send the same row twice,
+and a channel that fails is skipped for the rest of a sweep, so it cannot hold the others up.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import time
+from collections import Counter
+from collections.abc import Iterable
+from datetime import datetime, timedelta
+
+from django.conf import settings
+from django.db import transaction
+from django.db.models import F
+
+from alerts.messages import alert_message
+from alerts.models import (
+    Alert,
+    AlertDelivery,
+    AlertTransition,
+    DeliveryStatus,
+    EntityType,
+    NotificationChannel,
+    Status,
+)
+from alerts.notifiers import TransportError, dead_letter_mirror, notifier_for
+
+logger = logging.getLogger(__name__)
+
+# Rows a worker may claim: never tried yet (or replayed), or failed with a retry scheduled.
+CLAIMABLE = (DeliveryStatus.PENDING, DeliveryStatus.FAILED)
+
+
+def _backoff(attempts: int) -> timedelta:
+    """Exponential from the base, capped, with "equal jitter" (half fixed, half random)."""
+    delay = min(
+        settings.ALERT_DELIVERY_BACKOFF_SECONDS * 2 ** max(attempts - 1, 0),
+        settings.ALERT_DELIVERY_BACKOFF_MAX_SECONDS,
+    )
+    return timedelta(seconds=delay / 2 + random.uniform(0, delay / 2))
+
+
+def _lease() -> timedelta:
+    """How long a claim holds a row: a worker that dies mid-send leaves it to be retried after this."""
+    return timedelta(seconds=2 * settings.ALERT_WEBHOOK_TIMEOUT_SECONDS + 60)
+
+
+def _schedule(delivery_ids: list[int]) -> None:
+    """Fast path for production: a Celery task per new delivery, after commit.
+
+    Embedded mode runs Celery eagerly inside the stream worker thread; there the sweep thread sends
+    instead, so a slow channel can never hold up event processing."""
+    if not delivery_ids or settings.CELERY_TASK_ALWAYS_EAGER:
+        return
+    from alerts.tasks import deliver_alert
+
+    def dispatch() -> None:
+        for delivery_id in delivery_ids:
+            try:
+                deliver_alert.delay(delivery_id)
+            except Exception:  # noqa: BLE001 - broker down: the sweep sends it a few seconds later
+                logger.warning(
+                    "deliver_alert not queued; left to the sweep", extra={"delivery_id": delivery_id}
+                )
+                return
+
+    transaction.on_commit(dispatch)
+
+
+def deliveries_enqueue(*, alert_ids: Iterable[int], now: datetime) -> list[int]:
+    """Route new or escalated alerts: one pending delivery per enabled channel that wants each alert.
+
+    Idempotent: a trigger already enqueued (same alert, channel and severity) is not enqueued again."""
+    ids = sorted(set(alert_ids))
+    if not ids:
+        return []
+    channels = list(NotificationChannel.objects.filter(enabled=True))
+    if not channels:
+        return []
+    alerts = list(Alert.objects.filter(pk__in=ids, status__in=(Status.OPEN, Status.ACKNOWLEDGED)))
+    escalated = set(
+        AlertTransition.objects.filter(alert_id__in=ids, note__startswith="escalated").values_list(
+            "alert_id", flat=True
+        )
+    )
+    rows = [
+        AlertDelivery(
+            alert=alert,
+            channel=channel,
+            severity=alert.severity,
+            trigger="escalated" if alert.pk in escalated else "opened",
+            status=DeliveryStatus.PENDING,
+            next_attempt_at=now,
+            created_at=now,
+        )
+        for alert in alerts
+        for channel in channels
+        if channel.wants(alert_type=alert.type, severity=alert.severity)
+    ]
+    if not rows:
+        return []
+    AlertDelivery.objects.bulk_create(rows, ignore_conflicts=True)
+    queued = list(
+        AlertDelivery.objects.filter(
+            alert_id__in=[a.pk for a in alerts], status=DeliveryStatus.PENDING, attempts=0
+        ).values_list("pk", flat=True)
+    )
+    logger.info("alert deliveries enqueued", extra={"alerts": len(alerts), "deliveries": len(queued)})
+    _schedule(queued)
+    return queued
+
+
+def _send(delivery: AlertDelivery, now: datetime) -> None:
+    channel = delivery.channel
+    if not channel.enabled:
+        raise TransportError(f"channel {channel.name!r} is disabled", permanent=True)
+    notifier = notifier_for(channel)
+    message = alert_message(alert=delivery.alert, now=now, trigger=delivery.trigger)
+    message["delivery_id"] = delivery.pk
+    notifier.send(delivery.alert, message)
+
+
+def delivery_attempt(*, delivery_id: int, now: datetime) -> str | None:
+    """Claim one due delivery and send it. Returns its new status, or None when it was not ours to send
+    (already sent, not due, or claimed by another worker a moment ago)."""
+    claimed = AlertDelivery.objects.filter(
+        pk=delivery_id, status__in=CLAIMABLE, next_attempt_at__lte=now
+    ).update(next_attempt_at=now + _lease(), attempts=F("attempts") + 1)
+    if claimed != 1:
+        return None
+    delivery = AlertDelivery.objects.select_related("alert", "channel").get(pk=delivery_id)
+    started = time.perf_counter()
+    error: TransportError | None = None
+    try:
+        _send(delivery, now)
+    except TransportError as exc:
+        error = exc
+    except Exception as exc:  # noqa: BLE001 - a bug in one notifier must not crash-loop the sweep
+        logger.exception("notifier crashed", extra={"delivery_id": delivery_id})
+        error = TransportError(f"internal error: {exc.__class__.__name__}: {exc}")
+    duration_ms = round((time.perf_counter() - started) * 1000)
+    # Only while the claim is still ours (a lease that ran out may have been taken over).
+    mine = AlertDelivery.objects.filter(pk=delivery_id, attempts=delivery.attempts, status__in=CLAIMABLE)
+    log_extra = {
+        "delivery_id": delivery_id,
+        "alert_id": delivery.alert_id,
+        "channel": delivery.channel.name,
+        "attempt": delivery.attempts,
+        "ms": duration_ms,
+    }
+    if error is None:
+        mine.update(
+            status=DeliveryStatus.SENT,
+            sent_at=now,
+            duration_ms=duration_ms,
+            last_error="",
+            next_attempt_at=None,
+        )
+        logger.info("alert delivered", extra=log_extra)
+        return DeliveryStatus.SENT
+    last_error = error.message[:2000]
+    if error.permanent or delivery.attempts >= settings.ALERT_DELIVERY_MAX_ATTEMPTS:
+        mine.update(
+            status=DeliveryStatus.DEAD,
+            dead_at=now,
+            duration_ms=duration_ms,
+            last_error=last_error,
+            next_attempt_at=None,
+        )
+        logger.warning(
+            "alert delivery dead-lettered",
+            extra={**log_extra, "error": last_error, "permanent": error.permanent},
+        )
+        _mirror(delivery, last_error, now)
+        return DeliveryStatus.DEAD
+    retry_at = now + _backoff(delivery.attempts)
+    mine.update(
+        status=DeliveryStatus.FAILED, next_attempt_at=retry_at, duration_ms=duration_ms, last_error=last_error
+    )
+    logger.info("alert delivery failed, retry scheduled", extra={**log_extra, "error": last_error})
+    return DeliveryStatus.FAILED
+
+
+def _mirror(delivery: AlertDelivery, error: str, now: datetime) -> None:
+    queue_url = settings.ALERT_DLQ_SQS_URL
+    if not queue_url:
+        return
+    alert = delivery.alert
+    body = {
+        "delivery_id": delivery.pk,
+        "alert_id": alert.pk,
+        "channel": delivery.channel.name,
+        "channel_kind": delivery.channel.kind,
+        "severity": delivery.severity,
+        "type": alert.type,
+        "entity": {"type": alert.entity_type, "id": alert.entity_id},
+        "summary": alert.message,
+        "attempts": delivery.attempts,
+        "error": error,
+        "dead_at": now.isoformat(),
+    }
+    try:
+        dead_letter_mirror(queue_url=queue_url, body=body)
+    except TransportError as exc:  # the row is the record; the SQS copy is best effort
+        logger.warning(
+            "dead letter not mirrored to SQS", extra={"delivery_id": delivery.pk, "error": exc.message}
+        )
+
+
+def deliveries_due(*, now: datetime, limit: int) -> list[tuple[int, int]]:
+    """(delivery id, channel id) of deliveries due now, oldest first."""
+    return list(
+        AlertDelivery.objects.filter(status__in=CLAIMABLE, next_attempt_at__lte=now)
+        .order_by("next_attempt_at", "id")
+        .values_list("pk", "channel_id")[:limit]
+    )
+
+
+def deliveries_send_due(*, now: datetime, limit: int = 200) -> dict[str, int]:
+    """Send every due delivery (the beat task and the embedded sweep thread). Returns counts by outcome.
+
+    A channel whose delivery fails in this sweep is skipped for the rest of it (`deferred`): a dead
+    endpoint costs one timeout per sweep, not one per queued alert, and other channels go on."""
+    outcome: Counter[str] = Counter()
+    failing: set[int] = set()
+    for delivery_id, channel_id in deliveries_due(now=now, limit=limit):
+        if channel_id in failing:
+            outcome["deferred"] += 1
+            continue
+        status = delivery_attempt(delivery_id=delivery_id, now=now)
+        outcome[str(status) if status else "skipped"] += 1
+        if status == DeliveryStatus.FAILED:
+            failing.add(channel_id)
+    return dict(outcome)
+
+
+def deliveries_replay(*, delivery_ids: Iterable[int], now: datetime) -> int:
+    """Dead letters (or failing rows) back to pending with a fresh set of attempts, due now."""
+    ids = list(
+        AlertDelivery.objects.filter(
+            pk__in=list(delivery_ids), status__in=(DeliveryStatus.DEAD, DeliveryStatus.FAILED)
+        ).values_list("pk", flat=True)
+    )
+    count = AlertDelivery.objects.filter(pk__in=ids).update(
+        status=DeliveryStatus.PENDING, attempts=0, next_attempt_at=now, dead_at=None
+    )
+    logger.info("alert deliveries replayed", extra={"deliveries": count})
+    _schedule(ids)
+    return count
+
+
+def channel_send_test(*, channel: NotificationChannel, now: datetime) -> None:
+    """Send a made-up alert through a channel at once (admin "send test alert"); raises TransportError."""
+    alert = Alert(
+        type=(channel.alert_types or ["low_health_score"])[0],
+        severity=channel.min_severity,
+        status=Status.OPEN,
+        entity_type=EntityType.STUDENT,
+        entity_id="stu_test",
+        message=f"Test alert from IOps: channel {channel.name!r} works",
+        details={"test": True},
+        occurrences=1,
+        first_seen=now,
+        last_seen=now,
+    )
+    message = alert_message(alert=alert, now=now, trigger="test")
+    notifier_for(channel).send(alert, message)
+
+
+def deliveries_enqueue_safe(*, alert_ids: Iterable[int]) -> None:
+    """`deliveries_enqueue` for after-commit hooks: a routing failure is logged, never raised into
+    the stream worker (the alert itself is already committed and shown on the dashboard)."""
+    from django.utils import timezone
+
+    try:
+        deliveries_enqueue(alert_ids=alert_ids, now=timezone.now())
+    except Exception:  # noqa: BLE001 - never break the pipeline over notifications
+        logger.exception("alert deliveries not enqueued")

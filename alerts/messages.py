@@ -1,0 +1,102 @@
+"""What an alert notification says, the same for every channel: a JSON-ready dict plus text renderings."""
+
+from __future__ import annotations
+
+import unicodedata
+from datetime import datetime, timedelta
+from typing import Any
+from urllib.parse import quote
+
+from django.conf import settings
+
+# An insight scored for the entity this recently is attached when none is linked to the alert itself.
+INSIGHT_MAX_AGE = timedelta(days=1)
+
+
+def entity_url(entity_type: str, entity_id: str) -> str:
+    """The dashboard's entity page (ids such as "Computer Science|west" are URL-quoted)."""
+    base = (settings.DASHBOARD_BASE_URL or "").rstrip("/")
+    return f"{base}/entities/{quote(entity_type, safe='')}/{quote(entity_id, safe='')}"
+
+
+def _insight_for(alert, now: datetime) -> dict[str, Any] | None:
+    from insights.models import Insight
+
+    insight = None
+    if alert.pk is not None:
+        insight = Insight.objects.filter(alert_id=alert.pk).order_by("-scored_at").first()
+    if insight is None:
+        insight = (
+            Insight.objects.filter(
+                entity_type=alert.entity_type,
+                entity_id=alert.entity_id,
+                scored_at__gte=now - INSIGHT_MAX_AGE,
+            )
+            .order_by("-scored_at")
+            .first()
+        )
+    if insight is None:
+        return None
+    return {
+        "risk": insight.risk,
+        "level": insight.level,
+        "explanation": insight.explanation,
+        "recommendations": list(insight.recommendations or []),
+        "model": insight.model,
+        "scored_at": insight.scored_at.isoformat(),
+    }
+
+
+def alert_message(*, alert, now: datetime, trigger: str = "opened") -> dict[str, Any]:
+    """The notification for one alert. `trigger` says why it is sent: opened, escalated or test."""
+    return {
+        "alert_id": alert.pk,
+        "trigger": trigger,
+        "type": alert.type,
+        "severity": alert.severity,
+        "status": alert.status,
+        "entity": {"type": alert.entity_type, "id": alert.entity_id},
+        "summary": alert.message,
+        "details": alert.details or {},
+        "occurrences": alert.occurrences,
+        "first_seen": alert.first_seen.isoformat() if alert.first_seen else None,
+        "last_seen": alert.last_seen.isoformat() if alert.last_seen else None,
+        "insight": _insight_for(alert, now),
+        "url": entity_url(alert.entity_type, alert.entity_id),
+    }
+
+
+def message_subject(message: dict[str, Any], *, limit: int = 200, ascii_only: bool = False) -> str:
+    prefix = "[IOps TEST] " if message.get("trigger") == "test" else "[IOps] "
+    escalated = "escalated to " if message.get("trigger") == "escalated" else ""
+    subject = " ".join(f"{prefix}{escalated}{message['severity'].upper()}: {message['summary']}".split())
+    ellipsis = "…"
+    if ascii_only:  # SNS subjects: printable ASCII, no line breaks, under 100 characters
+        subject = unicodedata.normalize("NFKD", subject).encode("ascii", "ignore").decode()
+        ellipsis = "..."
+    return subject if len(subject) <= limit else subject[: limit - len(ellipsis)] + ellipsis
+
+
+def message_text(message: dict[str, Any]) -> str:
+    entity = message["entity"]
+    lines = [
+        message["summary"],
+        "",
+        f"Type:        {message['type']}",
+        f"Severity:    {message['severity']}" + (" (escalated)" if message["trigger"] == "escalated" else ""),
+        f"Entity:      {entity['type']} {entity['id']}",
+        f"Occurrences: {message['occurrences']} (first {message['first_seen']}, last {message['last_seen']})",
+        f"Dashboard:   {message['url']}",
+    ]
+    if message["details"]:
+        lines += ["", "Details:"]
+        lines += [f"  {key}: {value}" for key, value in sorted(message["details"].items())]
+    insight = message.get("insight")
+    if insight:
+        lines += [
+            "",
+            f"Churn insight: {insight['level']} risk ({insight['risk']:.2f}, {insight['model']})",
+            f"  {insight['explanation']}",
+        ]
+        lines += [f"  - {rec}" for rec in insight["recommendations"]]
+    return "\n".join(lines) + "\n"
