@@ -11,6 +11,7 @@ redirect, goes to Django unchanged.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import functools
 import logging
 import uuid
@@ -24,6 +25,7 @@ from django.utils import timezone
 
 from ingest import endpoint
 from ingest.keys import MISS, api_key_authenticate_cached, key_cache, key_from_headers
+from iops.lib.request_id import request_id_var
 
 logger = logging.getLogger("ingest.asgi")
 
@@ -74,11 +76,14 @@ class IngestRoute:
         rid = (
             incoming if 0 < len(incoming) <= 64 and incoming.replace("-", "").isalnum() else uuid.uuid4().hex
         )
+        token = request_id_var.set(rid)  # issue 9: the id travels with the events to the worker
         try:
             reply = await self._handle(scope, receive, headers)
         except Exception:  # noqa: BLE001 - the one place that turns a bug into a 500 without a traceback leak
             logger.exception("ingest failed", extra={"request_id": rid})
             reply = endpoint.error(500, "internal error", [{"field": "body", "message": "try again later"}])
+        finally:
+            request_id_var.reset(token)
         await self._send(send, reply, rid)
 
     async def _handle(self, scope, receive, headers: _Headers) -> endpoint.Reply:
@@ -107,7 +112,9 @@ class IngestRoute:
         if raw is None:
             return endpoint.too_large()
         now = timezone.now()
-        job = functools.partial(endpoint.ingest_body, key=key, raw=raw, now=now)
+        job = functools.partial(
+            contextvars.copy_context().run, endpoint.ingest_body, key=key, raw=raw, now=now
+        )
         return await loop.run_in_executor(self.pool, _blocking, job)
 
     @staticmethod

@@ -17,6 +17,7 @@ from typing import Any
 
 from django.conf import settings
 
+from ingest import counters
 from ingest.keys import KeyIdentity
 from ingest.ratelimit import buckets
 from ingest.services import BodyError, IngestOutcome, events_ingest
@@ -170,7 +171,9 @@ def ingest_body(*, key: KeyIdentity, raw: bytes, now: datetime) -> Reply:
         return error(400, exc.message, exc.errors)
     except StreamUnavailable as exc:
         logger.warning("stream unavailable, ingest refused", extra={"error": str(exc)[:200]})
+        counters.count(requests_unavailable=1)
         return unavailable()
     if outcome.unpublished:
         logger.warning("stream refused events", extra={"unpublished": outcome.unpublished})
+    counters.count(events_accepted=len(outcome.accepted), events_rejected=outcome.rejected)  # issue 9
     return outcome_reply(outcome)

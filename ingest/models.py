@@ -106,6 +106,21 @@ class WorkerHeartbeat(models.Model):
     started_at = models.DateTimeField()
     last_seen = models.DateTimeField(db_index=True)
     processed = models.BigIntegerField(default=0)
+    # Batch durations since the worker started (issue 9): /metrics sums these over all rows into a
+    # Prometheus histogram, so every process reports the same figure.
+    batches = models.BigIntegerField(default=0)
+    batch_seconds_sum = models.FloatField(default=0.0)
+    batch_buckets = models.JSONField(default=dict, help_text="{upper bound: cumulative count}")
 
     def __str__(self) -> str:
         return f"{self.name} ({self.backend})"
+
+
+class IngestCounter(models.Model):
+    """Cluster-wide ingest counters (accepted/rejected events), bumped by each web process in batches."""
+
+    name = models.CharField(max_length=40, unique=True)
+    value = models.BigIntegerField(default=0)
+
+    def __str__(self) -> str:
+        return f"{self.name} = {self.value}"

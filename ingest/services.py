@@ -11,6 +11,7 @@ from django.conf import settings
 
 from ingest.schemas import FieldError, validate_event
 from ingest.streams import EventStream, get_stream
+from iops.lib.request_id import request_id_var
 
 
 class BodyError(Exception):
@@ -61,12 +62,15 @@ def events_validate(body: Any, *, now: datetime) -> IngestOutcome:
     else:
         items = [body]
         outcome = IngestOutcome(batch=False)
+    rid = request_id_var.get()  # carried to the worker's log lines (issue 9)
     for index, item in enumerate(items):
         try:
             event = validate_event(item, now=now, new_id=_new_id)
         except FieldError as exc:
             outcome.results.append({"index": index, "status": "rejected", "errors": exc.errors})
             continue
+        if rid != "-":
+            event["request_id"] = rid
         outcome.accepted.append(event)
         outcome.results.append({"index": index, "status": "accepted", "event_id": event["event_id"]})
     return outcome

@@ -15,10 +15,22 @@ from django.utils import timezone
 
 from ingest.pipeline import process_batch
 from ingest.streams import Delivery, EventStream, StreamUnavailable, get_stream
+from iops.lib.request_id import request_id_var
 
 logger = logging.getLogger(__name__)
 
 TRANSIENT = (OperationalError, InterfaceError, StreamUnavailable)
+
+# Upper bounds (seconds) of the batch duration histogram served by /metrics.
+BATCH_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+
+
+def batch_request_id(events: list[dict]) -> str:
+    """The request id(s) a batch came from, for its log lines: `rid` or `rid+N` when it mixes requests."""
+    ids = list(dict.fromkeys(e.get("request_id") for e in events if e.get("request_id")))
+    if not ids:
+        return "-"
+    return ids[0] if len(ids) == 1 else f"{ids[0]}+{len(ids) - 1}"
 
 
 def consumer_name() -> str:
@@ -39,8 +51,80 @@ class StreamWorker:
         self.batch_size = batch_size or settings.WORKER_BATCH_SIZE
         self.block_ms = settings.WORKER_BLOCK_MS if block_ms is None else block_ms
         self.processed = 0
+        self.started_at = timezone.now()
+        self.batches = 0
+        self.batch_seconds_sum = 0.0
+        self.batch_counts = [0] * len(BATCH_BUCKETS)  # per bucket, not cumulative
+        self._beat_at: float | None = None  # monotonic time of the last heartbeat write
+        self._log_at = time.monotonic()
+        self._log_processed = 0
 
     def run_once(self) -> int:
+        """Process one batch, then write the heartbeat / progress line when they are due."""
+        try:
+            return self._run_once()
+        finally:
+            self._tick()
+
+    def _observe(self, seconds: float) -> None:
+        self.batches += 1
+        self.batch_seconds_sum += seconds
+        for i, bound in enumerate(BATCH_BUCKETS):
+            if seconds <= bound:
+                self.batch_counts[i] += 1
+                break
+
+    def heartbeat(self) -> None:
+        """Upsert this worker's WorkerHeartbeat row (one UPDATE; an INSERT the first time)."""
+        from ingest.models import WorkerHeartbeat
+
+        cumulative, running = {}, 0
+        for bound, n in zip(BATCH_BUCKETS, self.batch_counts, strict=True):
+            running += n
+            cumulative[repr(bound)] = running
+        fields = {
+            "backend": self.stream.name,
+            "last_seen": timezone.now(),
+            "processed": self.processed,
+            "batches": self.batches,
+            "batch_seconds_sum": self.batch_seconds_sum,
+            "batch_buckets": cumulative,
+        }
+        if not WorkerHeartbeat.objects.filter(name=self.consumer[:200]).update(**fields):
+            WorkerHeartbeat.objects.update_or_create(
+                name=self.consumer[:200], defaults={**fields, "started_at": self.started_at}
+            )
+
+    def _tick(self) -> None:
+        mono = time.monotonic()
+        if self._beat_at is None or mono - self._beat_at >= settings.WORKER_HEARTBEAT_SECONDS:
+            try:
+                self.heartbeat()
+                self._beat_at = mono
+            except TRANSIENT as exc:  # the loop's own retry handles the outage; the beat waits
+                logger.debug("heartbeat not written", extra={"error": exc.__class__.__name__})
+        elapsed = mono - self._log_at
+        if elapsed >= settings.WORKER_LOG_SECONDS:
+            done = self.processed - self._log_processed
+            logger.info(
+                "worker progress: %d events in %.0f s (%.1f events/s)",
+                done,
+                elapsed,
+                done / elapsed,
+                extra={"consumer": self.consumer, "events": done, "rate": round(done / elapsed, 1)},
+            )
+            self._log_at, self._log_processed = mono, self.processed
+
+    def _process(self, events: list[dict]) -> None:
+        token = request_id_var.set(batch_request_id(events))
+        started = time.perf_counter()
+        try:
+            process_batch(events, now=timezone.now())
+        finally:
+            self._observe(time.perf_counter() - started)
+            request_id_var.reset(token)
+
+    def _run_once(self) -> int:
         """Process one batch; returns how many stream messages it settled (acked or dead-lettered)."""
         deliveries = self.stream.read(consumer=self.consumer, count=self.batch_size, block_ms=self.block_ms)
         if not deliveries:
@@ -51,7 +135,7 @@ class StreamWorker:
             self.stream.dead_letter(bad, bad.error)
         if good:
             try:
-                process_batch([d.event for d in good], now=timezone.now())
+                self._process([d.event for d in good])
             except TRANSIENT:
                 raise
             except Exception:  # noqa: BLE001 - isolate the poison message, keep the rest flowing
@@ -65,7 +149,7 @@ class StreamWorker:
         settled = []
         for d in deliveries:
             try:
-                process_batch([d.event], now=timezone.now())
+                self._process([d.event])
                 settled.append(d)
             except TRANSIENT:
                 raise
@@ -73,7 +157,10 @@ class StreamWorker:
                 if d.deliveries >= settings.STREAM_MAX_DELIVERIES:
                     self.stream.dead_letter(d, f"{exc.__class__.__name__}: {exc}")
                 else:
-                    logger.warning("event failed, left for redelivery", extra={"message_id": d.token})
+                    logger.warning(
+                        "event failed, left for redelivery",
+                        extra={"message_id": d.token, "request_id": d.event.get("request_id", "-")},
+                    )
         return settled
 
     def run(self, stop: threading.Event) -> None:
@@ -93,6 +180,10 @@ class StreamWorker:
                 stop.wait(1)
             finally:
                 close_old_connections()
+        try:
+            self.heartbeat()  # the final count, so pipeline_status shows what this worker did
+        except TRANSIENT:
+            pass
         logger.info("stream worker stopped", extra={"consumer": self.consumer, "processed": self.processed})
 
 

@@ -291,3 +291,21 @@ if (
     raise ImproperlyConfigured(
         "ALERT_DELIVERY_BACKOFF_SECONDS, ALERT_DELIVERY_SWEEP_SECONDS and ALERT_WEBHOOK_TIMEOUT_SECONDS must be > 0"
     )
+
+# --- operations: heartbeats, /metrics, retention (issue 9, ops) ---------------------------------
+# Each stream worker upserts its WorkerHeartbeat this often and logs one progress line per interval.
+WORKER_HEARTBEAT_SECONDS = env_float("WORKER_HEARTBEAT_SECONDS", 5.0)
+WORKER_LOG_SECONDS = env_float("WORKER_LOG_SECONDS", 60.0)
+# /healthz fails its `worker` check when a worker is expected and no heartbeat is this recent.
+WORKER_HEARTBEAT_MAX_AGE_SECONDS = env_int("WORKER_HEARTBEAT_MAX_AGE_SECONDS", 60, minimum=1)
+# A worker is expected except under tests (the embedded `serve` and Celery workers both beat).
+WORKER_EXPECTED = env_bool("WORKER_EXPECTED", not TESTING)
+# Web processes fold their accepted/rejected tallies into the database at most this often.
+METRICS_FLUSH_SECONDS = env_float("METRICS_FLUSH_SECONDS", 5.0)
+# Retention: minute/hour buckets and insights are kept this long (raw events: EVENT_RETENTION_DAYS).
+AGGREGATE_RETENTION_DAYS = env_int("AGGREGATE_RETENTION_DAYS", 90, minimum=31)
+RETENTION_BATCH_SIZE = env_int("RETENTION_BATCH_SIZE", 5000, minimum=1)
+if WORKER_HEARTBEAT_SECONDS < 0 or WORKER_LOG_SECONDS <= 0 or METRICS_FLUSH_SECONDS < 0:
+    raise ImproperlyConfigured(
+        "WORKER_HEARTBEAT_SECONDS and METRICS_FLUSH_SECONDS must be >= 0, WORKER_LOG_SECONDS > 0"
+    )

@@ -1,14 +1,18 @@
 from __future__ import annotations
 
+import hmac
 import logging
 
 from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
+from django.conf import settings
 from django.db import connection
-from django.http import HttpRequest, JsonResponse
+from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.utils import timezone
 from django.views.decorators.http import require_GET
 
 from ingest.streams import StreamUnavailable, get_stream
+from iops.lib.http import json_error
 
 logger = logging.getLogger(__name__)
 
@@ -38,16 +42,42 @@ def _check_channel_layer() -> str:
     return "ok"
 
 
+class StaleWorker(Exception):
+    pass
+
+
+def _check_worker() -> str:
+    """The freshest WorkerHeartbeat must be at most WORKER_HEARTBEAT_MAX_AGE_SECONDS old.
+
+    Run only when a worker is expected (WORKER_EXPECTED, on unless IOPS_TESTING); a deployment that
+    runs no stream consumer on purpose sets it false and /healthz leaves the check out.
+    """
+    from ingest.operations import freshest_heartbeat_age
+
+    age = freshest_heartbeat_age(now=timezone.now())
+    if age is None:
+        raise StaleWorker("no worker heartbeat yet")
+    if age > settings.WORKER_HEARTBEAT_MAX_AGE_SECONDS:
+        raise StaleWorker(f"last heartbeat {age:.0f}s ago")
+    return "ok"
+
+
 @require_GET
 def healthz(request: HttpRequest) -> JsonResponse:
     checks: dict[str, str] = {}
-    for name, check in (
+    named = [
         ("database", _check_database),
         ("stream", _check_stream),
         ("channel_layer", _check_channel_layer),
-    ):
+    ]
+    if settings.WORKER_EXPECTED:  # a deployment without stream consumers shows no worker check
+        named.append(("worker", _check_worker))
+    for name, check in named:
         try:
             checks[name] = check()
+        except StaleWorker as exc:
+            logger.warning("health check failed", extra={"check": name, "error": str(exc)})
+            checks[name] = f"error: {exc}"
         except (StreamUnavailable, Exception) as exc:  # noqa: BLE001 - any failure is reported, never raised
             logger.warning("health check failed", extra={"check": name, "error": exc.__class__.__name__})
             checks[name] = f"error: {exc.__class__.__name__}"
@@ -55,3 +85,31 @@ def healthz(request: HttpRequest) -> JsonResponse:
     return JsonResponse(
         {"status": "ok" if ok else "unavailable", "checks": checks}, status=200 if ok else 503
     )
+
+
+def _metrics_allowed(request: HttpRequest) -> bool:
+    user = getattr(request, "user", None)
+    if user is not None and user.is_active and user.is_staff:
+        return True
+    token = settings.METRICS_TOKEN
+    header = request.headers.get("Authorization", "")
+    if not token or not header.startswith("Bearer "):
+        return False
+    return hmac.compare_digest(header[7:].strip().encode(), token.encode())
+
+
+@require_GET
+def metrics(request: HttpRequest) -> HttpResponse:
+    """Prometheus text for staff sessions or `Authorization: Bearer <METRICS_TOKEN>`."""
+    if not _metrics_allowed(request):
+        return json_error(
+            401,
+            "authentication required",
+            [{"field": "Authorization", "message": "staff session or Bearer METRICS_TOKEN"}],
+            WWW_Authenticate='Bearer realm="metrics"',
+        )
+    from prometheus_client import CONTENT_TYPE_LATEST
+
+    from iops.prom import render
+
+    return HttpResponse(render(now=timezone.now()), content_type=CONTENT_TYPE_LATEST)

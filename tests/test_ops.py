@@ -1,0 +1,205 @@
+"""Operations (issue 9): worker heartbeats, /healthz worker and stream checks, /metrics, request ids."""
+
+from __future__ import annotations
+
+import logging
+import socket
+from datetime import timedelta
+
+import pytest
+import time_machine
+from django.utils import timezone
+from prometheus_client.parser import text_string_to_metric_families
+
+from conftest import event
+from ingest.models import WorkerHeartbeat
+from ingest.worker import StreamWorker
+from iops.lib.request_id import RequestIdFilter
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture(autouse=True)
+def _ops_settings(settings):
+    from ingest import counters
+
+    settings.METRICS_FLUSH_SECONDS = 0  # every request folds its tally at once
+    settings.METRICS_TOKEN = "metrics-token-for-tests-0123456789"
+    counters.reset_local()
+    yield
+    counters.reset_local()
+
+
+def closed_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]  # closed again when the socket is
+
+
+def families(text: str) -> dict:
+    return {f.name: f for f in text_string_to_metric_families(text)}
+
+
+def sample(fams: dict, family: str, name: str | None = None, **labels) -> float:
+    for s in fams[family].samples:
+        if s.name == (name or family) and all(s.labels.get(k) == v for k, v in labels.items()):
+            return s.value
+    raise AssertionError(f"no sample {name or family} {labels} in {fams[family].samples}")
+
+
+# --- heartbeats -----------------------------------------------------------------------------------
+
+
+def test_worker_heartbeat_counts_processed_events(post, drain):
+    resp = post({"events": [event("ib_call_logged", student_id=f"s{i}") for i in range(7)]})
+    assert resp.status_code == 202
+    drain()
+    beat = WorkerHeartbeat.objects.get()
+    assert beat.processed == 7
+    assert beat.backend == "database"
+    assert beat.batches >= 1
+    assert sum(1 for _ in beat.batch_buckets) > 0 and max(beat.batch_buckets.values()) == beat.batches
+    assert (timezone.now() - beat.last_seen).total_seconds() < 5
+
+
+def test_heartbeat_is_throttled_and_progress_logged_per_interval(settings, post, caplog):
+    settings.WORKER_HEARTBEAT_SECONDS = 3600
+    settings.WORKER_LOG_SECONDS = 3600
+    worker = StreamWorker(block_ms=0, batch_size=2)
+    caplog.set_level(logging.INFO, logger="ingest.worker")
+    post({"events": [event("ib_call_logged", student_id=f"s{i}") for i in range(6)]})
+    for _ in range(3):
+        worker.run_once()
+    # The first batch wrote the row; the next two were within the interval: no further writes.
+    assert WorkerHeartbeat.objects.get().processed == 2
+    assert not [r for r in caplog.records if "worker progress" in r.getMessage()]
+    settings.WORKER_LOG_SECONDS = 0.000001
+    post(event("ib_call_logged", student_id="late"))
+    worker.run_once()
+    lines = [r for r in caplog.records if "worker progress" in r.getMessage()]
+    assert len(lines) == 1
+    assert lines[0].events == 7 and lines[0].rate > 0
+
+
+# --- /healthz -------------------------------------------------------------------------------------
+
+
+def test_healthz_worker_check_follows_the_heartbeat_age(client, settings, post, drain):
+    settings.WORKER_EXPECTED = True
+    settings.WORKER_HEARTBEAT_MAX_AGE_SECONDS = 60
+    resp = client.get("/healthz")
+    assert resp.status_code == 503
+    assert resp.json()["checks"]["worker"].startswith("error: no worker heartbeat")
+    post(event("ib_call_logged", student_id="s1"))
+    drain()
+    resp = client.get("/healthz")
+    assert resp.status_code == 200, resp.json()
+    assert resp.json() == {
+        "status": "ok",
+        "checks": {"database": "ok", "stream": "ok", "channel_layer": "ok", "worker": "ok"},
+    }
+    with time_machine.travel(timezone.now() + timedelta(seconds=61), tick=False):
+        resp = client.get("/healthz")
+    assert resp.status_code == 503
+    assert resp.json()["status"] == "unavailable"
+    assert resp.json()["checks"]["worker"].startswith("error: last heartbeat")
+
+
+def test_healthz_worker_not_expected_does_not_fail(client, settings):
+    settings.WORKER_EXPECTED = False
+    resp = client.get("/healthz")
+    assert resp.status_code == 200
+    assert "worker" not in resp.json()["checks"]
+
+
+def test_healthz_names_a_stopped_redis(client, settings):
+    from ingest.streams import get_stream
+
+    settings.IOPS_STREAM = "redis"
+    settings.REDIS_URL = f"redis://127.0.0.1:{closed_port()}/0"
+    settings.WORKER_EXPECTED = False
+    get_stream.cache_clear()
+    resp = client.get("/healthz")
+    assert resp.status_code == 503
+    body = resp.json()
+    assert body["status"] == "unavailable"
+    assert body["checks"]["stream"].startswith("error: ")
+    assert body["checks"]["database"] == "ok"
+
+
+# --- /metrics -------------------------------------------------------------------------------------
+
+
+def test_metrics_refuses_anonymous_and_wrong_tokens(client, outsider):
+    for headers in ({}, {"HTTP_AUTHORIZATION": "Bearer wrong"}, {"HTTP_AUTHORIZATION": "Basic x"}):
+        resp = client.get("/metrics", **headers)
+        assert resp.status_code == 401
+        assert resp.json()["errors"][0]["field"] == "Authorization"
+    client.force_login(outsider)  # logged in but not staff
+    assert client.get("/metrics").status_code == 401
+
+
+def test_metrics_refuses_when_no_token_is_configured(client, settings):
+    settings.METRICS_TOKEN = ""
+    assert client.get("/metrics", HTTP_AUTHORIZATION="Bearer ").status_code == 401
+
+
+def test_metrics_parse_and_count_ingest_processing_and_alerts(client, settings, post, drain, staff_user):
+    good = [event("ib_call_logged", student_id="stu_m") for _ in range(3)]
+    bad = event("ib_call_logged", reason="billing_question")  # no student_id: rejected
+    resp = post({"events": [*good, bad]})
+    assert resp.status_code == 202 and resp.json()["rejected"] == 1
+    drain()
+    resp = client.get("/metrics", HTTP_AUTHORIZATION=f"Bearer {settings.METRICS_TOKEN}")
+    assert resp.status_code == 200
+    assert resp["Content-Type"].startswith("text/plain")
+    fams = families(resp.content.decode())
+    assert sample(fams, "iops_ingest_events_accepted", "iops_ingest_events_accepted_total") == 3
+    assert sample(fams, "iops_ingest_events_rejected", "iops_ingest_events_rejected_total") == 1
+    assert sample(fams, "iops_events_processed", "iops_events_processed_total") == 3
+    assert sample(fams, "iops_batch_duration_seconds", "iops_batch_duration_seconds_count") >= 1
+    assert sample(fams, "iops_batch_duration_seconds", "iops_batch_duration_seconds_bucket", le="+Inf") >= 1
+    assert sample(fams, "iops_stream_up") == 1
+    assert sample(fams, "iops_stream_backlog", state="waiting") == 0
+    assert sample(fams, "iops_stream_dead_letters") == 0
+    worker = WorkerHeartbeat.objects.get().name
+    assert (
+        sample(fams, "iops_worker_events_processed", "iops_worker_events_processed_total", worker=worker) == 3
+    )
+    # Three IB calls in 14 days raise the ib_calls alert: it shows up by severity and status.
+    alerts = fams["iops_alerts"].samples
+    assert alerts and all({"severity", "status"} <= s.labels.keys() for s in alerts)
+    assert sum(s.value for s in alerts) >= 1
+    # A staff session sees the same figures.
+    client.force_login(staff_user)
+    again = families(client.get("/metrics").content.decode())
+    assert sample(again, "iops_ingest_events_accepted", "iops_ingest_events_accepted_total") == 3
+
+
+def test_metrics_counts_refusals_and_waiting_backlog(client, settings, post):
+    post({"events": [event("ib_call_logged", student_id="s") for _ in range(4)]})
+    fams = families(
+        client.get("/metrics", HTTP_AUTHORIZATION=f"Bearer {settings.METRICS_TOKEN}").content.decode()
+    )
+    assert sample(fams, "iops_stream_backlog", state="waiting") == 4
+    assert sample(fams, "iops_events_processed", "iops_events_processed_total") == 0
+
+
+# --- request ids ----------------------------------------------------------------------------------
+
+
+def test_request_id_is_carried_into_the_worker_batch_logs(post, client, api_key, drain, caplog):
+    caplog.set_level(logging.DEBUG, logger="ingest.pipeline")
+    caplog.handler.addFilter(RequestIdFilter())
+    resp = client.post(
+        "/api/ingest",
+        data='{"event_type": "ib_call_logged", "student_id": "s9"}',
+        content_type="application/json",
+        HTTP_AUTHORIZATION=f"Bearer {api_key}",
+        HTTP_X_REQUEST_ID="req-ops-42",
+    )
+    assert resp.status_code == 202 and resp["X-Request-ID"] == "req-ops-42"
+    caplog.clear()
+    drain()
+    batch_lines = [r for r in caplog.records if r.getMessage() == "batch processed"]
+    assert batch_lines and all(r.request_id == "req-ops-42" for r in batch_lines)
