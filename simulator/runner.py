@@ -59,6 +59,12 @@ class DirectSender:
             return
         summary.add(sent=len(events), failed=len(events))
 
+    def thread_done(self) -> None:
+        """A producer thread ends: close the database connections it opened."""
+        from django.db import connections
+
+        connections.close_all()
+
 
 class HttpSender:
     def __init__(self, target: str, api_key: str, *, single: bool = False, transport=None):
@@ -161,7 +167,21 @@ def run(
     started = time.monotonic()
     per_stream_interval = (streams / rate) if rate else 0.0
 
+    def flush(batch: list[dict[str, Any]]) -> None:
+        try:
+            sender.send(batch, summary)
+        except Exception as exc:  # noqa: BLE001 - counted and reported, never lost silently
+            logger.exception("simulator send failed")
+            summary.add(sent=len(batch), failed=len(batch))
+            summary.errors.append(f"{exc.__class__.__name__}: {exc}"[:300])
+
     def produce(index: int) -> None:
+        try:
+            _produce(index)
+        finally:
+            getattr(sender, "thread_done", lambda: None)()
+
+    def _produce(index: int) -> None:
         factory = EventFactory(pop, seed=seed, scenario=scenario, stream=stream_offset + index)
         produced = 0
         batch: list[dict[str, Any]] = []
@@ -176,7 +196,7 @@ def run(
                 delay = next_at - time.monotonic()
                 if delay > 0:
                     if batch and delay > 0.2:
-                        sender.send(batch, summary)
+                        flush(batch)
                         batch = []
                         delay = next_at - time.monotonic()
                     if delay > 0:
@@ -186,10 +206,10 @@ def run(
             batch.append(factory.next_event(sim.at(progress), progress))
             produced += 1
             if len(batch) >= batch_size:
-                sender.send(batch, summary)
+                flush(batch)
                 batch = []
         if batch:
-            sender.send(batch, summary)
+            flush(batch)
 
     threads = [
         threading.Thread(target=produce, args=(i,), daemon=True, name=f"sim-{i}") for i in range(streams)

@@ -168,3 +168,37 @@ def test_http_sender_backs_off_on_429_and_503_and_never_drops_silently(monkeypat
     summary = runner.Summary()
     failing.send([{"event_type": "x"}], summary)
     assert summary.failed == 1 and summary.errors  # counted and reported, not lost silently
+
+
+def test_a_sender_that_raises_is_counted_as_failed_not_lost():
+    class Broken:
+        def send(self, events, summary):
+            raise RuntimeError("stream exploded")
+
+    summary = runner.run(sender=Broken(), streams=2, events_per_stream=5, batch_size=5)
+    assert (summary.sent, summary.failed, summary.accepted) == (10, 10, 0)
+    assert "RuntimeError: stream exploded" in summary.errors[0]
+
+
+def test_http_sender_batches_by_default_and_sends_single_events_on_request():
+    import httpx
+
+    bodies: list = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        import json
+
+        body = json.loads(request.content)
+        bodies.append(body)
+        n = len(body["events"]) if "events" in body else 1
+        assert request.headers["Authorization"] == "Bearer k"
+        return httpx.Response(202, json={"accepted": n, "rejected": 0})
+
+    events = [{"event_type": "x", "n": i} for i in range(3)]
+    summary = runner.Summary()
+    runner.HttpSender("http://iops.test", "k", transport=httpx.MockTransport(handler)).send(events, summary)
+    assert bodies == [{"events": events}] and summary.accepted == 3
+    bodies.clear()
+    single = runner.HttpSender("http://iops.test", "k", single=True, transport=httpx.MockTransport(handler))
+    single.send(events, summary)
+    assert bodies == events and summary.accepted == 6
