@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import socket
 from datetime import timedelta
@@ -203,3 +204,53 @@ def test_request_id_is_carried_into_the_worker_batch_logs(post, client, api_key,
     drain()
     batch_lines = [r for r in caplog.records if r.getMessage() == "batch processed"]
     assert batch_lines and all(r.request_id == "req-ops-42" for r in batch_lines)
+
+
+# --- pipeline_status ------------------------------------------------------------------------------
+
+
+def _status(*args: str) -> str:
+    from io import StringIO
+
+    from django.core.management import call_command
+
+    out = StringIO()
+    call_command("pipeline_status", *args, stdout=out)
+    return out.getvalue()
+
+
+def test_pipeline_status_json_reports_backlog_throughput_dead_letters_and_workers(post, drain):
+    from ingest.models import StreamDeadLetter
+
+    post({"events": [event("ib_call_logged", student_id=f"s{i}") for i in range(5)]})
+    drain()
+    post({"events": [event("ib_call_logged", student_id="w") for _ in range(2)]})  # left waiting
+    StreamDeadLetter.objects.create(backend="database", message_id="1", raw="x", error="malformed")
+    data = json.loads(_status("--json"))
+    assert data["stream"] == {"backend": "database", "available": True, "waiting": 2, "in_flight": 0}
+    assert data["events_per_second_1m"] == round(5 / 60, 2)
+    assert data["dead_letters"]["stream"] == 1
+    [worker] = data["workers"]
+    assert worker["processed"] == 5 and worker["batches"] >= 1 and worker["age_seconds"] < 5
+
+
+def test_pipeline_status_table(post, drain):
+    assert "workers: no heartbeat recorded" in _status()
+    post(event("ib_call_logged", student_id="s"))
+    drain()
+    text = _status()
+    assert "stream (database): 0 waiting, 0 in flight" in text
+    assert "dead letters: stream 0" in text
+    name = WorkerHeartbeat.objects.get().name
+    row = next(line for line in text.splitlines() if line.startswith(name))
+    assert row.split()[-3] == "1"  # processed
+
+
+def test_pipeline_status_reports_an_unreachable_stream(settings):
+    from ingest.streams import get_stream
+
+    settings.IOPS_STREAM = "redis"
+    settings.REDIS_URL = f"redis://127.0.0.1:{closed_port()}/0"
+    get_stream.cache_clear()
+    assert json.loads(_status("--json"))["stream"]["available"] is False
+    assert "UNAVAILABLE" in _status()
