@@ -20,6 +20,8 @@ app.conf.beat_schedule = {
         "task": "alerts.sweep",
         "schedule": float(env_int("ALERT_SWEEP_SECONDS", 30, minimum=5)),
     },
+    # Retention (issue 9): expired raw events, buckets and insights, in bounded batches.
+    "retention": {"task": "ingest.retention", "schedule": 3600.0},
 }
 
 

@@ -254,3 +254,87 @@ def test_pipeline_status_reports_an_unreachable_stream(settings):
     get_stream.cache_clear()
     assert json.loads(_status("--json"))["stream"]["available"] is False
     assert "UNAVAILABLE" in _status()
+
+
+# --- retention ------------------------------------------------------------------------------------
+
+
+def test_retention_task_deletes_expired_rows_in_bounded_batches(settings):
+    from datetime import UTC, datetime
+
+    from ingest.models import Event
+    from ingest.tasks import retention
+    from insights.models import Insight
+    from iops.celery import app
+    from metrics.models import GlobalMinute, StudentHourly, TutorHourly
+
+    settings.RETENTION_BATCH_SIZE = 3
+    now = datetime(2026, 6, 1, 12, 0, tzinfo=UTC)
+
+    def ev(i: int, days: float) -> Event:
+        at = now - timedelta(days=days)
+        return Event(
+            event_id=f"r{i}",
+            event_type="ib_call_logged",
+            occurred_at=at,
+            received_at=at,
+            processed_at=at,
+            student_id="s",
+            payload={"student_id": "s"},
+        )
+
+    # 6 raw events past 45 days interleaved by id with 6 recent ones; buckets either side of 90 days.
+    Event.objects.bulk_create([ev(i, 46 + i if i % 2 == 0 else 44 - i / 10) for i in range(12)])
+    for days in (91, 95, 89):
+        GlobalMinute.objects.create(minute=now - timedelta(days=days), received=1)
+        StudentHourly.objects.create(student_id="s", hour=now - timedelta(days=days))
+        TutorHourly.objects.create(tutor_id="t", hour=now - timedelta(days=days))
+    for days in (100, 10):
+        Insight.objects.create(
+            entity_type="student",
+            entity_id="s",
+            risk=0.5,
+            level="medium",
+            explanation="x",
+            model="rules",
+            scored_at=now - timedelta(days=days),
+        )
+    assert "retention" in {e["task"].split(".")[-1] for e in app.conf.beat_schedule.values()}
+    with time_machine.travel(now, tick=False):
+        out = retention.delay().get()
+    kept = sorted(Event.objects.values_list("event_id", flat=True))
+    assert kept == sorted(f"r{i}" for i in range(12) if i % 2)  # the 6 recent ones
+    assert out["deleted"]["ingest.Event"] == 6
+    assert out["batches"] >= 2 + 3  # 6 events in batches of 3, plus one per bucket table
+    assert out["complete"] is True
+    assert GlobalMinute.objects.count() == StudentHourly.objects.count() == TutorHourly.objects.count() == 1
+    assert GlobalMinute.objects.get().minute == now - timedelta(days=89)
+    assert list(Insight.objects.values_list("scored_at", flat=True)) == [now - timedelta(days=10)]
+    # A second run finds nothing more to do.
+    with time_machine.travel(now, tick=False):
+        assert sum(retention.delay().get()["deleted"].values()) == 0
+
+
+def test_retention_stops_when_time_is_up_and_the_next_run_continues(settings):
+    from datetime import UTC, datetime
+
+    from ingest.models import Event
+    from ingest.retention import retention_run
+
+    now = datetime(2026, 6, 1, tzinfo=UTC)
+    old = now - timedelta(days=60)
+    Event.objects.bulk_create(
+        Event(
+            event_id=f"o{i}",
+            event_type="ib_call_logged",
+            occurred_at=old,
+            received_at=old,
+            processed_at=old,
+            payload={},
+        )
+        for i in range(4)
+    )
+    first = retention_run(now=now, max_seconds=-1)
+    assert first.complete is False and Event.objects.count() == 4
+    second = retention_run(now=now, max_seconds=60)
+    assert second.complete is True and Event.objects.count() == 0
