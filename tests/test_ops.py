@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import socket
+import subprocess
+import sys
 from datetime import timedelta
+from pathlib import Path
 
 import pytest
 import time_machine
@@ -338,3 +342,104 @@ def test_retention_stops_when_time_is_up_and_the_next_run_continues(settings):
     assert first.complete is False and Event.objects.count() == 4
     second = retention_run(now=now, max_seconds=60)
     assert second.complete is True and Event.objects.count() == 0
+
+
+# --- production settings and logs (subprocesses: settings are read once per process) --------------
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _production_env(tmp_path: Path, **extra: str) -> dict:
+    import secrets
+
+    keep = ("PATH", "HOME", "LANG", "VIRTUAL_ENV")
+    env = {k: v for k, v in os.environ.items() if k in keep}
+    env.update(
+        {
+            "DATABASE_URL": "postgres://postgres@127.0.0.1:5432/h_ops2_unused",
+            "REDIS_URL": "redis://127.0.0.1:6379/0",
+            "SECRET_KEY": secrets.token_urlsafe(64),
+            "ALLOWED_HOSTS": "iops.example.com",
+            "CSRF_TRUSTED_ORIGINS": "https://iops.example.com",
+            "SECURE_SSL_REDIRECT": "true",
+            "SECURE_HSTS_SECONDS": "31536000",
+            "SECURE_HSTS_PRELOAD": "true",
+            "IOPS_VAR_DIR": str(tmp_path),
+            **extra,
+        }
+    )
+    return env
+
+
+def test_check_deploy_is_clean_with_production_variables(tmp_path):
+    out = subprocess.run(
+        [sys.executable, "manage.py", "check", "--deploy", "--fail-level", "WARNING"],
+        cwd=ROOT,
+        env=_production_env(tmp_path),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "System check identified no issues" in out.stdout
+
+
+def test_production_settings_default_to_safe_values(tmp_path):
+    code = (
+        "from django.conf import settings as s; import json; print(json.dumps({"
+        "'debug': s.DEBUG, 'session': s.SESSION_COOKIE_SECURE, 'csrf': s.CSRF_COOKIE_SECURE,"
+        "'log': s.LOG_FORMAT, 'hosts': s.ALLOWED_HOSTS, 'worker': s.WORKER_EXPECTED}))"
+    )
+    env = _production_env(tmp_path)
+    out = subprocess.run(
+        [sys.executable, "manage.py", "shell", "-c", code],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert out.returncode == 0, out.stderr
+    assert json.loads(out.stdout.strip().splitlines()[-1]) == {
+        "debug": False,
+        "session": True,
+        "csrf": True,
+        "log": "json",
+        "hosts": ["iops.example.com"],
+        "worker": True,
+    }
+    del env["SECRET_KEY"]
+    refused = subprocess.run(
+        [sys.executable, "manage.py", "check"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120
+    )
+    assert refused.returncode != 0 and "SECRET_KEY must be set" in refused.stderr
+
+
+def test_json_logs_are_one_object_per_line(tmp_path):
+    # A real code path that logs at INFO: a retention run over the embedded SQLite database.
+    env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "REDIS_URL", "IOPS_STREAM")}
+    env.update({"IOPS_VAR_DIR": str(tmp_path), "LOG_FORMAT": "json", "IOPS_TESTING": "1"})
+    subprocess.run(
+        [sys.executable, "manage.py", "migrate", "-v", "0"], cwd=ROOT, env=env, check=True, timeout=120
+    )
+    code = (
+        "import logging; from django.utils import timezone; from ingest.retention import retention_run;"
+        "from iops.lib.request_id import request_id_var; request_id_var.set('rid-json-1');"
+        "retention_run(now=timezone.now()); logging.getLogger('ops.test').warning('two\\nlines')"
+    )
+    out = subprocess.run(
+        [sys.executable, "manage.py", "shell", "-c", code],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert out.returncode == 0, out.stderr
+    lines = [line for line in out.stderr.splitlines() if line.strip()]
+    records = [json.loads(line) for line in lines]  # every line is one JSON object
+    retention = next(r for r in records if r["logger"] == "ingest.retention")
+    assert retention["level"] == "INFO" and retention["message"].startswith("retention: deleted 0 rows")
+    assert retention["request_id"] == "rid-json-1" and "ts" in retention
+    assert retention["complete"] is True
+    assert next(r for r in records if r["logger"] == "ops.test")["message"] == "two\nlines"
