@@ -4,7 +4,7 @@ import os
 
 from celery import Celery, bootsteps
 
-from iops.lib.env import env_int
+from iops.lib.env import env_float, env_int
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "iops.settings")
 
@@ -15,6 +15,11 @@ app.conf.beat_schedule = {
     "refresh-stale-snapshots": {"task": "metrics.refresh_stale_snapshots", "schedule": 300.0},
     # A no-op unless SIMULATOR_ENABLED is true (off by default, like the prototype's disabled schedule).
     "simulate-tick": {"task": "simulator.simulate_tick", "schedule": 60.0},
+    # Alert deliveries due now: first attempts the fast path missed, and retries (issue 5).
+    "send-due-alert-deliveries": {
+        "task": "alerts.send_due_deliveries",
+        "schedule": env_float("ALERT_DELIVERY_SWEEP_SECONDS", 5.0),
+    },
     # Alert re-checks, rate anomalies (once a minute) and auto-resolve (issue 5); ALERT_SWEEP_SECONDS.
     "alerts-sweep": {
         "task": "alerts.sweep",

@@ -41,6 +41,21 @@ def _alert_sweeps(stop: threading.Event) -> None:
             close_old_connections()
 
 
+def _deliver_alerts(stop: threading.Event) -> None:
+    """Issue 5: send due alert deliveries off the stream worker thread, so a slow channel never stalls it."""
+    from django.db import close_old_connections
+
+    from alerts.delivery import deliveries_send_due
+
+    while not stop.wait(settings.ALERT_DELIVERY_SWEEP_SECONDS):
+        try:
+            deliveries_send_due(now=timezone.now())
+        except Exception:  # noqa: BLE001 - keep the loop alive
+            logger.exception("alert delivery sweep failed")
+        finally:
+            close_old_connections()
+
+
 def _simulate(stop: threading.Event, rate: float) -> None:
     from simulator import runner
 
@@ -85,6 +100,9 @@ class Command(BaseCommand):
         )
         threads.append(
             threading.Thread(target=_alert_sweeps, args=(stop,), name="iops-alert-sweeps", daemon=True)
+        )
+        threads.append(
+            threading.Thread(target=_deliver_alerts, args=(stop,), name="iops-alert-delivery", daemon=True)
         )
         if opts["simulate"] > 0:
             threads.append(
