@@ -75,9 +75,9 @@ def _store_events(events: list[dict[str, Any]], now: datetime) -> list[dict[str,
 
 def _after_commit(change: realtime.Change, raised: list[Raised]) -> None:
     """Side effects of a committed batch, in order. Each must be cheap: heavy work goes to a task."""
+    _insights_enqueue_safe(raised)  # first: an eagerly scored insight is then in the alert's message
     deliveries_enqueue_safe(alert_ids=[r.alert_id for r in raised if r.created or r.escalated])
     realtime.publish_change(change)
-    _insights_enqueue_safe(raised)
 
 
 def _insights_enqueue_safe(raised: list[Raised]) -> None:

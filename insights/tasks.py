@@ -1,0 +1,24 @@
+"""Celery interface of insights: thin, by ids."""
+
+from __future__ import annotations
+
+from celery import shared_task
+from django.db import OperationalError
+from django.utils import timezone
+
+from insights.services import insight_score
+
+
+@shared_task(
+    name="insights.score_churn",
+    autoretry_for=(OperationalError,),
+    retry_backoff=True,
+    max_retries=3,
+    ignore_result=True,
+)
+def score_churn(entity_type: str, entity_id: str, alert_id: int | None = None) -> int | None:
+    """Churn (student) or burnout (tutor) insight for one entity, optionally linked to an alert."""
+    insight = insight_score(
+        entity_type=entity_type, entity_id=entity_id, alert_id=alert_id, now=timezone.now()
+    )
+    return insight.pk if insight is not None else None

@@ -1,0 +1,157 @@
+"""Scoring through its public interfaces: ingest → alert → insight, the Celery task, the cache."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+import time_machine
+from django.utils import timezone
+
+from alerts.models import Alert
+from conftest import event
+from insights.models import Insight
+from insights.tasks import score_churn
+
+pytestmark = pytest.mark.django_db
+
+
+def send(post, drain, capture, *events):
+    resp = post({"events": list(events)})
+    assert resp.status_code == 202, resp.content
+    with capture(execute=True):
+        drain()
+
+
+def test_low_health_alert_gets_a_linked_insight_end_to_end(post, drain, django_capture_on_commit_callbacks):
+    send(
+        post,
+        drain,
+        django_capture_on_commit_callbacks,
+        event("customer_health_update", student_id="stu_7", health_score=30),
+    )
+    alert = Alert.objects.get(type="low_health_score", entity_id="stu_7")
+    insight = Insight.objects.get(alert_id=alert.pk)
+    assert (insight.entity_type, insight.entity_id) == ("student", "stu_7")
+    assert insight.level in {"medium", "high"} and 0 <= insight.risk <= 1
+    assert insight.model == "local:churn-logit-v1" and insight.fallback_reason == ""
+    assert insight.features["health_gap"] == 70
+    assert insight.drivers[0]["feature"] == "health_gap" and insight.drivers[0]["contribution"] > 0
+    assert "health is 30/100" in insight.explanation
+    assert 2 <= len(insight.recommendations) <= 3
+
+
+def test_a_repeat_that_does_not_escalate_scores_nothing_new(post, drain, django_capture_on_commit_callbacks):
+    send(
+        post,
+        drain,
+        django_capture_on_commit_callbacks,
+        event("customer_health_update", student_id="stu_8", health_score=65),
+    )
+    send(
+        post,
+        drain,
+        django_capture_on_commit_callbacks,
+        event("customer_health_update", student_id="stu_8", health_score=64),
+    )
+    assert Alert.objects.get(entity_id="stu_8").occurrences == 2
+    assert Insight.objects.filter(entity_id="stu_8").count() == 1
+
+
+def test_escalation_rescores_when_features_moved(post, drain, django_capture_on_commit_callbacks):
+    send(
+        post,
+        drain,
+        django_capture_on_commit_callbacks,
+        event("customer_health_update", student_id="stu_9", health_score=65),
+    )
+    send(
+        post,
+        drain,
+        django_capture_on_commit_callbacks,
+        event("customer_health_update", student_id="stu_9", health_score=35),
+    )
+    first, second = Insight.objects.filter(entity_id="stu_9").order_by("scored_at", "pk")
+    assert second.risk > first.risk
+    assert first.alert_id == second.alert_id == Alert.objects.get(entity_id="stu_9").pk
+
+
+def test_scoring_failure_never_breaks_ingest(
+    post, drain, django_capture_on_commit_callbacks, monkeypatch, caplog
+):
+    def boom(*args, **kwargs):
+        raise RuntimeError("broker down")
+
+    monkeypatch.setattr(score_churn, "delay", boom)
+    send(
+        post,
+        drain,
+        django_capture_on_commit_callbacks,
+        event("customer_health_update", student_id="stu_3", health_score=30),
+    )
+    assert Alert.objects.filter(entity_id="stu_3").exists()
+    assert not Insight.objects.exists()
+    assert "insight scoring not enqueued" in caplog.text
+
+
+def test_task_scores_a_tutor_and_skips_unknown_entities(post, drain, django_capture_on_commit_callbacks):
+    send(
+        post,
+        drain,
+        django_capture_on_commit_callbacks,
+        event("tutor_availability_updated", tutor_id="tut_1", available_hours_this_week=10),
+    )
+    insight_id = score_churn.apply(args=("tutor", "tut_1")).get()
+    insight = Insight.objects.get(pk=insight_id)
+    assert insight.model == "local:burnout-logit-v1" and insight.alert_id is None
+    assert score_churn.apply(args=("student", "nobody")).get() is None
+
+
+def test_cache_keeps_an_unchanged_entity_and_links_a_new_alert(
+    post, drain, django_capture_on_commit_callbacks, settings
+):
+    settings.INSIGHTS_CACHE_MINUTES = 30
+    send(
+        post,
+        drain,
+        django_capture_on_commit_callbacks,
+        event("customer_health_update", student_id="stu_5", health_score=75),
+    )
+    start = timezone.now()
+    with time_machine.travel(start, tick=False):
+        first_id = score_churn.apply(args=("student", "stu_5")).get()
+    with time_machine.travel(start + timedelta(minutes=29), tick=False):
+        assert score_churn.apply(args=("student", "stu_5", 999)).get() == first_id
+        assert Insight.objects.get(pk=first_id).alert_id == 999  # linked, not re-scored
+    with time_machine.travel(start + timedelta(minutes=31), tick=False):
+        assert score_churn.apply(args=("student", "stu_5")).get() != first_id
+    assert Insight.objects.filter(entity_id="stu_5").count() == 2
+
+
+def test_cache_rescores_inside_the_window_when_features_moved(
+    post, drain, django_capture_on_commit_callbacks, settings
+):
+    settings.INSIGHTS_CACHE_MINUTES = 30
+    send(
+        post,
+        drain,
+        django_capture_on_commit_callbacks,
+        event("customer_health_update", student_id="stu_6", health_score=90),
+    )
+    first_id = score_churn.apply(args=("student", "stu_6")).get()
+    # 4 support calls: ib_calls_14d moves by far more than half its scale
+    send(
+        post,
+        drain,
+        django_capture_on_commit_callbacks,
+        *[event("ib_call_logged", student_id="stu_6", reason="billing_question") for _ in range(4)],
+    )
+    latest = Insight.objects.filter(entity_id="stu_6").order_by("-scored_at", "-pk").first()
+    assert latest.pk != first_id and latest.features["ib_calls_14d"] == 4
+
+
+def test_insight_score_rejects_an_unknown_entity_type():
+    from insights.services import insight_score
+
+    with pytest.raises(ValueError):
+        insight_score(entity_type="subject", entity_id="x", now=datetime(2026, 1, 1, tzinfo=UTC))
