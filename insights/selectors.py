@@ -1,0 +1,75 @@
+"""Reads of insights: the API list, the model-call counts for /metrics, the beat's riskiest set."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from typing import Any
+
+from django.db.models import Count, Q, QuerySet
+
+from insights.models import Insight
+
+BEDROCK_PREFIX = "bedrock:"
+# fallback_reason prefix of a Bedrock call that was made and failed (it still spent budget).
+BEDROCK_FAILED_PREFIX = "bedrock error"
+
+
+def insight_list(
+    *,
+    entity_type: str | None = None,
+    entity_id: str | None = None,
+    alert_id: int | None = None,
+    limit: int = 50,
+) -> list[Insight]:
+    qs: QuerySet[Insight] = Insight.objects.all()
+    if entity_type:
+        qs = qs.filter(entity_type=entity_type)
+    if entity_id:
+        qs = qs.filter(entity_id=entity_id)
+    if alert_id is not None:
+        qs = qs.filter(alert_id=alert_id)
+    return list(qs.order_by("-scored_at", "-pk")[:limit])
+
+
+def insight_as_dict(insight: Insight) -> dict[str, Any]:
+    return {
+        "id": insight.pk,
+        "entity_type": insight.entity_type,
+        "entity_id": insight.entity_id,
+        "alert_id": insight.alert_id,
+        "risk": insight.risk,
+        "level": insight.level,
+        "explanation": insight.explanation,
+        "recommendations": list(insight.recommendations or []),
+        "drivers": list(insight.drivers or []),
+        "model": insight.model,
+        "fallback_reason": insight.fallback_reason,
+        "scored_at": insight.scored_at,
+    }
+
+
+def bedrock_calls_since(*, since: datetime) -> int:
+    """Bedrock calls made since then, answered or failed: the budget's count, shared by all workers."""
+    return Insight.objects.filter(
+        Q(model__startswith=BEDROCK_PREFIX) | Q(fallback_reason__startswith=BEDROCK_FAILED_PREFIX),
+        scored_at__gte=since,
+    ).count()
+
+
+def model_call_counts(*, now: datetime, since: datetime | None = None) -> dict[str, int]:
+    """Scorings by the model that produced them, and fallbacks, since `since` (default: 24 hours).
+
+    Flat {label: n} for /metrics: one key per model, plus "fallbacks" (insights whose
+    fallback_reason is set: Bedrock failed or the budget was spent)."""
+    since = since or now - timedelta(days=1)
+    rows = (
+        Insight.objects.filter(scored_at__gte=since, scored_at__lte=now)
+        .values("model")
+        .annotate(n=Count("id"), fell_back=Count("id", filter=~Q(fallback_reason="")))
+        .order_by()
+    )
+    counts: dict[str, int] = {"fallbacks": 0}
+    for r in rows:
+        counts[r["model"]] = r["n"]
+        counts["fallbacks"] += r["fell_back"]
+    return counts
