@@ -164,7 +164,7 @@ class NotificationChannelAdmin(admin.ModelAdmin):
 
     @admin.action(description="Enable selected channels")
     def enable(self, request, queryset):
-        refused = []
+        refused, enabled = [], 0
         for channel in queryset.filter(enabled=False):
             channel.enabled = True
             try:
@@ -173,6 +173,8 @@ class NotificationChannelAdmin(admin.ModelAdmin):
                 refused.append(channel.name)
                 continue
             channel.save(update_fields=["enabled", "updated_at"])
+            enabled += 1
+        self.message_user(request, f"Enabled {enabled} channel(s).", messages.SUCCESS)
         if refused:
             self.message_user(
                 request, f"Not enabled (incomplete config): {', '.join(refused)}", messages.ERROR

@@ -316,3 +316,18 @@ def test_admin_send_test_alert_action(admin_client, mailoutbox, make_channel, we
     assert "Partner hook: test failed: webhook answered HTTP 401" in page
     assert mailoutbox[0].subject.startswith("[IOps TEST] WARNING: Test alert from IOps")
     assert not AlertDelivery.objects.exists()
+
+
+def test_admin_enable_action_refuses_incomplete_channels(admin_client, make_channel):
+    draft = make_channel("sns", name="Half done", enabled=False, config={})
+    ready = make_channel("email", name="Ready", enabled=False)
+    resp = admin_client.post(
+        "/admin/alerts/notificationchannel/",
+        {"action": "enable", "_selected_action": [draft.pk, ready.pk]},
+        follow=True,
+    )
+    assert "Not enabled (incomplete config): Half done" in resp.content.decode()
+    assert dict(NotificationChannel.objects.values_list("name", "enabled")) == {
+        "Half done": False,
+        "Ready": True,
+    }
