@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import logging
+from dataclasses import replace
 from datetime import datetime, timedelta
 
 from django.conf import settings
 
-from insights import local_model
+from insights import bedrock, local_model
 from insights.features import ENTITY_TYPES, features_for
 from insights.models import Insight
+from insights.selectors import BEDROCK_FAILED_PREFIX, BEDROCK_PREFIX, bedrock_calls_since
 
 logger = logging.getLogger(__name__)
 
@@ -34,6 +36,23 @@ def _cached(*, entity_type: str, entity_id: str, features: dict[str, float], now
     return latest
 
 
+def bedrock_enabled() -> bool:
+    """Bedrock only with a model id, and never inside the embedded pipeline (eager Celery runs
+    tasks inline in the worker thread: a slow model call would stall ingest)."""
+    return bool(settings.BEDROCK_MODEL_ID) and not settings.CELERY_TASK_ALWAYS_EAGER
+
+
+def _over_budget(now: datetime) -> str:
+    """The fallback reason when the Bedrock budget is spent, else ""."""
+    per_minute = bedrock_calls_since(since=now - timedelta(minutes=1))
+    if per_minute >= settings.INSIGHTS_BEDROCK_MAX_PER_MINUTE:
+        return f"budget: {per_minute} Bedrock calls in the last minute"
+    per_day = bedrock_calls_since(since=now - timedelta(days=1))
+    if per_day >= settings.INSIGHTS_BEDROCK_MAX_PER_DAY:
+        return f"budget: {per_day} Bedrock calls in the last day"
+    return ""
+
+
 def insight_score(
     *, entity_type: str, entity_id: str, alert_id: int | None = None, now: datetime
 ) -> Insight | None:
@@ -54,6 +73,31 @@ def insight_score(
         logger.debug("insight cache hit", extra={"entity_id": entity_id, "insight_id": cached.pk})
         return cached
     result = local_model.score(entity_type=entity_type, entity_id=entity_id, features=features)
+    fallback_reason = ""
+    if bedrock_enabled():
+        fallback_reason = _over_budget(now)
+        if not fallback_reason:
+            try:
+                reply = bedrock.converse_score(
+                    entity_type=entity_type,
+                    entity_id=entity_id,
+                    features=features,
+                    local=result,
+                    model_id=settings.BEDROCK_MODEL_ID,
+                )
+            except bedrock.BedrockError as exc:
+                fallback_reason = f"{BEDROCK_FAILED_PREFIX}: {exc}"[:300]
+                logger.warning("bedrock fell back", extra={"entity_id": entity_id, "reason": str(exc)})
+            else:
+                # The local model's drivers stay: they are the features' measured contributions.
+                result = replace(
+                    result,
+                    risk=round(reply.risk, 4),
+                    level=reply.level,
+                    explanation=reply.explanation,
+                    recommendations=reply.recommendations,
+                    model=f"{BEDROCK_PREFIX}{settings.BEDROCK_MODEL_ID}",
+                )
     insight = Insight.objects.create(
         entity_type=entity_type,
         entity_id=entity_id,
@@ -65,7 +109,7 @@ def insight_score(
         drivers=result.drivers,
         features=features,
         model=result.model,
-        fallback_reason="",
+        fallback_reason=fallback_reason,
         scored_at=now,
     )
     logger.info(
@@ -79,3 +123,17 @@ def insight_score(
         },
     )
     return insight
+
+
+def insights_purge(*, now: datetime, days: int = 90, batch_size: int = 5000) -> int:
+    """Delete insights scored more than `days` ago, in batches of ids (short transactions); the
+    number deleted. Called by the retention task (ingest/retention.py) with its settings."""
+    old = Insight.objects.filter(scored_at__lt=now - timedelta(days=days))
+    total = 0
+    while True:
+        ids = list(old.order_by("pk").values_list("pk", flat=True)[:batch_size])
+        if not ids:
+            return total
+        total += Insight.objects.filter(pk__in=ids).delete()[0]
+        if len(ids) < batch_size:
+            return total
