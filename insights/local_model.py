@@ -256,6 +256,17 @@ def risk_of(*, entity_type: str, features: dict[str, float]) -> float:
     return 1.0 / (1.0 + math.exp(-z))
 
 
+def risks(*, entity_type: str, rows: list[dict[str, float]]) -> np.ndarray:
+    """risk_of for many feature vectors at once (the beat ranks every active entity)."""
+    spec = SPECS[entity_type]
+    if not rows:
+        return np.zeros(0)
+    centre, scale, weight = _arrays(spec)
+    x = np.array([[float(r[t.feature]) for t in spec.terms] for r in rows], dtype=float)
+    z = spec.intercept + ((x - centre) / scale) @ weight
+    return 1.0 / (1.0 + np.exp(-z))
+
+
 def features_moved(*, entity_type: str, before: dict[str, Any], after: dict[str, float]) -> bool:
     """True when any feature moved by MATERIAL_SHIFT of its scale or more (or the set changed)."""
     spec = SPECS[entity_type]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import heapq
 import logging
 from dataclasses import replace
 from datetime import datetime, timedelta
@@ -9,9 +10,10 @@ from datetime import datetime, timedelta
 from django.conf import settings
 
 from insights import bedrock, local_model
-from insights.features import ENTITY_TYPES, features_for
+from insights.features import ENTITY_TYPES, features_for, student_features, tutor_features
 from insights.models import Insight
 from insights.selectors import BEDROCK_FAILED_PREFIX, BEDROCK_PREFIX, bedrock_calls_since
+from metrics.models import StudentSnapshot, TutorSnapshot
 
 logger = logging.getLogger(__name__)
 
@@ -137,3 +139,55 @@ def insights_purge(*, now: datetime, days: int = 90, batch_size: int = 5000) -> 
         total += Insight.objects.filter(pk__in=ids).delete()[0]
         if len(ids) < batch_size:
             return total
+
+
+# Entities whose snapshot has not changed for this long are not ranked by the beat (gone quiet).
+RANK_ACTIVE_DAYS = 30
+RANK_CHUNK = 2000
+
+
+def riskiest(*, entity_type: str, top_n: int, now: datetime) -> list[tuple[str, float]]:
+    """The top_n (entity_id, local risk) among entities active in the last RANK_ACTIVE_DAYS,
+    riskiest first; snapshots are read in chunks and ranked with numpy."""
+    model, key, to_features = (
+        (StudentSnapshot, "student_id", student_features)
+        if entity_type == "student"
+        else (TutorSnapshot, "tutor_id", tutor_features)
+    )
+    qs = model.objects.filter(updated_at__gte=now - timedelta(days=RANK_ACTIVE_DAYS)).order_by("pk")
+    best: list[tuple[float, str]] = []
+    ids: list[str] = []
+    rows: list[dict[str, float]] = []
+
+    def flush() -> None:
+        nonlocal best
+        risk = local_model.risks(entity_type=entity_type, rows=rows)
+        best = heapq.nlargest(top_n, best + list(zip(risk.tolist(), ids, strict=True)))
+        ids.clear()
+        rows.clear()
+
+    for snap in qs.iterator(chunk_size=RANK_CHUNK):
+        ids.append(getattr(snap, key))
+        rows.append(to_features(snap))
+        if len(rows) >= RANK_CHUNK:
+            flush()
+    flush()
+    return [(entity_id, round(risk, 4)) for risk, entity_id in best]
+
+
+def insights_score_riskiest(*, now: datetime, top_n: int) -> dict[str, int]:
+    """Score the top_n riskiest students and tutors (by the local model); the cache keeps
+    unchanged ones, the budget bounds Bedrock. Returns counts for the task's log."""
+    out = {"ranked": 0, "scored": 0, "cached": 0}
+    if top_n <= 0:
+        return out
+    for entity_type in ENTITY_TYPES:
+        for entity_id, _risk in riskiest(entity_type=entity_type, top_n=top_n, now=now):
+            out["ranked"] += 1
+            insight = insight_score(entity_type=entity_type, entity_id=entity_id, now=now)
+            if insight is not None and insight.scored_at == now:
+                out["scored"] += 1
+            elif insight is not None:
+                out["cached"] += 1
+    logger.info("riskiest scored", extra=out)
+    return out

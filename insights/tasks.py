@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from celery import shared_task
+from django.conf import settings
 from django.db import OperationalError
 from django.utils import timezone
 
-from insights.services import insight_score
+from insights.services import insight_score, insights_score_riskiest
 
 
 @shared_task(
@@ -22,3 +23,9 @@ def score_churn(entity_type: str, entity_id: str, alert_id: int | None = None) -
         entity_type=entity_type, entity_id=entity_id, alert_id=alert_id, now=timezone.now()
     )
     return insight.pk if insight is not None else None
+
+
+@shared_task(name="insights.score_riskiest", ignore_result=True)
+def score_riskiest() -> dict[str, int]:
+    """Beat: insights for the INSIGHTS_BEAT_TOP_N riskiest students and tutors."""
+    return insights_score_riskiest(now=timezone.now(), top_n=settings.INSIGHTS_BEAT_TOP_N)

@@ -27,6 +27,11 @@ app.conf.beat_schedule = {
     },
     # Retention (issue 9): expired raw events, buckets and insights, in bounded batches.
     "retention": {"task": "ingest.retention", "schedule": 3600.0},
+    # Churn/burnout insights for the N riskiest entities by the local model (issue 6).
+    "insights-score-riskiest": {
+        "task": "insights.score_riskiest",
+        "schedule": float(env_int("INSIGHTS_BEAT_SECONDS", 900, minimum=60)),
+    },
 }
 
 
