@@ -125,7 +125,9 @@ class IOpsCollector:
         calls = operations.model_call_counts(now=self.now)
         if calls is not None:
             c = GaugeMetricFamily(
-                "iops_churn_model_calls", "Churn model calls by outcome.", labels=["outcome"]
+                "iops_churn_model_calls",
+                "Churn scorings in the last 24 hours by model, and fallbacks.",
+                labels=["outcome"],
             )
             for outcome, n in sorted(calls.items()):
                 c.add_metric([outcome], n)

@@ -443,3 +443,32 @@ def test_json_logs_are_one_object_per_line(tmp_path):
     assert retention["request_id"] == "rid-json-1" and "ts" in retention
     assert retention["complete"] is True
     assert next(r for r in records if r["logger"] == "ops.test")["message"] == "two\nlines"
+
+
+def test_metrics_report_churn_model_calls_and_fallbacks(client, settings):
+    from insights.models import Insight
+
+    now = timezone.now()
+    for model, reason in (
+        ("bedrock:haiku", ""),
+        ("local-logistic", "bedrock throttled"),
+        ("local-logistic", ""),
+    ):
+        Insight.objects.create(
+            entity_type="student",
+            entity_id="s1",
+            risk=0.7,
+            level="high",
+            explanation="x",
+            model=model,
+            fallback_reason=reason,
+            scored_at=now - timedelta(minutes=5),
+        )
+    fams = families(
+        client.get("/metrics", HTTP_AUTHORIZATION=f"Bearer {settings.METRICS_TOKEN}").content.decode()
+    )
+    assert sample(fams, "iops_insights", model="local-logistic", fallback="true") == 1
+    assert sample(fams, "iops_insights", model="local-logistic", fallback="false") == 1
+    assert sample(fams, "iops_insights", model="bedrock:haiku", fallback="false") == 1
+    assert sample(fams, "iops_churn_model_calls", outcome="fallbacks") == 1
+    assert sample(fams, "iops_churn_model_calls", outcome="local-logistic") == 2
