@@ -472,3 +472,129 @@ def test_metrics_report_churn_model_calls_and_fallbacks(client, settings):
     assert sample(fams, "iops_insights", model="bedrock:haiku", fallback="false") == 1
     assert sample(fams, "iops_churn_model_calls", outcome="fallbacks") == 1
     assert sample(fams, "iops_churn_model_calls", outcome="local-logistic") == 2
+
+
+# --- docker-compose.yml stays honest (Docker does not run here: its commands are checked instead) ---
+
+
+def _env_example() -> dict[str, str]:
+    """KEY=value lines of .env.example, commented-out ones included (`# KEY=value`)."""
+    import re
+
+    pairs = {}
+    for line in (ROOT / ".env.example").read_text().splitlines():
+        m = re.match(r"^#?\s*([A-Z][A-Z0-9_]+)=(.*)$", line.strip())
+        if m:
+            pairs[m.group(1)] = m.group(2)
+    return pairs
+
+
+def _example_process_env(tmp_path: Path) -> dict[str, str]:
+    """The environment a compose container gets from `.env` copied from .env.example (set values)."""
+    import re
+    import secrets
+
+    env = {k: v for k, v in os.environ.items() if k in ("PATH", "HOME", "LANG", "VIRTUAL_ENV")}
+    for line in (ROOT / ".env.example").read_text().splitlines():
+        m = re.match(r"^([A-Z][A-Z0-9_]+)=(.*)$", line.strip())
+        if m:
+            env[m.group(1)] = m.group(2)
+    env["SECRET_KEY"] = secrets.token_urlsafe(64)  # the operator's step after `cp .env.example .env`
+    env["IOPS_VAR_DIR"] = str(tmp_path)
+    return env
+
+
+def _check_entry_point(argv: list[str], env: dict[str, str], web_port: str | None) -> str:
+    """Fail unless `argv` is a command this project really runs; returns what it checked."""
+    import re
+
+    from django.core.management import get_commands, load_command_class
+    from django.urls import resolve
+
+    if argv[0] == "daphne":
+        from daphne.cli import CommandLineInterface
+
+        args = CommandLineInterface().parser.parse_args(argv[1:])
+        code = f"from daphne.utils import import_by_path; import_by_path({args.application!r})"
+        out = subprocess.run(
+            [sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120
+        )
+        assert out.returncode == 0, f"{argv}: {out.stderr[-2000:]}"
+        return f"daphne {args.application} :{args.port}"
+    if argv[0] == "celery":
+        # click validates every option before it honours --help, and `-A iops` must import the app.
+        out = subprocess.run(
+            [str(Path(sys.executable).parent / "celery"), *argv[1:], "--help"],
+            cwd=ROOT,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert out.returncode == 0, f"{argv}: {out.stdout[-500:]}{out.stderr[-2000:]}"
+        return " ".join(argv[:4])
+    if argv[:2] == ["python", "manage.py"]:
+        name = argv[2]
+        commands = get_commands()
+        assert name in commands, f"no management command {name!r}"
+        load_command_class(commands[name], name).create_parser("manage.py", name).parse_args(argv[3:])
+        return f"manage.py {name}"
+    if argv[:2] == ["python", "-c"]:
+        compile(argv[2], "<healthcheck>", "exec")
+        url = re.search(r"http://127\.0\.0\.1:(\d+)(/[\w/-]*)", argv[2])
+        assert url, f"healthcheck probes no local URL: {argv[2]}"
+        assert url.group(1) == web_port, f"probes port {url.group(1)}, daphne listens on {web_port}"
+        resolve(url.group(2))  # Resolver404 when the path is not served
+        return f"probe {url.group(2)}"
+    raise AssertionError(f"unknown entry point {argv}")
+
+
+def test_compose_file_runs_only_real_entry_points_of_this_project(tmp_path):
+    import yaml
+
+    spec = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+    services = spec["services"]
+    assert {"postgres", "redis", "migrate", "web", "worker", "beat"} <= services.keys()
+    env = _example_process_env(tmp_path)
+    web = services["web"]["command"]
+    web_port = web[web.index("-p") + 1]
+    checked = []
+    for name, svc in services.items():
+        for dep in svc.get("depends_on", {}):
+            assert dep in services, f"{name} depends on unknown service {dep}"
+        for volume in svc.get("volumes", []):
+            assert volume.split(":")[0] in spec.get("volumes", {}), f"{name}: undeclared volume {volume}"
+        if "build" not in svc:  # postgres and redis: upstream images, their own commands
+            continue
+        assert svc["env_file"] == ".env"
+        checked.append(_check_entry_point(svc["command"], env, web_port))
+        test = svc.get("healthcheck", {}).get("test")
+        if test:
+            assert test[0] == "CMD", f"{name}: healthcheck must run a command, not a shell line"
+            checked.append(_check_entry_point(test[1:], env, web_port))
+    # The three production roles of the contract, and one beat only (no `replicas`/scale on beat).
+    assert "daphne iops.asgi:application :8000" in checked
+    assert any(c.startswith("celery -A iops worker") for c in checked)
+    assert any(c.startswith("celery -A iops beat") for c in checked)
+    assert "deploy" not in services["beat"]
+    # The Dockerfile's default command is the web role too.
+    import re
+
+    cmd = re.search(r"^CMD (\[.*\])$", (ROOT / "Dockerfile").read_text(), re.M)
+    assert cmd and _check_entry_point(json.loads(cmd.group(1)), env, web_port).startswith("daphne")
+
+
+def test_env_example_names_only_settings_that_exist_and_loads(tmp_path):
+    source = (ROOT / "iops" / "settings.py").read_text()
+    unknown = [k for k in _env_example() if f'"{k}"' not in source]
+    assert not unknown, f".env.example names variables the settings never read: {unknown}"
+    # The example as an operator would use it (plus a real SECRET_KEY) passes Django's checks.
+    out = subprocess.run(
+        [sys.executable, "manage.py", "check"],
+        cwd=ROOT,
+        env=_example_process_env(tmp_path),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert out.returncode == 0, out.stdout + out.stderr
