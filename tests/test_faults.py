@@ -1,4 +1,5 @@
-"""Fault injection (issue 10): Redis killed mid-ingest, a PostgreSQL connection dropped mid-batch.
+"""Fault injection (issue 10): Redis killed mid-ingest, a PostgreSQL connection dropped mid-batch,
+the embedded worker SIGKILLed mid-batch and restarted, malformed and poison messages in the stream.
 
 Each fault is injected for real (a redis-server of the test's own, SIGKILLed and restarted on the
 same port and append-only file; pg_terminate_backend on the worker's own connection) and the test
@@ -12,6 +13,7 @@ import os
 import signal
 import sqlite3
 import subprocess
+import sys
 import threading
 import time
 import uuid
@@ -190,3 +192,158 @@ def test_postgres_connection_dropped_mid_batch_is_retried_not_lost_or_doubled(se
     assert GlobalMinute.objects.aggregate(s=Sum("received"))["s"] == n
     assert StudentHourly.objects.aggregate(s=Sum("ib_calls"))["s"] == n
     assert WorkerHeartbeat.objects.get().processed == n
+
+
+def _sqlite_counts(db) -> dict[str, int]:
+    with sqlite3.connect(db, timeout=10) as conn:
+        one = lambda sql: conn.execute(sql).fetchone()[0]  # noqa: E731
+        return {
+            "stored": one("SELECT count(*) FROM ingest_event"),
+            "pending": one("SELECT count(*) FROM ingest_pendingevent"),
+            "claimed": one("SELECT count(*) FROM ingest_pendingevent WHERE claimed_by != ''"),
+        }
+
+
+def test_worker_sigkilled_mid_batch_then_restarted_processes_everything_once(tmp_path):
+    """Embedded mode (SQLite, database stream): kill -9 `serve` while a batch is claimed and not acked,
+    start it again, and every accepted event is stored and folded exactly once."""
+    n = 10_000
+    server = livesrv.start(
+        tmp_path,
+        extra_env={
+            "STREAM_CLAIM_IDLE_MS": "1000",  # the dead worker's claim expires quickly
+            "WORKER_HEARTBEAT_SECONDS": "0",
+            "INGEST_RATE_LIMIT_PER_SEC": "1000000",
+            "INGEST_RATE_LIMIT_BURST": "1000000",
+        },
+    )
+    db = tmp_path / "iops.sqlite3"
+    worker = None
+    try:
+        # 1. A backlog accepted while no worker runs (`serve --no-worker`).
+        livesrv.stop(server)
+        web = subprocess.Popen(
+            [sys.executable, "manage.py", "serve", "--port", server.url.rsplit(":", 1)[1], "--simulate", "0",
+             "--no-worker"],
+            cwd=livesrv.ROOT, env=server.env, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )  # fmt: skip
+        server.proc = web
+        accepted: list[str] = []
+        with httpx.Client(
+            base_url=server.url, headers={"Authorization": f"Bearer {server.api_key}"}, timeout=30
+        ) as http:
+            deadline = time.monotonic() + 30
+            while True:
+                with suppress(httpx.HTTPError):
+                    if http.get("/healthz").status_code == 200:
+                        break
+                assert time.monotonic() < deadline, "serve --no-worker did not start"
+                time.sleep(0.1)
+            for start in range(0, n, 500):
+                events = [
+                    event("ib_call_logged", event_id=f"k-{i}", student_id=f"s{i % 97}")
+                    for i in range(start, start + 500)
+                ]
+                resp = http.post("/api/ingest", json={"events": events})
+                assert resp.status_code == 202, resp.text
+                accepted.extend(resp.json()["event_ids"])
+        _kill(web)
+        assert _sqlite_counts(db) == {"stored": 0, "pending": n, "claimed": 0}
+
+        # 2. The worker starts on the backlog and is SIGKILLed with a batch claimed but not acked.
+        # A kill that lands in the short gap between an ack and the next claim did not hit a batch:
+        # then a fresh worker is started and the fault injected again (at most 5 tries).
+        for _attempt in range(5):
+            before = _sqlite_counts(db)["stored"]
+            worker = subprocess.Popen(
+                [sys.executable, "manage.py", "serve", "--port", str(livesrv.free_port()), "--simulate", "0"],
+                cwd=livesrv.ROOT, env=server.env, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )  # fmt: skip
+            deadline = time.monotonic() + 60
+            while True:
+                counts = _sqlite_counts(db)
+                if counts["claimed"] and counts["stored"] >= before + 1000:  # mid-run, a batch in flight
+                    _kill(worker)
+                    break
+                assert counts["stored"] < n, "the worker finished before it could be killed"
+                assert time.monotonic() < deadline and worker.poll() is None, counts
+                time.sleep(0.005)
+            at_kill = _sqlite_counts(db)
+            if at_kill["claimed"]:
+                break
+        assert at_kill["claimed"] > 0 and at_kill["stored"] < n, at_kill
+        print(f"killed with {at_kill['claimed']} claimed, {at_kill['stored']} of {n} stored")
+
+        # 3. Restart: the expired claim is taken again; nothing lost, nothing counted twice.
+        livesrv.restart(server)
+        deadline = time.monotonic() + 90
+        while (counts := _sqlite_counts(db))["stored"] < n or counts["pending"]:
+            assert time.monotonic() < deadline, counts
+            time.sleep(0.2)
+        with sqlite3.connect(db, timeout=10) as conn:
+            stored = {r[0] for r in conn.execute("SELECT event_id FROM ingest_event")}
+            received = conn.execute("SELECT sum(received) FROM metrics_globalminute").fetchone()[0]
+            ib_calls = conn.execute("SELECT sum(ib_calls) FROM metrics_studenthourly").fetchone()[0]
+            dead = conn.execute("SELECT count(*) FROM ingest_streamdeadletter").fetchone()[0]
+            beats = dict(conn.execute("SELECT name, processed FROM ingest_workerheartbeat"))
+        assert stored == set(accepted) and len(accepted) == n
+        assert received == ib_calls == n  # a batch folded twice would show here
+        assert dead == 0
+        busy = [v for v in beats.values() if v > 0]
+        assert len(busy) >= 2, beats  # the killed worker(s) and the restarted one all did work
+        with httpx.Client(base_url=server.url, timeout=10) as http:
+            assert http.get("/healthz").status_code == 200
+    finally:
+        if worker is not None:
+            _kill(worker)
+        livesrv.stop(server)
+
+
+@pytest.mark.django_db
+def test_malformed_and_poison_messages_are_dead_lettered_without_blocking(settings, post):
+    """Messages written straight into the database stream: undecodable ones are dead letters at once,
+    an event that fails processing is retried alone and dead-lettered after STREAM_MAX_DELIVERIES,
+    and the good events around them are processed on the first pass."""
+    from django.db.models import Sum
+
+    from ingest.models import Event, PendingEvent, StreamDeadLetter
+    from ingest.worker import StreamWorker
+    from metrics.models import GlobalMinute
+
+    settings.STREAM_MAX_DELIVERIES = 2
+    settings.STREAM_CLAIM_IDLE_MS = 0  # a failed delivery may be claimed again at once (no waiting)
+    assert (
+        post({"events": [event("ib_call_logged", student_id=f"a{i}") for i in range(3)]}).status_code == 202
+    )
+    PendingEvent.objects.create(body="not an event")
+    PendingEvent.objects.create(body={"event_id": "half"})  # envelope keys missing
+    PendingEvent.objects.create(
+        body={
+            "event_id": "poison-1",
+            "event_type": "ib_call_logged",
+            "timestamp": "yesterday-ish",  # passes decoding, fails in the pipeline
+            "received_at": "2026-01-01T00:00:00+00:00",
+            "payload": {"student_id": "p"},
+        }
+    )
+    assert (
+        post({"events": [event("ib_call_logged", student_id=f"b{i}") for i in range(3)]}).status_code == 202
+    )
+
+    worker = StreamWorker(block_ms=0, batch_size=50)
+    assert worker.run_once() == 9  # one pass over everything: nothing waits behind the bad three
+    assert Event.objects.count() == 6 and worker.processed == 6
+    malformed = StreamDeadLetter.objects.filter(error__startswith="malformed")
+    assert malformed.count() == 2
+    assert not StreamDeadLetter.objects.filter(body__event_id="poison-1").exists()  # not yet: 1 delivery
+    assert list(PendingEvent.objects.values_list("body__event_id", "deliveries")) == [("poison-1", 1)]
+
+    assert worker.run_once() == 1  # second delivery of the poison event: the last one allowed
+    poison = StreamDeadLetter.objects.get(body__event_id="poison-1")
+    assert poison.deliveries == 2 and poison.error.startswith("ValueError")
+    assert not PendingEvent.objects.exists()
+    assert worker.run_once() == 0
+    assert Event.objects.count() == 6
+    assert GlobalMinute.objects.aggregate(s=Sum("received"))["s"] == 6
