@@ -582,6 +582,17 @@ def test_compose_file_runs_only_real_entry_points_of_this_project(tmp_path):
 
     cmd = re.search(r"^CMD (\[.*\])$", (ROOT / "Dockerfile").read_text(), re.M)
     assert cmd and _check_entry_point(json.loads(cmd.group(1)), env, web_port).startswith("daphne")
+    # `COPY . .` must not carry secrets or local state into the image.
+    ignored = set((ROOT / ".dockerignore").read_text().split())
+    assert {".env", ".venv", "var", ".git"} <= ignored
+
+
+def test_static_files_are_served_by_whitenoise_without_debug(client, settings):
+    assert settings.DEBUG is False
+    resp = client.get("/static/vendor/htmx.min.js")
+    assert resp.status_code == 200
+    assert b"htmx" in b"".join(resp.streaming_content)
+    assert "max-age" in resp["Cache-Control"]  # WhiteNoise's header, not Django's debug view
 
 
 def test_env_example_names_only_settings_that_exist_and_loads(tmp_path):
