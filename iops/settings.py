@@ -300,6 +300,8 @@ WORKER_LOG_SECONDS = env_float("WORKER_LOG_SECONDS", 60.0)
 WORKER_HEARTBEAT_MAX_AGE_SECONDS = env_int("WORKER_HEARTBEAT_MAX_AGE_SECONDS", 60, minimum=1)
 # A worker is expected except under tests (the embedded `serve` and Celery workers both beat).
 WORKER_EXPECTED = env_bool("WORKER_EXPECTED", not TESTING)
+# The channel-layer round trip of /healthz gives up after this long (reported as a failed check).
+HEALTHZ_TIMEOUT_SECONDS = env_float("HEALTHZ_TIMEOUT_SECONDS", 2.0)
 # Web processes fold their accepted/rejected tallies into the database at most this often.
 METRICS_FLUSH_SECONDS = env_float("METRICS_FLUSH_SECONDS", 5.0)
 # Retention: minute/hour buckets and insights are kept this long (raw events: EVENT_RETENTION_DAYS).
@@ -309,6 +311,8 @@ if WORKER_HEARTBEAT_SECONDS < 0 or WORKER_LOG_SECONDS <= 0 or METRICS_FLUSH_SECO
     raise ImproperlyConfigured(
         "WORKER_HEARTBEAT_SECONDS and METRICS_FLUSH_SECONDS must be >= 0, WORKER_LOG_SECONDS > 0"
     )
+if HEALTHZ_TIMEOUT_SECONDS <= 0:
+    raise ImproperlyConfigured("HEALTHZ_TIMEOUT_SECONDS must be > 0")
 
 # --- churn insights (issue 6) --------------------------------------------------------------------
 # An entity is not re-scored within this window unless its features moved materially (half a

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import asyncio
 import hmac
 import logging
 
@@ -36,7 +37,8 @@ def _check_channel_layer() -> str:
 
         async def _ping():
             conn = layer.connection(0)
-            await conn.ping()
+            # channels-redis sets no socket timeouts: a silent peer must not hang the probe
+            await asyncio.wait_for(conn.ping(), timeout=settings.HEALTHZ_TIMEOUT_SECONDS)
 
         async_to_sync(_ping)()
     return "ok"

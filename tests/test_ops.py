@@ -132,6 +132,30 @@ def test_healthz_names_a_stopped_redis(client, settings):
     assert body["checks"]["database"] == "ok"
 
 
+@pytest.mark.timeout(60)  # the failure this guards against is a hang
+def test_healthz_gives_up_on_a_silent_channel_layer_peer(client, settings):
+    # A peer that completes the TCP handshake (listen backlog) and never answers: a blackholed Redis.
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(8)
+        port = silent.getsockname()[1]
+        settings.HEALTHZ_TIMEOUT_SECONDS = 0.5
+        settings.WORKER_EXPECTED = False
+        settings.CHANNEL_LAYERS = {
+            "default": {
+                "BACKEND": "channels_redis.core.RedisChannelLayer",
+                "CONFIG": {"hosts": [f"redis://127.0.0.1:{port}/0"]},
+            }
+        }
+        resp = client.get("/healthz")
+    assert resp.status_code == 503
+    assert resp.json()["checks"] == {
+        "database": "ok",
+        "stream": "ok",
+        "channel_layer": "error: TimeoutError",
+    }
+
+
 # --- /metrics -------------------------------------------------------------------------------------
 
 
