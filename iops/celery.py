@@ -3,6 +3,7 @@
 import os
 
 from celery import Celery, bootsteps
+from celery.signals import setup_logging
 
 from iops.lib.env import env_float, env_int
 
@@ -33,6 +34,20 @@ app.conf.beat_schedule = {
         "schedule": float(env_int("INSIGHTS_BEAT_SECONDS", 900, minimum=60)),
     },
 }
+
+
+@setup_logging.connect
+def _use_django_logging(**kwargs) -> None:
+    """Workers and beat log like the web role (LOG_FORMAT json/text, request ids), not Celery's format.
+
+    Connecting this signal stops Celery from replacing the root logger's handlers; the level is
+    LOG_LEVEL (Celery's `--loglevel` no longer applies).
+    """
+    from logging.config import dictConfig
+
+    from django.conf import settings
+
+    dictConfig(settings.LOGGING)
 
 
 class StreamConsumerStep(bootsteps.StartStopStep):

@@ -18,6 +18,7 @@ import threading
 import time
 import uuid
 from contextlib import suppress
+from pathlib import Path
 
 import httpx
 import pytest
@@ -347,3 +348,129 @@ def test_malformed_and_poison_messages_are_dead_lettered_without_blocking(settin
     assert worker.run_once() == 0
     assert Event.objects.count() == 6
     assert GlobalMinute.objects.aggregate(s=Sum("received"))["s"] == 6
+
+
+@pytest.mark.postgres
+@pytest.mark.redis
+def test_production_roles_ride_out_a_redis_crash(tmp_path):
+    """daphne + a Celery worker on PostgreSQL and a Redis of the test's own (stream, channel layer and
+    Celery broker): Redis is SIGKILLed mid-ingest and restarted; the roles carry on without a restart."""
+    import secrets
+
+    import psycopg
+
+    pg_admin = "postgresql://postgres@127.0.0.1:5432/postgres"
+    dbname = f"iops_faults_{uuid.uuid4().hex[:10]}"
+    with psycopg.connect(pg_admin, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{dbname}"')
+    dsn = f"postgres://postgres@127.0.0.1:5432/{dbname}"
+    rport, wport = livesrv.free_port(), livesrv.free_port()
+    data = tmp_path / "redis"
+    data.mkdir()
+    redis_proc = _redis_server(rport, data)
+    env = {k: v for k, v in os.environ.items() if k in ("PATH", "HOME", "LANG", "VIRTUAL_ENV")}
+    env.update(
+        {
+            "DATABASE_URL": dsn,
+            "REDIS_URL": f"redis://127.0.0.1:{rport}/0",
+            "CELERY_BROKER_URL": f"redis://127.0.0.1:{rport}/1",
+            "SECRET_KEY": secrets.token_urlsafe(64),
+            "ALLOWED_HOSTS": "127.0.0.1",
+            "IOPS_VAR_DIR": str(tmp_path),
+            "STREAM_CLAIM_IDLE_MS": "2000",
+            "WORKER_HEARTBEAT_SECONDS": "1",
+            "WORKER_HEARTBEAT_MAX_AGE_SECONDS": "10",
+            "INGEST_RATE_LIMIT_PER_SEC": "1000000",
+            "INGEST_RATE_LIMIT_BURST": "1000000",
+            "LOG_LEVEL": "WARNING",
+        }
+    )
+    bindir = Path(sys.executable).parent
+    procs: dict[str, subprocess.Popen] = {}
+
+    def counts() -> tuple[set[str], int]:
+        with psycopg.connect(dsn) as conn:
+            stored = {r[0] for r in conn.execute("SELECT event_id FROM ingest_event")}
+            folded = conn.execute("SELECT coalesce(sum(received), 0) FROM metrics_globalminute").fetchone()[0]
+        return stored, folded
+
+    try:
+        manage = [sys.executable, "manage.py"]
+        subprocess.run([*manage, "migrate", "-v", "0"], cwd=livesrv.ROOT, env=env, check=True, timeout=120)
+        key = subprocess.run(
+            [*manage, "create_api_key", "faults"],
+            cwd=livesrv.ROOT, env=env, check=True, timeout=60, capture_output=True, text=True,
+        ).stdout.strip()  # fmt: skip
+        for name, cmd in {
+            "web": [str(bindir / "daphne"), "-b", "127.0.0.1", "-p", str(wport), "iops.asgi:application"],
+            "worker": [str(bindir / "celery"), "-A", "iops", "worker", "--pool", "solo", "-l", "WARNING"],
+        }.items():
+            log = open(tmp_path / f"{name}.log", "w")  # noqa: SIM115 - closed with the process
+            procs[name] = subprocess.Popen(
+                cmd, cwd=livesrv.ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+            )
+        url = f"http://127.0.0.1:{wport}"
+
+        def healthz() -> httpx.Response | None:
+            with suppress(httpx.HTTPError):
+                return httpx.get(f"{url}/healthz", timeout=10)
+            return None
+
+        def wait_healthy(what: str) -> None:
+            deadline = time.monotonic() + 60
+            while (r := healthz()) is None or r.status_code != 200:
+                assert time.monotonic() < deadline, f"{what}: {r and r.text}"
+                time.sleep(0.3)
+
+        wait_healthy("roles did not start")
+        accepted: set[str] = set()
+        posted: set[str] = set()
+        outcomes: list[tuple[str, int, str | None]] = []
+        phase = "up"
+        with httpx.Client(base_url=url, headers={"Authorization": f"Bearer {key}"}, timeout=30) as http:
+
+            def post_batch() -> None:
+                events = [event("ib_call_logged", student_id=f"s{i % 11}") for i in range(200)]
+                posted.update(e["event_id"] for e in events)
+                resp = http.post("/api/ingest", json={"events": events})
+                outcomes.append((phase, resp.status_code, resp.headers.get("Retry-After")))
+                if resp.status_code == 202:
+                    accepted.update(resp.json()["event_ids"])
+
+            for _ in range(10):
+                post_batch()
+            _kill(redis_proc)
+            phase = "down"
+            for _ in range(5):
+                post_batch()
+            down = healthz()
+            assert down is not None and down.status_code == 503
+            assert down.json()["checks"]["stream"].startswith("error")
+            redis_proc = _redis_server(rport, data)
+            phase = "restarted"
+            deadline = time.monotonic() + 30
+            while sum(1 for p, s, _ in outcomes if p == "restarted" and s == 202) < 10:
+                assert time.monotonic() < deadline, outcomes[-5:]
+                post_batch()
+        assert all(s == 202 for p, s, _ in outcomes if p == "up")
+        assert all(s == 503 and ra and int(ra) > 0 for p, s, ra in outcomes if p == "down"), outcomes
+        deadline = time.monotonic() + 90
+        while not accepted <= (stored := counts()[0]):
+            assert time.monotonic() < deadline, f"lost: {len(accepted - stored)}"
+            time.sleep(0.5)
+        stored, folded = counts()
+        assert stored <= posted and folded == len(stored)  # nothing unknown, each folded once
+        assert procs["worker"].poll() is None and procs["web"].poll() is None  # nobody restarted them
+        wait_healthy("not healthy again after Redis came back")  # incl. a fresh worker heartbeat
+    finally:
+        for proc in procs.values():
+            with suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGTERM)
+        for proc in procs.values():
+            try:
+                proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                _kill(proc)
+        _kill(redis_proc)
+        with psycopg.connect(pg_admin, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{dbname}" WITH (FORCE)')

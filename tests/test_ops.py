@@ -633,3 +633,39 @@ def test_env_example_names_only_settings_that_exist_and_loads(tmp_path):
         timeout=120,
     )
     assert out.returncode == 0, out.stdout + out.stderr
+
+
+def test_celery_worker_logs_through_the_project_logging_config(tmp_path):
+    """The worker role writes the same JSON lines as the web role, not Celery's own text format."""
+    import re
+    import signal
+    import time
+
+    env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "REDIS_URL", "IOPS_STREAM")}
+    env.update({"IOPS_VAR_DIR": str(tmp_path), "LOG_FORMAT": "json", "IOPS_TESTING": "1"})
+    subprocess.run(
+        [sys.executable, "manage.py", "migrate", "-v", "0"], cwd=ROOT, env=env, check=True, timeout=120
+    )
+    err = tmp_path / "worker.err"
+    with open(err, "w") as sink:
+        proc = subprocess.Popen(
+            [str(Path(sys.executable).parent / "celery"), "-A", "iops", "worker", "--pool", "solo", "-l", "INFO"],
+            cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=sink, start_new_session=True,
+        )  # fmt: skip
+        try:
+            deadline = time.monotonic() + 60
+            while "celery@" not in err.read_text() or "stream worker started" not in err.read_text():
+                assert proc.poll() is None and time.monotonic() < deadline, err.read_text()[-2000:]
+                time.sleep(0.1)
+        finally:
+            os.killpg(proc.pid, signal.SIGTERM)
+            proc.wait(timeout=30)
+    lines = err.read_text().splitlines()
+    assert not [line for line in lines if re.match(r"^\[\d{4}-\d\d-\d\d ", line)]  # Celery's format
+    records = [json.loads(line) for line in lines if line.startswith("{")]
+    messages = {(r["logger"], r["message"]) for r in records}
+    assert {
+        ("ingest.worker", "stream worker started"),
+        ("ingest.worker", "stream worker stopped"),
+    } <= messages
+    assert ("celery.apps.worker", "celery@" + socket.gethostname() + " ready.") in messages
