@@ -313,6 +313,11 @@ if WORKER_HEARTBEAT_SECONDS < 0 or WORKER_LOG_SECONDS <= 0 or METRICS_FLUSH_SECO
     )
 if HEALTHZ_TIMEOUT_SECONDS <= 0:
     raise ImproperlyConfigured("HEALTHZ_TIMEOUT_SECONDS must be > 0")
+# A Redis outage must not end the Celery worker (its default gives up after 100 reconnects): it keeps
+# retrying, and a task running when the broker went away is cancelled and redelivered (acks_late).
+CELERY_BROKER_CONNECTION_MAX_RETRIES = None
+CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+CELERY_WORKER_CANCEL_LONG_RUNNING_TASKS_ON_CONNECTION_LOSS = True
 
 # --- churn insights (issue 6) --------------------------------------------------------------------
 # An entity is not re-scored within this window unless its features moved materially (half a
