@@ -447,6 +447,7 @@ def test_production_roles_ride_out_a_redis_crash(tmp_path):
             assert down is not None and down.status_code == 503
             assert down.json()["checks"]["stream"].startswith("error")
             redis_proc = _redis_server(rport, data)
+            back_at = time.monotonic()
             phase = "restarted"
             deadline = time.monotonic() + 30
             while sum(1 for p, s, _ in outcomes if p == "restarted" and s == 202) < 10:
@@ -460,8 +461,14 @@ def test_production_roles_ride_out_a_redis_crash(tmp_path):
             time.sleep(0.5)
         stored, folded = counts()
         assert stored <= posted and folded == len(stored)  # nothing unknown, each folded once
+        drained_at = time.monotonic()
         assert procs["worker"].poll() is None and procs["web"].poll() is None  # nobody restarted them
         wait_healthy("not healthy again after Redis came back")  # incl. a fresh worker heartbeat
+        print(
+            f"accepted {len(accepted)}, refused while down {sum(1 for p, *_ in outcomes if p == 'down')} "
+            f"batches; all accepted stored {drained_at - back_at:.1f} s and healthy "
+            f"{time.monotonic() - back_at:.1f} s after Redis came back"
+        )
     finally:
         for proc in procs.values():
             with suppress(ProcessLookupError):
