@@ -54,13 +54,47 @@ def freshest_heartbeat_age(*, now: datetime) -> float | None:
     return None if last is None else max(0.0, (now - last).total_seconds())
 
 
-def backlog() -> dict[str, Any]:
-    """The stream's backlog (`waiting`, `in_flight`, kinesis: `millis_behind_latest`), or an error."""
+def backlog(*, now: datetime | None = None) -> dict[str, Any]:
+    """The stream's backlog (`waiting`, `in_flight`, kinesis: `millis_behind_latest`), or an error.
+
+    With `now`, also `oldest_seconds`: the age of the oldest event accepted and not yet processed
+    (None when nothing is waiting) — the consumer lag in time.
+    """
     stream = get_stream()
     try:
-        return {"backend": stream.name, "available": True, **stream.backlog()}
+        result = {"backend": stream.name, "available": True, **stream.backlog()}
     except StreamUnavailable as exc:
         return {"backend": stream.name, "available": False, "error": str(exc)[:200]}
+    if now is not None:
+        result["oldest_seconds"] = oldest_unprocessed_seconds(stream, now=now)
+    return result
+
+
+def oldest_unprocessed_seconds(stream, *, now: datetime) -> float | None:
+    """Age of the oldest accepted event not yet acked (waiting or in flight), or None.
+
+    database: the first `PendingEvent` row (acked rows are deleted). redis: the first entry of the
+    stream (acked and dead-lettered entries are XDEL'd), aged by its id's millisecond time, which is
+    the Redis server's clock. kinesis: None (`millis_behind_latest` says it).
+    """
+    if stream.name == "database":
+        from ingest.models import PendingEvent
+
+        first = PendingEvent.objects.order_by("id").values_list("enqueued_at", flat=True).first()
+        return None if first is None else round(max(0.0, (now - first).total_seconds()), 3)
+    if stream.name == "redis":
+        import redis
+
+        try:
+            entries = stream.client.xrange(stream.key, count=1)
+        except redis.RedisError:
+            return None
+        if not entries:
+            return None
+        entry_id = entries[0][0]
+        millis = int((entry_id.decode() if isinstance(entry_id, bytes) else entry_id).split("-")[0])
+        return round(max(0.0, now.timestamp() - millis / 1000), 3)
+    return None
 
 
 def events_per_second(*, now: datetime, seconds: int = 60) -> float:

@@ -74,7 +74,7 @@ class IOpsCollector:
         yield hist
 
     def _stream(self):
-        b = operations.backlog()
+        b = operations.backlog(now=self.now)
         up = GaugeMetricFamily("iops_stream_up", "1 when the stream backend answered this scrape.")
         up.add_metric([], 1 if b["available"] else 0)
         yield up
@@ -86,6 +86,13 @@ class IOpsCollector:
                 if state in b:
                     backlog.add_metric([state], b[state])
         yield backlog
+        if b.get("oldest_seconds") is not None:
+            oldest = GaugeMetricFamily(
+                "iops_stream_oldest_unprocessed_seconds",
+                "Age of the oldest accepted event not yet processed (absent when none waits).",
+            )
+            oldest.add_metric([], b["oldest_seconds"])
+            yield oldest
         if b.get("millis_behind_latest") is not None:
             lag = GaugeMetricFamily(
                 "iops_stream_millis_behind_latest", "Kinesis consumer lag (this process)."

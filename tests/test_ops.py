@@ -255,7 +255,9 @@ def test_pipeline_status_json_reports_backlog_throughput_dead_letters_and_worker
     post({"events": [event("ib_call_logged", student_id="w") for _ in range(2)]})  # left waiting
     StreamDeadLetter.objects.create(backend="database", message_id="1", raw="x", error="malformed")
     data = json.loads(_status("--json"))
+    oldest = data["stream"].pop("oldest_seconds")
     assert data["stream"] == {"backend": "database", "available": True, "waiting": 2, "in_flight": 0}
+    assert 0 <= oldest < 60
     assert data["events_per_second_1m"] == round(5 / 60, 2)
     assert data["dead_letters"]["stream"] == 1
     [worker] = data["workers"]
@@ -272,6 +274,40 @@ def test_pipeline_status_table(post, drain):
     name = WorkerHeartbeat.objects.get().name
     row = next(line for line in text.splitlines() if line.startswith(name))
     assert row.split()[-3] == "1"  # processed
+
+
+def test_oldest_unprocessed_event_age_is_the_consumer_lag_in_time(client, settings, post, drain):
+    start = timezone.now()
+    with time_machine.travel(start, tick=False):
+        post({"events": [event("ib_call_logged", student_id="s") for _ in range(3)]})
+    with time_machine.travel(start + timedelta(seconds=42), tick=False):
+        post(event("ib_call_logged", student_id="s"))  # a newer one does not hide the oldest
+        assert json.loads(_status("--json"))["stream"]["oldest_seconds"] == 42.0
+        assert "stream (database): 4 waiting, 0 in flight, oldest 42.0 s old" in _status()
+        fams = families(
+            client.get("/metrics", HTTP_AUTHORIZATION=f"Bearer {settings.METRICS_TOKEN}").content.decode()
+        )
+        assert sample(fams, "iops_stream_oldest_unprocessed_seconds") == 42.0
+        drain()
+        assert json.loads(_status("--json"))["stream"]["oldest_seconds"] is None
+        fams = families(
+            client.get("/metrics", HTTP_AUTHORIZATION=f"Bearer {settings.METRICS_TOKEN}").content.decode()
+        )
+        assert "iops_stream_oldest_unprocessed_seconds" not in fams
+
+
+@pytest.mark.redis
+def test_oldest_unprocessed_event_age_on_the_redis_stream(post, drain, redis_stream_settings):
+    import redis
+
+    client = redis.Redis.from_url("redis://127.0.0.1:6379/0")
+    post({"events": [event("ib_call_logged", student_id="s") for _ in range(2)]})
+    server_now = client.time()  # the age is measured on the Redis server's clock (entry ids)
+    with time_machine.travel(server_now[0] + server_now[1] / 1e6 + 7, tick=False):
+        oldest = json.loads(_status("--json"))["stream"]["oldest_seconds"]
+    assert 7 <= oldest < 8
+    drain()
+    assert json.loads(_status("--json"))["stream"]["oldest_seconds"] is None
 
 
 def test_pipeline_status_reports_an_unreachable_stream(settings):

@@ -11,7 +11,7 @@ from ingest import operations
 
 
 def status(*, now) -> dict:
-    backlog = operations.backlog()
+    backlog = operations.backlog(now=now)
     deliveries = operations.delivery_counts()
     return {
         "as_of": now.isoformat(),
@@ -54,6 +54,8 @@ class Command(BaseCommand):
                 if s.get("millis_behind_latest") is not None
                 else ""
             )
+            if s.get("oldest_seconds") is not None:
+                lag += f", oldest {s['oldest_seconds']:.1f} s old"
             stream = f"{s.get('waiting', '?')} waiting, {s.get('in_flight', 0)} in flight{lag}"
         else:
             stream = f"UNAVAILABLE ({s['error']})"
