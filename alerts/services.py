@@ -20,6 +20,7 @@ from alerts.rules import (
     subject_region_rules,
     tutor_rules,
 )
+from iops import realtime
 from iops.lib.sql import update_rows
 from metrics.models import StudentSnapshot, SubjectRegionSnapshot, TutorSnapshot
 
@@ -364,13 +365,48 @@ def alert_transition(*, alert_id: int, action: str, user, now: datetime, reason:
     return alert
 
 
+def alerts_committed(*, change: realtime.Change, raised: list[Raised]) -> None:
+    """After-commit side effects of raised alerts, wherever they were raised (a batch or the sweep), in
+    order: churn scoring (first: an eagerly scored insight is then in the alert's message), routing to
+    the notification channels, then the live push. Each step logs its failure and never raises: the
+    alerts are committed and must not be undone by a side effect."""
+    from alerts.delivery import deliveries_enqueue_safe
+
+    fresh = [r.alert_id for r in raised if r.created or r.escalated]
+    if fresh:
+        _insights_enqueue_safe(alert_ids=fresh)
+        deliveries_enqueue_safe(alert_ids=fresh)
+    realtime.publish_change(change)
+
+
+def _insights_enqueue_safe(*, alert_ids: list[int]) -> None:
+    """Churn/burnout scoring for new or escalated student/tutor alerts (issue 6), one task per alert.
+    A failure for one alert is logged and does not stop the others. Eager (embedded) Celery scores
+    inline."""
+    try:
+        from insights.tasks import score_churn
+
+        rows = list(
+            Alert.objects.filter(
+                pk__in=alert_ids, entity_type__in=(EntityType.STUDENT, EntityType.TUTOR)
+            ).values_list("pk", "entity_type", "entity_id")
+        )
+    except Exception:  # noqa: BLE001 - logged; the alerts are already committed
+        logger.exception("insight scoring not enqueued", extra={"alerts": len(alert_ids)})
+        return
+    for pk, entity_type, entity_id in rows:
+        try:
+            score_churn.delay(entity_type, entity_id, pk)
+        except Exception:  # noqa: BLE001 - logged; the next alert still gets its insight
+            logger.exception("insight scoring not enqueued", extra={"alert_id": pk})
+
+
 def alerts_sweep(*, now: datetime) -> dict[str, int]:
     """The periodic pass (every ALERT_SWEEP_SECONDS): re-check active alerts, rate anomalies at most once
     per minute, then auto-resolve. Changes are pushed to open dashboards after commit."""
     from django.core.cache import cache
 
     from alerts.anomaly import rate_candidates
-    from iops import realtime
 
     with transaction.atomic():
         raised = alerts_recheck_active(now=now)
@@ -384,7 +420,7 @@ def alerts_sweep(*, now: datetime) -> dict[str, int]:
                 alerts_created=[r.alert_id for r in raised if r.created],
                 alerts_updated=[r.alert_id for r in raised if not r.created],
             )
-            transaction.on_commit(lambda: realtime.publish_change(change))
+            transaction.on_commit(lambda: alerts_committed(change=change, raised=raised))
     resolved = alerts_auto_resolve(now=now)
     return {
         "created": sum(r.created for r in raised),

@@ -13,8 +13,7 @@ from typing import Any
 
 from django.db import transaction
 
-from alerts.delivery import deliveries_enqueue_safe
-from alerts.services import Raised, alerts_evaluate
+from alerts.services import Raised, alerts_committed, alerts_evaluate
 from ingest.models import Event
 from iops import realtime
 from iops.lib.sql import insert_returning_new
@@ -73,32 +72,6 @@ def _store_events(events: list[dict[str, Any]], now: datetime) -> list[dict[str,
     return [e for eid, e in unique.items() if eid in inserted]
 
 
-def _after_commit(change: realtime.Change, raised: list[Raised]) -> None:
-    """Side effects of a committed batch, in order. Each must be cheap: heavy work goes to a task."""
-    _insights_enqueue_safe(raised)  # first: an eagerly scored insight is then in the alert's message
-    deliveries_enqueue_safe(alert_ids=[r.alert_id for r in raised if r.created or r.escalated])
-    realtime.publish_change(change)
-
-
-def _insights_enqueue_safe(raised: list[Raised]) -> None:
-    """Churn/burnout scoring for new or escalated student/tutor alerts (issue 6). Never raises: a
-    failure here must not touch the committed batch. Eager (embedded) Celery scores inline."""
-    ids = [r.alert_id for r in raised if r.created or r.escalated]
-    if not ids:
-        return
-    try:
-        from alerts.models import Alert
-        from insights.tasks import score_churn
-
-        rows = Alert.objects.filter(pk__in=ids, entity_type__in=("student", "tutor")).values_list(
-            "pk", "entity_type", "entity_id"
-        )
-        for pk, entity_type, entity_id in rows:
-            score_churn.delay(entity_type, entity_id, pk)
-    except Exception:  # noqa: BLE001 - logged; the batch is already committed
-        logger.exception("insight scoring not enqueued", extra={"alerts": len(ids)})
-
-
 def process_batch(events: list[dict[str, Any]], *, now: datetime) -> BatchResult:
     started = time.perf_counter()
     with transaction.atomic():
@@ -111,7 +84,7 @@ def process_batch(events: list[dict[str, Any]], *, now: datetime) -> BatchResult
             alerts_updated=[r.alert_id for r in raised if not r.created],
         )
         if new:
-            transaction.on_commit(lambda: _after_commit(change, raised))
+            transaction.on_commit(lambda: alerts_committed(change=change, raised=raised))
     result = BatchResult(
         received=len(events),
         new=len(new),

@@ -162,6 +162,27 @@ def test_sweep_escalates_a_sustained_imbalance_without_counting_a_repeat(post, d
     assert any(alert.pk in change.alerts_updated for change in pushed)
 
 
+def test_an_alert_escalated_by_the_sweep_is_routed_to_the_channels(post, drain, make_channel):
+    """The sweep raises and escalates without an event; its alerts reach the channels like a batch's."""
+    from alerts.models import AlertDelivery
+
+    info_up = make_channel("email", min_severity="info")
+    warnings_up = make_channel("email", min_severity="warning")
+    with time_machine.travel(T, tick=False), TestCase.captureOnCommitCallbacks(execute=True):
+        post(
+            event(
+                "supply_demand_update", subject="Mathematics", region="west", demand_score=59, supply_score=39
+            )
+        )
+        drain()
+    assert list(AlertDelivery.objects.values_list("channel_id", "trigger")) == [(info_up.pk, "opened")]
+    run_sweep(60)
+    assert set(AlertDelivery.objects.filter(severity="warning").values_list("channel_id", "trigger")) == {
+        (info_up.pk, "escalated"),
+        (warnings_up.pk, "escalated"),
+    }
+
+
 @pytest.mark.parametrize(
     ("first", "then"),
     [
