@@ -40,6 +40,7 @@ class LiveServer:
     proc: subprocess.Popen
     env: dict
     tmp: Path | None = None
+    simulate: float = 0
 
 
 def _manage(env: dict, *args: str) -> str:
@@ -51,7 +52,9 @@ def _manage(env: dict, *args: str) -> str:
     return out.stdout
 
 
-def start(tmp: Path, *, extra_env: dict | None = None, port: int | None = None) -> LiveServer:
+def start(
+    tmp: Path, *, extra_env: dict | None = None, port: int | None = None, simulate: float = 0
+) -> LiveServer:
     env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "REDIS_URL", "IOPS_STREAM")}
     env.update(
         {
@@ -65,7 +68,7 @@ def start(tmp: Path, *, extra_env: dict | None = None, port: int | None = None) 
     _manage(env, "migrate", "--noinput", "-v", "0")
     _manage(env, "createsuperuser", "--noinput", "--username", "ops", "--email", "ops@example.com")
     key = _manage(env, "create_api_key", "browser").strip()
-    server = LiveServer("", key, "ops", "ops-pass-123", None, env)  # type: ignore[arg-type]
+    server = LiveServer("", key, "ops", "ops-pass-123", None, env, simulate=simulate)  # type: ignore[arg-type]
     _launch(server, tmp, port or free_port())
     return server
 
@@ -73,7 +76,7 @@ def start(tmp: Path, *, extra_env: dict | None = None, port: int | None = None) 
 def _launch(server: LiveServer, tmp: Path, port: int) -> None:
     log = open(tmp / "server.log", "a")  # noqa: SIM115 - closed with the process
     proc = subprocess.Popen(
-        [sys.executable, "manage.py", "serve", "--port", str(port), "--simulate", "0"],
+        [sys.executable, "manage.py", "serve", "--port", str(port), "--simulate", str(server.simulate)],
         cwd=ROOT,
         env=server.env,
         stdout=log,

@@ -3,6 +3,7 @@ are accepted and processed, and the server's 429s are waited out (Retry-After), 
 
 from __future__ import annotations
 
+import json
 import time
 
 import httpx
@@ -65,3 +66,50 @@ def test_single_event_requests(server, capsys):
     out = _simulate(server, capsys, "--streams", "2", "--events-per-stream", "15", "--single", "--seed", "2")
     assert "sent=30 accepted=30 rejected=0" in out and "failed=0" in out
     assert _processed(server, before + 30) == before + 30
+
+
+def _stored(server) -> tuple[int, set[tuple[str, str]]]:
+    """Stored events, and the (student, subject) pairs of the sessions among them."""
+    out = livesrv.manage(
+        server,
+        "shell",
+        "-c",
+        "import json; from ingest.models import Event; "
+        "rows = Event.objects.filter(event_type='session_started').values_list('student_id', 'payload'); "
+        "print(json.dumps([Event.objects.count(), sorted({(s, p['subject']) for s, p in rows})]))",
+    )
+    count, pairs = json.loads(out.strip().splitlines()[-1])
+    return count, {tuple(p) for p in pairs}
+
+
+def _wait_for_events(server, more_than: int, timeout: float = 30) -> tuple[int, set[tuple[str, str]]]:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        count, pairs = _stored(server)
+        if count > more_than:
+            return count, pairs
+        time.sleep(0.5)
+    raise AssertionError(f"no simulated events beyond {more_than} within {timeout}s")
+
+
+def test_serve_simulates_the_same_population_across_restarts_with_new_event_ids(tmp_path, settings):
+    """`make run`'s simulator: a restart keeps feeding the same students (SIMULATOR_SEED: the same
+    subjects per student), so their history builds up, and its events are new (none dropped as
+    repeats of the previous run's ids)."""
+    from simulator.population import Population
+
+    allowed = {
+        (s.id, subject)
+        for s in Population.build(seed=settings.SIMULATOR_SEED).students
+        for subject in s.subjects
+    }
+    srv = livesrv.start(tmp_path, simulate=40)
+    try:
+        first, sessions_first = _wait_for_events(srv, 40)
+        livesrv.restart(srv)
+        second, sessions_second = _wait_for_events(srv, first + 40)
+    finally:
+        livesrv.stop(srv)
+    assert len(sessions_first) > 3 and len(sessions_second - sessions_first) > 3
+    assert sessions_second <= allowed
+    assert second > first + 40

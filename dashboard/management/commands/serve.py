@@ -67,7 +67,10 @@ def _simulate(stop: threading.Event, rate: float) -> None:
         duration=10**9,
         batch_size=5,
         stop=stop,
-        seed=int(timezone.now().timestamp()) % 1000,
+        # The same population every start (SIMULATOR_SEED), so students and tutors build up history
+        # across restarts; stream numbers from the clock so a restart's event ids are new.
+        seed=settings.SIMULATOR_SEED,
+        stream_offset=int(timezone.now().timestamp()) * 2,
     )
 
 
