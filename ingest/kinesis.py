@@ -186,9 +186,9 @@ class KinesisStream(EventStream):
             if shard_id in finished:
                 self._shards.pop(shard_id, None)
                 continue
-            parent = shard.get("ParentShardId")
-            if parent and parent in rows and parent not in finished:
-                continue  # the parent's records come first
+            parents = (shard.get("ParentShardId"), shard.get("AdjacentParentShardId"))  # split / merge
+            if any(p and p in rows and p not in finished for p in parents):
+                continue  # the parents' records come first (a merged shard has two)
             state = self._shards.get(shard_id)
             if (
                 state is not None
