@@ -153,16 +153,18 @@ def alerts_evaluate(
     students: Iterable[str] = (),
     tutors: Iterable[str] = (),
     subject_regions: Iterable[tuple[str, str]] = (),
+    count_repeats: bool = True,
 ) -> list[Raised]:
     """Run the rules for touched entities (a metrics `Touched`, or the id sets) and record the outcome:
     new alerts, repeats, escalations, and `clear_since` on active alerts whose condition is now false.
-    Call inside the batch transaction."""
+    Call inside the batch transaction. `count_repeats=False` for re-evaluations driven by time, not by
+    an event."""
     if touched is not None:
         students, tutors, subject_regions = touched.students, touched.tutors, touched.subject_regions
     candidates, evaluated = _candidates(
         students=students, tutors=tutors, subject_regions=subject_regions, now=now
     )
-    return alerts_record(candidates=candidates, evaluated=evaluated, now=now)
+    return alerts_record(candidates=candidates, evaluated=evaluated, now=now, count_repeats=count_repeats)
 
 
 def _lock_active(fps: list[str]) -> dict[str, Alert]:
@@ -379,6 +381,17 @@ def alerts_committed(*, change: realtime.Change, raised: list[Raised]) -> None:
     realtime.publish_change(change)
 
 
+def _side_effects_on_commit(raised: list[Raised]) -> None:
+    """For passes that raise without an event batch (sweep, stale refresh): `alerts_committed` after
+    the surrounding transaction commits."""
+    if raised:
+        change = realtime.Change(
+            alerts_created=[r.alert_id for r in raised if r.created],
+            alerts_updated=[r.alert_id for r in raised if not r.created],
+        )
+        transaction.on_commit(lambda: alerts_committed(change=change, raised=raised))
+
+
 def _insights_enqueue_safe(*, alert_ids: list[int]) -> None:
     """Churn/burnout scoring for new or escalated student/tutor alerts (issue 6), one task per alert.
     A failure for one alert is logged and does not stop the others. Eager (embedded) Celery scores
@@ -401,6 +414,23 @@ def _insights_enqueue_safe(*, alert_ids: list[int]) -> None:
             logger.exception("insight scoring not enqueued", extra={"alert_id": pk})
 
 
+def alerts_refresh_stale(*, now: datetime) -> dict[str, int]:
+    """The time-driven pass (every SNAPSHOT_REFRESH_SECONDS): refresh the snapshots whose windows
+    have decayed since they were last touched, then run the rules over them — a student who simply
+    stops booking shows a velocity collapse without sending a single event. Side effects after commit."""
+    from metrics.services import snapshots_refresh_stale
+
+    with transaction.atomic():
+        refreshed = snapshots_refresh_stale(now=now)
+        raised = alerts_evaluate(touched=refreshed, now=now, count_repeats=False) if refreshed else []
+        _side_effects_on_commit(raised)
+    return {
+        "refreshed": len(refreshed.students) + len(refreshed.tutors),
+        "created": sum(r.created for r in raised),
+        "updated": sum(not r.created for r in raised),
+    }
+
+
 def alerts_sweep(*, now: datetime) -> dict[str, int]:
     """The periodic pass (every ALERT_SWEEP_SECONDS): re-check active alerts, rate anomalies at most once
     per minute, then auto-resolve. Changes are pushed to open dashboards after commit."""
@@ -415,12 +445,7 @@ def alerts_sweep(*, now: datetime) -> dict[str, int]:
         if cache.add(f"iops:alerts:rates:{minute.isoformat()}", 1, timeout=3600):
             candidates, evaluated, _ = rate_candidates(now=now)
             raised += alerts_record(candidates=candidates, evaluated=evaluated, now=now)
-        if raised:
-            change = realtime.Change(
-                alerts_created=[r.alert_id for r in raised if r.created],
-                alerts_updated=[r.alert_id for r in raised if not r.created],
-            )
-            transaction.on_commit(lambda: alerts_committed(change=change, raised=raised))
+        _side_effects_on_commit(raised)
     resolved = alerts_auto_resolve(now=now)
     return {
         "created": sum(r.created for r in raised),

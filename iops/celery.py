@@ -13,7 +13,11 @@ app = Celery("iops")
 app.config_from_object("django.conf:settings", namespace="CELERY")
 app.autodiscover_tasks()
 app.conf.beat_schedule = {
-    "refresh-stale-snapshots": {"task": "metrics.refresh_stale_snapshots", "schedule": 300.0},
+    # Windows decay with time: stale snapshots refreshed and their alert rules run (SNAPSHOT_REFRESH_SECONDS).
+    "refresh-stale-snapshots": {
+        "task": "alerts.refresh_stale",
+        "schedule": float(env_int("SNAPSHOT_REFRESH_SECONDS", 300, minimum=30)),
+    },
     # A no-op unless SIMULATOR_ENABLED is true (off by default, like the prototype's disabled schedule).
     "simulate-tick": {"task": "simulator.simulate_tick", "schedule": 60.0},
     # Alert deliveries due now: first attempts the fast path missed, and retries (issue 5).

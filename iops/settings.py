@@ -269,6 +269,8 @@ ALERT_IMBALANCE_SEVERE_RATIO = env_float("ALERT_IMBALANCE_SEVERE_RATIO", 3.0)
 ALERT_AUTO_RESOLVE_MINUTES = env_int("ALERT_AUTO_RESOLVE_MINUTES", 30, minimum=1)
 ALERT_COOLDOWN_MINUTES = env_int("ALERT_COOLDOWN_MINUTES", 60, minimum=0)
 ALERT_SWEEP_SECONDS = env_int("ALERT_SWEEP_SECONDS", 30, minimum=5)
+# How often snapshots untouched for an hour are refreshed (windows decay) and their rules re-run.
+SNAPSHOT_REFRESH_SECONDS = env_int("SNAPSHOT_REFRESH_SECONDS", 300, minimum=30)
 # Rate anomalies on the global per-minute series (alerts/anomaly.py).
 ALERT_ANOMALY_WINDOW_MINUTES = env_int("ALERT_ANOMALY_WINDOW_MINUTES", 60, minimum=10)
 ALERT_ANOMALY_Z_WARNING = env_float("ALERT_ANOMALY_Z_WARNING", 5.0)

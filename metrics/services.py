@@ -833,8 +833,9 @@ def _refresh_tutors(ids: list[str], now: datetime) -> None:
 
 def snapshots_refresh_stale(
     *, now: datetime, older_than: timedelta = timedelta(hours=1), limit: int = 5000
-) -> int:
-    """Windows decay with time, not only with events: re-evaluate snapshots not refreshed recently."""
+) -> Touched:
+    """Windows decay with time, not only with events: re-evaluate snapshots not refreshed recently.
+    Returns the students and tutors refreshed (the alert rules run over them next)."""
     cutoff = now - older_than
     # Only snapshots with something left in a window can still decay.
     students = list(
@@ -849,7 +850,7 @@ def snapshots_refresh_stale(
     )
     snapshots_refresh(students=students, tutors=tutors, now=now)
     subject_regions_refresh(now=now)
-    return len(students) + len(tutors)
+    return Touched(students=set(students), tutors=set(tutors))
 
 
 def retention_horizon(now: datetime) -> datetime:

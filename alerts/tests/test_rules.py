@@ -126,6 +126,30 @@ def test_velocity_below_half_of_prior_weekly_mean(post, drain, prior_sessions, t
     assert alerts("velocity_drop").get("stu_1") == expected
 
 
+def test_a_student_who_stops_booking_raises_velocity_drop_without_any_new_event(
+    post, drain, make_channel, django_capture_on_commit_callbacks
+):
+    """Time alone collapses the velocity: the periodic stale refresh (beat `alerts.refresh_stale`)
+    re-runs the rules for snapshots it refreshed, and the new alert is routed like any other."""
+    from alerts.models import AlertDelivery
+    from alerts.periodic import refresh_stale
+
+    channel = make_channel("email", min_severity="warning")
+    send(post, drain, *[completed(f"s{d}", days_ago=d) for d in (1, 3, 8, 10, 15, 17)])
+    assert alerts("velocity_drop") == {}  # 2 this week vs 1.33/week before
+
+    with (
+        time_machine.travel(NOW + timedelta(days=8), tick=False),
+        django_capture_on_commit_callbacks(execute=True),
+    ):
+        result = refresh_stale.apply().get()
+    assert result["refreshed"] == 2 and result["created"] >= 1  # the student and the tutor
+    alert = Alert.objects.get(type="velocity_drop")
+    assert (alert.entity_id, alert.severity, alert.occurrences) == ("stu_1", "warning", 1)
+    assert alert.details["sessions_7d"] == 0 and alert.details["prior_weekly_mean"] == 2.0
+    assert list(AlertDelivery.objects.values_list("alert_id", "channel_id")) == [(alert.pk, channel.pk)]
+
+
 def test_velocity_drop_details(post, drain):
     send(post, drain, *history(7, 1))
     details = Alert.objects.get(type="velocity_drop").details

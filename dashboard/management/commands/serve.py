@@ -15,11 +15,11 @@ logger = logging.getLogger("iops.serve")
 def _maintenance(stop: threading.Event) -> None:
     from django.db import close_old_connections
 
-    from metrics.services import snapshots_refresh_stale
+    from alerts.services import alerts_refresh_stale
 
-    while not stop.wait(300):
+    while not stop.wait(settings.SNAPSHOT_REFRESH_SECONDS):
         try:
-            snapshots_refresh_stale(now=timezone.now())
+            alerts_refresh_stale(now=timezone.now())
         except Exception:  # noqa: BLE001 - keep the loop alive
             logger.exception("snapshot refresh failed")
         finally:
