@@ -603,7 +603,15 @@ def main() -> int:
     parser.add_argument("--database", default="iops_bench_history")
     parser.add_argument("--keep", action="store_true", help="leave the database for inspection")
     parser.add_argument("--smoke", action="store_true", help="20,000 then 100,000 events, 2,000 students")
+    parser.add_argument(
+        "--eager-insights",
+        action="store_true",
+        help="score insights inline after each batch's commit, as the embedded one-process mode does "
+        "(default: the worker role, where they are Celery tasks run elsewhere)",
+    )
     args = parser.parse_args()
+    # Worker role: new alerts' churn scoring is queued (in-memory broker here, never consumed), not run inline.
+    os.environ["CELERY_TASK_ALWAYS_EAGER"] = "true" if args.eager_insights else "false"
     if args.smoke:
         args.sizes, args.students, args.batches, args.warmup = [20_000, 100_000], 2_000, 5, 2
     sizes = sorted(args.sizes)
@@ -617,7 +625,8 @@ def main() -> int:
     print(
         f"history bench: PostgreSQL {connection.cursor().connection.info.server_version}, database "
         f"{args.database}, {args.students:,} students, {HISTORY.tutors:,} tutors, "
-        f"{args.per_day:,.0f} events/day of history, batches of {args.batch:,}, {os.cpu_count()} CPUs, "
+        f"{args.per_day:,.0f} events/day of history, batches of {args.batch:,}, insights "
+        f"{'scored inline (embedded mode)' if args.eager_insights else 'queued (worker role)'}, {os.cpu_count()} CPUs, "
         f"load average {os.getloadavg()[0]:.2f}",
         flush=True,
     )
