@@ -2,7 +2,9 @@ import secrets
 
 from django import forms
 from django.contrib import admin, messages
+from django.contrib.admin import helpers
 from django.core.exceptions import ValidationError
+from django.template.response import TemplateResponse
 from django.urls import reverse
 from django.utils import timezone
 from django.utils.html import format_html
@@ -47,22 +49,27 @@ class AlertAdmin(admin.ModelAdmin):
     search_fields = ("=entity_id", "message")
     readonly_fields = [f.name for f in Alert._meta.fields]
     inlines = [TransitionInline]  # + DeliveryInline, appended below
-    actions = ["acknowledge", "resolve"]
+    actions = ["acknowledge", "resolve", "dismiss"]
     show_full_result_count = False
 
     def has_add_permission(self, request):
         return False
 
-    def _bulk(self, request, queryset, action):
-        done = 0
+    def _bulk(self, request, queryset, action, reason: str = ""):
+        done = skipped = 0
         for alert_id in queryset.values_list("pk", flat=True):
             try:
-                alert_transition(alert_id=alert_id, action=action, user=request.user, now=timezone.now())
+                alert_transition(
+                    alert_id=alert_id, action=action, user=request.user, now=timezone.now(), reason=reason
+                )
             except TransitionNotAllowed:
+                skipped += 1
                 continue
             publish_alert_change(alert_id)
             done += 1
-        self.message_user(request, f"{action.title()}d {done} alert(s).", messages.SUCCESS)
+        past = {"acknowledge": "Acknowledged", "resolve": "Resolved", "dismiss": "Dismissed"}[action]
+        note = f" ({skipped} skipped: already closed or not in a state that allows it)" if skipped else ""
+        self.message_user(request, f"{past} {done} alert(s){note}.", messages.SUCCESS)
 
     @admin.action(description="Acknowledge selected alerts")
     def acknowledge(self, request, queryset):
@@ -71,6 +78,38 @@ class AlertAdmin(admin.ModelAdmin):
     @admin.action(description="Resolve selected alerts")
     def resolve(self, request, queryset):
         self._bulk(request, queryset, "resolve")
+
+    @admin.action(description="Dismiss selected alerts (with a reason)…")
+    def dismiss(self, request, queryset):
+        """A dismissal needs a reason: an intermediate page asks for it, as delete does for confirmation."""
+        form = DismissForm(request.POST if "apply" in request.POST else None)
+        if form.is_bound and form.is_valid():
+            self._bulk(request, queryset, "dismiss", reason=form.cleaned_data["reason"])
+            return None
+        return TemplateResponse(
+            request,
+            "admin/alerts/alert/dismiss_selected.html",
+            {
+                **self.admin_site.each_context(request),
+                "title": "Dismiss alerts",
+                "opts": self.model._meta,
+                "alerts": queryset.order_by("-last_seen")[:200],
+                "count": queryset.count(),
+                "form": form,
+                "action_checkbox_name": helpers.ACTION_CHECKBOX_NAME,
+                "selected": queryset.values_list("pk", flat=True),
+            },
+        )
+
+
+class DismissForm(forms.Form):
+    reason = forms.CharField(
+        max_length=500,
+        strip=True,
+        widget=forms.Textarea(attrs={"rows": 3, "cols": 60}),
+        help_text="Recorded on every dismissed alert (who, when, why). A dismissed alert is not raised "
+        "again during the cooldown.",
+    )
 
 
 # --- notification channels, deliveries and dead letters (issue 5) ------------------------------------
