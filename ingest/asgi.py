@@ -24,7 +24,7 @@ from django.http.request import split_domain_port, validate_host
 from django.utils import timezone
 
 from ingest import endpoint
-from ingest.keys import MISS, api_key_authenticate_cached, key_cache, key_from_headers
+from ingest.keys import MISS, key_cache, key_from_headers
 from iops.lib.request_id import request_id_var
 
 logger = logging.getLogger("ingest.asgi")
@@ -98,11 +98,13 @@ class IngestRoute:
             return endpoint.method_not_allowed()
         loop = asyncio.get_running_loop()
         plaintext = key_from_headers(headers)
-        key = key_cache.get(plaintext) if plaintext else None
+        key = key_cache.get(plaintext) if plaintext else None  # the hot path: no thread hop
         if key is MISS:
-            key = await loop.run_in_executor(self.pool, _blocking, api_key_authenticate_cached, plaintext)
+            key = await loop.run_in_executor(self.pool, _blocking, endpoint.authenticate, plaintext)
         if key is None:
             return endpoint.unauthenticated()
+        if isinstance(key, endpoint.Reply):
+            return key
         reply = endpoint.precheck(
             content_type=headers.get("content-type"), content_length=headers.get("content-length")
         )

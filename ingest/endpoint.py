@@ -16,9 +16,10 @@ from datetime import datetime
 from typing import Any
 
 from django.conf import settings
+from django.db import InterfaceError, OperationalError
 
 from ingest import counters
-from ingest.keys import KeyIdentity
+from ingest.keys import KeyIdentity, api_key_authenticate_cached
 from ingest.ratelimit import buckets
 from ingest.services import BodyError, IngestOutcome, events_ingest
 from ingest.streams import StreamUnavailable
@@ -119,6 +120,26 @@ def unavailable(errors: list[dict[str, str]] | None = None) -> Reply:
         errors or [{"field": "stream", "message": "try again shortly"}],
         Retry_After=RETRY_AFTER_UNAVAILABLE,
     )
+
+
+def authenticate(plaintext: str | None) -> KeyIdentity | Reply:
+    """The key for this secret, or the reply that refuses the request: 401 for a missing, unknown or
+    revoked key; 503 with Retry-After while the database that holds the keys cannot be reached (keys
+    already in the in-memory cache keep working through the outage)."""
+    if not plaintext:
+        return unauthenticated()
+    try:
+        key = api_key_authenticate_cached(plaintext)
+    except (OperationalError, InterfaceError) as exc:
+        logger.warning("api key lookup failed, ingest refused", extra={"error": exc.__class__.__name__})
+        counters.count(requests_unavailable=1)
+        return error(
+            503,
+            "service unavailable",
+            [{"field": "Authorization", "message": "the key cannot be checked right now; try again shortly"}],
+            Retry_After=RETRY_AFTER_UNAVAILABLE,
+        )
+    return key if key is not None else unauthenticated()
 
 
 def outcome_reply(outcome: IngestOutcome) -> Reply:

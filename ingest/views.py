@@ -9,7 +9,7 @@ from django.utils import timezone
 from django.views.decorators.csrf import csrf_exempt
 
 from ingest import endpoint
-from ingest.keys import api_key_authenticate_cached, key_from_headers
+from ingest.keys import key_from_headers
 
 
 def _response(reply: endpoint.Reply) -> HttpResponse:
@@ -23,10 +23,9 @@ def _response(reply: endpoint.Reply) -> HttpResponse:
 def ingest(request: HttpRequest) -> HttpResponse:
     if request.method != "POST":
         return _response(endpoint.method_not_allowed())
-    plaintext = key_from_headers(request.headers)
-    key = api_key_authenticate_cached(plaintext) if plaintext else None
-    if key is None:
-        return _response(endpoint.unauthenticated())
+    key = endpoint.authenticate(key_from_headers(request.headers))
+    if isinstance(key, endpoint.Reply):
+        return _response(key)
     reply = endpoint.precheck(
         content_type=request.META.get("CONTENT_TYPE"), content_length=request.META.get("CONTENT_LENGTH")
     )

@@ -147,3 +147,38 @@ def test_revocation_elsewhere_takes_effect_within_the_cache_time(post, settings)
 def test_other_paths_still_go_to_django():
     resp = asgi_request("GET", "/healthz", headers={})
     assert resp.status_code in (200, 503) and "checks" in resp.json()
+
+
+@pytest.mark.parametrize("front", ["django", "lean"])
+def test_database_down_while_checking_a_key_is_503_with_retry_after_then_recovers(
+    front, client, api_key, monkeypatch
+):
+    """The key is not in the cache and the database cannot be reached: 503 + Retry-After naming the
+    Authorization step (never a 500); once the database is back the same key is accepted."""
+    from django.db import connection
+
+    from ingest.keys import key_cache
+
+    def send():
+        headers = {"Authorization": f"Bearer {api_key}", "Content-Type": "application/json"}
+        body = json.dumps(SEED_FLAT).encode()
+        if front == "lean":
+            return asgi_request("POST", "/api/ingest", headers=headers, content=body)
+        return client.post(
+            "/api/ingest", body, content_type="application/json", HTTP_AUTHORIZATION=headers["Authorization"]
+        )
+
+    key_cache.clear()
+    connection.close()
+    with monkeypatch.context() as down:  # every thread's connection shares this settings dict
+        if connection.vendor == "sqlite":
+            down.setitem(connection.settings_dict, "NAME", "/nonexistent-dir/iops.sqlite3")
+        else:
+            down.setitem(connection.settings_dict, "PORT", "1")
+        resp = send()
+        connection.close()
+    assert resp.status_code == 503, resp.json()
+    assert resp["Retry-After"] == "2"
+    assert resp.json()["errors"][0]["field"] == "Authorization"
+    resp = send()
+    assert resp.status_code == 202 and resp.json()["accepted"] == 1
