@@ -8,6 +8,7 @@ from ninja.errors import HttpError
 from alerts.models import Alert, EntityType, Severity, Status
 from alerts.selectors import alert_as_dict, alert_list
 from alerts.services import TransitionNotAllowed, alert_transition
+from iops.lib.http import FieldHttpError
 from iops.realtime import publish_alert_change
 
 router = Router(tags=["alerts"])
@@ -31,7 +32,9 @@ def list_alerts(
     before = None
     if cursor:
         if not cursor.isdigit():
-            raise HttpError(400, "invalid cursor")
+            raise FieldHttpError(
+                400, "invalid cursor", [{"field": "cursor", "message": "not a cursor this list gave out"}]
+            )
         before = int(cursor)
     limit = max(1, min(limit, 500))
     rows, more = alert_list(
@@ -48,6 +51,17 @@ def list_alerts(
     return {"results": [alert_as_dict(a) for a in rows], "next": str(rows[-1].pk) if more and rows else None}
 
 
+# The error shape is the ApiError component iops/api.py adds to the document.
+CONFLICT = {
+    "responses": {
+        "409": {
+            "description": "the alert's lifecycle does not allow this transition",
+            "content": {"application/json": {"schema": {"$ref": "#/components/schemas/ApiError"}}},
+        }
+    }
+}
+
+
 def _act(request, alert_id: int, action: str, reason: str = ""):
     user = request.auth if getattr(request.auth, "is_staff", False) else None
     if not Alert.objects.filter(pk=alert_id).exists():
@@ -59,21 +73,23 @@ def _act(request, alert_id: int, action: str, reason: str = ""):
     except TransitionNotAllowed as exc:
         raise HttpError(409, str(exc)) from None
     except ValueError:
-        raise HttpError(400, "a reason is required to dismiss") from None
+        raise FieldHttpError(
+            400, "a reason is required to dismiss", [{"field": "reason", "message": "is required"}]
+        ) from None
     publish_alert_change(alert.pk)
     return alert_as_dict(alert)
 
 
-@router.post("/{alert_id}/acknowledge", summary="Acknowledge an open alert")
+@router.post("/{alert_id}/acknowledge", openapi_extra=CONFLICT, summary="Acknowledge an open alert")
 def acknowledge(request, alert_id: int):
     return _act(request, alert_id, "acknowledge")
 
 
-@router.post("/{alert_id}/resolve", summary="Resolve an open or acknowledged alert")
+@router.post("/{alert_id}/resolve", openapi_extra=CONFLICT, summary="Resolve an open or acknowledged alert")
 def resolve(request, alert_id: int):
     return _act(request, alert_id, "resolve")
 
 
-@router.post("/{alert_id}/dismiss", summary="Dismiss an alert, with a reason")
+@router.post("/{alert_id}/dismiss", openapi_extra=CONFLICT, summary="Dismiss an alert, with a reason")
 def dismiss(request, alert_id: int, body: DismissIn):
     return _act(request, alert_id, "dismiss", body.reason)

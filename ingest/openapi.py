@@ -91,15 +91,16 @@ def _envelope(event_type: str) -> dict[str, Any]:
     return {
         "event_type": {"const": event_type},
         "event_id": {
-            "type": "string",
+            "type": ["string", "null"],
             "pattern": EVENT_ID_RE.pattern,
-            "description": "idempotency key; generated when absent. Sending it again has no further effect.",
+            "description": "idempotency key; generated when absent (or null). Sending it again has no further "
+            "effect.",
         },
         "timestamp": {
-            "type": "string",
+            "type": ["string", "null"],
             "format": "date-time",
-            "description": "ISO 8601 with a time zone, when it happened; the receive time when absent; "
-            f"at most {MAX_FUTURE_SECONDS} s in the future",
+            "description": "ISO 8601 with a time zone, when it happened; the receive time when absent (or "
+            f"null); at most {MAX_FUTURE_SECONDS} s in the future",
         },
     }
 

@@ -6,6 +6,7 @@ from django.contrib.admin.views.decorators import staff_member_required
 from django.http import Http404, HttpRequest
 from ninja import NinjaAPI
 from ninja.errors import AuthenticationError, HttpError, ValidationError
+from ninja.operation import PathView
 from ninja.security import APIKeyHeader, HttpBearer, SessionAuth
 
 from ingest.keys import api_key_authenticate
@@ -40,7 +41,54 @@ class IopsAPI(NinjaAPI):
         from ingest.openapi import add_ingest_path
 
         document = super().get_openapi_schema(path_prefix=path_prefix, path_params=path_params)
+        _document_errors(document)
         return add_ingest_path(document, prefix=document.path_prefix or "/api/")
+
+
+API_ERROR = {
+    "title": "ApiError",
+    "type": "object",
+    "required": ["error", "errors"],
+    "properties": {
+        "error": {"type": "string"},
+        "errors": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "required": ["field", "message"],
+                "properties": {"field": {"type": "string"}, "message": {"type": "string"}},
+            },
+        },
+    },
+}
+
+
+def _document_errors(document) -> None:
+    """Every operation can answer the one error shape: 400 (a parameter or body field), 401, and 404
+    where the path names an object. Declared responses are kept."""
+    document.setdefault("components", {}).setdefault("schemas", {})["ApiError"] = API_ERROR
+    ref = {"content": {"application/json": {"schema": {"$ref": "#/components/schemas/ApiError"}}}}
+    for path, operations in document.get("paths", {}).items():
+        for operation in operations.values():
+            responses = operation.setdefault("responses", {})
+            wanted = {"400": "invalid parameter or body", "401": "API key or staff session required"}
+            if "{" in path:
+                wanted["404"] = "no such object"
+            for code, description in wanted.items():
+                responses.setdefault(code, {"description": description, **ref})
+
+
+def _not_allowed(self: PathView):
+    """Ninja answers a wrong method with a plain-text 405; the API answers JSON like every other error."""
+    allowed = sorted({m for op in self.operations for m in op.methods})
+    response = json_error(
+        405, "method not allowed", [{"field": "method", "message": f"allowed: {', '.join(allowed)}"}]
+    )
+    response["Allow"] = ", ".join(allowed)
+    return response
+
+
+PathView._not_allowed = _not_allowed
 
 
 api = IopsAPI(
@@ -78,7 +126,11 @@ def _not_found(request, exc):
 
 @api.exception_handler(HttpError)
 def _http_error(request, exc: HttpError):
-    return json_error(exc.status_code, str(exc), getattr(exc, "errors", None) or [])
+    errors = getattr(exc, "errors", None) or []
+    if exc.status_code == 400 and not errors:
+        # Ninja's own 400s ("Cannot parse request body") are about the body.
+        errors = [{"field": "body", "message": str(exc)}]
+    return json_error(exc.status_code, str(exc), errors)
 
 
 from alerts.api import router as alerts_router  # noqa: E402

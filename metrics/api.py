@@ -13,9 +13,9 @@ from typing import Any, Literal
 from django.http import Http404
 from django.utils import timezone
 from ninja import Field, Query, Router, Schema
-from ninja.errors import HttpError
 from ninja.orm import create_schema
 
+from iops.lib.http import FieldHttpError
 from metrics.models import StudentSnapshot, SubjectRegionSnapshot, TutorSnapshot
 from metrics.selectors import (
     HISTORY_MAX_DAYS,
@@ -82,6 +82,7 @@ class StudentOut(create_schema(StudentSnapshot, name="StudentFields", exclude=["
 class TutorOut(create_schema(TutorSnapshot, name="TutorFields", exclude=["id", "tutor_id"])):
     entity_type: Literal["tutor"]
     entity_id: str
+    subjects: list[str] = Field(default_factory=list, description="from the latest availability report")
     burnout_level: Literal["", "low", "medium", "high"] = Field(
         description="low < 0.3 ≤ medium < 0.6 ≤ high; empty when there is nothing to judge"
     )
@@ -159,7 +160,9 @@ def _page(fetch, **kwargs) -> tuple[list[Any], str | None]:
     try:
         return fetch(**kwargs)
     except BadCursor:
-        raise HttpError(400, "invalid cursor") from None
+        raise FieldHttpError(
+            400, "invalid cursor", [{"field": "cursor", "message": "not a cursor this list gave out"}]
+        ) from None
 
 
 # Literal paths first: "subject_region" must not be taken for a student or tutor id.

@@ -1,6 +1,15 @@
 from __future__ import annotations
 
 from django.http import JsonResponse
+from ninja.errors import HttpError
+
+
+class FieldHttpError(HttpError):
+    """An HttpError that names the fields at fault: the API's handler answers them as `errors`."""
+
+    def __init__(self, status_code: int, message: str, errors: list[dict[str, str]]):
+        super().__init__(status_code, message)
+        self.errors = errors
 
 
 def json_error(
