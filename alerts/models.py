@@ -103,6 +103,16 @@ class AlertTransition(models.Model):
         return f"alert {self.alert_id}: {self.from_status or '∅'} → {self.to_status}"
 
 
+class RateMinute(models.Model):
+    """A minute whose global rates the anomaly detector has evaluated: the row (unique minute) makes the
+    evaluation happen once per minute across every worker and process. Pruned after a day."""
+
+    minute = models.DateTimeField(unique=True)
+
+    def __str__(self) -> str:
+        return f"rates evaluated for {self.minute:%Y-%m-%d %H:%M}"
+
+
 # --- notification routing and delivery (issue 5) --------------------------------------------------
 
 

@@ -116,8 +116,13 @@ def _candidates(
     tutors: Iterable[str],
     subject_regions: Iterable[tuple[str, str]],
     now: datetime,
+    student_views: dict | None = None,
+    tutor_views: dict | None = None,
 ) -> tuple[list[Candidate], set[str]]:
-    """Run the rules over the snapshots of these entities: the candidates, and every fingerprint decided."""
+    """Run the rules over the snapshots of these entities: the candidates, and every fingerprint decided.
+
+    `student_views` / `tutor_views`: the rule inputs of snapshots this transaction just refreshed
+    (metrics `Touched`), read from the database only for entities they lack."""
     candidates: list[Candidate] = []
     evaluated: set[str] = set()
 
@@ -125,11 +130,20 @@ def _candidates(
         for t in RULE_TYPES[entity_type]:
             evaluated.add(fingerprint(type=t, entity_type=entity_type, entity_id=entity_id))
 
-    for chunk in _chunks(sorted(students)):
+    student_views, tutor_views = student_views or {}, tutor_views or {}
+    for student_id in sorted(students):
+        if (snap := student_views.get(student_id)) is not None:
+            decided(EntityType.STUDENT, student_id)
+            candidates.extend(student_rules(snap))
+    for chunk in _chunks(sorted(set(students) - student_views.keys())):
         for snap in StudentSnapshot.objects.filter(student_id__in=chunk):
             decided(EntityType.STUDENT, snap.student_id)
             candidates.extend(student_rules(snap))
-    for chunk in _chunks(sorted(tutors)):
+    for tutor_id in sorted(tutors):
+        if (snap := tutor_views.get(tutor_id)) is not None:
+            decided(EntityType.TUTOR, tutor_id)
+            candidates.extend(tutor_rules(snap))
+    for chunk in _chunks(sorted(set(tutors) - tutor_views.keys())):
         for snap in TutorSnapshot.objects.filter(tutor_id__in=chunk):
             decided(EntityType.TUTOR, snap.tutor_id)
             candidates.extend(tutor_rules(snap))
@@ -159,10 +173,15 @@ def alerts_evaluate(
     new alerts, repeats, escalations, and `clear_since` on active alerts whose condition is now false.
     Call inside the batch transaction. `count_repeats=False` for re-evaluations driven by time, not by
     an event."""
+    views: dict = {}
     if touched is not None:
         students, tutors, subject_regions = touched.students, touched.tutors, touched.subject_regions
+        views = {
+            "student_views": getattr(touched, "student_views", None),
+            "tutor_views": getattr(touched, "tutor_views", None),
+        }
     candidates, evaluated = _candidates(
-        students=students, tutors=tutors, subject_regions=subject_regions, now=now
+        students=students, tutors=tutors, subject_regions=subject_regions, now=now, **views
     )
     return alerts_record(candidates=candidates, evaluated=evaluated, now=now, count_repeats=count_repeats)
 
@@ -431,18 +450,29 @@ def alerts_refresh_stale(*, now: datetime) -> dict[str, int]:
     }
 
 
+def _claim_rate_minute(minute: datetime) -> bool:
+    """True for exactly one sweep per minute, whichever worker or process runs it (a unique row,
+    inserted in the sweep's transaction: a concurrent sweep waits for it, then sees it taken)."""
+    from alerts.models import RateMinute
+
+    RateMinute.objects.filter(minute__lt=minute - timedelta(days=1)).delete()
+    try:
+        with transaction.atomic():
+            RateMinute.objects.create(minute=minute)
+    except IntegrityError:
+        return False
+    return True
+
+
 def alerts_sweep(*, now: datetime) -> dict[str, int]:
     """The periodic pass (every ALERT_SWEEP_SECONDS): re-check active alerts, rate anomalies at most once
     per minute, then auto-resolve. Changes are pushed to open dashboards after commit."""
-    from django.core.cache import cache
-
     from alerts.anomaly import rate_candidates
 
     with transaction.atomic():
         raised = alerts_recheck_active(now=now)
         minute = now.replace(second=0, microsecond=0) - timedelta(minutes=1)
-        # At most once per minute (an atomic add in a shared cache; per process with the local one).
-        if cache.add(f"iops:alerts:rates:{minute.isoformat()}", 1, timeout=3600):
+        if _claim_rate_minute(minute):
             candidates, evaluated, _ = rate_candidates(now=now)
             raised += alerts_record(candidates=candidates, evaluated=evaluated, now=now)
         _side_effects_on_commit(raised)

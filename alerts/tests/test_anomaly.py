@@ -115,3 +115,53 @@ def test_no_anomaly_without_a_full_window_of_history(post, drain):
         drain()
         sweep.apply()
     assert not Alert.objects.filter(type="rate_anomaly").exists()
+
+
+@pytest.mark.django_db
+def test_a_minute_is_evaluated_once_even_by_sweeps_in_other_processes(post, drain):
+    """Each worker process has its own local cache: the once-a-minute guard must not live there."""
+    counts = {LAST - timedelta(minutes=m): 6 for m in range(1, 62)}
+    counts[LAST] = 40
+    with time_machine.travel(NOW, tick=False):
+        post({"events": ib_calls_per_minute(counts)})
+        drain()
+        sweep.apply()
+        cache.clear()  # what a sweep in another process sees of this one's cache: nothing
+        sweep.apply()
+    assert Alert.objects.get(type="rate_anomaly").occurrences == 1
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_concurrent_sweeps_evaluate_a_minute_once(post, drain):
+    import threading
+
+    from django.db import connection, connections
+
+    if connection.vendor != "postgresql":
+        pytest.skip("concurrent transactions: PostgreSQL")
+    counts = {LAST - timedelta(minutes=m): 6 for m in range(1, 62)}
+    counts[LAST] = 40
+    barrier = threading.Barrier(3)
+    errors: list[BaseException] = []
+
+    def run():
+        try:
+            barrier.wait(timeout=10)
+            sweep.apply().get()
+        except BaseException as exc:  # noqa: BLE001 - reported by the assertion below
+            errors.append(exc)
+        finally:
+            connections.close_all()
+
+    with time_machine.travel(NOW, tick=False):
+        post({"events": ib_calls_per_minute(counts)})
+        drain()
+        threads = [threading.Thread(target=run) for _ in range(3)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(timeout=60)
+    assert not errors
+    alert = Alert.objects.get(type="rate_anomaly")
+    assert alert.occurrences == 1 and alert.transitions.count() == 1
