@@ -35,6 +35,7 @@ class DashboardConsumer(AsyncWebsocketConsumer):
         self.filters = FeedFilters.parse(first("severity"), first("status"))
         self._created: set[int] = set()
         self._updated: set[int] = set()
+        self._insights: set[int] = set()
         self._pending: asyncio.Task | None = None
         await self.channel_layer.group_add(DASHBOARD_GROUP, self.channel_name)
         await self.accept()
@@ -54,19 +55,23 @@ class DashboardConsumer(AsyncWebsocketConsumer):
     async def dashboard_changed(self, event):
         self._created.update(event.get("alerts_created", []))
         self._updated.update(event.get("alerts_updated", []))
+        self._insights.update(event.get("insights", []))
         if self._pending is None or self._pending.done():
             self._pending = asyncio.ensure_future(self._flush_later())
 
     async def _flush_later(self):
         await asyncio.sleep(settings.DASHBOARD_PUSH_INTERVAL_MS / 1000)
         created, updated = sorted(self._created), sorted(self._updated)
+        insights = sorted(self._insights)
         self._created.clear()
         self._updated.clear()
+        self._insights.clear()
         html = await database_sync_to_async(render_update)(
             range_key=self.range_key,
             filters=self.filters,
             now=timezone.now(),
             created=created,
             updated=updated,
+            insights=insights,
         )
         await self.send(text_data=html)

@@ -18,7 +18,10 @@ from dashboard.selectors import (
     FeedFilters,
     alert_feed,
     alerts_by_ids,
+    alerts_showing_insights,
     charts,
+    drivers_chart,
+    insight_for_alert,
     kpis,
 )
 
@@ -64,12 +67,16 @@ def render_update(
     now: datetime,
     created: list[int],
     updated: list[int],
+    insights: list[int] | None = None,
 ) -> str:
     """KPIs and charts, plus the changed alerts: rows that match the filters go (back) on top of
-    the feed, rows that no longer match are removed."""
+    the feed, rows that no longer match are removed. Stored insights re-render the rows of the
+    alerts they were scored for (their risk) and the insight section of an open alert drawer."""
     filters = filters or FeedFilters()
-    changed = alerts_by_ids(ids=sorted(set(created) | set(updated)))
+    insight_alerts, drawers = alerts_showing_insights(insight_ids=insights) if insights else ([], [])
+    changed = alerts_by_ids(ids=sorted(set(created) | set(updated) | set(insight_alerts)))
     context = {
+        "drawers": [_drawer_insight(alert) for alert in drawers],
         "kpis": kpis(range_key=range_key, now=now),
         "charts": charts(range_key=range_key, now=now),
         "shown_alerts": [a for a in changed if filters.matches(a)],
@@ -78,3 +85,9 @@ def render_update(
         "oob": True,
     }
     return render_to_string("dashboard/_live_update.html", context)
+
+
+def _drawer_insight(alert) -> dict:
+    """The context of an alert drawer's insight section (_alert_panel.html), as a reload shows it."""
+    insight = insight_for_alert(alert)
+    return {"alert": alert, "insight": insight, "drivers_chart": drivers_chart(insight)}

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from django.db.models import Avg, Count, Q, QuerySet, Sum
+from django.db.models import Avg, Count, Exists, OuterRef, Q, QuerySet, Subquery, Sum
 from django.db.models.functions import TruncDay, TruncHour
 
 from alerts.models import ACTIVE_STATUSES, Alert
@@ -346,9 +346,16 @@ class FeedFilters:
         return {k: v for k, v in (("severity", self.severity), ("status", self.status)) if v != "all"}
 
 
+def with_insight_risk(qs: QuerySet[Alert]) -> QuerySet[Alert]:
+    """Each alert's `insight_risk`: the risk of the latest insight scored for it (None without one),
+    shown on its feed row. One correlated subquery on the indexed alert_id, not a query per row."""
+    latest = Insight.objects.filter(alert_id=OuterRef("pk")).order_by("-scored_at", "-pk")
+    return qs.annotate(insight_risk=Subquery(latest.values("risk")[:1]))
+
+
 def alert_feed(*, filters: FeedFilters, limit: int = FEED_LIMIT) -> list[Alert]:
     """Newest first (by last occurrence)."""
-    return list(filters.apply(Alert.objects.all()).order_by("-last_seen", "-id")[:limit])
+    return list(with_insight_risk(filters.apply(Alert.objects.all())).order_by("-last_seen", "-id")[:limit])
 
 
 def recent_alerts(*, limit: int = FEED_LIMIT) -> list[Alert]:
@@ -356,7 +363,34 @@ def recent_alerts(*, limit: int = FEED_LIMIT) -> list[Alert]:
 
 
 def alerts_by_ids(*, ids: list[int]) -> list[Alert]:
-    return list(Alert.objects.filter(pk__in=ids).order_by("last_seen", "id"))
+    return list(with_insight_risk(Alert.objects.filter(pk__in=ids)).order_by("last_seen", "id"))
+
+
+# Drawers refreshed per push at most (each costs the drawer's insight lookup).
+INSIGHT_PUSH_MAX_DRAWERS = 50
+
+
+def alerts_showing_insights(*, insight_ids: list[int]) -> tuple[list[int], list[Alert]]:
+    """For stored insights: (ids of the alerts they were scored for: their feed rows change, the
+    alerts whose drawer shows one of them: those, and the active alerts of an alert-less insight's
+    entity that have no insight of their own). Two queries whatever the number of insights."""
+    insights = list(
+        Insight.objects.filter(pk__in=insight_ids).values_list("alert_id", "entity_type", "entity_id")
+    )
+    linked = sorted({a for a, _, _ in insights if a is not None})
+    entities = Q()
+    for entity_type, entity_id in sorted({(t, e) for a, t, e in insights if a is None}):
+        entities |= Q(entity_type=entity_type, entity_id=entity_id)
+    drawers = Q(pk__in=linked)
+    if entities:
+        drawers |= (
+            entities
+            & Q(status__in=ACTIVE_STATUSES)
+            & ~Exists(Insight.objects.filter(alert_id=OuterRef("pk")))
+        )
+    if not linked and not entities:
+        return [], []
+    return linked, list(Alert.objects.filter(drawers).order_by("-last_seen")[:INSIGHT_PUSH_MAX_DRAWERS])
 
 
 def insight_for_alert(alert: Alert) -> Insight | None:
@@ -537,10 +571,14 @@ def entity_page(*, entity_type: str, entity_id: str, now: datetime) -> dict[str,
     elif entity_type != "global":
         return None
     alerts = list(
-        Alert.objects.filter(entity_type=entity_type, entity_id=entity_id).order_by("-last_seen")[:50]
+        with_insight_risk(Alert.objects.filter(entity_type=entity_type, entity_id=entity_id)).order_by(
+            "-last_seen"
+        )[:50]
     )
-    insights = list(
-        Insight.objects.filter(entity_type=entity_type, entity_id=entity_id).order_by("-scored_at")[:10]
+    insights = list(  # copies (a cached insight answering another alert) are not new scorings
+        Insight.objects.filter(
+            entity_type=entity_type, entity_id=entity_id, cached_from__isnull=True
+        ).order_by("-scored_at")[:10]
     )
     if snapshot is None and not alerts and not insights and not sessions:
         return None

@@ -19,6 +19,7 @@ from dashboard.selectors import (
     ENTITY_TYPES,
     FeedFilters,
     alert_panel,
+    alerts_by_ids,
     entity_page,
     entity_search,
     parse_range,
@@ -96,6 +97,7 @@ def alert_action(request: HttpRequest, alert_id: int, action: str) -> HttpRespon
     publish_alert_change(alert.pk)  # every open dashboard swaps the row
     if not _is_htmx(request):
         return HttpResponseRedirect(f"/alerts/{alert.pk}")
+    alert = alerts_by_ids(ids=[alert.pk])[0]  # the row shows its insight's risk
     target = request.headers.get("HX-Target")
     if target in ("panel-body", "alert-page"):
         panel = alert_panel(alert_id=alert.pk)

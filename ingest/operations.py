@@ -143,7 +143,12 @@ def insight_counts() -> list[tuple[str, bool, int]]:
         from insights.models import Insight
     except ImportError:  # pragma: no cover
         return []
-    rows = Insight.objects.values("model", "fallback_reason").annotate(n=Count("id")).order_by()
+    rows = (  # copies (a cached insight answering another alert) are not scorings
+        Insight.objects.filter(cached_from__isnull=True)
+        .values("model", "fallback_reason")
+        .annotate(n=Count("id"))
+        .order_by()
+    )
     merged: dict[tuple[str, bool], int] = {}
     for r in rows:
         key = (r["model"], bool(r["fallback_reason"]))

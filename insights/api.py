@@ -31,6 +31,9 @@ class InsightOut(Schema):
     model: str = Field(description='"local:…" or "bedrock:<model id>"')
     fallback_reason: str = Field(description="why the local model answered instead of Bedrock, if it did")
     scored_at: datetime
+    cached_from: int | None = Field(
+        None, description="set when a cached insight answered this alert: the id of the scored original"
+    )
 
 
 class InsightList(Schema):

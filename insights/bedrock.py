@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import re
+import threading
 import time
 from collections.abc import Callable
 from functools import lru_cache
@@ -111,18 +112,69 @@ def parse_reply(text: str) -> Reply:
 
 
 @lru_cache(maxsize=1)
-def get_client():
+def get_session():
+    """The boto3 session of the Bedrock client and of the credentials check (standard chain: env,
+    shared files, SSO, container or instance role)."""
     import boto3
+
+    return boto3.session.Session(region_name=settings.AWS_REGION)
+
+
+@lru_cache(maxsize=1)
+def get_client():
     from botocore.config import Config
 
     # Our retry policy is the only one (throttling below, fallback otherwise): botocore's is off.
     config = Config(
         region_name=settings.AWS_REGION,
         retries={"total_max_attempts": 1, "mode": "standard"},
-        connect_timeout=settings.INSIGHTS_BEDROCK_TIMEOUT_SECONDS,
+        connect_timeout=settings.INSIGHTS_BEDROCK_CONNECT_TIMEOUT_SECONDS,
         read_timeout=settings.INSIGHTS_BEDROCK_TIMEOUT_SECONDS,
     )
-    return boto3.client("bedrock-runtime", endpoint_url=settings.AWS_ENDPOINT_URL or None, config=config)
+    return get_session().client(
+        "bedrock-runtime", endpoint_url=settings.AWS_ENDPOINT_URL or None, config=config
+    )
+
+
+# Missing credentials are looked up again after this long (a role may be attached later).
+CREDENTIALS_RECHECK_SECONDS = 300
+NO_CREDENTIALS = "bedrock unavailable: no AWS credentials found"
+_credentials_lock = threading.Lock()
+_credentials: dict[str, Any] = {"reason": None, "checked": 0.0, "warned": False}
+
+
+def unavailable_reason() -> str:
+    """ "" when boto3 finds AWS credentials, else the fallback reason to record. Looked up once per
+    process (re-checked every CREDENTIALS_RECHECK_SECONDS while missing); the first miss logs one
+    WARNING, later calls do not."""
+    with _credentials_lock:
+        reason = _credentials["reason"]
+        if reason == "" or (
+            reason is not None and time.monotonic() - _credentials["checked"] < CREDENTIALS_RECHECK_SECONDS
+        ):
+            return reason
+        try:
+            found = get_session().get_credentials() is not None
+            reason = "" if found else NO_CREDENTIALS
+        except Exception as exc:  # noqa: BLE001 - a broken config file is "no credentials" too
+            reason = f"{NO_CREDENTIALS} ({exc.__class__.__name__})"
+        _credentials.update(reason=reason, checked=time.monotonic())
+        if reason and not _credentials["warned"]:
+            _credentials["warned"] = True
+            logger.warning(
+                "BEDROCK_MODEL_ID is set but boto3 finds no AWS credentials: churn insights use the "
+                "local model",
+                extra={"model_id": settings.BEDROCK_MODEL_ID, "reason": reason},
+            )
+        return reason
+
+
+def reset() -> None:
+    """Forget the session, client and credentials check (settings or environment changed: tests)."""
+    with _credentials_lock:
+        _credentials.update(reason=None, checked=0.0, warned=False)
+    get_client.cache_clear()
+    get_session.cache_clear()
 
 
 def _message(*, entity_type: str, entity_id: str, features: dict[str, float], local: Any) -> str:

@@ -20,6 +20,11 @@ class Insight(models.Model):
     model = models.CharField(max_length=200)
     fallback_reason = models.CharField(max_length=300, blank=True, default="")
     scored_at = models.DateTimeField(db_index=True)
+    # Set on a copy made when a cached insight answers another alert (each alert keeps its own row,
+    # so every reader that looks insights up by alert_id finds it); copies are not new scorings.
+    cached_from = models.ForeignKey(
+        "self", null=True, blank=True, on_delete=models.CASCADE, related_name="copies"
+    )
 
     class Meta:
         indexes = [models.Index(fields=["entity_type", "entity_id", "-scored_at"])]
@@ -27,3 +32,21 @@ class Insight(models.Model):
 
     def __str__(self) -> str:
         return f"{self.entity_type} {self.entity_id}: {self.level} ({self.risk:.2f}, {self.model})"
+
+
+class BedrockBudget(models.Model):
+    """Bedrock calls claimed in one window (the minute or the UTC day that starts at `start`).
+
+    A claim is one conditional UPDATE (calls = calls + 1 WHERE calls < limit), so concurrent
+    workers can never claim more than the limit between them (insights.budget)."""
+
+    window = models.CharField(max_length=10)  # minute | day
+    start = models.DateTimeField()
+    calls = models.PositiveIntegerField(default=0)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["window", "start"], name="insights_budget_window")]
+        indexes = [models.Index(fields=["start"])]
+
+    def __str__(self) -> str:
+        return f"{self.window} {self.start:%Y-%m-%d %H:%M}: {self.calls}"

@@ -10,7 +10,7 @@ from django.db.models import Count, Q, QuerySet
 from insights.models import Insight
 
 BEDROCK_PREFIX = "bedrock:"
-# fallback_reason prefix of a Bedrock call that was made and failed (it still spent budget).
+# fallback_reason prefix of a Bedrock call that was made and failed (it still spent its budget slot).
 BEDROCK_FAILED_PREFIX = "bedrock error"
 
 
@@ -45,25 +45,19 @@ def insight_as_dict(insight: Insight) -> dict[str, Any]:
         "model": insight.model,
         "fallback_reason": insight.fallback_reason,
         "scored_at": insight.scored_at,
+        "cached_from": insight.cached_from_id,
     }
-
-
-def bedrock_calls_since(*, since: datetime) -> int:
-    """Bedrock calls made since then, answered or failed: the budget's count, shared by all workers."""
-    return Insight.objects.filter(
-        Q(model__startswith=BEDROCK_PREFIX) | Q(fallback_reason__startswith=BEDROCK_FAILED_PREFIX),
-        scored_at__gte=since,
-    ).count()
 
 
 def model_call_counts(*, now: datetime, since: datetime | None = None) -> dict[str, int]:
     """Scorings by the model that produced them, and fallbacks, since `since` (default: 24 hours).
 
     Flat {label: n} for /metrics: one key per model, plus "fallbacks" (insights whose
-    fallback_reason is set: Bedrock failed or the budget was spent)."""
+    fallback_reason is set: Bedrock failed, no credentials, or the budget was spent). Copies made
+    when a cached insight answers another alert are not scorings and are not counted."""
     since = since or now - timedelta(days=1)
     rows = (
-        Insight.objects.filter(scored_at__gte=since, scored_at__lte=now)
+        Insight.objects.filter(scored_at__gte=since, scored_at__lte=now, cached_from__isnull=True)
         .values("model")
         .annotate(n=Count("id"), fell_back=Count("id", filter=~Q(fallback_reason="")))
         .order_by()

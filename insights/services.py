@@ -8,11 +8,15 @@ from dataclasses import replace
 from datetime import datetime, timedelta
 
 from django.conf import settings
+from django.db import transaction
+from django.db.models import Q
 
 from insights import bedrock, local_model
+from insights.budget import budget_claim, budget_purge
 from insights.features import ENTITY_TYPES, features_for, student_features, tutor_features
 from insights.models import Insight
-from insights.selectors import BEDROCK_FAILED_PREFIX, BEDROCK_PREFIX, bedrock_calls_since
+from insights.selectors import BEDROCK_FAILED_PREFIX, BEDROCK_PREFIX
+from iops import realtime
 from metrics.models import StudentSnapshot, TutorSnapshot
 
 logger = logging.getLogger(__name__)
@@ -44,23 +48,53 @@ def bedrock_enabled() -> bool:
     return bool(settings.BEDROCK_MODEL_ID) and not settings.CELERY_TASK_ALWAYS_EAGER
 
 
-def _over_budget(now: datetime) -> str:
-    """The fallback reason when the Bedrock budget is spent, else ""."""
-    per_minute = bedrock_calls_since(since=now - timedelta(minutes=1))
-    if per_minute >= settings.INSIGHTS_BEDROCK_MAX_PER_MINUTE:
-        return f"budget: {per_minute} Bedrock calls in the last minute"
-    per_day = bedrock_calls_since(since=now - timedelta(days=1))
-    if per_day >= settings.INSIGHTS_BEDROCK_MAX_PER_DAY:
-        return f"budget: {per_day} Bedrock calls in the last day"
-    return ""
+def _publish(insight: Insight) -> None:
+    """Tell open dashboards (after commit): the alert drawer and feed row show the new insight."""
+    pk = insight.pk
+    transaction.on_commit(lambda: realtime.publish_change(realtime.Change(insights=[pk])))
+
+
+def _reuse(cached: Insight, *, alert_id: int | None) -> Insight:
+    """The cached insight answers this alert too. The alert gets a row of its own: the cached one
+    itself when it has no alert yet, else a copy (cached_from = the scored original), so whatever
+    looks an alert's insight up by alert_id (API, drawer, notifications) finds it."""
+    if alert_id is None or cached.alert_id == alert_id:
+        return cached
+    if cached.alert_id is None and Insight.objects.filter(pk=cached.pk, alert_id__isnull=True).update(
+        alert_id=alert_id
+    ):
+        cached.alert_id = alert_id
+        _publish(cached)
+        return cached
+    original = cached.cached_from_id or cached.pk
+    existing = Insight.objects.filter(Q(pk=original) | Q(cached_from_id=original), alert_id=alert_id).first()
+    if existing is not None:  # the alert already has it (a redelivered task)
+        return existing
+    copy = Insight.objects.create(
+        entity_type=cached.entity_type,
+        entity_id=cached.entity_id,
+        alert_id=alert_id,
+        risk=cached.risk,
+        level=cached.level,
+        explanation=cached.explanation,
+        recommendations=cached.recommendations,
+        drivers=cached.drivers,
+        features=cached.features,
+        model=cached.model,
+        fallback_reason=cached.fallback_reason,
+        scored_at=cached.scored_at,
+        cached_from_id=original,
+    )
+    _publish(copy)
+    return copy
 
 
 def insight_score(
     *, entity_type: str, entity_id: str, alert_id: int | None = None, now: datetime
 ) -> Insight | None:
     """Score one student (churn) or tutor (burnout) and store the Insight; None when metrics has no
-    snapshot for it. Within the cache window an unchanged entity keeps its insight (linked to the
-    alert if it had none)."""
+    snapshot for it. Within the cache window an unchanged entity keeps its insight, which then also
+    answers the alert (_reuse). Bedrock is asked only with credentials and a claimed budget slot."""
     if entity_type not in ENTITY_TYPES:
         raise ValueError(f"unknown entity type {entity_type!r}")
     features = features_for(entity_type=entity_type, entity_id=entity_id)
@@ -69,15 +103,12 @@ def insight_score(
         return None
     cached = _cached(entity_type=entity_type, entity_id=entity_id, features=features, now=now)
     if cached is not None:
-        if alert_id is not None and cached.alert_id is None:
-            Insight.objects.filter(pk=cached.pk, alert_id__isnull=True).update(alert_id=alert_id)
-            cached.alert_id = alert_id
         logger.debug("insight cache hit", extra={"entity_id": entity_id, "insight_id": cached.pk})
-        return cached
+        return _reuse(cached, alert_id=alert_id)
     result = local_model.score(entity_type=entity_type, entity_id=entity_id, features=features)
     fallback_reason = ""
     if bedrock_enabled():
-        fallback_reason = _over_budget(now)
+        fallback_reason = bedrock.unavailable_reason() or budget_claim(now=now)
         if not fallback_reason:
             try:
                 reply = bedrock.converse_score(
@@ -124,12 +155,14 @@ def insight_score(
             "model": insight.model,
         },
     )
+    _publish(insight)
     return insight
 
 
 def insights_purge(*, now: datetime, days: int = 90, batch_size: int = 5000) -> int:
     """Delete insights scored more than `days` ago, in batches of ids (short transactions); the
     number deleted. Called by the retention task (ingest/retention.py) with its settings."""
+    budget_purge(now=now)
     old = Insight.objects.filter(scored_at__lt=now - timedelta(days=days))
     total = 0
     while True:

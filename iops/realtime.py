@@ -23,6 +23,7 @@ class Change:
     events: int = 0
     alerts_created: list[int] = field(default_factory=list)
     alerts_updated: list[int] = field(default_factory=list)
+    insights: list[int] = field(default_factory=list)  # stored insights (the drawer and feed row show them)
 
 
 def register_server_loop(loop: asyncio.AbstractEventLoop) -> None:

@@ -331,18 +331,25 @@ CELERY_WORKER_CANCEL_LONG_RUNNING_TASKS_ON_CONNECTION_LOSS = True
 # An entity is not re-scored within this window unless its features moved materially (half a
 # scale unit on any feature, insights/local_model.py); 0 turns the cache off.
 INSIGHTS_CACHE_MINUTES = env_int("INSIGHTS_CACHE_MINUTES", 30, minimum=0)
-# Bedrock budget (calls counted from stored insights, so it holds across workers); over it, the
-# local model answers with fallback_reason "budget".
+# Bedrock budget per calendar minute and UTC day, claimed atomically in the database before each
+# call (insights/budget.py), so it holds across workers; over it the local model answers with
+# fallback_reason "budget: …".
 INSIGHTS_BEDROCK_MAX_PER_MINUTE = env_int("INSIGHTS_BEDROCK_MAX_PER_MINUTE", 10, minimum=0)
 INSIGHTS_BEDROCK_MAX_PER_DAY = env_int("INSIGHTS_BEDROCK_MAX_PER_DAY", 2000, minimum=0)
-# One Converse call: connect/read timeouts and our retries on ThrottlingException (botocore's are off).
+# One Converse call: read and connect timeouts, our retries on ThrottlingException (botocore's are off).
 INSIGHTS_BEDROCK_TIMEOUT_SECONDS = env_float("INSIGHTS_BEDROCK_TIMEOUT_SECONDS", 10.0)
+INSIGHTS_BEDROCK_CONNECT_TIMEOUT_SECONDS = env_float("INSIGHTS_BEDROCK_CONNECT_TIMEOUT_SECONDS", 3.0)
 INSIGHTS_BEDROCK_THROTTLE_RETRIES = env_int("INSIGHTS_BEDROCK_THROTTLE_RETRIES", 2, minimum=0)
 INSIGHTS_BEDROCK_BACKOFF_SECONDS = env_float("INSIGHTS_BEDROCK_BACKOFF_SECONDS", 0.5)
 # Beat: every INSIGHTS_BEAT_SECONDS, score the N riskiest students and tutors by the local model.
 INSIGHTS_BEAT_TOP_N = env_int("INSIGHTS_BEAT_TOP_N", 20, minimum=0)
 INSIGHTS_BEAT_SECONDS = env_int("INSIGHTS_BEAT_SECONDS", 900, minimum=60)
-if INSIGHTS_BEDROCK_TIMEOUT_SECONDS <= 0 or INSIGHTS_BEDROCK_BACKOFF_SECONDS < 0:
+if (
+    INSIGHTS_BEDROCK_TIMEOUT_SECONDS <= 0
+    or INSIGHTS_BEDROCK_CONNECT_TIMEOUT_SECONDS <= 0
+    or INSIGHTS_BEDROCK_BACKOFF_SECONDS < 0
+):
     raise ImproperlyConfigured(
-        "INSIGHTS_BEDROCK_TIMEOUT_SECONDS must be > 0 and INSIGHTS_BEDROCK_BACKOFF_SECONDS >= 0"
+        "INSIGHTS_BEDROCK_TIMEOUT_SECONDS and INSIGHTS_BEDROCK_CONNECT_TIMEOUT_SECONDS must be > 0 "
+        "and INSIGHTS_BEDROCK_BACKOFF_SECONDS >= 0"
     )

@@ -23,9 +23,9 @@ def bedrock_settings(settings, monkeypatch):
     settings.AWS_ENDPOINT_URL = None
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
-    bedrock.get_client.cache_clear()
+    bedrock.reset()
     yield settings
-    bedrock.get_client.cache_clear()
+    bedrock.reset()
 
 
 @pytest.fixture
@@ -67,3 +67,76 @@ def scorable(post, drain):
         return student_id
 
     return _make
+
+
+class FakeBedrock:
+    """A local HTTP server answering Converse like Bedrock does; counts the calls it receives."""
+
+    def __init__(self, reply: dict, delay: float = 0.0) -> None:
+        import threading
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        self.calls = 0
+        self.reply = reply
+        self.delay = delay
+        lock = threading.Lock()
+        fake = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self):  # noqa: N802 - http.server's name
+                import json
+                import time
+
+                self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                with lock:
+                    fake.calls += 1
+                time.sleep(fake.delay)  # keeps concurrent calls in flight together
+                body = json.dumps(
+                    {
+                        "output": {
+                            "message": {"role": "assistant", "content": [{"text": json.dumps(fake.reply)}]}
+                        },
+                        "stopReason": "end_turn",
+                        "usage": {"inputTokens": 180, "outputTokens": 90, "totalTokens": 270},
+                        "metrics": {"latencyMs": 5},
+                    }
+                ).encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args):
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+        self.thread.join(timeout=5)
+
+
+@pytest.fixture
+def fake_bedrock(bedrock_settings):
+    """Bedrock on a local port (AWS_ENDPOINT_URL): real HTTP calls through boto3, counted."""
+    from insights import bedrock
+
+    fake = FakeBedrock(
+        {
+            "risk": 0.8,
+            "level": "high",
+            "explanation": "Health is low and support calls are rising.",
+            "recommendations": ["Call the student today", "Offer a make-up session"],
+        },
+        delay=0.3,
+    )
+    bedrock_settings.AWS_ENDPOINT_URL = fake.url
+    bedrock.reset()
+    yield fake
+    fake.close()

@@ -179,3 +179,82 @@ def test_the_request_carries_the_prompt_features_and_local_score(converse, scora
     message = json.loads(seen["messages"][0]["content"][0]["text"])
     assert message["features"]["health_gap"] == 60
     assert 0 < message["local_model"]["risk"] < 1 and message["local_model"]["drivers"]
+
+
+@pytest.fixture
+def unanswered_port():
+    """A TCP port that completes no new connection: its accept queue (backlog 0) is full and never
+    drained, so the kernel drops further SYNs and connect() hangs (a blackholed endpoint)."""
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(0)
+    address = server.getsockname()
+    fillers = []
+    for _ in range(4):
+        filler = socket.socket()
+        filler.setblocking(False)
+        try:
+            filler.connect(address)
+        except BlockingIOError:
+            pass
+        fillers.append(filler)
+    try:
+        socket.create_connection(address, timeout=0.5).close()
+    except TimeoutError:
+        pass
+    else:  # pragma: no cover - depends on the kernel
+        pytest.skip("this kernel completes connections past a full backlog")
+    yield f"http://127.0.0.1:{address[1]}"
+    for filler in fillers:
+        filler.close()
+    server.close()
+
+
+def test_connect_timeout_gives_up_and_falls_back(bedrock_settings, scorable, unanswered_port):
+    bedrock_settings.AWS_ENDPOINT_URL = unanswered_port
+    bedrock_settings.INSIGHTS_BEDROCK_CONNECT_TIMEOUT_SECONDS = 0.3
+    bedrock_settings.INSIGHTS_BEDROCK_TIMEOUT_SECONDS = 60  # a read timeout would take a minute
+    bedrock.reset()
+    assert bedrock.get_client().meta.config.connect_timeout == 0.3
+    insight = score(scorable("stu_1"))
+    assert insight.model == "local:churn-logit-v1"
+    assert insight.fallback_reason == "bedrock error: ConnectTimeoutError"
+
+
+NO_CREDENTIAL_SOURCES = (
+    "AWS_ACCESS_KEY_ID",
+    "AWS_SECRET_ACCESS_KEY",
+    "AWS_SESSION_TOKEN",
+    "AWS_PROFILE",
+    "AWS_DEFAULT_PROFILE",
+    "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI",
+    "AWS_CONTAINER_CREDENTIALS_FULL_URI",
+    "AWS_WEB_IDENTITY_TOKEN_FILE",
+    "AWS_ROLE_ARN",
+)
+
+
+def test_without_aws_credentials_the_local_model_answers_and_one_warning_is_logged(
+    fake_bedrock, bedrock_settings, scorable, monkeypatch, tmp_path, caplog
+):
+    for name in NO_CREDENTIAL_SOURCES:
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "credentials"))
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "config"))
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")  # no instance-role lookup
+    bedrock_settings.INSIGHTS_BEDROCK_MAX_PER_MINUTE = 1
+    bedrock.reset()
+    with caplog.at_level("WARNING", logger="insights.bedrock"):
+        first, second = score(scorable("stu_1")), score(scorable("stu_2"))
+    for insight in (first, second):
+        assert insight.model == "local:churn-logit-v1"
+        assert insight.fallback_reason == "bedrock unavailable: no AWS credentials found"
+    warnings = [r for r in caplog.records if r.name == "insights.bedrock" and r.levelname == "WARNING"]
+    assert len(warnings) == 1 and "no AWS credentials" in warnings[0].getMessage()
+    assert fake_bedrock.calls == 0
+    # Credentials appear (a new process, or the recheck): Bedrock answers, and the budget was untouched.
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    bedrock.reset()
+    assert score(scorable("stu_3")).model.startswith("bedrock:")
+    assert fake_bedrock.calls == 1

@@ -33,7 +33,7 @@ def test_per_minute_budget_falls_back_then_recovers_next_minute(converse, scorab
     models = [score_at(T0 + timedelta(seconds=i), s).model for i, s in enumerate(students[:3])]
     assert models == ["bedrock:" + bedrock_settings.BEDROCK_MODEL_ID] * 2 + ["local:churn-logit-v1"]
     third = Insight.objects.get(entity_id="stu_2")
-    assert third.fallback_reason == "budget: 2 Bedrock calls in the last minute"
+    assert third.fallback_reason == "budget: 2 Bedrock calls this minute (INSIGHTS_BEDROCK_MAX_PER_MINUTE)"
     converse.reply(GOOD)
     assert score_at(T0 + timedelta(seconds=61), students[3]).model.startswith("bedrock:")
     converse.assert_no_pending_responses()
@@ -49,16 +49,16 @@ def test_failed_calls_spend_budget_too(converse, scorable, bedrock_settings):
     converse.assert_no_pending_responses()
 
 
-def test_per_day_budget(converse, scorable, bedrock_settings):
+def test_per_day_budget_is_per_utc_day(converse, scorable, bedrock_settings):
     bedrock_settings.INSIGHTS_BEDROCK_MAX_PER_DAY = 2
     converse.reply(GOOD)
     converse.reply(GOOD)
-    score_at(T0, scorable("stu_1"))
+    score_at(T0, scorable("stu_1"))  # 12:00 UTC
     score_at(T0 + timedelta(hours=6), scorable("stu_2"))
-    late = score_at(T0 + timedelta(hours=23), scorable("stu_3"))
-    assert late.fallback_reason == "budget: 2 Bedrock calls in the last day"
+    late = score_at(T0 + timedelta(hours=11, minutes=59), scorable("stu_3"))  # 23:59
+    assert late.fallback_reason == "budget: 2 Bedrock calls this day (INSIGHTS_BEDROCK_MAX_PER_DAY)"
     converse.reply(GOOD)
-    assert score_at(T0 + timedelta(hours=24, seconds=1), "stu_3").model.startswith("bedrock:")
+    assert score_at(T0 + timedelta(hours=12), "stu_3").model.startswith("bedrock:")  # the next day
 
 
 def test_cache_saves_a_bedrock_call_until_the_window_ends(converse, scorable, bedrock_settings):
@@ -100,3 +100,68 @@ def test_purge_deletes_insights_older_than_90_days_in_batches(scorable):
     assert insights_purge(now=T0, batch_size=1) == 2
     kept = sorted(Insight.objects.values_list("scored_at", flat=True))
     assert kept == [T0 - timedelta(days=89), T0 - timedelta(days=1)]
+
+
+def test_a_day_spent_does_not_spend_the_minute(converse, scorable, bedrock_settings):
+    """Both windows are claimed together: when the day refuses, the minute's claim is rolled back."""
+    bedrock_settings.INSIGHTS_BEDROCK_MAX_PER_MINUTE = 2
+    bedrock_settings.INSIGHTS_BEDROCK_MAX_PER_DAY = 1
+    converse.reply(GOOD)
+    assert score_at(T0, scorable("stu_1")).model.startswith("bedrock:")
+    refused = score_at(T0 + timedelta(seconds=1), scorable("stu_2"))
+    assert refused.fallback_reason == "budget: 1 Bedrock calls this day (INSIGHTS_BEDROCK_MAX_PER_DAY)"
+    bedrock_settings.INSIGHTS_BEDROCK_MAX_PER_DAY = 10
+    converse.reply(GOOD)  # the minute still has its second slot
+    assert score_at(T0 + timedelta(seconds=2), scorable("stu_3")).model.startswith("bedrock:")
+    converse.assert_no_pending_responses()
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_concurrent_workers_make_exactly_the_budgeted_calls(fake_bedrock, bedrock_settings, post, drain):
+    """Workers scoring at the same moment (threads, each with its own PostgreSQL connection, calling
+    the Celery task) while earlier calls are still in flight: exactly the limit reaches Bedrock."""
+    import threading
+
+    from django.db import connection
+
+    from conftest import event
+
+    if connection.vendor != "postgresql":
+        pytest.skip("concurrent writers need PostgreSQL (the SQLite test database is in memory)")
+    limit, workers = 3, 10
+    bedrock_settings.INSIGHTS_BEDROCK_MAX_PER_MINUTE = limit
+    students = [f"stu_c{i}" for i in range(workers)]
+    body = {"events": [event("customer_health_update", student_id=s, health_score=35) for s in students]}
+    assert post(body).status_code == 202
+    drain()
+    start = threading.Barrier(workers)
+    errors: list[BaseException] = []
+
+    def work(student_id: str) -> None:
+        from django.db import connection as thread_connection
+
+        try:
+            start.wait(timeout=30)
+            score_churn.apply(args=("student", student_id)).get()
+        except BaseException as exc:  # noqa: BLE001 - reported by the assertion below
+            errors.append(exc)
+        finally:
+            thread_connection.close()
+
+    with time_machine.travel(T0, tick=False):  # one minute window for all of them
+        threads = [threading.Thread(target=work, args=(s,)) for s in students]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(timeout=60)
+    assert not errors, errors
+    assert fake_bedrock.calls == limit
+    insights = list(Insight.objects.filter(entity_id__in=students))
+    assert len(insights) == workers
+    by_bedrock = [i for i in insights if i.model.startswith("bedrock:")]
+    local = [i for i in insights if i.model == "local:churn-logit-v1"]
+    assert len(by_bedrock) == limit and len(local) == workers - limit
+    assert {i.fallback_reason for i in local} == {
+        f"budget: {limit} Bedrock calls this minute (INSIGHTS_BEDROCK_MAX_PER_MINUTE)"
+    }

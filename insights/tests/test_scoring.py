@@ -155,3 +155,45 @@ def test_insight_score_rejects_an_unknown_entity_type():
 
     with pytest.raises(ValueError):
         insight_score(entity_type="subject", entity_id="x", now=datetime(2026, 1, 1, tzinfo=UTC))
+
+
+def test_two_alerts_for_one_student_in_a_batch_each_get_their_insight(
+    post, drain, django_capture_on_commit_callbacks, settings, client, staff_user, api_key
+):
+    """The second alert's scoring hits the cache (same features, same batch): the cached insight is
+    copied for it (cached_from), so the API and the alert drawer find an insight for each alert."""
+    settings.INSIGHTS_CACHE_MINUTES = 30
+    send(
+        post,
+        drain,
+        django_capture_on_commit_callbacks,
+        event("customer_health_update", student_id="stu_2a", health_score=30),
+        *[event("ib_call_logged", student_id="stu_2a", reason="technical_problem") for _ in range(3)],
+    )
+    alerts = {a.type: a.pk for a in Alert.objects.filter(entity_id="stu_2a")}
+    assert set(alerts) == {"low_health_score", "high_ib_call_frequency"}
+    auth = {"HTTP_AUTHORIZATION": f"Bearer {api_key}"}
+    found = {}
+    for alert_type, alert_id in alerts.items():
+        body = client.get(f"/api/insights?alert_id={alert_id}", **auth).json()
+        assert len(body["results"]) == 1, (alert_type, body)
+        found[alert_type] = body["results"][0]
+    first, second = sorted(found.values(), key=lambda r: r["id"])
+    assert second["cached_from"] == first["id"] and first["cached_from"] is None
+    assert (second["risk"], second["explanation"], second["scored_at"]) == (
+        first["risk"],
+        first["explanation"],
+        first["scored_at"],
+    )
+    # One scoring, not two: the copy is not counted as a model call.
+    from insights.selectors import model_call_counts
+
+    assert model_call_counts(now=timezone.now())["local:churn-logit-v1"] == 1
+    client.force_login(staff_user)
+    for alert_id in alerts.values():
+        html = client.get(f"/alerts/{alert_id}", HTTP_HX_REQUEST="true").content.decode()
+        assert f'id="panel-insight-{alert_id}"' in html and "No insight has been scored" not in html
+        assert f"{round(first['risk'] * 100)}%" in html
+    # Rescoring the second alert (a redelivered task) does not copy again.
+    score_churn.apply(args=("student", "stu_2a", alerts["high_ib_call_frequency"]))
+    assert Insight.objects.filter(entity_id="stu_2a").count() == 2
