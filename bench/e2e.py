@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import re
 import statistics
 import sys
@@ -28,6 +29,9 @@ import websockets
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
+import charts  # noqa: E402
+
 from tests import livesrv  # noqa: E402
 
 COUNT_RE = re.compile(r'data-kpi="events_in_range"[^>]*>\s*(\d+)\s*<')
@@ -175,6 +179,11 @@ def main() -> None:
     )
     parser.add_argument("--smoke", action="store_true", help="tiny run for CI")
     parser.add_argument("--no-baseline", action="store_true")
+    parser.add_argument(
+        "--chart",
+        default=str(charts.CHARTS / "e2e_latency.png"),
+        help="latency distribution image (default bench/charts/e2e_latency.png; '' for none)",
+    )
     args = parser.parse_args()
     if args.smoke:
         args.rate, args.events = 100, 100
@@ -188,6 +197,7 @@ def main() -> None:
             )
             push = asyncio.run(run_one(server, mode="ws", rate=args.rate, total=args.events, batch=batch))
             report("WebSocket push (IOps)", push)
+            poll: list[float] = []
             if not args.no_baseline:
                 poll = asyncio.run(
                     run_one(server, mode="poll", rate=args.rate, total=args.events, batch=batch)
@@ -195,6 +205,17 @@ def main() -> None:
                 report("baseline: polling 1/s", poll)
                 if push and poll:
                     print(f"p95 ratio baseline/push: {pct(poll, 95) / pct(push, 95):.2f}x")
+            if args.chart and not args.smoke:
+                series = {"IOps WebSocket push": [t * 1000 for t in push]}
+                if poll:
+                    series["baseline: polling /api/kpis 1/s"] = [t * 1000 for t in poll]
+                image = charts.latency_chart(
+                    Path(args.chart),
+                    series,
+                    title=f"POST → dashboard update: {args.events:,} events at {args.rate:,.0f}/s "
+                    f"(load average {os.getloadavg()[0]:.1f}, {os.cpu_count()} CPUs)",
+                )
+                print(f"chart: {image}")
         finally:
             livesrv.stop(server)
 

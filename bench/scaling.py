@@ -27,6 +27,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
 import aggregate  # noqa: E402  (the benchmark event generator)
+import charts  # noqa: E402
 
 DB = "iops_scaling"
 REDIS = "redis://127.0.0.1:6379/0"
@@ -126,6 +127,11 @@ def main() -> None:
     parser.add_argument("--students", type=int, default=5_000)
     parser.add_argument("--timeout", type=float, default=600)
     parser.add_argument("--smoke", action="store_true")
+    parser.add_argument(
+        "--chart",
+        default=str(charts.CHARTS / "scaling.png"),
+        help="scaling curve image (default bench/charts/scaling.png; '' for none)",
+    )
     args = parser.parse_args()
     if args.smoke:
         args.events, args.workers, args.students = 4_000, [1, 2], 1_000
@@ -149,6 +155,14 @@ def main() -> None:
             )
     finally:
         aggregate.drop_database(DB)
+    if args.chart and not args.smoke and len(results) > 1:
+        image = charts.scaling_chart(
+            Path(args.chart),
+            results,
+            title=f"{args.events:,} events drained by N Celery workers "
+            f"({os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f})",
+        )
+        print(f"chart: {image}")
 
 
 if __name__ == "__main__":
