@@ -705,3 +705,22 @@ def test_celery_worker_logs_through_the_project_logging_config(tmp_path):
         ("ingest.worker", "stream worker stopped"),
     } <= messages
     assert ("celery.apps.worker", "celery@" + socket.gethostname() + " ready.") in messages
+
+
+def test_every_beat_entry_names_a_registered_task_and_serve_runs_them_all():
+    """Beat (production) and `serve` (embedded) share one schedule: a renamed or missing task fails here,
+    not silently at run time. Retention and churn scoring of the riskiest entities included."""
+    from dashboard.management.commands.serve import beat_entries
+    from iops.celery import app
+
+    entries = dict(beat_entries())
+    assert {
+        "alerts.refresh_stale",
+        "alerts.sweep",
+        "alerts.send_due_deliveries",
+        "ingest.retention",
+        "insights.score_riskiest",
+        "simulator.simulate_tick",
+    } <= set(entries)
+    for name, seconds in entries.items():
+        assert name in app.tasks and seconds >= 5, name

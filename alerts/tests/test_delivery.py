@@ -383,9 +383,9 @@ def test_beat_runs_the_delivery_sweep():
 
 @pytest.mark.django_db(transaction=True)
 def test_the_embedded_sweep_thread_of_serve_sends_due_deliveries(settings, make_channel, make_alert):
-    from dashboard.management.commands.serve import _deliver_alerts
+    from dashboard.management.commands.serve import _periodic, beat_entries
 
-    settings.ALERT_DELIVERY_SWEEP_SECONDS = 0.05
+    assert ("alerts.send_due_deliveries", 5.0) in beat_entries()  # serve runs every beat entry
     with WebhookPeer() as peer:
         make_channel("webhook", config={"url": peer.url})
         deliveries_enqueue(alert_ids=[make_alert().pk], now=timezone.now())
@@ -393,7 +393,7 @@ def test_the_embedded_sweep_thread_of_serve_sends_due_deliveries(settings, make_
 
         def run():
             try:
-                _deliver_alerts(stop)
+                _periodic(stop, "alerts.send_due_deliveries", 0.05)
             finally:
                 connections.close_all()
 

@@ -1,4 +1,5 @@
-"""One process for the embedded mode: daphne + the stream worker thread + (optionally) the simulator."""
+"""One process for the embedded mode: daphne, the stream worker thread, a thread per beat entry (the
+periodic tasks Celery beat runs in production) and, optionally, the simulator."""
 
 from __future__ import annotations
 
@@ -12,48 +13,29 @@ from django.utils import timezone
 logger = logging.getLogger("iops.serve")
 
 
-def _maintenance(stop: threading.Event) -> None:
+def _periodic(stop: threading.Event, task_name: str, seconds: float) -> None:
+    """One Celery beat entry, run in this process: the embedded mode has no beat, so `serve` keeps the
+    same schedule (iops/celery.py) with a thread per entry, each task applied in its thread."""
     from django.db import close_old_connections
 
-    from alerts.services import alerts_refresh_stale
+    from iops.celery import app
 
-    while not stop.wait(settings.SNAPSHOT_REFRESH_SECONDS):
+    task = app.tasks[task_name]
+    while not stop.wait(seconds):
         try:
-            alerts_refresh_stale(now=timezone.now())
+            task.apply(throw=True)
         except Exception:  # noqa: BLE001 - keep the loop alive
-            logger.exception("snapshot refresh failed")
+            logger.exception("periodic task failed", extra={"task": task_name})
         finally:
             close_old_connections()
 
 
-def _alert_sweeps(stop: threading.Event) -> None:
-    """Issue 5: alert re-checks, rate anomalies and auto-resolve, on a faster cadence than snapshots."""
-    from django.db import close_old_connections
+def beat_entries() -> list[tuple[str, float]]:
+    """(task name, seconds) of every beat entry, its tasks registered."""
+    from iops.celery import app
 
-    from alerts.services import alerts_sweep
-
-    while not stop.wait(settings.ALERT_SWEEP_SECONDS):
-        try:
-            alerts_sweep(now=timezone.now())
-        except Exception:  # noqa: BLE001 - keep the loop alive
-            logger.exception("alert sweep failed")
-        finally:
-            close_old_connections()
-
-
-def _deliver_alerts(stop: threading.Event) -> None:
-    """Issue 5: send due alert deliveries off the stream worker thread, so a slow channel never stalls it."""
-    from django.db import close_old_connections
-
-    from alerts.delivery import deliveries_send_due
-
-    while not stop.wait(settings.ALERT_DELIVERY_SWEEP_SECONDS):
-        try:
-            deliveries_send_due(now=timezone.now())
-        except Exception:  # noqa: BLE001 - keep the loop alive
-            logger.exception("alert delivery sweep failed")
-        finally:
-            close_old_connections()
+    app.loader.import_default_modules()
+    return [(e["task"], float(e["schedule"])) for e in app.conf.beat_schedule.values()]
 
 
 def _simulate(stop: threading.Event, rate: float) -> None:
@@ -98,15 +80,12 @@ class Command(BaseCommand):
             from ingest.worker import StreamWorker
 
             threads.append(threading.Thread(target=StreamWorker().run, args=(stop,), name="iops-worker"))
-        threads.append(
-            threading.Thread(target=_maintenance, args=(stop,), name="iops-maintenance", daemon=True)
-        )
-        threads.append(
-            threading.Thread(target=_alert_sweeps, args=(stop,), name="iops-alert-sweeps", daemon=True)
-        )
-        threads.append(
-            threading.Thread(target=_deliver_alerts, args=(stop,), name="iops-alert-delivery", daemon=True)
-        )
+        for task_name, seconds in beat_entries():
+            threads.append(
+                threading.Thread(
+                    target=_periodic, args=(stop, task_name, seconds), name=f"iops-{task_name}", daemon=True
+                )
+            )
         if opts["simulate"] > 0:
             threads.append(
                 threading.Thread(
