@@ -214,3 +214,21 @@ class SupplyDemandReading(models.Model):
 
     def __str__(self) -> str:
         return f"{self.subject} / {self.region} @ {self.reported_at:%Y-%m-%d %H:%M}"
+
+
+class StudentSessionFacts(models.Model):
+    """A student's first and last completed session, kept as sessions complete (a monotone fold: the
+    first only moves earlier, the last later), so a snapshot refresh reads one row instead of scanning
+    the student's sessions. Snapshots show them as of their `as_of` (a completion after it waits)."""
+
+    student_id = models.CharField(max_length=64, unique=True)
+    first_completed_at = models.DateTimeField(null=True, blank=True)
+    first_session_id = models.CharField(max_length=64, blank=True, default="")
+    first_ok = models.BooleanField(null=True, blank=True)
+    last_completed_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        verbose_name_plural = "student session facts"
+
+    def __str__(self) -> str:
+        return f"session facts of {self.student_id}"

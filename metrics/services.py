@@ -1,23 +1,25 @@
 """The aggregation step: fold a batch of new events into buckets, then refresh touched snapshots.
 
 Cost grows with the entities a batch touches, not with history: one bulk upsert per bucket table,
-one aggregate query per snapshot table.
+one monotone upsert of first/last-session facts, and per snapshot table one read of window sums over
+hour buckets and one upsert of the recomputed rows. Hot paths use plain tuples and raw statements,
+not model instances.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+import json
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from types import SimpleNamespace
 from typing import Any
 
-import pandas as pd
 from django.conf import settings
 from django.db import connection, transaction
-from django.db.models import F, Max, Min, Q, Sum, Window
-from django.db.models.functions import RowNumber
+from django.db.models import Max, Q
 
-from iops.lib.sql import insert_ignore, update_rows, upsert_add
+from iops.lib.sql import insert_ignore, update_rows, upsert, upsert_add
 from metrics.burnout import burnout_components, burnout_risk
 from metrics.health import health_components, health_score
 from metrics.models import (
@@ -25,6 +27,7 @@ from metrics.models import (
     GlobalMinute,
     Session,
     StudentHourly,
+    StudentSessionFacts,
     StudentSnapshot,
     SubjectRegionSnapshot,
     SupplyDemandReading,
@@ -32,7 +35,7 @@ from metrics.models import (
     TutorSnapshot,
 )
 from metrics.regions import REGION_TIMEZONES, region_label
-from metrics.windows import floor_hour, window_start
+from metrics.windows import floor_hour, floor_minute, window_start
 
 SESSION_VALUES = [
     "sessions_started",
@@ -57,6 +60,8 @@ MINUTE_VALUES = [
 BALANCE_ENTER = 1.5
 BALANCE_LEAVE = 1.3
 
+_CHUNK = 2000  # ids per snapshot statement
+
 
 @dataclass
 class Touched:
@@ -65,6 +70,10 @@ class Touched:
     subject_regions: set[tuple[str, str]] = field(default_factory=set)
     health_reported: set[str] = field(default_factory=set)
     first_sessions: set[str] = field(default_factory=set)
+    # The refreshed snapshots' rule inputs, as written in this transaction (the alert rules read
+    # these instead of the rows; absent when the batch did not refresh).
+    student_views: dict[str, SimpleNamespace] | None = None
+    tutor_views: dict[str, SimpleNamespace] | None = None
 
     def __bool__(self) -> bool:
         return bool(self.students or self.tutors or self.subject_regions)
@@ -74,7 +83,36 @@ def _ts(value: str) -> datetime:
     return datetime.fromisoformat(value)
 
 
-def _completion_values(s: Session) -> dict[str, int]:
+def _chunks(values: Sequence[Any], size: int = _CHUNK) -> Iterable[Sequence[Any]]:
+    for start in range(0, len(values), size):
+        yield values[start : start + size]
+
+
+def _vendor_c(column: str) -> str:
+    """A text column compared byte-wise (as Python compares str) whatever the database's collation."""
+    return f'{column} COLLATE "C"' if connection.vendor == "postgresql" else column
+
+
+# The Session columns the fold reads and writes, in this order.
+_SESSION_COLUMNS = (
+    "id",
+    "session_id",
+    "student_id",
+    "tutor_id",
+    "subject",
+    "session_type",
+    "started_at",
+    "started_event_id",
+    "completed_at",
+    "completed_event_id",
+    "completed_successfully",
+    "duration_minutes",
+    "student_rating",
+    "tutor_rating",
+)
+
+
+def _completion_values(s: SimpleNamespace) -> dict[str, int]:
     return {
         "sessions_completed": 1,
         "sessions_unsuccessful": 0 if s.completed_successfully else 1,
@@ -84,26 +122,41 @@ def _completion_values(s: Session) -> dict[str, int]:
     }
 
 
-def _session_deltas(events: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], set[str]]:
+def _first_ok(s: SimpleNamespace) -> bool:
+    """A first session went well: completed successfully and not rated 1 or 2."""
+    return bool(s.completed_successfully) and (s.student_rating is None or s.student_rating > 2)
+
+
+@dataclass
+class _SessionOutcome:
+    deltas: list[dict[str, Any]]
+    completed: list[SimpleNamespace]  # sessions whose winning completion changed, final state
+    moved_students: set[str]  # students with a completion replaced by an earlier one
+
+
+def _session_deltas(events: list[dict[str, Any]]) -> _SessionOutcome:
     """Apply session events to Session rows (once per session_id) and return bucket deltas.
 
     A session's start and completion are each the earliest event by (event time, event_id), whatever
     the arrival order: a winner replaced by an earlier event moves its contribution (a negative delta
     in the old bucket, a positive one in the new), so incremental processing equals a rebuild.
-    Returns the deltas and the students whose first completed session may have changed.
     """
     session_events = sorted(
-        (e for e in events if e["event_type"] in ("session_started", "session_completed")),
-        key=lambda e: (_ts(e["timestamp"]), e["event_id"]),
+        (
+            (_ts(e["timestamp"]), e["event_id"], e)
+            for e in events
+            if e["event_type"] in ("session_started", "session_completed")
+        ),
+        key=lambda t: (t[0], t[1]),
     )
     if not session_events:
-        return [], set()
-    ids = sorted({e["payload"]["session_id"] for e in session_events})
+        return _SessionOutcome([], [], set())
     # Create missing rows first, then lock them in a fixed order: concurrent workers cannot double count.
-    first_seen = {}
-    for e in session_events:
+    first_seen: dict[str, tuple] = {}
+    for _, _, e in session_events:
         p = e["payload"]
         first_seen.setdefault(p["session_id"], (p["session_id"], p["student_id"], p["tutor_id"]))
+    ids = sorted(first_seen)
     insert_ignore(
         table=Session._meta.db_table,
         columns=[
@@ -118,45 +171,65 @@ def _session_deltas(events: list[dict[str, Any]]) -> tuple[list[dict[str, Any]],
         rows=[(*first_seen[sid], "", "", "", "") for sid in ids],
         conflict=["session_id"],
     )
-    qs = Session.objects.filter(session_id__in=ids).order_by("session_id")
-    if connection.vendor == "postgresql":
-        qs = qs.select_for_update()
-    rows = {s.session_id: s for s in qs}
-    changed: dict[str, Session] = {}
+    rows: dict[str, SimpleNamespace] = {}
+    for chunk in _chunks(ids, 5000):
+        qs = Session.objects.filter(session_id__in=chunk).order_by("session_id")
+        if connection.vendor == "postgresql":
+            qs = qs.select_for_update()
+        for values in qs.values_list(*_SESSION_COLUMNS):
+            s = SimpleNamespace(**dict(zip(_SESSION_COLUMNS, values, strict=True)))
+            rows[s.session_id] = s
+    changed: dict[str, SimpleNamespace] = {}
+    completed: dict[str, SimpleNamespace] = {}
+    moved: set[str] = set()
     deltas: list[dict[str, Any]] = []
-    completed_students: set[str] = set()
-    for e in session_events:
+    for ts, event_id, e in session_events:
         p = e["payload"]
         s = rows[p["session_id"]]
-        ts = _ts(e["timestamp"])
-        key = (ts, e["event_id"])
-        who = {"student_id": s.student_id, "tutor_id": s.tutor_id}
+        key = (ts, event_id)
         if e["event_type"] == "session_started":
             if s.started_at is not None:
                 if key >= (s.started_at, s.started_event_id):
                     continue
-                deltas.append({**who, "ts": s.started_at, "sessions_started": -1})
-            s.started_at, s.started_event_id = ts, e["event_id"]
+                deltas.append(
+                    {
+                        "student_id": s.student_id,
+                        "tutor_id": s.tutor_id,
+                        "ts": s.started_at,
+                        "sessions_started": -1,
+                    }
+                )
+            s.started_at, s.started_event_id = ts, event_id
             s.session_type = p.get("session_type") or ""
             if p.get("subject"):
                 s.subject = p["subject"]  # the winning start names the subject
-            deltas.append({**who, "ts": ts, "sessions_started": 1})
+            deltas.append(
+                {"student_id": s.student_id, "tutor_id": s.tutor_id, "ts": ts, "sessions_started": 1}
+            )
         else:
             if s.completed_at is not None:
                 if key >= (s.completed_at, s.completed_event_id):
                     continue
                 deltas.append(
-                    {**who, "ts": s.completed_at, **{k: -v for k, v in _completion_values(s).items()}}
+                    {
+                        "student_id": s.student_id,
+                        "tutor_id": s.tutor_id,
+                        "ts": s.completed_at,
+                        **{k: -v for k, v in _completion_values(s).items()},
+                    }
                 )
-            s.completed_at, s.completed_event_id = ts, e["event_id"]
+                moved.add(s.student_id)
+            s.completed_at, s.completed_event_id = ts, event_id
             s.completed_successfully = bool(p.get("completed_successfully", True))
             s.duration_minutes = p.get("actual_duration_minutes")
             s.student_rating = p.get("student_rating")
             s.tutor_rating = p.get("tutor_rating")
             if p.get("subject") and not s.subject:
                 s.subject = p["subject"]
-            deltas.append({**who, "ts": ts, **_completion_values(s)})
-            completed_students.add(s.student_id)
+            deltas.append(
+                {"student_id": s.student_id, "tutor_id": s.tutor_id, "ts": ts, **_completion_values(s)}
+            )
+            completed[s.session_id] = s
         changed[s.session_id] = s
     if changed:
         update_rows(
@@ -176,77 +249,143 @@ def _session_deltas(events: list[dict[str, Any]]) -> tuple[list[dict[str, Any]],
                 "tutor_rating",
             ],
         )
-    return deltas, completed_students
+    return _SessionOutcome(deltas, list(completed.values()), moved)
 
 
-def _ib_frame(events: list[dict[str, Any]]) -> pd.DataFrame:
-    calls = [e for e in events if e["event_type"] == "ib_call_logged"]
-    if not calls:
-        return pd.DataFrame()
-    df = pd.DataFrame(
-        {
-            "student_id": [e["payload"]["student_id"] for e in calls],
-            "ts": [_ts(e["timestamp"]) for e in calls],
-            "reason": [e["payload"].get("reason", "other") for e in calls],
-            "resolved": [e["payload"].get("resolved") for e in calls],
-            "priority": [e["payload"].get("priority") for e in calls],
-        }
+def _fold_facts(outcome: _SessionOutcome) -> None:
+    """Fold this batch's completions into each student's first/last-session facts.
+
+    Completions only ever move earlier (the earliest event wins), so the first completed session —
+    the least (completed_at, session_id) — only moves earlier, and one statement keeps it under the
+    row lock, race-free: a candidate replaces the stored first when it is earlier or is the same
+    session (its winning completion changed). The last completion only moves later, except when a
+    completion is replaced by an earlier one: those (rare) students are recomputed from their sessions.
+    """
+    best: dict[str, SimpleNamespace] = {}
+    last: dict[str, datetime] = {}
+    for s in outcome.completed:
+        b = best.get(s.student_id)
+        if b is None or (s.completed_at, s.session_id) < (b.completed_at, b.session_id):
+            best[s.student_id] = s
+        if s.student_id not in last or s.completed_at > last[s.student_id]:
+            last[s.student_id] = s.completed_at
+    if best:
+        table = "{t}"
+        earlier = (
+            f"{table}.first_completed_at IS NULL OR {table}.first_session_id = excluded.first_session_id "
+            f"OR (excluded.first_completed_at, {_vendor_c('excluded.first_session_id')}) "
+            f"< ({table}.first_completed_at, {_vendor_c(table + '.first_session_id')})"
+        )
+        upsert(
+            table=StudentSessionFacts._meta.db_table,
+            columns=["student_id", "first_completed_at", "first_session_id", "first_ok", "last_completed_at"],
+            rows=[
+                (sid, s.completed_at, s.session_id, _first_ok(s), last[sid])
+                for sid, s in sorted(best.items())
+            ],
+            conflict=["student_id"],
+            update={
+                **{
+                    c: f"CASE WHEN {earlier} THEN excluded.{c} ELSE {table}.{c} END"
+                    for c in ("first_completed_at", "first_session_id", "first_ok")
+                },
+                "last_completed_at": (
+                    f"CASE WHEN {table}.last_completed_at IS NULL OR excluded.last_completed_at > "
+                    f"{table}.last_completed_at THEN excluded.last_completed_at ELSE {table}.last_completed_at END"
+                ),
+            },
+        )
+    if outcome.moved_students:
+        latest = (
+            Session.objects.filter(student_id__in=sorted(outcome.moved_students), completed_at__isnull=False)
+            .values("student_id")
+            .annotate(last=Max("completed_at"))
+            .values_list("student_id", "last")
+        )
+        for student_id, at in latest:
+            StudentSessionFacts.objects.filter(student_id=student_id).update(last_completed_at=at)
+
+
+def _fold_buckets(deltas: list[dict[str, Any]], events: list[dict[str, Any]]) -> None:
+    """Add the batch to the hour buckets (student, tutor) and the global minute series, one upsert each."""
+    n_session = len(SESSION_VALUES)
+    student: dict[tuple[str, datetime], list[int]] = {}
+    tutor: dict[tuple[str, datetime], list[int]] = {}
+    minute: dict[datetime, list[int]] = {}
+    zero_student, zero_minute = [0] * len(STUDENT_VALUES), [0] * len(MINUTE_VALUES)
+    m_started, m_completed, m_unsuccessful, m_ib = (
+        MINUTE_VALUES.index(c)
+        for c in ("sessions_started", "sessions_completed", "sessions_unsuccessful", "ib_calls")
     )
-    df["ib_calls"] = 1
-    df["ib_unresolved"] = (df["resolved"] == False).astype(int)  # noqa: E712 - None means "not reported"
-    df["ib_high_priority"] = (df["priority"] == "high").astype(int)
-    for reason in IB_REASONS:
-        df[f"ib_{reason}"] = (df["reason"] == reason).astype(int)
-    return df
-
-
-def _fold_buckets(
-    session_deltas: list[dict[str, Any]], ib: pd.DataFrame, events: list[dict[str, Any]]
-) -> None:
-    sessions = pd.DataFrame(session_deltas)
-    if not sessions.empty:
-        for col in SESSION_VALUES:
-            sessions[col] = sessions[col].fillna(0).astype(int) if col in sessions else 0
-        sessions["hour"] = sessions["ts"].map(floor_hour)
-    frames = [f for f in (sessions, ib) if not f.empty]
-    if frames:
-        student = pd.concat([f.assign(hour=f["ts"].map(floor_hour)) for f in frames], ignore_index=True)
-        for col in STUDENT_VALUES:
-            student[col] = student[col].fillna(0).astype(int) if col in student else 0
-        grouped = student.groupby(["student_id", "hour"], sort=True)[STUDENT_VALUES].sum().reset_index()
-        upsert_add(
-            table=StudentHourly._meta.db_table,
-            keys=["student_id", "hour"],
-            values=STUDENT_VALUES,
-            rows=list(grouped[["student_id", "hour", *STUDENT_VALUES]].itertuples(index=False, name=None)),
-        )
-    if not sessions.empty:
-        tutor = sessions.groupby(["tutor_id", "hour"], sort=True)[SESSION_VALUES].sum().reset_index()
-        upsert_add(
-            table=TutorHourly._meta.db_table,
-            keys=["tutor_id", "hour"],
-            values=SESSION_VALUES,
-            rows=list(tutor[["tutor_id", "hour", *SESSION_VALUES]].itertuples(index=False, name=None)),
-        )
-    # Global per-minute series: arrivals by receive minute, the rest by event minute.
-    minute_rows = [
-        {"minute": _ts(e["received_at"]).replace(second=0, microsecond=0), "received": 1} for e in events
-    ] + [{"minute": _ts(e["timestamp"]).replace(second=0, microsecond=0), "events": 1} for e in events]
-    if not sessions.empty:
-        minute_rows += sessions.assign(
-            minute=sessions["ts"].map(lambda t: t.replace(second=0, microsecond=0))
-        )[["minute", "sessions_started", "sessions_completed", "sessions_unsuccessful"]].to_dict("records")
-    if not ib.empty:
-        minute_rows += [{"minute": t.replace(second=0, microsecond=0), "ib_calls": 1} for t in ib["ts"]]
-    minutes = pd.DataFrame(minute_rows)
-    for col in MINUTE_VALUES:
-        minutes[col] = minutes[col].fillna(0).astype(int) if col in minutes else 0
-    per_minute = minutes.groupby("minute", sort=True)[MINUTE_VALUES].sum().reset_index()
+    for d in deltas:
+        ts = d["ts"]
+        hour = floor_hour(ts)
+        srow = student.get((d["student_id"], hour))
+        if srow is None:
+            srow = student[(d["student_id"], hour)] = zero_student.copy()
+        trow = tutor.get((d["tutor_id"], hour))
+        if trow is None:
+            trow = tutor[(d["tutor_id"], hour)] = [0] * n_session
+        for i, col in enumerate(SESSION_VALUES):
+            v = d.get(col)
+            if v:
+                srow[i] += v
+                trow[i] += v
+        mrow = minute.get(m := floor_minute(ts))
+        if mrow is None:
+            mrow = minute[m] = zero_minute.copy()
+        mrow[m_started] += d.get("sessions_started", 0)
+        mrow[m_completed] += d.get("sessions_completed", 0)
+        mrow[m_unsuccessful] += d.get("sessions_unsuccessful", 0)
+    ib_calls, ib_unresolved, ib_high = (
+        STUDENT_VALUES.index(c) for c in ("ib_calls", "ib_unresolved", "ib_high_priority")
+    )
+    reason_col = {r: STUDENT_VALUES.index(f"ib_{r}") for r in IB_REASONS}
+    for e in events:
+        received = floor_minute(_ts(e["received_at"]))
+        row = minute.get(received)
+        if row is None:
+            row = minute[received] = zero_minute.copy()
+        row[0] += 1  # received
+        ts = _ts(e["timestamp"])
+        row = minute.get(m := floor_minute(ts))
+        if row is None:
+            row = minute[m] = zero_minute.copy()
+        row[1] += 1  # events
+        if e["event_type"] != "ib_call_logged":
+            continue
+        row[m_ib] += 1
+        p = e["payload"]
+        key = (p["student_id"], floor_hour(ts))
+        srow = student.get(key)
+        if srow is None:
+            srow = student[key] = zero_student.copy()
+        srow[ib_calls] += 1
+        if p.get("resolved") == False:  # noqa: E712 - None means "not reported"
+            srow[ib_unresolved] += 1
+        if p.get("priority") == "high":
+            srow[ib_high] += 1
+        col = reason_col.get(p.get("reason", "other"))
+        if col is not None:
+            srow[col] += 1
+    # Sorted rows: concurrent workers lock bucket rows in the same order.
+    upsert_add(
+        table=StudentHourly._meta.db_table,
+        keys=["student_id", "hour"],
+        values=STUDENT_VALUES,
+        rows=[(*k, *v) for k, v in sorted(student.items())],
+    )
+    upsert_add(
+        table=TutorHourly._meta.db_table,
+        keys=["tutor_id", "hour"],
+        values=SESSION_VALUES,
+        rows=[(*k, *v) for k, v in sorted(tutor.items())],
+    )
     upsert_add(
         table=GlobalMinute._meta.db_table,
         keys=["minute"],
         values=MINUTE_VALUES,
-        rows=list(per_minute[["minute", *MINUTE_VALUES]].itertuples(index=False, name=None)),
+        rows=[(k, *v) for k, v in sorted(minute.items())],
     )
 
 
@@ -266,122 +405,161 @@ def _latest(events: list[dict[str, Any]], event_type: str, key) -> dict[Any, dic
     return latest
 
 
-def _ensure_snapshots(students: set[str], tutors: set[str], now: datetime) -> None:
-    insert_ignore(
-        table=StudentSnapshot._meta.db_table,
-        columns=[
-            "student_id",
-            "as_of",
-            "updated_at",
-            "ib_reasons_14d",
-            "health_components",
-            "prior_weekly_mean",
-            "velocity_trend",
-            "platform_churn_risk",
-            "platform_event_id",
-            "first_session_id",
-        ]
-        + [
-            f
-            for f in (
-                "sessions_7d",
-                "sessions_14d",
-                "sessions_30d",
-                "sessions_started_7d",
-                "sessions_started_30d",
-                "unsuccessful_30d",
-                "ib_calls_7d",
-                "ib_calls_14d",
-                "ib_calls_30d",
-                "ib_unresolved_14d",
-                "ib_high_priority_14d",
-                "rated_sessions_30d",
-            )
-        ],
-        rows=[(s, now, now, "{}", "{}", 0.0, "", "", "", "") + (0,) * 12 for s in sorted(students)],
-        conflict=["student_id"],
-    )
-    insert_ignore(
-        table=TutorSnapshot._meta.db_table,
-        columns=[
-            "tutor_id",
-            "as_of",
-            "updated_at",
-            "subjects",
-            "timezone",
-            "availability_event_id",
-            "region",
-            "burnout_components",
-            "prior_weekly_mean",
-            "hours_taught_7d",
+# Every NOT NULL column without a database default, for a snapshot row inserted by any upsert.
+_STUDENT_INSERT = {
+    "ib_reasons_14d": "{}",
+    "health_components": "{}",
+    "prior_weekly_mean": 0.0,
+    "velocity_trend": "",
+    "platform_churn_risk": "",
+    "platform_event_id": "",
+    "first_session_id": "",
+    **dict.fromkeys(
+        (
+            "sessions_7d",
+            "sessions_14d",
+            "sessions_30d",
+            "sessions_started_7d",
+            "sessions_started_30d",
+            "unsuccessful_30d",
+            "ib_calls_7d",
+            "ib_calls_14d",
+            "ib_calls_30d",
+            "ib_unresolved_14d",
+            "ib_high_priority_14d",
+            "rated_sessions_30d",
+        ),
+        0,
+    ),
+}
+_TUTOR_INSERT = {
+    "subjects": "[]",
+    "timezone": "",
+    "availability_event_id": "",
+    "region": "",
+    "burnout_components": "{}",
+    "prior_weekly_mean": 0.0,
+    "hours_taught_7d": 0.0,
+    **dict.fromkeys(
+        (
             "sessions_7d",
             "sessions_14d",
             "sessions_30d",
             "sessions_started_30d",
             "unsuccessful_30d",
             "rated_sessions",
-        ],
-        rows=[(t, now, now, "[]", "", "", "", "{}", 0.0, 0.0, 0, 0, 0, 0, 0, 0) for t in sorted(tutors)],
-        conflict=["tutor_id"],
+        ),
+        0,
+    ),
+}
+
+
+def _snapshot_upsert(
+    *,
+    model,
+    key: str,
+    insert_defaults: dict[str, Any],
+    columns: list[str],
+    rows: list[tuple],
+    now: datetime,
+    where: str = "",
+) -> list[tuple]:
+    """Upsert snapshot rows (key + `columns`): a missing row is created with the insert defaults,
+    an existing one gets `columns` set (only where `where` holds). Returns the keys written."""
+    if not rows:
+        return []
+    extra = [c for c in ("as_of", "updated_at", *insert_defaults) if c not in columns]
+    fill = tuple(now if c in ("as_of", "updated_at") else insert_defaults[c] for c in extra)
+    return upsert(
+        table=model._meta.db_table,
+        columns=[key, *columns, *extra],
+        rows=[(*row, *fill) for row in rows],
+        conflict=[key],
+        update=columns,
+        where=where,
+        returning=[key],
+    )
+
+
+def _ensure_snapshots(students: set[str], tutors: set[str], now: datetime) -> None:
+    """Rows for entities first seen, when the batch does not refresh them (the rebuild)."""
+    for model, key, ids, defaults in (
+        (StudentSnapshot, "student_id", students, _STUDENT_INSERT),
+        (TutorSnapshot, "tutor_id", tutors, _TUTOR_INSERT),
+    ):
+        columns = [key, "as_of", "updated_at", *defaults]
+        fill = (now, now, *defaults.values())
+        insert_ignore(
+            table=model._meta.db_table,
+            columns=columns,
+            rows=[(i, *fill) for i in sorted(ids)],
+            conflict=[key],
+        )
+
+
+def _newer_than_stored(at: str, event_id: str) -> str:
+    """Latest wins by (event time, event_id): a late reading never overwrites a newer one."""
+    return (
+        f"{{t}}.{at} IS NULL OR ({{t}}.{at}, {_vendor_c('{t}.' + event_id)}) "
+        f"<= (excluded.{at}, {_vendor_c('excluded.' + event_id)})"
     )
 
 
 def _apply_reports(events: list[dict[str, Any]], now: datetime, touched: Touched) -> None:
-    """Latest-wins readings the platform reports (health, availability), each reading as a whole."""
+    """Latest-wins readings the platform reports (health, availability), each reading as a whole:
+    one conditional upsert per table, decided under the row lock."""
     health = _latest(events, "customer_health_update", lambda p: p["student_id"])
     if health:
-        updated = []
-        for snap in StudentSnapshot.objects.filter(student_id__in=list(health)):
-            e = health[snap.student_id]
-            ts = _ts(e["timestamp"])
-            if snap.platform_reported_at and (snap.platform_reported_at, snap.platform_event_id) > (
-                ts,
-                e["event_id"],
-            ):
-                continue  # a late reading never overwrites a newer one
+        rows = []
+        for student_id, e in sorted(health.items()):
             p = e["payload"]
-            snap.platform_health_score = p.get("health_score")
-            snap.platform_churn_risk = p.get("churn_risk") or ""
-            snap.platform_reported_at = ts
-            snap.platform_event_id = e["event_id"]
-            updated.append(snap)
-            touched.health_reported.add(snap.student_id)
-        update_rows(
+            rows.append(
+                (
+                    student_id,
+                    p.get("health_score"),
+                    p.get("churn_risk") or "",
+                    _ts(e["timestamp"]),
+                    e["event_id"],
+                )
+            )
+        applied = _snapshot_upsert(
             model=StudentSnapshot,
-            key="id",
-            objs=updated,
-            fields=[
+            key="student_id",
+            insert_defaults=_STUDENT_INSERT,
+            columns=[
                 "platform_health_score",
                 "platform_churn_risk",
                 "platform_reported_at",
                 "platform_event_id",
             ],
+            rows=rows,
+            now=now,
+            where=_newer_than_stored("platform_reported_at", "platform_event_id"),
         )
+        touched.health_reported.update(applied)
     availability = _latest(events, "tutor_availability_updated", lambda p: p["tutor_id"])
     if availability:
-        updated_t = []
-        for snap in TutorSnapshot.objects.filter(tutor_id__in=list(availability)):
-            e = availability[snap.tutor_id]
-            ts = _ts(e["timestamp"])
-            if snap.availability_reported_at and (
-                snap.availability_reported_at,
-                snap.availability_event_id,
-            ) > (ts, e["event_id"]):
-                continue
+        rows = []
+        for tutor_id, e in sorted(availability.items()):
             p = e["payload"]
-            snap.available_hours = p.get("available_hours_this_week")
-            snap.subjects = list(p.get("subjects") or [])
-            snap.timezone = p.get("timezone") or ""
-            snap.region = region_label(snap.timezone)
-            snap.accepts_instant_book = p.get("accepts_instant_book")
-            snap.availability_reported_at = ts
-            snap.availability_event_id = e["event_id"]
-            updated_t.append(snap)
-        update_rows(
+            tz = p.get("timezone") or ""
+            rows.append(
+                (
+                    tutor_id,
+                    p.get("available_hours_this_week"),
+                    json.dumps(list(p.get("subjects") or [])),
+                    tz,
+                    region_label(tz),
+                    p.get("accepts_instant_book"),
+                    _ts(e["timestamp"]),
+                    e["event_id"],
+                )
+            )
+        _snapshot_upsert(
             model=TutorSnapshot,
-            key="id",
-            objs=updated_t,
-            fields=[
+            key="tutor_id",
+            insert_defaults=_TUTOR_INSERT,
+            columns=[
                 "available_hours",
                 "subjects",
                 "timezone",
@@ -390,6 +568,9 @@ def _apply_reports(events: list[dict[str, Any]], now: datetime, touched: Touched
                 "availability_reported_at",
                 "availability_event_id",
             ],
+            rows=rows,
+            now=now,
+            where=_newer_than_stored("availability_reported_at", "availability_event_id"),
         )
     _apply_supply_demand(events, now, touched)
 
@@ -559,29 +740,46 @@ def fold_events(events: list[dict[str, Any]], *, now: datetime, refresh: bool = 
             touched.students.add(p["student_id"])
         if p.get("tutor_id"):
             touched.tutors.add(p["tutor_id"])
-    deltas, completed_students = _session_deltas(events)
-    _fold_buckets(deltas, _ib_frame(events), events)
-    _ensure_snapshots(touched.students, touched.tutors, now)
+    outcome = _session_deltas(events)
+    _fold_buckets(outcome.deltas, events)
+    _fold_facts(outcome)
+    if not refresh:
+        _ensure_snapshots(touched.students, touched.tutors, now)
     _apply_reports(events, now, touched)
-    touched.first_sessions = completed_students
+    touched.first_sessions = {s.student_id for s in outcome.completed}
     if refresh:
-        snapshots_refresh(students=touched.students, tutors=touched.tutors, now=now)
+        touched.student_views, touched.tutor_views = snapshots_refresh(
+            students=touched.students, tutors=touched.tutors, now=now
+        )
     return touched
 
 
-def _window_sums(model, key: str, ids: list[str], fields: dict[str, tuple[str, int]], now: datetime):
-    """{id: {name: sum}} for each name -> (column, days) over hour buckets, in one query."""
+def _in_ids(column: str, ids: Sequence[str]) -> tuple[str, list[Any]]:
+    """`column` is one of `ids`: one array parameter on PostgreSQL, a placeholder list on SQLite."""
+    if connection.vendor == "postgresql":
+        return f"{column} = ANY(%s)", [list(ids)]
+    return f"{column} IN ({', '.join(['%s'] * len(ids))})", list(ids)
+
+
+def _window_sums(
+    model, key: str, ids: Sequence[str], fields: dict[str, tuple[str, int]], now: datetime
+) -> dict[str, tuple[int, ...]]:
+    """{id: sums in the order of `fields`} for each name -> (column, days) over hour buckets, one query."""
+    q = connection.ops.quote_name
+    adapt = connection.ops.adapt_datetimefield_value
     oldest = max(days for _, days in fields.values())
-    annotations = {
-        name: Sum(column, filter=Q(hour__gte=window_start(now, days)), default=0)
-        for name, (column, days) in fields.items()
-    }
-    rows = (
-        model.objects.filter(**{f"{key}__in": ids}, hour__gte=window_start(now, oldest), hour__lte=now)
-        .values(key)
-        .annotate(**annotations)
+    sums, params = [], []
+    for column, days in fields.values():
+        sums.append(f"SUM(CASE WHEN {q('hour')} >= %s THEN {q(column)} ELSE 0 END)")
+        params.append(adapt(window_start(now, days)))
+    where, id_params = _in_ids(q(key), ids)
+    sql = (
+        f"SELECT {q(key)}, {', '.join(sums)} FROM {q(model._meta.db_table)} "  # noqa: S608 - model metadata
+        f"WHERE {where} AND {q('hour')} >= %s AND {q('hour')} <= %s GROUP BY {q(key)}"
     )
-    return {r[key]: r for r in rows}
+    with connection.cursor() as cursor:
+        cursor.execute(sql, [*params, *id_params, adapt(window_start(now, oldest)), adapt(now)])
+        return {row[0]: tuple(int(v or 0) for v in row[1:]) for row in cursor.fetchall()}
 
 
 STUDENT_WINDOWS = {
@@ -614,6 +812,8 @@ TUTOR_WINDOWS = {
     "sessions_28d": ("sessions_completed", 28),
     "minutes_7d": ("minutes", 7),
 }
+_NO_SUMS_STUDENT = (0,) * len(STUDENT_WINDOWS)
+_NO_SUMS_TUTOR = (0,) * len(TUTOR_WINDOWS)
 
 
 def velocity_trend(velocity: float | None, prior_weekly_mean: float, sessions_7d: int) -> str:
@@ -628,207 +828,279 @@ def velocity_trend(velocity: float | None, prior_weekly_mean: float, sessions_7d
     return "steady"
 
 
-def snapshots_refresh(*, students: set[str] | list[str], tutors: set[str] | list[str], now: datetime) -> None:
-    """Recompute the windowed part of snapshots for these entities as of `now` (windows decay)."""
-    student_ids = sorted(students)
-    if student_ids:
-        _refresh_students(student_ids, now)
-    tutor_ids = sorted(tutors)
-    if tutor_ids:
-        _refresh_tutors(tutor_ids, now)
+def snapshots_refresh(
+    *, students: set[str] | list[str], tutors: set[str] | list[str], now: datetime
+) -> tuple[dict[str, SimpleNamespace], dict[str, SimpleNamespace]]:
+    """Recompute the windowed part of snapshots for these entities as of `now` (windows decay),
+    creating missing rows. Returns each entity's alert-rule inputs as written."""
+    return _refresh_students(sorted(students), now), _refresh_tutors(sorted(tutors), now)
 
 
-def _refresh_students(ids: list[str], now: datetime) -> None:
-    for start in range(0, len(ids), 500):
-        chunk = ids[start : start + 500]
+# The student snapshot columns a refresh writes, in the order of _student_row's values.
+STUDENT_REFRESH_FIELDS = [
+    "sessions_7d",
+    "sessions_14d",
+    "sessions_30d",
+    "sessions_started_7d",
+    "sessions_started_30d",
+    "unsuccessful_30d",
+    "ib_calls_7d",
+    "ib_calls_14d",
+    "ib_calls_30d",
+    "ib_unresolved_14d",
+    "ib_high_priority_14d",
+    "ib_reasons_14d",
+    "rated_sessions_30d",
+    "avg_rating_given",
+    "prior_weekly_mean",
+    "velocity",
+    "velocity_trend",
+    "last_session_at",
+    "days_since_last_session",
+    "first_session_at",
+    "first_session_id",
+    "first_session_ok",
+    "health_components",
+    "health_score",
+    "as_of",
+    "updated_at",
+]
+_SW = {name: i for i, name in enumerate(STUDENT_WINDOWS)}
+_IB_REASON_WINDOWS = [(r, _SW[f"ib_{r}_14d"]) for r in IB_REASONS]
+
+
+def _refresh_students(ids: list[str], now: datetime) -> dict[str, SimpleNamespace]:
+    views: dict[str, SimpleNamespace] = {}
+    for chunk in _chunks(ids):
         sums = _window_sums(StudentHourly, "student_id", chunk, STUDENT_WINDOWS, now)
-        sessions = {
-            r["student_id"]: r
-            for r in Session.objects.filter(
-                student_id__in=chunk, completed_at__isnull=False, completed_at__lte=now
+        facts = {
+            r[0]: r[1:]
+            for r in StudentSessionFacts.objects.filter(student_id__in=chunk).values_list(
+                "student_id", "first_completed_at", "first_session_id", "first_ok", "last_completed_at"
             )
-            .values("student_id")
-            .annotate(first=Min("completed_at"), last=Max("completed_at"))
         }
-        firsts = {}
-        if sessions:
-            # Each student's first completed session: the earliest, ties broken by session_id.
-            ranked = Session.objects.filter(
-                student_id__in=list(sessions), completed_at__isnull=False, completed_at__lte=now
-            ).annotate(
-                rank=Window(
-                    RowNumber(), partition_by=[F("student_id")], order_by=[F("completed_at"), F("session_id")]
-                )
-            )
-            for s in ranked.filter(rank=1):
-                firsts[s.student_id] = s
-        snaps = list(StudentSnapshot.objects.filter(student_id__in=chunk))
-        for snap in snaps:
-            w = sums.get(snap.student_id, {})
-            get = lambda name, w=w: int(w.get(name) or 0)  # noqa: E731
-            for name in (
-                "sessions_7d",
-                "sessions_14d",
-                "sessions_30d",
-                "sessions_started_7d",
-                "sessions_started_30d",
-                "unsuccessful_30d",
-                "ib_calls_7d",
-                "ib_calls_14d",
-                "ib_calls_30d",
-                "ib_unresolved_14d",
-                "ib_high_priority_14d",
-            ):
-                setattr(snap, name, get(name))
-            snap.ib_reasons_14d = {r: get(f"ib_{r}_14d") for r in IB_REASONS if get(f"ib_{r}_14d")}
-            snap.rated_sessions_30d = get("rating_count_30d")
-            snap.avg_rating_given = (
-                round(get("rating_sum_30d") / snap.rated_sessions_30d, 2) if snap.rated_sessions_30d else None
-            )
-            prior = (get("sessions_28d") - snap.sessions_7d) / 3
-            snap.prior_weekly_mean = round(prior, 3)
-            snap.velocity = round(snap.sessions_7d / prior, 3) if prior > 0 else None
-            snap.velocity_trend = velocity_trend(snap.velocity, prior, snap.sessions_7d)
-            s = sessions.get(snap.student_id)
-            first = firsts.get(snap.student_id)
-            snap.last_session_at = s["last"] if s else None
-            snap.days_since_last_session = round((now - s["last"]).total_seconds() / 86400, 2) if s else None
-            if first is not None:
-                snap.first_session_at = first.completed_at
-                snap.first_session_id = first.session_id
-                snap.first_session_ok = bool(first.completed_successfully) and (
-                    first.student_rating is None or first.student_rating > 2
-                )
-            components = health_components(
-                sessions_7d=snap.sessions_7d,
-                sessions_30d=snap.sessions_30d,
-                prior_weekly_mean=prior,
-                ib_calls_14d=snap.ib_calls_14d,
-                ib_unresolved_14d=snap.ib_unresolved_14d,
-                ib_high_priority_14d=snap.ib_high_priority_14d,
-                avg_rating_given=snap.avg_rating_given,
-                first_session_ok=snap.first_session_ok,
-                days_since_last_session=snap.days_since_last_session,
-            )
-            snap.health_components = components
-            # Without a single session there is nothing to judge engagement by: no score rather than a made-up one.
-            snap.health_score = (
-                health_score(components) if snap.last_session_at or snap.sessions_started_30d else None
-            )
-            snap.as_of = now
-            snap.updated_at = now
-        update_rows(
-            model=StudentSnapshot,
-            key="id",
-            objs=snaps,
-            fields=[
-                "sessions_7d",
-                "sessions_14d",
-                "sessions_30d",
-                "sessions_started_7d",
-                "sessions_started_30d",
-                "unsuccessful_30d",
-                "ib_calls_7d",
-                "ib_calls_14d",
-                "ib_calls_30d",
-                "ib_unresolved_14d",
-                "ib_high_priority_14d",
-                "ib_reasons_14d",
-                "rated_sessions_30d",
-                "avg_rating_given",
-                "prior_weekly_mean",
-                "velocity",
-                "velocity_trend",
-                "last_session_at",
-                "days_since_last_session",
+        current = {
+            r[0]: r[1:]
+            for r in StudentSnapshot.objects.filter(student_id__in=chunk).values_list(
+                "student_id",
                 "first_session_at",
                 "first_session_id",
                 "first_session_ok",
-                "health_components",
-                "health_score",
-                "as_of",
-                "updated_at",
-            ],
+                "platform_health_score",
+                "platform_churn_risk",
+            )
+        }
+        # A completion stamped after `now` (clock skew) is not shown yet: the latest one up to now.
+        ahead = sorted(sid for sid, f in facts.items() if f[3] is not None and f[3] > now)
+        last_until_now = (
+            dict(
+                Session.objects.filter(student_id__in=ahead, completed_at__lte=now)
+                .values("student_id")
+                .annotate(last=Max("completed_at"))
+                .values_list("student_id", "last")
+            )
+            if ahead
+            else {}
         )
+        rows = []
+        for sid in chunk:
+            w = sums.get(sid, _NO_SUMS_STUDENT)
+            sessions_7d, sessions_14d, sessions_30d, sessions_28d = w[0], w[1], w[2], w[3]
+            started_7d, started_30d, unsuccessful_30d = w[4], w[5], w[6]
+            ib_7d, ib_14d, ib_30d, ib_unresolved, ib_high, rating_sum, rated = w[7:14]
+            reasons = {r: w[i] for r, i in _IB_REASON_WINDOWS if w[i]}
+            avg_rating = round(rating_sum / rated, 2) if rated else None
+            prior = (sessions_28d - sessions_7d) / 3
+            velocity = round(sessions_7d / prior, 3) if prior > 0 else None
+            f = facts.get(sid)
+            last = None if f is None else (f[3] if f[3] is None or f[3] <= now else last_until_now.get(sid))
+            days_since = round((now - last).total_seconds() / 86400, 2) if last else None
+            cur = current.get(sid, (None, "", None, None, ""))
+            if f is not None and f[0] is not None and f[0] <= now:
+                first_at, first_id, first_ok = f[0], f[1], f[2]
+            else:  # no completed session up to now: keep what the snapshot shows
+                first_at, first_id, first_ok = cur[0], cur[1], cur[2]
+            components = health_components(
+                sessions_7d=sessions_7d,
+                sessions_30d=sessions_30d,
+                prior_weekly_mean=prior,
+                ib_calls_14d=ib_14d,
+                ib_unresolved_14d=ib_unresolved,
+                ib_high_priority_14d=ib_high,
+                avg_rating_given=avg_rating,
+                first_session_ok=first_ok,
+                days_since_last_session=days_since,
+            )
+            # Without a single session there is nothing to judge engagement by: no score rather than a made-up one.
+            score = health_score(components) if last or started_30d else None
+            prior_weekly_mean = round(prior, 3)
+            rows.append(
+                (
+                    sid,
+                    sessions_7d,
+                    sessions_14d,
+                    sessions_30d,
+                    started_7d,
+                    started_30d,
+                    unsuccessful_30d,
+                    ib_7d,
+                    ib_14d,
+                    ib_30d,
+                    ib_unresolved,
+                    ib_high,
+                    json.dumps(reasons),
+                    rated,
+                    avg_rating,
+                    prior_weekly_mean,
+                    velocity,
+                    velocity_trend(velocity, prior, sessions_7d),
+                    last,
+                    days_since,
+                    first_at,
+                    first_id,
+                    first_ok,
+                    json.dumps(components),
+                    score,
+                    now,
+                    now,
+                )
+            )
+            views[sid] = SimpleNamespace(
+                student_id=sid,
+                sessions_7d=sessions_7d,
+                ib_calls_14d=ib_14d,
+                ib_unresolved_14d=ib_unresolved,
+                ib_reasons_14d=reasons,
+                prior_weekly_mean=prior_weekly_mean,
+                velocity=velocity,
+                first_session_at=first_at,
+                first_session_id=first_id,
+                first_session_ok=first_ok,
+                health_score=score,
+                platform_health_score=cur[3],
+                platform_churn_risk=cur[4],
+            )
+        _snapshot_upsert(
+            model=StudentSnapshot,
+            key="student_id",
+            insert_defaults=_STUDENT_INSERT,
+            columns=STUDENT_REFRESH_FIELDS,
+            rows=rows,
+            now=now,
+        )
+    return views
 
 
-def _refresh_tutors(ids: list[str], now: datetime) -> None:
-    for start in range(0, len(ids), 500):
-        chunk = ids[start : start + 500]
+TUTOR_REFRESH_FIELDS = [
+    "sessions_7d",
+    "sessions_14d",
+    "sessions_30d",
+    "sessions_started_30d",
+    "unsuccessful_30d",
+    "rated_sessions",
+    "avg_rating",
+    "completion_rate",
+    "hours_taught_7d",
+    "utilisation",
+    "avg_rating_7d",
+    "avg_rating_prior",
+    "prior_weekly_mean",
+    "burnout_components",
+    "burnout_risk",
+    "as_of",
+    "updated_at",
+]
+
+
+def _refresh_tutors(ids: list[str], now: datetime) -> dict[str, SimpleNamespace]:
+    views: dict[str, SimpleNamespace] = {}
+    for chunk in _chunks(ids):
         sums = _window_sums(TutorHourly, "tutor_id", chunk, TUTOR_WINDOWS, now)
-        snaps = list(TutorSnapshot.objects.filter(tutor_id__in=chunk))
-        for snap in snaps:
-            w = sums.get(snap.tutor_id, {})
-            get = lambda name, w=w: int(w.get(name) or 0)  # noqa: E731
-            snap.sessions_7d, snap.sessions_14d, snap.sessions_30d = (
-                get("sessions_7d"),
-                get("sessions_14d"),
-                get("sessions_30d"),
-            )
-            snap.sessions_started_30d = get("sessions_started_30d")
-            snap.unsuccessful_30d = get("unsuccessful_30d")
-            snap.rated_sessions = get("rating_count_30d")
-            # Mean of rated sessions only (the prototype divided by all sessions and started at 0).
-            snap.avg_rating = (
-                round(get("rating_sum_30d") / snap.rated_sessions, 2) if snap.rated_sessions else None
-            )
-            snap.completion_rate = (
-                round((snap.sessions_30d - snap.unsuccessful_30d) / snap.sessions_30d, 3)
-                if snap.sessions_30d
-                else None
-            )
-            snap.hours_taught_7d = round(get("minutes_7d") / 60, 2)
-            snap.utilisation = (
-                round(snap.hours_taught_7d / snap.available_hours, 3) if snap.available_hours else None
-            )
-            rated_7d = get("rating_count_7d")
-            rated_prior = snap.rated_sessions - rated_7d
-            snap.avg_rating_7d = round(get("rating_sum_7d") / rated_7d, 2) if rated_7d else None
-            snap.avg_rating_prior = (
-                round((get("rating_sum_30d") - get("rating_sum_7d")) / rated_prior, 2)
-                if rated_prior
-                else None
-            )
-            snap.prior_weekly_mean = round((get("sessions_28d") - snap.sessions_7d) / 3, 3)
-            components = burnout_components(
-                utilisation=snap.utilisation,
-                avg_rating_7d=snap.avg_rating_7d,
-                rated_7d=rated_7d,
-                avg_rating_prior=snap.avg_rating_prior,
-                rated_prior=rated_prior,
-                sessions_7d=snap.sessions_7d,
-                prior_weekly_mean=snap.prior_weekly_mean,
-            )
-            snap.burnout_components = components
-            # No sessions and no availability: nothing to judge load by.
-            active = snap.sessions_30d or snap.sessions_started_30d or snap.available_hours
-            snap.burnout_risk = burnout_risk(components) if active else None
-            snap.as_of = now
-            snap.updated_at = now
-        update_rows(
-            model=TutorSnapshot,
-            key="id",
-            objs=snaps,
-            fields=[
-                "sessions_7d",
-                "sessions_14d",
-                "sessions_30d",
-                "sessions_started_30d",
-                "unsuccessful_30d",
-                "rated_sessions",
-                "avg_rating",
-                "completion_rate",
-                "hours_taught_7d",
-                "utilisation",
-                "avg_rating_7d",
-                "avg_rating_prior",
-                "prior_weekly_mean",
-                "burnout_components",
-                "burnout_risk",
-                "as_of",
-                "updated_at",
-            ],
+        hours = dict(
+            TutorSnapshot.objects.filter(tutor_id__in=chunk).values_list("tutor_id", "available_hours")
         )
+        rows = []
+        for tid in chunk:
+            w = sums.get(tid, _NO_SUMS_TUTOR)
+            (
+                sessions_7d,
+                sessions_14d,
+                sessions_30d,
+                started_30d,
+                unsuccessful_30d,
+                rating_sum_30d,
+                rated,
+                rating_sum_7d,
+                rated_7d,
+                sessions_28d,
+                minutes_7d,
+            ) = w
+            available = hours.get(tid)
+            # Mean of rated sessions only (the prototype divided by all sessions and started at 0).
+            avg_rating = round(rating_sum_30d / rated, 2) if rated else None
+            completion_rate = (
+                round((sessions_30d - unsuccessful_30d) / sessions_30d, 3) if sessions_30d else None
+            )
+            hours_taught_7d = round(minutes_7d / 60, 2)
+            utilisation = round(hours_taught_7d / available, 3) if available else None
+            rated_prior = rated - rated_7d
+            avg_rating_7d = round(rating_sum_7d / rated_7d, 2) if rated_7d else None
+            avg_rating_prior = (
+                round((rating_sum_30d - rating_sum_7d) / rated_prior, 2) if rated_prior else None
+            )
+            prior_weekly_mean = round((sessions_28d - sessions_7d) / 3, 3)
+            components = burnout_components(
+                utilisation=utilisation,
+                avg_rating_7d=avg_rating_7d,
+                rated_7d=rated_7d,
+                avg_rating_prior=avg_rating_prior,
+                rated_prior=rated_prior,
+                sessions_7d=sessions_7d,
+                prior_weekly_mean=prior_weekly_mean,
+            )
+            # No sessions and no availability: nothing to judge load by.
+            active = sessions_30d or started_30d or available
+            risk = burnout_risk(components) if active else None
+            rows.append(
+                (
+                    tid,
+                    sessions_7d,
+                    sessions_14d,
+                    sessions_30d,
+                    started_30d,
+                    unsuccessful_30d,
+                    rated,
+                    avg_rating,
+                    completion_rate,
+                    hours_taught_7d,
+                    utilisation,
+                    avg_rating_7d,
+                    avg_rating_prior,
+                    prior_weekly_mean,
+                    json.dumps(components),
+                    risk,
+                    now,
+                    now,
+                )
+            )
+            views[tid] = SimpleNamespace(
+                tutor_id=tid,
+                utilisation=utilisation,
+                avg_rating=avg_rating,
+                rated_sessions=rated,
+                hours_taught_7d=hours_taught_7d,
+                available_hours=available,
+                burnout_risk=risk,
+            )
+        _snapshot_upsert(
+            model=TutorSnapshot,
+            key="tutor_id",
+            insert_defaults=_TUTOR_INSERT,
+            columns=TUTOR_REFRESH_FIELDS,
+            rows=rows,
+            now=now,
+        )
+    return views
 
 
 def snapshots_refresh_stale(
@@ -935,6 +1207,7 @@ DERIVED_MODELS = (
     StudentHourly,
     TutorHourly,
     GlobalMinute,
+    StudentSessionFacts,
     StudentSnapshot,
     TutorSnapshot,
     SubjectRegionSnapshot,

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
+from functools import cache
 from typing import Any
 
 from django.db import connection
@@ -26,6 +27,7 @@ def _chunks(rows: Sequence[Sequence[Any]], width: int) -> Iterable[Sequence[Sequ
         yield rows[start : start + size]
 
 
+@cache
 def _column_types(table: str) -> dict[str, str]:
     """PostgreSQL column types of a model's table (model metadata, never input)."""
     from django.apps import apps
@@ -36,17 +38,32 @@ def _column_types(table: str) -> dict[str, str]:
     raise LookupError(f"no model for table {table}")
 
 
-def _pg_array(values: list[Any], db_type: str) -> list[Any]:
+def _pg_array(values: Sequence[Any], db_type: str) -> list[Any]:
     """Make one column's values homogeneous for a typed array parameter."""
     if db_type == "double precision":
         return [None if v is None else float(v) for v in values]
     if db_type in ("integer", "bigint", "smallint"):
         return [None if v is None else int(v) for v in values]
-    return values
+    if any(hasattr(v, "item") for v in values[:1]):  # numpy scalars
+        return [_adapt(v) for v in values]
+    return list(values)
 
 
 def _pg_unnest(types: Sequence[str]) -> str:
-    return "unnest(" + ", ".join(f"%s::{t}[]" for t in types) + ")"
+    return "unnest(" + ", ".join(f"%b::{t}[]" for t in types) + ")"
+
+
+def pg_execute(sql: str, params: Sequence[Any], *, fetch: bool = False) -> list[tuple]:
+    """Run one statement on Django's PostgreSQL connection (its transaction) with server-side binding:
+    `%b` parameters travel in binary. Django's cursors bind on the client, which quotes every element
+    of an array parameter through regular expressions — for bulk statements that cost more than
+    running them. Not prepared (safe behind a transaction-pooling proxy)."""
+    import psycopg
+
+    connection.ensure_connection()
+    with psycopg.Cursor(connection.connection) as cursor:
+        cursor.execute(sql, params, prepare=False)
+        return cursor.fetchall() if fetch else []
 
 
 def _insert(
@@ -55,13 +72,17 @@ def _insert(
     rows: Sequence[Sequence[Any]],
     tail: str,
     *,
-    returning: str | None = None,
+    returning: str | Sequence[str] | None = None,
 ) -> list[Any]:
-    """Multi-row INSERT in parameter-bounded chunks. Identifiers come from model metadata, never from input."""
+    """Multi-row INSERT in parameter-bounded chunks. Identifiers come from model metadata, never from input.
+
+    `returning` a column name: a list of its values; a sequence of names: a list of tuples."""
     q = connection.ops.quote_name
     col_sql = ", ".join(q(c) for c in columns)
     row_sql = "(" + ", ".join(["%s"] * len(columns)) + ")"
-    suffix = f" RETURNING {q(returning)}" if returning else ""
+    single = isinstance(returning, str)
+    ret_cols = [returning] if single else list(returning or ())
+    suffix = f" RETURNING {', '.join(q(c) for c in ret_cols)}" if ret_cols else ""
     returned: list[Any] = []
     if connection.vendor == "postgresql":
         # One array parameter per column: a short, cacheable statement however many rows
@@ -69,18 +90,17 @@ def _insert(
         column_types = _column_types(table)
         types = [column_types[c] for c in columns]
         sql = f"INSERT INTO {q(table)} ({col_sql}) SELECT * FROM {_pg_unnest(types)} {tail}{suffix}"  # noqa: S608
-        params = [_pg_array([_adapt(row[i]) for row in rows], t) for i, t in enumerate(types)]
-        with connection.cursor() as cursor:
-            cursor.execute(sql, params)
-            if returning:
-                returned.extend(r[0] for r in cursor.fetchall())
-        return returned
+        params = [_pg_array(col, t) for col, t in zip(zip(*rows, strict=True), types, strict=True)]
+        fetched = pg_execute(sql, params, fetch=bool(ret_cols))
+        return [r[0] for r in fetched] if single else fetched
     with connection.cursor() as cursor:
         for chunk in _chunks(rows, len(columns)):
             sql = f"INSERT INTO {q(table)} ({col_sql}) VALUES {', '.join([row_sql] * len(chunk))} {tail}{suffix}"  # noqa: S608
             cursor.execute(sql, [_adapt(v) for row in chunk for v in row])
-            if returning:
-                returned.extend(r[0] for r in cursor.fetchall())
+            if ret_cols:
+                returned.extend(r[0] for r in cursor.fetchall()) if single else returned.extend(
+                    tuple(r) for r in cursor.fetchall()
+                )
     return returned
 
 
@@ -107,6 +127,32 @@ def insert_ignore(
     return len(rows)
 
 
+def upsert(
+    *,
+    table: str,
+    columns: Sequence[str],
+    rows: Sequence[Sequence[Any]],
+    conflict: Sequence[str],
+    update: Sequence[str] | Mapping[str, str],
+    where: str = "",
+    returning: Sequence[str] = (),
+) -> list[tuple]:
+    """Insert rows; on a conflict on `conflict`, set the `update` columns: to the new row's value
+    (a sequence of names) or to an SQL expression (a mapping) in which `{t}` is the stored row and
+    `excluded` the new one. `where` (same placeholders) limits which conflicting rows are updated;
+    RETURNING `returning` gives the inserted and updated rows. Expressions come from code, never input."""
+    if not rows:
+        return []
+    q = connection.ops.quote_name
+    t = q(table)
+    exprs = update if isinstance(update, Mapping) else {c: f"excluded.{q(c)}" for c in update}
+    sets = ", ".join(f"{q(c)} = {e.replace('{t}', t)}" for c, e in exprs.items())
+    tail = f"ON CONFLICT ({', '.join(q(k) for k in conflict)}) DO UPDATE SET {sets}"
+    if where:
+        tail += f" WHERE {where.replace('{t}', t)}"
+    return _insert(table, columns, rows, tail, returning=list(returning) or None)
+
+
 def insert_returning_new(
     *, table: str, columns: Sequence[str], rows: Sequence[Sequence[Any]], conflict: str
 ) -> set[Any]:
@@ -119,6 +165,22 @@ def insert_returning_new(
         return set()
     q = connection.ops.quote_name
     return set(_insert(table, columns, rows, f"ON CONFLICT ({q(conflict)}) DO NOTHING", returning=conflict))
+
+
+_PLAIN_FIELDS = {
+    "AutoField",
+    "BigAutoField",
+    "BigIntegerField",
+    "BooleanField",
+    "CharField",
+    "DateTimeField",
+    "FloatField",
+    "IntegerField",
+    "PositiveIntegerField",
+    "PositiveSmallIntegerField",
+    "SmallIntegerField",
+    "TextField",
+}
 
 
 def update_rows(*, model: Any, key: str, fields: Sequence[str], objs: Sequence[Any]) -> int:
@@ -144,15 +206,17 @@ def update_rows(*, model: Any, key: str, fields: Sequence[str], objs: Sequence[A
         )
         params = []
         for f, t in zip(cols, types, strict=True):
-            if f.get_internal_type() == "JSONField":
+            kind = f.get_internal_type()
+            if kind == "JSONField":
                 values = [None if (v := getattr(o, f.attname)) is None else json.dumps(v) for o in objs]
+            elif kind in _PLAIN_FIELDS:  # the driver adapts these as they are
+                values = [getattr(o, f.attname) for o in objs]
             else:
                 values = [
                     f.get_db_prep_value(getattr(o, f.attname), connection, prepared=False) for o in objs
                 ]
             params.append(_pg_array(values, t))
-        with connection.cursor() as cursor:
-            cursor.execute(sql, params)
+        pg_execute(sql, params)
         return len(objs)
     with connection.cursor() as cursor:
         for chunk in _chunks(objs, len(cols)):
