@@ -144,9 +144,9 @@ _credentials: dict[str, Any] = {"reason": None, "checked": 0.0, "warned": False}
 
 
 def unavailable_reason() -> str:
-    """ "" when boto3 finds AWS credentials, else the fallback reason to record. Looked up once per
-    process (re-checked every CREDENTIALS_RECHECK_SECONDS while missing); the first miss logs one
-    WARNING, later calls do not."""
+    """The fallback reason to record when boto3 finds no AWS credentials, else an empty string.
+    Looked up once per process (re-checked every CREDENTIALS_RECHECK_SECONDS while missing); the
+    first miss logs one WARNING, later calls do not."""
     with _credentials_lock:
         reason = _credentials["reason"]
         if reason == "" or (

@@ -57,14 +57,5 @@ def budget_claim(*, now: datetime) -> str:
     return ""
 
 
-def budget_used(*, now: datetime) -> dict[str, int]:
-    """Calls claimed in the current minute and UTC day."""
-    used = {MINUTE: 0, DAY: 0}
-    for window, start, _ in windows(now):
-        row = BedrockBudget.objects.filter(window=window, start=start).values_list("calls", flat=True)
-        used[window] = next(iter(row), 0)
-    return used
-
-
 def budget_purge(*, now: datetime) -> int:
     return BedrockBudget.objects.filter(start__lt=now - KEEP).delete()[0]

@@ -165,3 +165,18 @@ def test_concurrent_workers_make_exactly_the_budgeted_calls(fake_bedrock, bedroc
     assert {i.fallback_reason for i in local} == {
         f"budget: {limit} Bedrock calls this minute (INSIGHTS_BEDROCK_MAX_PER_MINUTE)"
     }
+
+
+def test_purge_drops_budget_counters_older_than_two_days(converse, scorable, bedrock_settings):
+    from insights.models import BedrockBudget
+
+    for when in (T0 - timedelta(days=3), T0 - timedelta(hours=1)):
+        converse.reply(GOOD)
+        score_at(when, scorable(f"stu_{when:%d%H}"))
+    assert BedrockBudget.objects.count() == 4  # a minute and a day row per call
+    insights_purge(now=T0)
+    kept = sorted(BedrockBudget.objects.values_list("window", "start"))
+    assert kept == [
+        ("day", T0.replace(hour=0, minute=0, second=0)),
+        ("minute", T0.replace(minute=0, second=0) - timedelta(hours=1)),
+    ]
