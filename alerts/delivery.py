@@ -271,14 +271,3 @@ def channel_send_test(*, channel: NotificationChannel, now: datetime) -> None:
     )
     message = alert_message(alert=alert, now=now, trigger="test")
     notifier_for(channel).send(alert, message)
-
-
-def deliveries_enqueue_safe(*, alert_ids: Iterable[int]) -> None:
-    """`deliveries_enqueue` for after-commit hooks: a routing failure is logged, never raised into
-    the stream worker (the alert itself is already committed and shown on the dashboard)."""
-    from django.utils import timezone
-
-    try:
-        deliveries_enqueue(alert_ids=alert_ids, now=timezone.now())
-    except Exception:  # noqa: BLE001 - never break the pipeline over notifications
-        logger.exception("alert deliveries not enqueued")

@@ -386,29 +386,42 @@ def alert_transition(*, alert_id: int, action: str, user, now: datetime, reason:
     return alert
 
 
-def alerts_committed(*, change: realtime.Change, raised: list[Raised]) -> None:
-    """After-commit side effects of raised alerts, wherever they were raised (a batch or the sweep), in
-    order: churn scoring (first: an eagerly scored insight is then in the alert's message), routing to
-    the notification channels, then the live push. Each step logs its failure and never raises: the
-    alerts are committed and must not be undone by a side effect."""
-    from alerts.delivery import deliveries_enqueue_safe
+def alerts_raised(raised: list[Raised], *, now: datetime, events: int = 0) -> None:
+    """Call inside the transaction that raised these alerts (a batch, the sweep, the stale refresh).
 
+    New and escalated alerts are routed to the notification channels right here, so their delivery
+    rows commit together with the alerts (an outbox: a crash just after the commit loses no
+    notification; the delivery sweep sends whatever is pending). A routing failure is confined to a
+    savepoint and logged: it never rolls back the events or the alerts. After commit, in order: churn
+    scoring (queued before the deliveries' fast path, so an insight usually makes it into the
+    message), then the live push of the change."""
+    from alerts.delivery import deliveries_enqueue
+
+    if not raised and not events:
+        return
+    change = realtime.Change(
+        events=events,
+        alerts_created=[r.alert_id for r in raised if r.created],
+        alerts_updated=[r.alert_id for r in raised if not r.created],
+    )
+    transaction.on_commit(lambda: alerts_committed(change=change, raised=raised))
+    fresh = [r.alert_id for r in raised if r.created or r.escalated]
+    if fresh:
+        try:
+            with transaction.atomic():
+                deliveries_enqueue(alert_ids=fresh, now=now)
+        except Exception:  # noqa: BLE001 - never lose a batch over notifications
+            logger.exception("alert deliveries not enqueued", extra={"alerts": len(fresh)})
+
+
+def alerts_committed(*, change: realtime.Change, raised: list[Raised]) -> None:
+    """After-commit side effects (registered by `alerts_raised`): churn scoring for new or escalated
+    alerts, then the live push. Each step logs its failure and never raises: the alerts are committed
+    and must not be undone by a side effect."""
     fresh = [r.alert_id for r in raised if r.created or r.escalated]
     if fresh:
         _insights_enqueue_safe(alert_ids=fresh)
-        deliveries_enqueue_safe(alert_ids=fresh)
     realtime.publish_change(change)
-
-
-def _side_effects_on_commit(raised: list[Raised]) -> None:
-    """For passes that raise without an event batch (sweep, stale refresh): `alerts_committed` after
-    the surrounding transaction commits."""
-    if raised:
-        change = realtime.Change(
-            alerts_created=[r.alert_id for r in raised if r.created],
-            alerts_updated=[r.alert_id for r in raised if not r.created],
-        )
-        transaction.on_commit(lambda: alerts_committed(change=change, raised=raised))
 
 
 def _insights_enqueue_safe(*, alert_ids: list[int]) -> None:
@@ -442,7 +455,7 @@ def alerts_refresh_stale(*, now: datetime) -> dict[str, int]:
     with transaction.atomic():
         refreshed = snapshots_refresh_stale(now=now)
         raised = alerts_evaluate(touched=refreshed, now=now, count_repeats=False) if refreshed else []
-        _side_effects_on_commit(raised)
+        alerts_raised(raised, now=now)
     return {
         "refreshed": len(refreshed.students) + len(refreshed.tutors),
         "created": sum(r.created for r in raised),
@@ -475,7 +488,7 @@ def alerts_sweep(*, now: datetime) -> dict[str, int]:
         if _claim_rate_minute(minute):
             candidates, evaluated, _ = rate_candidates(now=now)
             raised += alerts_record(candidates=candidates, evaluated=evaluated, now=now)
-        _side_effects_on_commit(raised)
+        alerts_raised(raised, now=now)
     resolved = alerts_auto_resolve(now=now)
     return {
         "created": sum(r.created for r in raised),

@@ -13,9 +13,8 @@ from typing import Any
 
 from django.db import transaction
 
-from alerts.services import Raised, alerts_committed, alerts_evaluate
+from alerts.services import Raised, alerts_evaluate, alerts_raised
 from ingest.models import Event
-from iops import realtime
 from iops.lib.sql import insert_returning_new
 from metrics.services import fold_events, retention_horizon
 
@@ -78,13 +77,7 @@ def process_batch(events: list[dict[str, Any]], *, now: datetime) -> BatchResult
         new = _store_events(events, now)
         touched = fold_events(new, now=now)
         raised = alerts_evaluate(touched=touched, now=now) if touched else []
-        change = realtime.Change(
-            events=len(new),
-            alerts_created=[r.alert_id for r in raised if r.created],
-            alerts_updated=[r.alert_id for r in raised if not r.created],
-        )
-        if new:
-            transaction.on_commit(lambda: alerts_committed(change=change, raised=raised))
+        alerts_raised(raised, now=now, events=len(new))  # routing in this transaction; push and scoring after
     result = BatchResult(
         received=len(events),
         new=len(new),

@@ -295,6 +295,22 @@ def test_a_broken_channel_row_never_breaks_event_processing(
     assert "alert deliveries not enqueued" in caplog.text
 
 
+def test_deliveries_commit_with_the_batch_so_a_crash_after_commit_loses_none(
+    post, drain, django_capture_on_commit_callbacks, make_channel
+):
+    """The outbox: the delivery rows are written in the batch's transaction. Here the after-commit
+    hooks never run (the process died right after the commit) and the delivery is still pending."""
+    channel = make_channel("email")
+    assert post(event("customer_health_update", student_id="stu_1", health_score=30)).status_code == 202
+    with django_capture_on_commit_callbacks(execute=False) as hooks:
+        drain()
+    assert hooks  # there were after-commit hooks (insights, push); none of them ran
+    alert = Alert.objects.get(type="low_health_score")
+    assert list(AlertDelivery.objects.values_list("alert_id", "channel_id", "status")) == [
+        (alert.pk, channel.pk, "pending")
+    ]
+
+
 # --- Celery tasks -----------------------------------------------------------------------------------
 
 
