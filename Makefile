@@ -38,8 +38,19 @@ test: install-dev lint
 	IOPS_TESTING=1 IOPS_VAR_DIR=$(CURDIR)/var/test-sqlite $(BIN)/pytest -q -m "not browser and not redis and not postgres"
 	IOPS_TESTING=1 IOPS_VAR_DIR=$(CURDIR)/var/test-pg DATABASE_URL=$(PG_TEST_URL) $(BIN)/pytest -q
 
+# Every benchmark's --smoke mode (tiny sizes, a few seconds to a minute each): keeps bench/ from rotting,
+# measures nothing. Needs PostgreSQL and Redis on 127.0.0.1 like the second pass of `make test`.
+BENCH := IOPS_TESTING=1 $(BIN)/python
 bench-smoke: install-dev
-	IOPS_TESTING=1 $(BIN)/python bench/aggregate.py --smoke
+	$(BENCH) bench/ingest.py --smoke
+	$(BENCH) bench/aggregate.py --smoke
+	$(BENCH) bench/alerts_eval.py --smoke
+	$(BENCH) bench/history.py --smoke
+	$(BENCH) bench/page.py --smoke
+	$(BENCH) bench/ops.py --smoke
+	$(BENCH) bench/e2e.py --smoke
+	$(BENCH) bench/scaling.py --smoke
+	$(BENCH) bench/sustained.py --smoke
 
 vendor:
 	cd /tmp && rm -rf iops-vendor && mkdir iops-vendor && cd iops-vendor && npm init -y >/dev/null && \
