@@ -4,7 +4,7 @@ For each worker count the script empties the database (its own `iops_scaling` on
 the same pre-generated events to a fresh Redis stream, starts N real `celery -A iops worker` processes
 (each runs the stream consumer bootstep) and times the drain from the first to the last stored event.
 The 1-worker run is the baseline the others are compared with. (How batch cost grows with history is
-measured by bench/aggregate.py.)
+measured by bench/history.py.) `--chart` draws the curve against the ideal linear line.
 
     .venv/bin/python bench/scaling.py                 # 40,000 events, workers 1 2 4
     .venv/bin/python bench/scaling.py --smoke         # 4,000 events, workers 1 2
@@ -152,6 +152,8 @@ def main() -> None:
             ratio = results[n] / results[args.workers[0]]
             print(
                 f"{n} worker(s): {results[n]:8.0f} events/s   ({ratio:.2f}x the {args.workers[0]}-worker baseline)"
+                f"   load average {os.getloadavg()[0]:.2f}",
+                flush=True,
             )
     finally:
         aggregate.drop_database(DB)
