@@ -6,6 +6,7 @@ import logging
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from types import SimpleNamespace
 
 from django.conf import settings
 from django.db import IntegrityError, connection, transaction
@@ -21,7 +22,7 @@ from alerts.rules import (
     tutor_rules,
 )
 from iops import realtime
-from iops.lib.sql import update_rows
+from iops.lib.sql import pg_execute, update_rows
 from metrics.models import StudentSnapshot, SubjectRegionSnapshot, TutorSnapshot
 
 logger = logging.getLogger(__name__)
@@ -186,14 +187,31 @@ def alerts_evaluate(
     return alerts_record(candidates=candidates, evaluated=evaluated, now=now, count_repeats=count_repeats)
 
 
-def _lock_active(fps: list[str]) -> dict[str, Alert]:
-    active: dict[str, Alert] = {}
-    for chunk in _chunks(fps):
-        qs = Alert.objects.filter(fingerprint__in=chunk, status__in=ACTIVE_STATUSES)
-        if connection.features.has_select_for_update:
-            qs = qs.select_for_update()
-        # A fixed lock order: two workers locking overlapping sets cannot deadlock.
-        active.update((a.fingerprint, a) for a in qs.order_by("fingerprint"))
+_ACTIVE_FIELDS = ("id", "fingerprint", "severity", "status", "clear_since", "occurrences", "last_seen")
+
+
+def _lock_active(fps: list[str]) -> dict[str, SimpleNamespace]:
+    """The active alerts of these fingerprints, locked in a fixed order (two workers locking
+    overlapping sets cannot deadlock): the fields alerts_record reads and writes, not model instances."""
+    if connection.vendor == "postgresql":
+        q = connection.ops.quote_name
+        rows = pg_execute(
+            f"SELECT {', '.join(q(f) for f in _ACTIVE_FIELDS)} FROM {q(Alert._meta.db_table)} "  # noqa: S608 - model metadata
+            "WHERE fingerprint = ANY(%b::varchar[]) AND status = ANY(%b::varchar[]) "
+            "ORDER BY fingerprint FOR UPDATE",
+            [fps, list(ACTIVE_STATUSES)],
+            fetch=True,
+        )
+    else:
+        rows = []
+        for chunk in _chunks(fps):
+            qs = Alert.objects.filter(fingerprint__in=chunk, status__in=ACTIVE_STATUSES)
+            rows.extend(qs.order_by("fingerprint").values_list(*_ACTIVE_FIELDS))
+    active: dict[str, SimpleNamespace] = {}
+    for row in rows:
+        alert = SimpleNamespace(**dict(zip(_ACTIVE_FIELDS, row, strict=True)))
+        alert.pk = alert.id
+        active[alert.fingerprint] = alert
     return active
 
 
@@ -250,20 +268,20 @@ def alerts_record(
         return []
     active = _lock_active(fps)
     raised: list[Raised] = []
-    changed: list[Alert] = []
+    changed: list[SimpleNamespace] = []
+    cleared: list[int] = []
     transitions: list[AlertTransition] = []
     for fp, alert in active.items():
         c = by_fp.pop(fp, None)
         if c is None:
             if fp in evaluated and alert.clear_since is None:
-                alert.clear_since = now
-                changed.append(alert)
+                cleared.append(alert.id)
             continue
         escalated = SEVERITY_RANK[c.severity] > SEVERITY_RANK[alert.severity]
         if escalated:
             transitions.append(
                 AlertTransition(
-                    alert=alert,
+                    alert_id=alert.id,
                     at=now,
                     from_status=alert.status,
                     to_status=alert.status,
@@ -285,6 +303,8 @@ def alerts_record(
         objs=changed,
         fields=["severity", "occurrences", "last_seen", "message", "details", "clear_since"],
     )
+    if cleared:
+        Alert.objects.filter(pk__in=cleared).update(clear_since=now)
     AlertTransition.objects.bulk_create(transitions)
     cooling = _cooling_down(list(by_fp.values()), now)
     new = [c for fp, c in sorted(by_fp.items()) if fp not in cooling]
