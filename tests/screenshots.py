@@ -70,16 +70,18 @@ def capture(server: livesrv.LiveServer) -> list[Path]:
             page.screenshot(path=str(path), full_page=True)
             shots.append(path)
             if scheme == "light":
-                page.click(
+                # An alert with its churn insight (risk badge), else any critical one, else the first.
+                page.locator(
+                    "#alert-feed li[data-alert-id]:has(.risk) a.msg, "
                     "#alert-feed li[data-severity=critical] a.msg, #alert-feed li[data-alert-id] a.msg"
-                )
+                ).first.click()
                 page.wait_for_selector("#panel:not([hidden]) #panel-title")
                 page.wait_for_timeout(300)
                 path = OUT / "alert-drawer.png"
                 page.screenshot(path=str(path))
                 shots.append(path)
                 page.keyboard.press("Escape")
-                href = page.get_attribute("#alert-feed li[data-alert-id] .meta a", "href")
+                href = page.get_attribute("#alert-feed .meta a[href*='/entities/student/']", "href")
                 page.goto(f"{server.url}{href}")
                 page.wait_for_function(
                     "() => Chart.getChart(document.querySelector('canvas[data-chart=entity-history]'))"
