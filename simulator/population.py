@@ -29,7 +29,7 @@ from __future__ import annotations
 import math
 import random
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from faker import Faker
@@ -64,6 +64,7 @@ IB_REASONS = [
 SCENARIOS = ("steady", "churn_wave", "ib_spike", "tutor_shortage")
 SHORTAGE_CELL = ("Mathematics", "west")
 SPIKE_REASON = "technical_problem"
+MAX_OPEN_SESSIONS = 30  # sessions in progress at once per producer stream
 
 # When each scenario's change starts (progress of the run) and how long its ramp takes.
 CHURN_START, CHURN_RAMP = 0.65, 0.1
@@ -204,7 +205,8 @@ class EventFactory:
         self.rng = random.Random(seed * 1_000_003 + stream)
         self.scenario = scenario
         self.stream = stream
-        self.open_sessions: list[dict[str, Any]] = []
+        # Sessions in progress, oldest first: (due to end at, scheduled minutes, the session's ids).
+        self.open_sessions: list[tuple[datetime, int, dict[str, Any]]] = []
         self.counter = 0
         self.students = {s.id: s for s in population.students}
         self.by_subject: dict[str, list[Tutor]] = {
@@ -291,9 +293,14 @@ class EventFactory:
         kind = rng.choices(list(weights), weights=list(weights.values()))[0]
         ts = now.isoformat()
         if kind == "session":
-            if self.open_sessions and (rng.random() < 0.5 or len(self.open_sessions) > 20):
+            # The oldest session completes once its scheduled time is up (in history mode simulated
+            # minutes pass quickly, so sessions last about as scheduled); a bounded number are in
+            # progress at once, so a slow real-time run still shows completions.
+            if self.open_sessions and (
+                self.open_sessions[0][0] <= now or len(self.open_sessions) > MAX_OPEN_SESSIONS
+            ):
                 return self._complete(ts, progress)
-            return self._start(ts, progress)
+            return self._start(now, progress)
         if kind == "ib_call_logged":
             return self._ib_call(ts, progress)
         if kind == "customer_health_update":
@@ -305,7 +312,7 @@ class EventFactory:
     def _event(self, event_type: str, ts: str, payload: dict[str, Any]) -> dict[str, Any]:
         return {"event_type": event_type, "event_id": self._id("evt"), "timestamp": ts, "payload": payload}
 
-    def _start(self, ts: str, progress: float) -> dict[str, Any]:
+    def _start(self, now: datetime, progress: float) -> dict[str, Any]:
         rng = self.rng
         students = self.pop.students
         student = rng.choices(
@@ -322,20 +329,21 @@ class EventFactory:
             "tutor_id": tutor.id,
             "subject": subject,
         }
-        self.open_sessions.append(s)
+        scheduled = rng.choice([30, 45, 60, 90])
+        self.open_sessions.append((now + timedelta(minutes=scheduled), scheduled, s))
         return self._event(
             "session_started",
-            ts,
+            now.isoformat(),
             {
                 **s,
                 "session_type": rng.choice(["one_on_one", "one_on_one", "group", "instant_book"]),
-                "scheduled_duration_minutes": rng.choice([30, 45, 60, 90]),
+                "scheduled_duration_minutes": scheduled,
             },
         )
 
     def _complete(self, ts: str, progress: float) -> dict[str, Any]:
         rng = self.rng
-        s = self.open_sessions.pop(rng.randrange(len(self.open_sessions)))
+        _, scheduled, s = self.open_sessions.pop(0)
         state = self._student_state(self.students[s["student_id"]], progress)
         tutor = next(t for t in self.pop.tutors if t.id == s["tutor_id"])
         tp = TUTOR_PROFILES[tutor.profile]
@@ -346,7 +354,7 @@ class EventFactory:
             ts,
             {
                 **s,
-                "actual_duration_minutes": rng.choice([30, 45, 60, 60, 90]) if ok else rng.randint(0, 20),
+                "actual_duration_minutes": scheduled if ok else rng.randint(0, 20),
                 "student_rating": max(1, min(5, round(rng.gauss(mean, 0.6)))),
                 "tutor_rating": max(1, min(5, round(rng.gauss(4.3, 0.6)))),
                 "completed_successfully": ok,
