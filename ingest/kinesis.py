@@ -11,7 +11,9 @@ Consuming: every shard has a KinesisShard row. A consumer owns a shard while its
 for the taking). `read` returns records from the owned shards; `ack` advances the shard's checkpoint
 to the last record of an unbroken acked prefix, only after the caller's batch committed; anything
 read but not acked is read again from the checkpoint. A child shard (after resharding) is read only
-once its parent is finished, so an entity's events stay in order.
+once its parent is finished, so an entity's events stay in order. Shards are balanced: each consumer
+holds at most its fair share (readable shards ÷ kinesis workers with a fresh heartbeat, rounded up)
+and releases any surplus between batches, so a worker that joins gets shards within a read or two.
 """
 
 from __future__ import annotations
@@ -159,7 +161,8 @@ class KinesisStream(EventStream):
         return shards
 
     def _claim(self, consumer: str) -> list[str]:
-        """Create rows for new shards, renew our leases, take free or expired ones; returns owned ids."""
+        """Create rows for new shards, renew our leases, release any beyond our fair share and take free
+        or expired ones up to it; returns owned ids."""
         from ingest.models import KinesisShard
 
         shards = self._list_shards()
@@ -180,16 +183,27 @@ class KinesisStream(EventStream):
         finished = {i for i, r in rows.items() if r.checkpoint == SHARD_END}
         lease = settings.KINESIS_LEASE_SECONDS
         now = timezone.now()
+        readable = [
+            shard
+            for shard in shards
+            if shard["ShardId"] not in finished
+            # the parents' records come first (split: one parent; merge: two)
+            and not any(
+                p and p in rows and p not in finished
+                for p in (shard.get("ParentShardId"), shard.get("AdjacentParentShardId"))
+            )
+        ]
+        for shard_id in set(self._shards) - {s["ShardId"] for s in readable}:
+            self._shards.pop(shard_id, None)
+        share = self._fair_share(consumer, len(readable), now)
+        self._release_surplus(consumer, share)
+        held = {i for i, st in self._shards.items() if st.owner == consumer}
         owned = []
-        for shard in shards:
+        for shard in readable:
             shard_id = shard["ShardId"]
-            if shard_id in finished:
-                self._shards.pop(shard_id, None)
-                continue
-            parents = (shard.get("ParentShardId"), shard.get("AdjacentParentShardId"))  # split / merge
-            if any(p and p in rows and p not in finished for p in parents):
-                continue  # the parents' records come first (a merged shard has two)
             state = self._shards.get(shard_id)
+            if shard_id not in held and len(held) >= share:
+                continue  # our fair share is full: leave the rest to the other consumers
             if (
                 state is not None
                 and state.owner == consumer
@@ -203,6 +217,7 @@ class KinesisStream(EventStream):
             )
             if not took:
                 self._shards.pop(shard_id, None)  # someone else holds it
+                held.discard(shard_id)
                 continue
             if state is None or state.owner != consumer:
                 checkpoint = KinesisShard.objects.get(
@@ -212,8 +227,43 @@ class KinesisStream(EventStream):
                 self._shards[shard_id] = state
                 logger.info("kinesis shard lease taken", extra={"shard": shard_id, "consumer": consumer})
             state.lease_until = time.monotonic() + lease
+            held.add(shard_id)
             owned.append(shard_id)
         return owned
+
+    def _fair_share(self, consumer: str, shards: int, now) -> int:
+        """Shards per live consumer, rounded up: the consumers are the kinesis stream workers with a
+        fresh heartbeat (WorkerHeartbeat), this one included. A lone worker takes every shard; a new
+        one gets its share as the others release their surplus."""
+        from ingest.models import WorkerHeartbeat
+
+        fresh = now - timedelta(seconds=settings.WORKER_HEARTBEAT_MAX_AGE_SECONDS)
+        live = set(
+            WorkerHeartbeat.objects.filter(backend=self.name, last_seen__gte=fresh).values_list(
+                "name", flat=True
+            )
+        )
+        live.add(consumer[:200])
+        return max(1, -(-shards // len(live)))
+
+    def _release_surplus(self, consumer: str, share: int) -> None:
+        """Give up leases beyond the fair share, only on shards with nothing read and unsettled (their
+        checkpoints are current), so another consumer can take them at once."""
+        from ingest.models import KinesisShard
+
+        mine = [i for i, st in self._shards.items() if st.owner == consumer]
+        surplus = len(mine) - share
+        for shard_id in sorted(mine, reverse=True):
+            if surplus <= 0:
+                break
+            if self._shards[shard_id].outstanding:
+                continue
+            KinesisShard.objects.filter(
+                stream_name=self.stream_name, shard_id=shard_id, lease_owner=consumer[:200]
+            ).update(lease_owner="", lease_expires_at=None)
+            self._shards.pop(shard_id)
+            surplus -= 1
+            logger.info("kinesis shard lease released", extra={"shard": shard_id, "consumer": consumer})
 
     def _iterator(self, shard_id: str, state: _ShardState) -> str:
         if state.iterator is None:

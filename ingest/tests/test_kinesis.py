@@ -357,3 +357,57 @@ def test_resharding_keeps_every_record_and_each_entity_in_order(kinesis_stream, 
         assert mine == [e["event_id"] for e in before + after if e["payload"]["student_id"] == s]
     finished = KinesisShard.objects.filter(stream_name=name, checkpoint="SHARD_END")
     assert finished.count() == (1 if reshard == "split" else 2)
+
+
+def _heartbeat(name: str, *, age_seconds: float = 0) -> None:
+    from ingest.models import WorkerHeartbeat
+
+    at = timezone.now() - timedelta(seconds=age_seconds)
+    WorkerHeartbeat.objects.update_or_create(
+        name=name, defaults={"backend": "kinesis", "started_at": at, "last_seen": at}
+    )
+
+
+def _owners(name: str) -> dict[str, str]:
+    return dict(KinesisShard.objects.filter(stream_name=name).values_list("shard_id", "lease_owner"))
+
+
+def test_a_worker_that_joins_gets_its_fair_share_of_the_shards(kinesis_stream):
+    """Scale-out: a lone worker holds every shard; when a second one sends heartbeats, the first
+    releases its surplus between batches and the newcomer takes it; nothing is read twice or lost."""
+    _client, name = kinesis_stream
+    a, b = KinesisStream(name), KinesisStream(name)
+    _heartbeat("worker-a")
+    a.publish([_raw(f"e{i}", f"stu_{i}") for i in range(8)])
+    first = a.read(consumer="worker-a", count=100, block_ms=0)
+    assert set(_owners(name).values()) == {"worker-a"}  # alone: both shards
+
+    _heartbeat("worker-b")  # a second worker starts
+    assert b.read(consumer="worker-b", count=100, block_ms=0) == []  # nothing free yet
+    a.ack(first)  # a settles its batch ...
+    a.publish([_raw(f"f{i}", f"stu_{i}") for i in range(8)])
+    second = a.read(consumer="worker-a", count=100, block_ms=0)  # ... and gives up its surplus
+    third = b.read(consumer="worker-b", count=100, block_ms=0)
+    owners = _owners(name)
+    assert sorted(owners.values()) == ["worker-a", "worker-b"]
+    a.ack(second)
+    b.ack(third)
+    got = sorted(d.event["event_id"] for d in first + second + third)
+    assert got == sorted([f"e{i}" for i in range(8)] + [f"f{i}" for i in range(8)])
+
+
+def test_shards_of_a_worker_whose_heartbeat_stopped_are_taken_over(kinesis_stream, settings):
+    _client, name = kinesis_stream
+    settings.KINESIS_LEASE_SECONDS = 30
+    a, b = KinesisStream(name), KinesisStream(name)
+    _heartbeat("worker-a")
+    _heartbeat("worker-b")
+    a.read(consumer="worker-a", count=100, block_ms=0)
+    b.read(consumer="worker-b", count=100, block_ms=0)
+    assert sorted(_owners(name).values()) == ["worker-a", "worker-b"]  # one each
+    # worker-a dies: its heartbeat ages out and its lease expires; b takes everything.
+    later = timezone.now() + timedelta(seconds=settings.WORKER_HEARTBEAT_MAX_AGE_SECONDS + 31)
+    with time_machine.travel(later, tick=False):
+        _heartbeat("worker-b")
+        b.read(consumer="worker-b", count=100, block_ms=0)
+        assert set(_owners(name).values()) == {"worker-b"}
