@@ -19,7 +19,7 @@ from django.conf import settings
 from django.db import connection, transaction
 from django.db.models import Max, Q
 
-from iops.lib.sql import insert_ignore, update_rows, upsert, upsert_add
+from iops.lib.sql import insert_ignore, insert_returning_new, pg_execute, update_rows, upsert, upsert_add
 from metrics.burnout import burnout_components, burnout_risk
 from metrics.health import health_components, health_score
 from metrics.models import (
@@ -130,8 +130,54 @@ def _first_ok(s: SimpleNamespace) -> bool:
 @dataclass
 class _SessionOutcome:
     deltas: list[dict[str, Any]]
-    completed: list[SimpleNamespace]  # sessions whose winning completion changed, final state
+    completed: dict[str, SimpleNamespace]  # sessions whose winning completion changed, final state
     moved_students: set[str]  # students with a completion replaced by an earlier one
+
+
+def _lock_sessions(ids: Sequence[str]) -> dict[str, SimpleNamespace]:
+    """The stored Session rows of these ids, locked in session_id order (PostgreSQL; SQLite has one
+    writer): concurrent workers cannot double count a session."""
+    rows: dict[str, SimpleNamespace] = {}
+    for chunk in _chunks(ids, 5000):
+        if connection.vendor == "postgresql":
+            q = connection.ops.quote_name
+            where, params = _in_ids(q("session_id"), chunk)
+            found = _select(
+                f"SELECT {', '.join(q(c) for c in _SESSION_COLUMNS)} FROM {q(Session._meta.db_table)} "  # noqa: S608 - model metadata
+                f"WHERE {where} ORDER BY {q('session_id')} FOR UPDATE",
+                params,
+            )
+        else:
+            found = (
+                Session.objects.filter(session_id__in=chunk)
+                .order_by("session_id")
+                .values_list(*_SESSION_COLUMNS)
+            )
+        for values in found:
+            s = SimpleNamespace(**dict(zip(_SESSION_COLUMNS, values, strict=True)))
+            rows[s.session_id] = s
+    return rows
+
+
+def _new_session(p: dict[str, Any]) -> SimpleNamespace:
+    s = SimpleNamespace(**dict.fromkeys(_SESSION_COLUMNS))
+    s.session_id, s.student_id, s.tutor_id = p["session_id"], p["student_id"], p["tutor_id"]
+    s.subject = s.session_type = s.started_event_id = s.completed_event_id = ""
+    return s
+
+
+_SESSION_WRITE = [
+    "subject",
+    "session_type",
+    "started_at",
+    "started_event_id",
+    "completed_at",
+    "completed_event_id",
+    "completed_successfully",
+    "duration_minutes",
+    "student_rating",
+    "tutor_rating",
+]
 
 
 def _session_deltas(events: list[dict[str, Any]]) -> _SessionOutcome:
@@ -140,116 +186,104 @@ def _session_deltas(events: list[dict[str, Any]]) -> _SessionOutcome:
     A session's start and completion are each the earliest event by (event time, event_id), whatever
     the arrival order: a winner replaced by an earlier event moves its contribution (a negative delta
     in the old bucket, a positive one in the new), so incremental processing equals a rebuild.
+    Stored sessions are locked and updated; sessions first seen are inserted once, with their values.
     """
-    session_events = sorted(
-        (
-            (_ts(e["timestamp"]), e["event_id"], e)
-            for e in events
-            if e["event_type"] in ("session_started", "session_completed")
-        ),
-        key=lambda t: (t[0], t[1]),
-    )
-    if not session_events:
-        return _SessionOutcome([], [], set())
-    # Create missing rows first, then lock them in a fixed order: concurrent workers cannot double count.
-    first_seen: dict[str, tuple] = {}
-    for _, _, e in session_events:
-        p = e["payload"]
-        first_seen.setdefault(p["session_id"], (p["session_id"], p["student_id"], p["tutor_id"]))
-    ids = sorted(first_seen)
-    insert_ignore(
-        table=Session._meta.db_table,
-        columns=[
-            "session_id",
-            "student_id",
-            "tutor_id",
-            "subject",
-            "session_type",
-            "started_event_id",
-            "completed_event_id",
-        ],
-        rows=[(*first_seen[sid], "", "", "", "") for sid in ids],
-        conflict=["session_id"],
-    )
-    rows: dict[str, SimpleNamespace] = {}
-    for chunk in _chunks(ids, 5000):
-        qs = Session.objects.filter(session_id__in=chunk).order_by("session_id")
-        if connection.vendor == "postgresql":
-            qs = qs.select_for_update()
-        for values in qs.values_list(*_SESSION_COLUMNS):
-            s = SimpleNamespace(**dict(zip(_SESSION_COLUMNS, values, strict=True)))
-            rows[s.session_id] = s
-    changed: dict[str, SimpleNamespace] = {}
-    completed: dict[str, SimpleNamespace] = {}
-    moved: set[str] = set()
-    deltas: list[dict[str, Any]] = []
-    for ts, event_id, e in session_events:
-        p = e["payload"]
-        s = rows[p["session_id"]]
-        key = (ts, event_id)
-        if e["event_type"] == "session_started":
-            if s.started_at is not None:
-                if key >= (s.started_at, s.started_event_id):
-                    continue
-                deltas.append(
-                    {
-                        "student_id": s.student_id,
-                        "tutor_id": s.tutor_id,
-                        "ts": s.started_at,
-                        "sessions_started": -1,
-                    }
-                )
-            s.started_at, s.started_event_id = ts, event_id
-            s.session_type = p.get("session_type") or ""
-            if p.get("subject"):
-                s.subject = p["subject"]  # the winning start names the subject
-            deltas.append(
-                {"student_id": s.student_id, "tutor_id": s.tutor_id, "ts": ts, "sessions_started": 1}
+    by_session: dict[str, list[tuple[datetime, str, dict[str, Any]]]] = {}
+    for e in events:
+        if e["event_type"] in ("session_started", "session_completed"):
+            by_session.setdefault(e["payload"]["session_id"], []).append(
+                (_ts(e["timestamp"]), e["event_id"], e)
             )
-        else:
-            if s.completed_at is not None:
-                if key >= (s.completed_at, s.completed_event_id):
-                    continue
-                deltas.append(
-                    {
-                        "student_id": s.student_id,
-                        "tutor_id": s.tutor_id,
-                        "ts": s.completed_at,
-                        **{k: -v for k, v in _completion_values(s).items()},
-                    }
-                )
-                moved.add(s.student_id)
-            s.completed_at, s.completed_event_id = ts, event_id
-            s.completed_successfully = bool(p.get("completed_successfully", True))
-            s.duration_minutes = p.get("actual_duration_minutes")
-            s.student_rating = p.get("student_rating")
-            s.tutor_rating = p.get("tutor_rating")
-            if p.get("subject") and not s.subject:
-                s.subject = p["subject"]
-            deltas.append(
-                {"student_id": s.student_id, "tutor_id": s.tutor_id, "ts": ts, **_completion_values(s)}
+    outcome = _SessionOutcome([], {}, set())
+    if not by_session:
+        return outcome
+    stored = _lock_sessions(sorted(by_session))
+    fresh = {sid: _new_session(evs[0][2]["payload"]) for sid, evs in by_session.items() if sid not in stored}
+    if fresh:
+        fresh_outcome = _SessionOutcome([], {}, set())
+        _apply_session_events(fresh, by_session, fresh_outcome)
+        columns = ["session_id", "student_id", "tutor_id", *_SESSION_WRITE]
+        inserted = set(
+            insert_returning_new(
+                table=Session._meta.db_table,
+                columns=columns,
+                rows=[tuple(getattr(s, c) for c in columns) for _, s in sorted(fresh.items())],
+                conflict="session_id",
             )
-            completed[s.session_id] = s
-        changed[s.session_id] = s
-    if changed:
-        update_rows(
-            model=Session,
-            key="id",
-            objs=list(changed.values()),
-            fields=[
-                "subject",
-                "session_type",
-                "started_at",
-                "started_event_id",
-                "completed_at",
-                "completed_event_id",
-                "completed_successfully",
-                "duration_minutes",
-                "student_rating",
-                "tutor_rating",
-            ],
         )
-    return _SessionOutcome(deltas, list(completed.values()), moved)
+        if len(inserted) == len(fresh):
+            outcome = fresh_outcome
+        else:  # another worker created some of these a moment ago: apply ours to its rows instead
+            stored.update(_lock_sessions(sorted(set(fresh) - inserted)))
+            redo = {sid: _new_session(by_session[sid][0][2]["payload"]) for sid in inserted}
+            _apply_session_events(redo, by_session, outcome)
+    changed = _apply_session_events(stored, by_session, outcome)
+    if changed:
+        update_rows(model=Session, key="id", objs=changed, fields=_SESSION_WRITE)
+    return outcome
+
+
+def _apply_session_events(
+    rows: dict[str, SimpleNamespace],
+    by_session: dict[str, list[tuple[datetime, str, dict[str, Any]]]],
+    outcome: _SessionOutcome,
+) -> list[SimpleNamespace]:
+    """Fold each session's events (in event-time order) into its row; deltas and completions go to
+    `outcome`. Returns the rows that changed."""
+    changed: list[SimpleNamespace] = []
+    deltas = outcome.deltas
+    for sid, s in sorted(rows.items()):
+        touched = False
+        for ts, event_id, e in sorted(by_session[sid], key=lambda t: (t[0], t[1])):
+            p = e["payload"]
+            key = (ts, event_id)
+            if e["event_type"] == "session_started":
+                if s.started_at is not None:
+                    if key >= (s.started_at, s.started_event_id):
+                        continue
+                    deltas.append(
+                        {
+                            "student_id": s.student_id,
+                            "tutor_id": s.tutor_id,
+                            "ts": s.started_at,
+                            "sessions_started": -1,
+                        }
+                    )
+                s.started_at, s.started_event_id = ts, event_id
+                s.session_type = p.get("session_type") or ""
+                if p.get("subject"):
+                    s.subject = p["subject"]  # the winning start names the subject
+                deltas.append(
+                    {"student_id": s.student_id, "tutor_id": s.tutor_id, "ts": ts, "sessions_started": 1}
+                )
+            else:
+                if s.completed_at is not None:
+                    if key >= (s.completed_at, s.completed_event_id):
+                        continue
+                    deltas.append(
+                        {
+                            "student_id": s.student_id,
+                            "tutor_id": s.tutor_id,
+                            "ts": s.completed_at,
+                            **{k: -v for k, v in _completion_values(s).items()},
+                        }
+                    )
+                    outcome.moved_students.add(s.student_id)
+                s.completed_at, s.completed_event_id = ts, event_id
+                s.completed_successfully = bool(p.get("completed_successfully", True))
+                s.duration_minutes = p.get("actual_duration_minutes")
+                s.student_rating = p.get("student_rating")
+                s.tutor_rating = p.get("tutor_rating")
+                if p.get("subject") and not s.subject:
+                    s.subject = p["subject"]
+                deltas.append(
+                    {"student_id": s.student_id, "tutor_id": s.tutor_id, "ts": ts, **_completion_values(s)}
+                )
+                outcome.completed[sid] = s
+            touched = True
+        if touched:
+            changed.append(s)
+    return changed
 
 
 def _fold_facts(outcome: _SessionOutcome) -> None:
@@ -263,7 +297,7 @@ def _fold_facts(outcome: _SessionOutcome) -> None:
     """
     best: dict[str, SimpleNamespace] = {}
     last: dict[str, datetime] = {}
-    for s in outcome.completed:
+    for s in outcome.completed.values():
         b = best.get(s.student_id)
         if b is None or (s.completed_at, s.session_id) < (b.completed_at, b.session_id):
             best[s.student_id] = s
@@ -746,7 +780,7 @@ def fold_events(events: list[dict[str, Any]], *, now: datetime, refresh: bool = 
     if not refresh:
         _ensure_snapshots(touched.students, touched.tutors, now)
     _apply_reports(events, now, touched)
-    touched.first_sessions = {s.student_id for s in outcome.completed}
+    touched.first_sessions = {s.student_id for s in outcome.completed.values()}
     if refresh:
         touched.student_views, touched.tutor_views = snapshots_refresh(
             students=touched.students, tutors=touched.tutors, now=now
@@ -754,11 +788,31 @@ def fold_events(events: list[dict[str, Any]], *, now: datetime, refresh: bool = 
     return touched
 
 
+def _select(sql: str, params: list[Any]) -> list[tuple]:
+    """A read with `%s` placeholders: bound on the server in binary on PostgreSQL (an array of ids is
+    one parameter, not thousands of quoted literals), through Django's cursor on SQLite."""
+    if connection.vendor == "postgresql":
+        return pg_execute(sql.replace("%s", "%b"), params, fetch=True)
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        return cursor.fetchall()
+
+
 def _in_ids(column: str, ids: Sequence[str]) -> tuple[str, list[Any]]:
     """`column` is one of `ids`: one array parameter on PostgreSQL, a placeholder list on SQLite."""
     if connection.vendor == "postgresql":
-        return f"{column} = ANY(%s)", [list(ids)]
+        return f"{column} = ANY(%s::varchar[])", [list(ids)]
     return f"{column} IN ({', '.join(['%s'] * len(ids))})", list(ids)
+
+
+def _rows_by_id(model, key: str, ids: Sequence[str], columns: Sequence[str]) -> dict[str, tuple]:
+    """{id: (columns…)} for the rows of these ids."""
+    if connection.vendor != "postgresql":
+        return {r[0]: r[1:] for r in model.objects.filter(**{f"{key}__in": ids}).values_list(key, *columns)}
+    q = connection.ops.quote_name
+    where, params = _in_ids(q(key), ids)
+    sql = f"SELECT {q(key)}, {', '.join(q(c) for c in columns)} FROM {q(model._meta.db_table)} WHERE {where}"  # noqa: S608 - model metadata
+    return {r[0]: r[1:] for r in _select(sql, params)}
 
 
 def _window_sums(
@@ -777,9 +831,8 @@ def _window_sums(
         f"SELECT {q(key)}, {', '.join(sums)} FROM {q(model._meta.db_table)} "  # noqa: S608 - model metadata
         f"WHERE {where} AND {q('hour')} >= %s AND {q('hour')} <= %s GROUP BY {q(key)}"
     )
-    with connection.cursor() as cursor:
-        cursor.execute(sql, [*params, *id_params, adapt(window_start(now, oldest)), adapt(now)])
-        return {row[0]: tuple(int(v or 0) for v in row[1:]) for row in cursor.fetchall()}
+    rows = _select(sql, [*params, *id_params, adapt(window_start(now, oldest)), adapt(now)])
+    return {row[0]: tuple(int(v or 0) for v in row[1:]) for row in rows}
 
 
 STUDENT_WINDOWS = {
@@ -873,23 +926,24 @@ def _refresh_students(ids: list[str], now: datetime) -> dict[str, SimpleNamespac
     views: dict[str, SimpleNamespace] = {}
     for chunk in _chunks(ids):
         sums = _window_sums(StudentHourly, "student_id", chunk, STUDENT_WINDOWS, now)
-        facts = {
-            r[0]: r[1:]
-            for r in StudentSessionFacts.objects.filter(student_id__in=chunk).values_list(
-                "student_id", "first_completed_at", "first_session_id", "first_ok", "last_completed_at"
-            )
-        }
-        current = {
-            r[0]: r[1:]
-            for r in StudentSnapshot.objects.filter(student_id__in=chunk).values_list(
-                "student_id",
+        facts = _rows_by_id(
+            StudentSessionFacts,
+            "student_id",
+            chunk,
+            ("first_completed_at", "first_session_id", "first_ok", "last_completed_at"),
+        )
+        current = _rows_by_id(
+            StudentSnapshot,
+            "student_id",
+            chunk,
+            (
                 "first_session_at",
                 "first_session_id",
                 "first_session_ok",
                 "platform_health_score",
                 "platform_churn_risk",
-            )
-        }
+            ),
+        )
         # A completion stamped after `now` (clock skew) is not shown yet: the latest one up to now.
         ahead = sorted(sid for sid, f in facts.items() if f[3] is not None and f[3] > now)
         last_until_now = (
@@ -1016,9 +1070,9 @@ def _refresh_tutors(ids: list[str], now: datetime) -> dict[str, SimpleNamespace]
     views: dict[str, SimpleNamespace] = {}
     for chunk in _chunks(ids):
         sums = _window_sums(TutorHourly, "tutor_id", chunk, TUTOR_WINDOWS, now)
-        hours = dict(
-            TutorSnapshot.objects.filter(tutor_id__in=chunk).values_list("tutor_id", "available_hours")
-        )
+        hours = {
+            k: v[0] for k, v in _rows_by_id(TutorSnapshot, "tutor_id", chunk, ("available_hours",)).items()
+        }
         rows = []
         for tid in chunk:
             w = sums.get(tid, _NO_SUMS_TUTOR)
