@@ -1,0 +1,41 @@
+"""The processing benchmarks still run (issue 10: CI runs their smoke modes so they do not rot). Each
+prints its figure; nothing is timed here. The other scripts' smoke modes run in `make bench-smoke`."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+pytestmark = pytest.mark.postgres
+
+
+def _smoke(script: str, *args: str) -> str:
+    database = f"iops_bench_smoke_{Path(script).stem}_{os.getpid()}"
+    env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "REDIS_URL")}
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / script), "--smoke", "--database", database, *args],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=110,
+    )
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
+    return done.stdout
+
+
+def test_history_bench_smoke_prints_batch_cost_at_both_sizes():
+    out = _smoke("history.py")
+    assert "RESULT per-batch cost" in out
+    assert "20,000 stored" in out and "100,000 stored" in out and "ratio" in out
+
+
+def test_aggregate_bench_smoke_prints_throughput_and_baseline():
+    out = _smoke("aggregate.py")
+    assert "process_batch:" in out and "baseline:" in out and "ratio:" in out
