@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -22,7 +23,7 @@ from alerts.rules import (
     tutor_rules,
 )
 from iops import realtime
-from iops.lib.sql import pg_execute, update_rows
+from iops.lib.sql import insert_rows, pg_execute, update_rows
 from metrics.models import StudentSnapshot, SubjectRegionSnapshot, TutorSnapshot
 
 logger = logging.getLogger(__name__)
@@ -99,6 +100,52 @@ def _new_alert_fields(c: Candidate, now: datetime) -> dict:
         "first_seen": now,
         "last_seen": now,
     }
+
+
+def _insert_alerts(new: list[Candidate], now: datetime) -> list[SimpleNamespace]:
+    """Open these alerts and their "raised" transitions: two statements, no model instances. Raises
+    IntegrityError when another worker opened one of them first (the partial unique index)."""
+    columns = [
+        "fingerprint",
+        "type",
+        "severity",
+        "status",
+        "entity_type",
+        "entity_id",
+        "message",
+        "details",
+        "occurrences",
+        "first_seen",
+        "last_seen",
+        "dismiss_reason",
+    ]
+    rows = [
+        (
+            c.fingerprint,
+            c.type,
+            c.severity,
+            Status.OPEN.value,
+            c.entity_type,
+            c.entity_id,
+            c.message[:300],
+            json.dumps(c.details),
+            1,
+            now,
+            now,
+            "",
+        )
+        for c in new
+    ]
+    ids = dict(
+        insert_rows(table=Alert._meta.db_table, columns=columns, rows=rows, returning=["fingerprint", "id"])
+    )
+    created = [SimpleNamespace(pk=ids[c.fingerprint], type=c.type, severity=c.severity) for c in new]
+    insert_rows(
+        table=AlertTransition._meta.db_table,
+        columns=["alert_id", "at", "from_status", "to_status", "note"],
+        rows=[(a.pk, now, "", Status.OPEN.value, "raised") for a in created],
+    )
+    return created
 
 
 def _log_created(alerts: Iterable[Alert]) -> None:
@@ -311,10 +358,7 @@ def alerts_record(
     if new:
         try:
             with transaction.atomic():
-                created = Alert.objects.bulk_create([Alert(**_new_alert_fields(c, now)) for c in new])
-                AlertTransition.objects.bulk_create(
-                    [AlertTransition(alert=a, at=now, to_status=Status.OPEN, note="raised") for a in created]
-                )
+                created = _insert_alerts(new, now)
         except IntegrityError:
             # Another worker opened one of these a moment ago: one at a time, counting ours as repeats.
             raised.extend(alert_raise(candidate=c, now=now) for c in new)

@@ -832,7 +832,7 @@ def _window_sums(
         f"WHERE {where} AND {q('hour')} >= %s AND {q('hour')} <= %s GROUP BY {q(key)}"
     )
     rows = _select(sql, [*params, *id_params, adapt(window_start(now, oldest)), adapt(now)])
-    return {row[0]: tuple(int(v or 0) for v in row[1:]) for row in rows}
+    return {row[0]: row[1:] for row in rows}  # every SUM has an ELSE 0: never NULL
 
 
 STUDENT_WINDOWS = {

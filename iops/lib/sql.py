@@ -61,7 +61,8 @@ def pg_execute(sql: str, params: Sequence[Any], *, fetch: bool = False) -> list[
     import psycopg
 
     connection.ensure_connection()
-    with psycopg.Cursor(connection.connection) as cursor:
+    # Errors surface as Django's (IntegrityError, OperationalError…), as from any Django cursor.
+    with connection.wrap_database_errors, psycopg.Cursor(connection.connection) as cursor:
         cursor.execute(sql, params, prepare=False)
         return cursor.fetchall() if fetch else []
 
@@ -125,6 +126,15 @@ def insert_ignore(
     q = connection.ops.quote_name
     _insert(table, columns, rows, f"ON CONFLICT ({', '.join(q(c) for c in conflict)}) DO NOTHING")
     return len(rows)
+
+
+def insert_rows(
+    *, table: str, columns: Sequence[str], rows: Sequence[Sequence[Any]], returning: Sequence[str] = ()
+) -> list[tuple]:
+    """Plain multi-row INSERT (one statement on PostgreSQL); RETURNING `returning` as tuples."""
+    if not rows:
+        return []
+    return _insert(table, columns, rows, "", returning=list(returning) or None)
 
 
 def upsert(
