@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Iterable
+from contextlib import nullcontext
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from types import SimpleNamespace
@@ -503,11 +504,16 @@ def _insights_enqueue_safe(*, alert_ids: list[int]) -> None:
     except Exception:  # noqa: BLE001 - logged; the alerts are already committed
         logger.exception("insight scoring not enqueued", extra={"alerts": len(alert_ids)})
         return
-    for pk, entity_type, entity_id in rows:
-        try:
-            score_churn.delay(entity_type, entity_id, pk)
-        except Exception:  # noqa: BLE001 - logged; the next alert still gets its insight
-            logger.exception("insight scoring not enqueued", extra={"alert_id": pk})
+    # Eager Celery scores inline: one transaction for all (one commit, not one per insight), each
+    # alert in its own savepoint so a failure stays with its alert.
+    eager = settings.CELERY_TASK_ALWAYS_EAGER and rows
+    with transaction.atomic() if eager else nullcontext():
+        for pk, entity_type, entity_id in rows:
+            try:
+                with transaction.atomic() if eager else nullcontext():
+                    score_churn.delay(entity_type, entity_id, pk)
+            except Exception:  # noqa: BLE001 - logged; the next alert still gets its insight
+                logger.exception("insight scoring not enqueued", extra={"alert_id": pk})
 
 
 def alerts_refresh_stale(*, now: datetime) -> dict[str, int]:
