@@ -1174,9 +1174,11 @@ def snapshots_refresh_stale(
         .filter(Q(sessions_30d__gt=0) | Q(sessions_started_30d__gt=0))
         .values_list("tutor_id", flat=True)[:limit]
     )
-    snapshots_refresh(students=students, tutors=tutors, now=now)
+    student_views, tutor_views = snapshots_refresh(students=students, tutors=tutors, now=now)
     subject_regions_refresh(now=now)
-    return Touched(students=set(students), tutors=set(tutors))
+    return Touched(
+        students=set(students), tutors=set(tutors), student_views=student_views, tutor_views=tutor_views
+    )
 
 
 def retention_horizon(now: datetime) -> datetime:

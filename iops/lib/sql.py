@@ -57,13 +57,15 @@ def pg_execute(sql: str, params: Sequence[Any], *, fetch: bool = False) -> list[
     """Run one statement on Django's PostgreSQL connection (its transaction) with server-side binding:
     `%b` parameters travel in binary. Django's cursors bind on the client, which quotes every element
     of an array parameter through regular expressions — for bulk statements that cost more than
-    running them. Not prepared (safe behind a transaction-pooling proxy)."""
+    running them. Not prepared (Django sets no prepare threshold: safe behind a transaction pooler)."""
     import psycopg
 
     connection.ensure_connection()
-    # Errors surface as Django's (IntegrityError, OperationalError…), as from any Django cursor.
-    with connection.wrap_database_errors, psycopg.Cursor(connection.connection) as cursor:
-        cursor.execute(sql, params, prepare=False)
+    raw = psycopg.Cursor(connection.connection)  # Django's connection never auto-prepares
+    # Wrapped like any Django cursor: execute wrappers, query logging, Django's database errors.
+    wrap = connection.make_debug_cursor if connection.queries_logged else connection.make_cursor
+    with wrap(raw) as cursor:
+        cursor.execute(sql, params)
         return cursor.fetchall() if fetch else []
 
 
