@@ -27,7 +27,14 @@ class Candidate:
         return f"{self.type}:{self.entity_type}:{self.entity_id}"
 
 
-def student_rules(snap) -> Iterable[Candidate]:
+# A batch judges a student's session velocity only when it brings an event of theirs from this last
+# stretch of time. History arriving late (a backfill, a replayed export) fills the prior weeks before
+# the current one, so judging on it would flag a collapse that the next events undo; such students are
+# judged by the clock instead (the stale-snapshot refresh) once their data has settled.
+VELOCITY_LIVE_WINDOW = timedelta(hours=1)
+
+
+def student_rules(snap, *, judge_velocity: bool = True) -> Iterable[Candidate]:
     health = snap.platform_health_score
     if health is not None and health < settings.ALERT_LOW_HEALTH_WARNING:
         critical = health < settings.ALERT_LOW_HEALTH_CRITICAL
@@ -74,7 +81,8 @@ def student_rules(snap) -> Iterable[Candidate]:
         )
     velocity, prior = snap.velocity, snap.prior_weekly_mean
     if (
-        velocity is not None
+        judge_velocity
+        and velocity is not None
         and prior >= settings.ALERT_VELOCITY_MIN_PRIOR_WEEKLY
         and velocity < settings.ALERT_VELOCITY_DROP_RATIO
     ):

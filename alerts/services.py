@@ -14,7 +14,15 @@ from django.conf import settings
 from django.db import IntegrityError, connection, transaction
 from django.db.models import Q
 
-from alerts.models import ACTIVE_STATUSES, SEVERITY_RANK, Alert, AlertTransition, EntityType, Status
+from alerts.models import (
+    ACTIVE_STATUSES,
+    SEVERITY_RANK,
+    Alert,
+    AlertTransition,
+    AlertType,
+    EntityType,
+    Status,
+)
 from alerts.rules import (
     ONCE_PER_ENTITY,
     RULE_TYPES,
@@ -167,27 +175,34 @@ def _candidates(
     now: datetime,
     student_views: dict | None = None,
     tutor_views: dict | None = None,
+    velocity_students: set[str] | None = None,
 ) -> tuple[list[Candidate], set[str]]:
     """Run the rules over the snapshots of these entities: the candidates, and every fingerprint decided.
 
     `student_views` / `tutor_views`: the rule inputs of snapshots this transaction just refreshed
-    (metrics `Touched`), read from the database only for entities they lack."""
+    (metrics `Touched`), read from the database only for entities they lack. `velocity_students`: whose
+    session velocity this evaluation may judge (None: everyone's); for the others `velocity_drop` is
+    neither raised nor cleared."""
     candidates: list[Candidate] = []
     evaluated: set[str] = set()
 
-    def decided(entity_type: str, entity_id: str) -> None:
+    def decided(entity_type: str, entity_id: str, *, skip: str = "") -> None:
         for t in RULE_TYPES[entity_type]:
-            evaluated.add(fingerprint(type=t, entity_type=entity_type, entity_id=entity_id))
+            if t != skip:
+                evaluated.add(fingerprint(type=t, entity_type=entity_type, entity_id=entity_id))
+
+    def judge_student(snap) -> None:
+        judge = velocity_students is None or snap.student_id in velocity_students
+        decided(EntityType.STUDENT, snap.student_id, skip="" if judge else AlertType.VELOCITY_DROP)
+        candidates.extend(student_rules(snap, judge_velocity=judge))
 
     student_views, tutor_views = student_views or {}, tutor_views or {}
     for student_id in sorted(students):
         if (snap := student_views.get(student_id)) is not None:
-            decided(EntityType.STUDENT, student_id)
-            candidates.extend(student_rules(snap))
+            judge_student(snap)
     for chunk in _chunks(sorted(set(students) - student_views.keys())):
         for snap in StudentSnapshot.objects.filter(student_id__in=chunk):
-            decided(EntityType.STUDENT, snap.student_id)
-            candidates.extend(student_rules(snap))
+            judge_student(snap)
     for tutor_id in sorted(tutors):
         if (snap := tutor_views.get(tutor_id)) is not None:
             decided(EntityType.TUTOR, tutor_id)
@@ -217,6 +232,7 @@ def alerts_evaluate(
     tutors: Iterable[str] = (),
     subject_regions: Iterable[tuple[str, str]] = (),
     count_repeats: bool = True,
+    velocity_students: set[str] | None = None,
 ) -> list[Raised]:
     """Run the rules for touched entities (a metrics `Touched`, or the id sets) and record the outcome:
     new alerts, repeats, escalations, and `clear_since` on active alerts whose condition is now false.
@@ -230,7 +246,12 @@ def alerts_evaluate(
             "tutor_views": getattr(touched, "tutor_views", None),
         }
     candidates, evaluated = _candidates(
-        students=students, tutors=tutors, subject_regions=subject_regions, now=now, **views
+        students=students,
+        tutors=tutors,
+        subject_regions=subject_regions,
+        now=now,
+        velocity_students=velocity_students,
+        **views,
     )
     return alerts_record(candidates=candidates, evaluated=evaluated, now=now, count_repeats=count_repeats)
 

@@ -13,6 +13,7 @@ from typing import Any
 
 from django.db import transaction
 
+from alerts.rules import VELOCITY_LIVE_WINDOW
 from alerts.services import Raised, alerts_evaluate, alerts_raised
 from ingest.models import Event
 from iops.lib.sql import insert_returning_new
@@ -71,12 +72,27 @@ def _store_events(events: list[dict[str, Any]], now: datetime) -> list[dict[str,
     return [e for eid, e in unique.items() if eid in inserted]
 
 
+def _live_students(events: list[dict[str, Any]], now: datetime) -> set[str]:
+    """Students with an event from the last VELOCITY_LIVE_WINDOW: their velocity is judged now; the
+    others' (history arriving late) by the clock once it has settled (alerts.rules)."""
+    since = now - VELOCITY_LIVE_WINDOW
+    return {
+        str(e["payload"]["student_id"])
+        for e in events
+        if e["payload"].get("student_id") and datetime.fromisoformat(e["timestamp"]) >= since
+    }
+
+
 def process_batch(events: list[dict[str, Any]], *, now: datetime) -> BatchResult:
     started = time.perf_counter()
     with transaction.atomic():
         new = _store_events(events, now)
         touched = fold_events(new, now=now)
-        raised = alerts_evaluate(touched=touched, now=now) if touched else []
+        raised = (
+            alerts_evaluate(touched=touched, now=now, velocity_students=_live_students(new, now))
+            if touched
+            else []
+        )
         alerts_raised(raised, now=now, events=len(new))  # routing in this transaction; push and scoring after
     result = BatchResult(
         received=len(events),

@@ -122,8 +122,32 @@ def history(prior_sessions: int, this_week: int) -> list[dict]:
     ],
 )
 def test_velocity_below_half_of_prior_weekly_mean(post, drain, prior_sessions, this_week, expected):
-    send(post, drain, *history(prior_sessions, this_week))
+    send(post, drain, *history(prior_sessions, this_week), live())
     assert alerts("velocity_drop").get("stu_1") == expected
+
+
+def live(student: str = "stu_1") -> dict:
+    """A current event of the student's (a fine health reading): the batch is live traffic, not history."""
+    return event("customer_health_update", student_id=student, health_score=90, timestamp=NOW.isoformat())
+
+
+def test_history_arriving_late_is_not_judged_on_velocity_until_the_clock_does(post, drain):
+    """A backfill sends the prior weeks first: judged then, every student would look collapsed until
+    the current week arrives. Late history leaves velocity to the clock (the stale refresh), which
+    judges the settled data: no alert for a student whose current week then arrives, an alert for one
+    who really stopped."""
+    from alerts.periodic import refresh_stale
+
+    older = [
+        completed(f"p{i}{s}", days_ago=8 + i * 3, student=s) for i in range(6) for s in ("stu_1", "stu_2")
+    ]
+    send(post, drain, *older)
+    assert alerts("velocity_drop") == {}  # history only: not judged
+    send(post, drain, *[completed(f"w{i}", days_ago=1 + i, student="stu_1") for i in range(3)])
+    assert alerts("velocity_drop") == {}  # stu_1's current week arrived: steady
+    with time_machine.travel(NOW + timedelta(hours=2), tick=False):
+        refresh_stale.apply()
+    assert alerts("velocity_drop") == {"stu_2": "warning"}  # stu_2 really stopped
 
 
 def test_a_student_who_stops_booking_raises_velocity_drop_without_any_new_event(
@@ -151,7 +175,7 @@ def test_a_student_who_stops_booking_raises_velocity_drop_without_any_new_event(
 
 
 def test_velocity_drop_details(post, drain):
-    send(post, drain, *history(7, 1))
+    send(post, drain, *history(7, 1), live())
     details = Alert.objects.get(type="velocity_drop").details
     assert details["sessions_7d"] == 1 and details["prior_weekly_mean"] == pytest.approx(7 / 3, abs=0.01)
     assert details["velocity"] == pytest.approx(3 / 7, abs=0.01)
