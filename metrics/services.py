@@ -1019,21 +1019,11 @@ def _refresh_students(ids: list[str], now: datetime) -> dict[str, SimpleNamespac
                     now,
                 )
             )
-            views[sid] = SimpleNamespace(
-                student_id=sid,
-                sessions_7d=sessions_7d,
-                ib_calls_14d=ib_14d,
-                ib_unresolved_14d=ib_unresolved,
-                ib_reasons_14d=reasons,
-                prior_weekly_mean=prior_weekly_mean,
-                velocity=velocity,
-                first_session_at=first_at,
-                first_session_id=first_id,
-                first_session_ok=first_ok,
-                health_score=score,
-                platform_health_score=cur[3],
-                platform_churn_risk=cur[4],
-            )
+            # The rule inputs: every column the refresh wrote (JSON as objects) and the platform reading.
+            view = SimpleNamespace(**dict(zip(STUDENT_REFRESH_FIELDS, rows[-1][1:], strict=True)))
+            view.student_id, view.ib_reasons_14d, view.health_components = sid, reasons, components
+            view.platform_health_score, view.platform_churn_risk = cur[3], cur[4]
+            views[sid] = view
         _snapshot_upsert(
             model=StudentSnapshot,
             key="student_id",
@@ -1137,15 +1127,9 @@ def _refresh_tutors(ids: list[str], now: datetime) -> dict[str, SimpleNamespace]
                     now,
                 )
             )
-            views[tid] = SimpleNamespace(
-                tutor_id=tid,
-                utilisation=utilisation,
-                avg_rating=avg_rating,
-                rated_sessions=rated,
-                hours_taught_7d=hours_taught_7d,
-                available_hours=available,
-                burnout_risk=risk,
-            )
+            view = SimpleNamespace(**dict(zip(TUTOR_REFRESH_FIELDS, rows[-1][1:], strict=True)))
+            view.tutor_id, view.available_hours, view.burnout_components = tid, available, components
+            views[tid] = view
         _snapshot_upsert(
             model=TutorSnapshot,
             key="tutor_id",
