@@ -511,30 +511,40 @@ def alerts_committed(*, change: realtime.Change, raised: list[Raised]) -> None:
 
 
 def _insights_enqueue_safe(*, alert_ids: list[int]) -> None:
-    """Churn/burnout scoring for new or escalated student/tutor alerts (issue 6), one task per alert.
-    A failure for one alert is logged and does not stop the others. Eager (embedded) Celery scores
-    inline."""
+    """Churn/burnout scoring for new or escalated student/tutor alerts (issue 6): one task for all
+    of them (insights.score_alerts scores them together). Eager (embedded) Celery scores inline, in
+    one transaction; should the batch fail, each alert is scored on its own in a savepoint, so a
+    failure stays with its alert. Failures are logged, never raised: the alerts are committed."""
     try:
-        from insights.tasks import score_churn
+        from insights.tasks import score_alerts, score_churn
 
-        rows = list(
-            Alert.objects.filter(
+        rows = [
+            list(row)
+            for row in Alert.objects.filter(
                 pk__in=alert_ids, entity_type__in=(EntityType.STUDENT, EntityType.TUTOR)
-            ).values_list("pk", "entity_type", "entity_id")
-        )
+            ).values_list("entity_type", "entity_id", "pk")
+        ]
     except Exception:  # noqa: BLE001 - logged; the alerts are already committed
         logger.exception("insight scoring not enqueued", extra={"alerts": len(alert_ids)})
         return
-    # Eager Celery scores inline: one transaction for all (one commit, not one per insight), each
-    # alert in its own savepoint so a failure stays with its alert.
-    eager = settings.CELERY_TASK_ALWAYS_EAGER and rows
-    with transaction.atomic() if eager else nullcontext():
-        for pk, entity_type, entity_id in rows:
+    if not rows:
+        return
+    eager = settings.CELERY_TASK_ALWAYS_EAGER
+    try:
+        with transaction.atomic() if eager else nullcontext():
+            score_alerts.delay(rows)
+        return
+    except Exception:  # noqa: BLE001 - logged; retried one by one below when eager
+        logger.exception("insight scoring not enqueued", extra={"alerts": len(rows)})
+    if not eager:
+        return
+    with transaction.atomic():
+        for entity_type, entity_id, pk in rows:
             try:
-                with transaction.atomic() if eager else nullcontext():
+                with transaction.atomic():
                     score_churn.delay(entity_type, entity_id, pk)
             except Exception:  # noqa: BLE001 - logged; the next alert still gets its insight
-                logger.exception("insight scoring not enqueued", extra={"alert_id": pk})
+                logger.exception("insight not scored", extra={"alert_id": pk})
 
 
 def alerts_refresh_stale(*, now: datetime) -> dict[str, int]:

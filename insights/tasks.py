@@ -7,7 +7,7 @@ from django.conf import settings
 from django.db import OperationalError
 from django.utils import timezone
 
-from insights.services import insight_score, insights_score_riskiest
+from insights.services import insight_score, insights_score_alerts, insights_score_riskiest
 
 
 @shared_task(
@@ -23,6 +23,20 @@ def score_churn(entity_type: str, entity_id: str, alert_id: int | None = None) -
         entity_type=entity_type, entity_id=entity_id, alert_id=alert_id, now=timezone.now()
     )
     return insight.pk if insight is not None else None
+
+
+@shared_task(
+    name="insights.score_alerts",
+    autoretry_for=(OperationalError,),
+    retry_backoff=True,
+    max_retries=3,
+    ignore_result=True,
+)
+def score_alerts(items: list[list]) -> list[int]:
+    """Insights for the alerts one batch raised: [[entity_type, entity_id, alert_id], …], scored
+    together (one snapshot read, one INSERT, one push). Redelivery is harmless: within the cache
+    window an alert that already has its insight keeps it."""
+    return insights_score_alerts(items=[tuple(item) for item in items], now=timezone.now())
 
 
 @shared_task(name="insights.score_riskiest", ignore_result=True)

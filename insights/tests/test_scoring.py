@@ -11,7 +11,7 @@ from django.utils import timezone
 from alerts.models import Alert
 from conftest import event
 from insights.models import Insight
-from insights.tasks import score_churn
+from insights.tasks import score_alerts, score_churn
 
 pytestmark = pytest.mark.django_db
 
@@ -82,6 +82,7 @@ def test_scoring_failure_never_breaks_ingest(
     def boom(*args, **kwargs):
         raise RuntimeError("broker down")
 
+    monkeypatch.setattr(score_alerts, "delay", boom)
     monkeypatch.setattr(score_churn, "delay", boom)
     send(
         post,
@@ -197,3 +198,58 @@ def test_two_alerts_for_one_student_in_a_batch_each_get_their_insight(
     # Rescoring the second alert (a redelivered task) does not copy again.
     score_churn.apply(args=("student", "stu_2a", alerts["high_ib_call_frequency"]))
     assert Insight.objects.filter(entity_id="stu_2a").count() == 2
+
+
+def test_a_batchs_alerts_are_scored_together_in_a_few_statements(
+    post, drain, django_capture_on_commit_callbacks, django_assert_max_num_queries
+):
+    """Twenty students and a tutor alerted in one batch: every alert gets its own linked insight,
+    and the scoring is one task whose statement count does not grow with the alerts."""
+    students = [f"stu_b{i}" for i in range(20)]
+    send(
+        post,
+        drain,
+        django_capture_on_commit_callbacks,
+        *[event("customer_health_update", student_id=s, health_score=30 + i) for i, s in enumerate(students)],
+    )
+    alerts = list(Alert.objects.filter(entity_id__in=students).values_list("entity_type", "entity_id", "pk"))
+    assert len(alerts) == 20
+    by_alert = {i.alert_id: i for i in Insight.objects.filter(entity_id__in=students)}
+    assert set(by_alert) == {pk for _, _, pk in alerts}
+    assert all(by_alert[pk].entity_id == entity_id for _, entity_id, pk in alerts)
+    # The same alerts scored again (cache off: all new scorings) — a constant number of statements.
+    Insight.objects.all().delete()
+    with django_assert_max_num_queries(6):
+        ids = score_alerts.apply(args=([list(a) for a in alerts],)).get()
+    assert len(ids) == 20 and Insight.objects.filter(pk__in=ids, cached_from=None).count() == 20
+    # Unknown entities are skipped, the rest still scored, in the items' order.
+    ids = score_alerts.apply(args=([["student", "nobody", None], ["student", "stu_b3", None]],)).get()
+    assert [Insight.objects.get(pk=pk).entity_id for pk in ids] == ["stu_b3"]
+
+
+def test_a_failing_alert_does_not_cost_the_others_their_insights(
+    post, drain, django_capture_on_commit_callbacks, monkeypatch, caplog
+):
+    """The batch fails on one student's scoring: each alert is then scored on its own in a
+    savepoint — the others get their insights, the failing one is logged, the alerts all stand."""
+    from insights import local_model
+
+    real = local_model.score
+
+    def flaky(*, entity_type, entity_id, features):
+        if entity_id == "stu_bad":
+            raise RuntimeError("model exploded")
+        return real(entity_type=entity_type, entity_id=entity_id, features=features)
+
+    monkeypatch.setattr(local_model, "score", flaky)
+    send(
+        post,
+        drain,
+        django_capture_on_commit_callbacks,
+        event("customer_health_update", student_id="stu_ok1", health_score=30),
+        event("customer_health_update", student_id="stu_bad", health_score=30),
+        event("customer_health_update", student_id="stu_ok2", health_score=30),
+    )
+    assert Alert.objects.filter(entity_id__in=["stu_ok1", "stu_bad", "stu_ok2"]).count() == 3
+    assert sorted(Insight.objects.values_list("entity_id", flat=True)) == ["stu_ok1", "stu_ok2"]
+    assert "insight not scored" in caplog.text and "model exploded" in caplog.text
