@@ -208,6 +208,11 @@ class SupplyDemandReading(models.Model):
     available_tutors = models.IntegerField(null=True, blank=True)
     active_students = models.IntegerField(null=True, blank=True)
     balance_status = models.CharField(max_length=20, blank=True, default="")
+    # The cell's hysteresis state right after this reading (in event-time order), so a late reading
+    # replays from the reading before it, not from the cell's first ("" = not yet computed).
+    fold_status = models.CharField(max_length=20, blank=True, default="")
+    fold_since = models.DateTimeField(null=True, blank=True)
+    fold_ratio = models.FloatField(null=True, blank=True)
 
     class Meta:
         indexes = [models.Index(fields=["subject", "region", "reported_at"])]

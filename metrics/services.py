@@ -624,59 +624,83 @@ def _reading_row(e: dict[str, Any]) -> tuple:
     )
 
 
+_READING_COLUMNS = (
+    "event_id",
+    "subject",
+    "region",
+    "reported_at",
+    "demand_score",
+    "supply_score",
+    "available_tutors",
+    "active_students",
+    "balance_status",
+)
+_FOLD_COLUMNS = ("fold_status", "fold_since", "fold_ratio")
+
+
+def _replay_rows(snap: SubjectRegionSnapshot, cell: tuple[str, str], rows: list[tuple]) -> list[tuple]:
+    """A late reading: put the cell back into its state just before the batch's earliest reading
+    (the fold state stored on the reading before it) and return every reading from there on, stored
+    and new, in event-time order. What is read is bounded by how late the reading is, not by the
+    cell's history; only readings stored before fold states were kept replay the whole cell."""
+    first_at = rows[0][3]
+    readings = SupplyDemandReading.objects.filter(subject=cell[0], region=cell[1])
+    before = (
+        readings.filter(reported_at__lt=first_at)
+        .order_by("-reported_at", "-event_id")
+        .values_list(*_FOLD_COLUMNS)
+        .first()
+    )
+    if before is not None and before[0]:
+        snap.balance_status, snap.status_since, snap.demand_supply_ratio = before
+        readings = readings.filter(reported_at__gte=first_at)
+    else:
+        _balance_reset(snap)
+    merged = {r[0]: r for r in readings.values_list(*_READING_COLUMNS)}
+    merged.update({r[0]: r for r in rows})
+    return sorted(merged.values(), key=lambda r: (r[3], r[0]))
+
+
 def _apply_supply_demand(events: list[dict[str, Any]], now: datetime, touched: Touched) -> None:
     """Store every reading; balance status is a hysteresis fold over a cell's readings in event-time
-    order. In-order readings step the stored state; a reading older than the latest replays the cell."""
+    order. In-order readings step the stored state; a reading older than the latest replays the cell
+    from the reading before it (_replay_rows). Each reading keeps the state after it (fold_*)."""
     readings = sorted((e for e in events if e["event_type"] == "supply_demand_update"), key=_order_key)
     if not readings:
         return
-    insert_ignore(
-        table=SupplyDemandReading._meta.db_table,
-        columns=[
-            "event_id",
-            "subject",
-            "region",
-            "reported_at",
-            "demand_score",
-            "supply_score",
-            "available_tutors",
-            "active_students",
-            "balance_status",
-        ],
-        rows=[_reading_row(e) for e in readings],
-        conflict=["event_id"],
-    )
     by_cell: dict[tuple[str, str], list[tuple]] = {}
     for e in readings:
         row = _reading_row(e)
         by_cell.setdefault((row[1], row[2]), []).append(row)
     snaps = _subject_region_rows(set(by_cell), now)
+    new_rows: list[tuple] = []
+    restated: list[SupplyDemandReading] = []
     for cell, rows in sorted(by_cell.items()):
         snap = snaps[cell]
+        batch = {r[0] for r in rows}
         if snap.reported_at is not None and (rows[0][3], rows[0][0]) < (
             snap.reported_at,
             snap.report_event_id,
         ):
-            _balance_reset(snap)
-            rows = list(
-                SupplyDemandReading.objects.filter(subject=cell[0], region=cell[1])
-                .order_by("reported_at", "event_id")
-                .values_list(
-                    "event_id",
-                    "subject",
-                    "region",
-                    "reported_at",
-                    "demand_score",
-                    "supply_score",
-                    "available_tutors",
-                    "active_students",
-                    "balance_status",
-                )
-            )
+            rows = _replay_rows(snap, cell, rows)
         for row in rows:
             _balance_step(snap, row)
+            state = (snap.balance_status, snap.status_since, snap.demand_supply_ratio)
+            if row[0] in batch:
+                new_rows.append((*row, *state))
+            else:
+                restated.append(
+                    SupplyDemandReading(event_id=row[0], **dict(zip(_FOLD_COLUMNS, state, strict=True)))
+                )
         snap.updated_at = now
         touched.subject_regions.add(cell)
+    insert_ignore(
+        table=SupplyDemandReading._meta.db_table,
+        columns=[*_READING_COLUMNS, *_FOLD_COLUMNS],
+        rows=new_rows,
+        conflict=["event_id"],
+    )
+    update_rows(model=SupplyDemandReading, key="event_id", fields=_FOLD_COLUMNS, objs=restated)
     update_rows(
         model=SubjectRegionSnapshot,
         key="id",

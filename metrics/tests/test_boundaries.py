@@ -189,6 +189,57 @@ def test_late_reading_is_replayed_into_place(post, drain):
     assert snap.platform_demand_score == 76  # the latest reading still wins
 
 
+def _fold_states() -> list[tuple]:
+    from metrics.models import SupplyDemandReading
+
+    return list(
+        SupplyDemandReading.objects.order_by("reported_at").values_list(
+            "demand_score", "fold_status", "fold_since", "fold_ratio"
+        )
+    )
+
+
+def _rebuilt() -> tuple[list[tuple], tuple]:
+    import io
+
+    from django.core.management import call_command
+
+    with time_machine.travel(NOW, tick=False):
+        call_command("rebuild_metrics", "--no-progress", stdout=io.StringIO())
+    snap = cell()
+    return _fold_states(), (snap.balance_status, snap.status_since, snap.demand_supply_ratio)
+
+
+def test_each_reading_keeps_the_state_after_it_and_late_ones_restate_those_after_them(post, drain):
+    """A late reading replays the cell from the reading before it: the readings after it get their
+    new state, those before keep theirs, and everything equals a rebuild from the stored events."""
+    in_order = [reading(100 - i, d) for i, (d, _) in enumerate(WOBBLE)]
+    send(post, drain, *in_order[:4], *in_order[5:])
+    assert [s[1] for s in _fold_states()] == ["high_demand"] * 6
+    send(post, drain, in_order[4])
+    states = _fold_states()
+    assert [s[1] for s in states] == [s for _, s in WOBBLE]
+    assert states[4][2] == NOW - timedelta(minutes=96) and states[6][2] == NOW - timedelta(minutes=94)
+    snap = cell()
+    live = (snap.balance_status, snap.status_since, snap.demand_supply_ratio)
+    assert _rebuilt() == (states, live)
+
+
+def test_readings_stored_without_a_state_are_replayed_from_the_start(post, drain):
+    """Readings from before the states were kept (fold_status blank): a late reading falls back to
+    replaying the whole cell and fills them in."""
+    from metrics.models import SupplyDemandReading
+
+    in_order = [reading(100 - i, d) for i, (d, _) in enumerate(WOBBLE)]
+    send(post, drain, *in_order[:4], *in_order[5:])
+    SupplyDemandReading.objects.update(fold_status="", fold_since=None, fold_ratio=None)
+    send(post, drain, in_order[4])
+    states = _fold_states()
+    assert [s[1] for s in states] == [s for _, s in WOBBLE]
+    assert cell().status_since == NOW - timedelta(minutes=94)
+    assert _rebuilt()[0] == states
+
+
 def test_oversupplied_with_hysteresis(post, drain):
     send(post, drain, reading(10, 30, 60))  # 31/61 ≈ 0.51 ≤ 1/1.5
     assert cell().balance_status == "oversupplied"
