@@ -323,6 +323,12 @@ def load(hist: History, first: int, last: int) -> dict[str, int]:
                     "available_tutors": "tutors",
                     "active_students": "students",
                     "balance_status": "''",
+                    # The state after each reading, as the cells' snapshots below are built: balanced
+                    # (the history's own hysteresis is not replayed; a late measured reading replays
+                    # from the stored state of the reading before it, as in production).
+                    "fold_status": "'balanced'",
+                    "fold_since": "NULL",
+                    "fold_ratio": "(demand + 1) / (supply + 1)",
                 },
                 hist.supply(lo_d, hi_d),
             ),
