@@ -6,8 +6,6 @@ cache's "moved materially" test and the stored Insight.features all see the same
 
 from __future__ import annotations
 
-from typing import Any
-
 from metrics.models import StudentSnapshot, TutorSnapshot
 
 ENTITY_TYPES = ("student", "tutor")
@@ -63,14 +61,3 @@ def tutor_features(snap: TutorSnapshot) -> dict[str, float]:
         "rating_drop": round(rating_drop, 3),
         "incompletion": round(0.0 if snap.completion_rate is None else 1.0 - float(snap.completion_rate), 3),
     }
-
-
-def features_for(*, entity_type: str, entity_id: str) -> dict[str, float] | None:
-    """The entity's current feature vector, or None when metrics has no snapshot for it."""
-    if entity_type == "student":
-        snap: Any = StudentSnapshot.objects.filter(student_id=entity_id).first()
-        return None if snap is None else student_features(snap)
-    if entity_type == "tutor":
-        snap = TutorSnapshot.objects.filter(tutor_id=entity_id).first()
-        return None if snap is None else tutor_features(snap)
-    raise ValueError(f"unknown entity type {entity_type!r}")

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import heapq
 import logging
+from collections.abc import Callable
 from dataclasses import replace
 from datetime import datetime, timedelta
+from typing import Any
 
 from django.conf import settings
 from django.db import transaction
@@ -13,33 +15,13 @@ from django.db.models import Q
 
 from insights import bedrock, local_model
 from insights.budget import budget_claim, budget_purge
-from insights.features import ENTITY_TYPES, features_for, student_features, tutor_features
+from insights.features import ENTITY_TYPES, student_features, tutor_features
 from insights.models import Insight
 from insights.selectors import BEDROCK_FAILED_PREFIX, BEDROCK_PREFIX
 from iops import realtime
 from metrics.models import StudentSnapshot, TutorSnapshot
 
 logger = logging.getLogger(__name__)
-
-
-def _cached(*, entity_type: str, entity_id: str, features: dict[str, float], now: datetime) -> Insight | None:
-    """The entity's latest insight when it is inside the cache window and its features have not
-    moved materially since (local_model.features_moved)."""
-    minutes = settings.INSIGHTS_CACHE_MINUTES
-    if minutes <= 0:
-        return None
-    latest = (
-        Insight.objects.filter(
-            entity_type=entity_type, entity_id=entity_id, scored_at__gte=now - timedelta(minutes=minutes)
-        )
-        .order_by("-scored_at", "-pk")
-        .first()
-    )
-    if latest is None or local_model.features_moved(
-        entity_type=entity_type, before=latest.features, after=features
-    ):
-        return None
-    return latest
 
 
 def bedrock_enabled() -> bool:
@@ -95,32 +77,20 @@ def insight_score(
     """Score one student (churn) or tutor (burnout) and store the Insight; None when metrics has no
     snapshot for it. Within the cache window an unchanged entity keeps its insight, which then also
     answers the alert (_reuse). Bedrock is asked only with credentials and a claimed budget slot."""
-    if entity_type not in ENTITY_TYPES:
-        raise ValueError(f"unknown entity type {entity_type!r}")
-    features = features_for(entity_type=entity_type, entity_id=entity_id)
-    if features is None:
-        logger.info("no snapshot to score", extra={"entity_type": entity_type, "entity_id": entity_id})
-        return None
-    cached = _cached(entity_type=entity_type, entity_id=entity_id, features=features, now=now)
-    if cached is not None:
-        logger.debug("insight cache hit", extra={"entity_id": entity_id, "insight_id": cached.pk})
-        return _reuse(cached, alert_id=alert_id)
-    insight = _new_insight(
-        entity_type=entity_type, entity_id=entity_id, alert_id=alert_id, features=features, now=now
-    )
-    insight.save()
-    _log_scored(insight)
-    _publish(insight)
-    return insight
+    scored = insights_score_alerts(items=[(entity_type, entity_id, alert_id)], now=now)
+    return scored[0] if scored else None
+
+
+def _snapshot_source(entity_type: str) -> tuple[Any, str, Callable[[Any], dict[str, float]]]:
+    """The snapshot model of an entity type, its id field and its feature function."""
+    if entity_type == "student":
+        return StudentSnapshot, "student_id", student_features
+    return TutorSnapshot, "tutor_id", tutor_features
 
 
 def _snapshots(entity_type: str, ids: set[str]) -> dict[str, dict[str, float]]:
     """Feature vectors of many entities of one type, in one read."""
-    model, key, to_features = (
-        (StudentSnapshot, "student_id", student_features)
-        if entity_type == "student"
-        else (TutorSnapshot, "tutor_id", tutor_features)
-    )
+    model, key, to_features = _snapshot_source(entity_type)
     return {getattr(s, key): to_features(s) for s in model.objects.filter(**{f"{key}__in": ids})}
 
 
@@ -197,12 +167,12 @@ def _log_scored(insight: Insight) -> None:
     )
 
 
-def insights_score_alerts(*, items: list[tuple[str, str, int | None]], now: datetime) -> list[int]:
+def insights_score_alerts(*, items: list[tuple[str, str, int | None]], now: datetime) -> list[Insight]:
     """`insight_score` for many (entity_type, entity_id, alert_id) at once — the alerts one batch
     raised. Same results as scoring them one by one in order, in a handful of statements: one
     snapshot read and one cache read per entity type, one bulk INSERT of the new insights, one live
     push. An entity that appears twice is scored once; its other alerts get copies (as from the
-    cache). Entities without a snapshot are skipped. Returns the insights' ids in the items' order."""
+    cache). Entities without a snapshot are skipped. Returns the insights in the items' order."""
     by_type: dict[str, set[str]] = {}
     for entity_type, entity_id, _alert_id in items:
         if entity_type not in ENTITY_TYPES:
@@ -241,7 +211,7 @@ def insights_score_alerts(*, items: list[tuple[str, str, int | None]], now: date
         transaction.on_commit(lambda: realtime.publish_change(realtime.Change(insights=pks)))
     for i, key, alert_id in later:
         out[i] = _reuse(fresh.get(key) or cached[key], alert_id=alert_id)
-    return [insight.pk for insight in out if insight is not None]
+    return [insight for insight in out if insight is not None]
 
 
 def insights_purge(*, now: datetime, days: int = 90, batch_size: int = 5000) -> int:
@@ -267,11 +237,7 @@ RANK_CHUNK = 2000
 def riskiest(*, entity_type: str, top_n: int, now: datetime) -> list[tuple[str, float]]:
     """The top_n (entity_id, local risk) among entities active in the last RANK_ACTIVE_DAYS,
     riskiest first; snapshots are read in chunks and ranked with numpy."""
-    model, key, to_features = (
-        (StudentSnapshot, "student_id", student_features)
-        if entity_type == "student"
-        else (TutorSnapshot, "tutor_id", tutor_features)
-    )
+    model, key, to_features = _snapshot_source(entity_type)
     qs = model.objects.filter(updated_at__gte=now - timedelta(days=RANK_ACTIVE_DAYS)).order_by("pk")
     best: list[tuple[float, str]] = []
     ids: list[str] = []

@@ -36,7 +36,8 @@ def score_alerts(items: list[list]) -> list[int]:
     """Insights for the alerts one batch raised: [[entity_type, entity_id, alert_id], …], scored
     together (one snapshot read, one INSERT, one push). Redelivery is harmless: within the cache
     window an alert that already has its insight keeps it."""
-    return insights_score_alerts(items=[tuple(item) for item in items], now=timezone.now())
+    scored = insights_score_alerts(items=[tuple(item) for item in items], now=timezone.now())
+    return [insight.pk for insight in scored]
 
 
 @shared_task(name="insights.score_riskiest", ignore_result=True)
