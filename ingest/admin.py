@@ -19,7 +19,8 @@ class NoCountPaginator(Paginator):
 class EventAdmin(admin.ModelAdmin):
     list_display = ("event_id", "event_type", "occurred_at", "received_at", "student_id", "tutor_id", "late")
     list_filter = ("event_type", "late")
-    search_fields = ("=event_id", "=student_id", "=tutor_id")
+    # Case-sensitive exact lookups ("=" would be iexact, which no index serves on 10M rows).
+    search_fields = ("event_id__exact", "student_id__exact", "tutor_id__exact")
     date_hierarchy = None
     paginator = NoCountPaginator
     show_full_result_count = False
