@@ -25,7 +25,9 @@ class Event(models.Model):
         constraints = [models.UniqueConstraint(fields=["event_id"], name="ingest_event_id_unique")]
         indexes = [
             models.Index(fields=["processed_at"]),
-            models.Index(fields=["student_id"], name="ingest_event_student", condition=~models.Q(student_id="")),
+            models.Index(
+                fields=["student_id"], name="ingest_event_student", condition=~models.Q(student_id="")
+            ),
             models.Index(fields=["tutor_id"], name="ingest_event_tutor", condition=~models.Q(tutor_id="")),
         ]
 

@@ -37,7 +37,9 @@ class Migration(migrations.Migration):
         migrations.AddIndex(
             model_name="event",
             index=models.Index(
-                condition=models.Q(("tutor_id", ""), _negated=True), fields=["tutor_id"], name="ingest_event_tutor"
+                condition=models.Q(("tutor_id", ""), _negated=True),
+                fields=["tutor_id"],
+                name="ingest_event_tutor",
             ),
         ),
         migrations.AlterField(
