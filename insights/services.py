@@ -30,10 +30,12 @@ def bedrock_enabled() -> bool:
     return bool(settings.BEDROCK_MODEL_ID) and not settings.CELERY_TASK_ALWAYS_EAGER
 
 
-def _publish(insight: Insight) -> None:
-    """Tell open dashboards (after commit): the alert drawer and feed row show the new insight."""
-    pk = insight.pk
-    transaction.on_commit(lambda: realtime.publish_change(realtime.Change(insights=[pk])))
+def _publish(*insights: Insight) -> None:
+    """Tell open dashboards (after commit), in one change: alert drawers and feed rows show the
+    new insights."""
+    pks = [insight.pk for insight in insights]
+    if pks:
+        transaction.on_commit(lambda: realtime.publish_change(realtime.Change(insights=pks)))
 
 
 def _reuse(cached: Insight, *, alert_id: int | None) -> Insight:
@@ -206,9 +208,7 @@ def insights_score_alerts(*, items: list[tuple[str, str, int | None]], now: date
     created = Insight.objects.bulk_create(list(fresh.values()))
     for insight in created:
         _log_scored(insight)
-    if created:
-        pks = [insight.pk for insight in created]
-        transaction.on_commit(lambda: realtime.publish_change(realtime.Change(insights=pks)))
+    _publish(*created)
     for i, key, alert_id in later:
         out[i] = _reuse(fresh.get(key) or cached[key], alert_id=alert_id)
     return [insight for insight in out if insight is not None]
@@ -266,12 +266,10 @@ def insights_score_riskiest(*, now: datetime, top_n: int) -> dict[str, int]:
     if top_n <= 0:
         return out
     for entity_type in ENTITY_TYPES:
-        for entity_id, _risk in riskiest(entity_type=entity_type, top_n=top_n, now=now):
-            out["ranked"] += 1
-            insight = insight_score(entity_type=entity_type, entity_id=entity_id, now=now)
-            if insight is not None and insight.scored_at == now:
-                out["scored"] += 1
-            elif insight is not None:
-                out["cached"] += 1
+        ranked = riskiest(entity_type=entity_type, top_n=top_n, now=now)
+        out["ranked"] += len(ranked)
+        items = [(entity_type, entity_id, None) for entity_id, _risk in ranked]
+        for insight in insights_score_alerts(items=items, now=now):
+            out["scored" if insight.scored_at == now else "cached"] += 1
     logger.info("riskiest scored", extra=out)
     return out

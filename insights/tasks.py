@@ -9,14 +9,16 @@ from django.utils import timezone
 
 from insights.services import insight_score, insights_score_alerts, insights_score_riskiest
 
+# Scoring tasks retry a database hiccup with backoff; their results live in the database.
+SCORING = {
+    "autoretry_for": (OperationalError,),
+    "retry_backoff": True,
+    "max_retries": 3,
+    "ignore_result": True,
+}
 
-@shared_task(
-    name="insights.score_churn",
-    autoretry_for=(OperationalError,),
-    retry_backoff=True,
-    max_retries=3,
-    ignore_result=True,
-)
+
+@shared_task(name="insights.score_churn", **SCORING)
 def score_churn(entity_type: str, entity_id: str, alert_id: int | None = None) -> int | None:
     """Churn (student) or burnout (tutor) insight for one entity, optionally linked to an alert."""
     insight = insight_score(
@@ -25,13 +27,7 @@ def score_churn(entity_type: str, entity_id: str, alert_id: int | None = None) -
     return insight.pk if insight is not None else None
 
 
-@shared_task(
-    name="insights.score_alerts",
-    autoretry_for=(OperationalError,),
-    retry_backoff=True,
-    max_retries=3,
-    ignore_result=True,
-)
+@shared_task(name="insights.score_alerts", **SCORING)
 def score_alerts(items: list[list]) -> list[int]:
     """Insights for the alerts one batch raised: [[entity_type, entity_id, alert_id], …], scored
     together (one snapshot read, one INSERT, one push). Redelivery is harmless: within the cache
