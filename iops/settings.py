@@ -145,7 +145,8 @@ else:
     CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
 DASHBOARD_PUSH_INTERVAL_MS = env_int("DASHBOARD_PUSH_INTERVAL_MS", 500, minimum=50)
 
-CELERY_BROKER_URL = env_str("CELERY_BROKER_URL", REDIS_URL or "memory://")
+# memory://localhost/: the in-process broker of embedded mode, named so kombu does not warn about it.
+CELERY_BROKER_URL = env_str("CELERY_BROKER_URL", REDIS_URL or "memory://localhost/")
 CELERY_RESULT_BACKEND = None
 CELERY_TASK_ACKS_LATE = True
 CELERY_TASK_REJECT_ON_WORKER_LOST = True
@@ -239,6 +240,9 @@ LOGGING = {
         "django.server": {"level": "WARNING"},
         "daphne": {"level": "WARNING"},
         "django.channels.server": {"level": "WARNING"},
+        # Embedded mode runs every periodic task inline (some every few seconds): their "succeeded"
+        # lines would drown the log. Failures are still logged; workers keep Celery's INFO lines.
+        **({"celery.app.trace": {"level": "WARNING"}} if CELERY_TASK_ALWAYS_EAGER else {}),
     },
 }
 

@@ -6,6 +6,7 @@ the entity page chart, and that event strings carrying HTML/JS never run as scri
 
 from __future__ import annotations
 
+import time
 import uuid
 from urllib.parse import quote
 
@@ -240,13 +241,25 @@ def test_reconnects_after_the_server_restarts_and_catches_up(server, page):
 
 
 def test_server_stops_cleanly_on_sigterm(tmp_path):
+    """…after processing what it took; its log carries the project's lines (an alert raised and its
+    insight scored, inline) without Celery's per-task "succeeded" lines of the embedded tasks."""
     srv = livesrv.start(tmp_path)
+    log = tmp_path / "server.log"
     resp = httpx.post(
         f"{srv.url}/api/ingest",
-        json={"event_type": "ib_call_logged", "student_id": "s"},
+        json={"events": [
+            {"event_type": "ib_call_logged", "student_id": "s"},
+            {"event_type": "customer_health_update", "student_id": "s", "health_score": 20},
+        ]},
         headers={"Authorization": f"Bearer {srv.api_key}"},
-    )
+    )  # fmt: skip
     assert resp.status_code == 202
+    deadline = time.monotonic() + 20
+    while "insight scored" not in log.read_text():
+        assert time.monotonic() < deadline, log.read_text()[-2000:]
+        time.sleep(0.2)
     livesrv.stop(srv)
     assert srv.proc.returncode == 0
-    assert "stopped" in (tmp_path / "server.log").read_text()
+    text = log.read_text()
+    assert "stopped" in text and "alert raised" in text
+    assert "succeeded in" not in text
