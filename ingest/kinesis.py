@@ -54,6 +54,7 @@ class _ShardState:
     owner: str
     lease_until: float  # monotonic; renewed when less than half is left
     checkpoint: str
+    reads: int = 0  # reads started at the checkpoint since it last moved (KinesisShard.reads_from_checkpoint)
     iterator: str | None = None
     outstanding: list[str] = field(default_factory=list)  # sequence numbers read, in order, not settled
     settled: set[str] = field(default_factory=set)
@@ -220,10 +221,10 @@ class KinesisStream(EventStream):
                 held.discard(shard_id)
                 continue
             if state is None or state.owner != consumer:
-                checkpoint = KinesisShard.objects.get(
-                    stream_name=self.stream_name, shard_id=shard_id
-                ).checkpoint
-                state = _ShardState(owner=consumer, lease_until=0, checkpoint=checkpoint)
+                checkpoint, reads = KinesisShard.objects.values_list(
+                    "checkpoint", "reads_from_checkpoint"
+                ).get(stream_name=self.stream_name, shard_id=shard_id)
+                state = _ShardState(owner=consumer, lease_until=0, checkpoint=checkpoint, reads=reads)
                 self._shards[shard_id] = state
                 logger.info("kinesis shard lease taken", extra={"shard": shard_id, "consumer": consumer})
             state.lease_until = time.monotonic() + lease
@@ -301,6 +302,9 @@ class KinesisStream(EventStream):
             state = self._shards[shard_id]
             if state.outstanding:  # read before and never settled: go again from the checkpoint
                 state.iterator, state.outstanding, state.settled = None, [], set()
+            from_checkpoint = state.iterator is None
+            if from_checkpoint and not self._count_read(shard_id, state):
+                continue  # lease lost meanwhile
             try:
                 resp = self.client.get_records(
                     ShardIterator=self._iterator(shard_id, state), Limit=count - len(deliveries)
@@ -319,11 +323,27 @@ class KinesisStream(EventStream):
                     self._attempts.clear()
                 seen = self._attempts.get(token, 0) + 1
                 self._attempts[token] = seen
+                if from_checkpoint:  # what earlier processes delivered counts too
+                    seen = max(seen, state.reads)
                 state.outstanding.append(seq)
                 deliveries.append(decode(token, record["Data"], seen))
             if state.iterator is None and not state.outstanding:
                 self._finish(shard_id, state)
         return deliveries
+
+    def _count_read(self, shard_id: str, state: _ShardState) -> bool:
+        """Record a read starting at the checkpoint (after a restart, a takeover or a failed batch)
+        before the records are handed out, so the count survives the process; False when the lease
+        is gone. Reads that continue from the previous one are not written (the hot path)."""
+        from ingest.models import KinesisShard
+
+        state.reads += 1
+        kept = KinesisShard.objects.filter(
+            stream_name=self.stream_name, shard_id=shard_id, lease_owner=state.owner
+        ).update(reads_from_checkpoint=state.reads)
+        if not kept:
+            self._shards.pop(shard_id, None)
+        return bool(kept)
 
     def _finish(self, shard_id: str, state: _ShardState) -> None:
         """A closed shard read to its end: mark it so its children may start."""
@@ -331,20 +351,24 @@ class KinesisStream(EventStream):
         self._shard_list_at = 0.0
         logger.info("kinesis shard finished", extra={"shard": shard_id})
 
-    def _save_checkpoint(self, shard_id: str, state: _ShardState, checkpoint: str) -> None:
+    def _save_checkpoint(self, shard_id: str, state: _ShardState, checkpoint: str, reads: int = 0) -> None:
+        """Move the checkpoint (renewing the lease); `reads`: how often the record now after it has
+        been delivered already (it was read in the same pass as the ones settled)."""
         from ingest.models import KinesisShard
 
         now = timezone.now()
         kept = KinesisShard.objects.filter(
             stream_name=self.stream_name, shard_id=shard_id, lease_owner=state.owner
         ).update(
-            checkpoint=checkpoint, lease_expires_at=now + timedelta(seconds=settings.KINESIS_LEASE_SECONDS)
+            checkpoint=checkpoint,
+            reads_from_checkpoint=reads,
+            lease_expires_at=now + timedelta(seconds=settings.KINESIS_LEASE_SECONDS),
         )
         if not kept:
             logger.warning("kinesis shard lease lost", extra={"shard": shard_id, "consumer": state.owner})
             self._shards.pop(shard_id, None)
             return
-        state.checkpoint = checkpoint
+        state.checkpoint, state.reads = checkpoint, reads
         state.lease_until = time.monotonic() + settings.KINESIS_LEASE_SECONDS
 
     def _settle(self, deliveries: list[Delivery]) -> None:
@@ -363,7 +387,9 @@ class KinesisStream(EventStream):
                 last = state.outstanding.pop(0)
                 state.settled.discard(last)
             if last is not None:
-                self._save_checkpoint(shard_id, state, last)
+                blocked = state.outstanding[0] if state.outstanding else None  # read, not settled yet
+                reads = self._attempts.get(f"{shard_id}/{blocked}", 0) if blocked else 0
+                self._save_checkpoint(shard_id, state, last, reads)
             if state.iterator is None and not state.outstanding and shard_id in self._shards:
                 self._finish(shard_id, state)
 

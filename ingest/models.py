@@ -97,6 +97,11 @@ class KinesisShard(models.Model):
     checkpoint = models.CharField(
         max_length=256, blank=True, default="", help_text="last processed sequence number"
     )
+    reads_from_checkpoint = models.PositiveIntegerField(
+        default=0,
+        help_text="reads that started at the checkpoint since it last moved: the delivery count of the "
+        "records after it, kept across restarts (a record that stops the worker cannot loop forever)",
+    )
     lease_owner = models.CharField(max_length=200, blank=True, default="")
     lease_expires_at = models.DateTimeField(null=True, blank=True)
     updated_at = models.DateTimeField(auto_now=True)

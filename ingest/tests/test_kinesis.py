@@ -235,6 +235,36 @@ def _raw(event_id: str, student_id: str) -> dict:
     }
 
 
+def test_delivery_counts_survive_restarts_so_a_failing_record_is_dead_lettered(kinesis_stream, settings):
+    """A record that fails processing, with the worker restarted after every attempt (a fresh process
+    knows nothing of earlier deliveries): the count is kept with the shard's checkpoint, so it is
+    dead-lettered after STREAM_MAX_DELIVERIES like on the other backends, not retried forever; the
+    records around it are processed once."""
+    _client, name = kinesis_stream
+    settings.STREAM_MAX_DELIVERIES = 3
+    poison = {**_raw("poison", "stu_1"), "timestamp": "yesterday-ish"}  # decodes, fails in the pipeline
+    KinesisStream(name).publish([_raw("ok-1", "stu_1"), poison, _raw("ok-2", "stu_1")])  # one shard, in order
+    counts = []
+    for _restart in range(5):
+        KinesisShard.objects.filter(stream_name=name).update(
+            lease_expires_at=timezone.now() - timedelta(seconds=1)
+        )
+        worker = StreamWorker(KinesisStream(name), block_ms=0, batch_size=10)
+        worker.run_once()
+        counts.append(Event.objects.count())
+        if StreamDeadLetter.objects.exists():
+            break
+    dead = StreamDeadLetter.objects.get()
+    assert dead.body["event_id"] == "poison" and dead.deliveries == 3 and dead.error.startswith("ValueError")
+    assert counts == [2, 2, 2]  # dead-lettered on the third delivery, by the third process
+    assert sorted(Event.objects.values_list("event_id", flat=True)) == ["ok-1", "ok-2"]
+    fresh = KinesisStream(name)
+    KinesisShard.objects.filter(stream_name=name).update(
+        lease_expires_at=timezone.now() - timedelta(seconds=1)
+    )
+    assert fresh.read(consumer="after", count=10, block_ms=0) == []  # the checkpoint moved past it
+
+
 def test_admin_lists_shards_and_releases_a_lease(kinesis_stream, admin_client):
     _client, name = kinesis_stream
     stream = get_stream()
