@@ -1,4 +1,5 @@
-"""/ws/dashboard/: staff-only socket; coalesces change notes into a few rendered updates a second.
+"""/ws/dashboard/ and /ws/entities/…: staff-only sockets; coalesce change notes into a few rendered
+updates a second.
 
 On connect it sends the whole live state (the catch-up after any reconnect), then at most one
 update per DASHBOARD_PUSH_INTERVAL_MS however many change notes arrive: a burst of N notes in T
@@ -15,34 +16,43 @@ from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
 from django.utils import timezone
 
-from dashboard.rendering import render_state, render_update
-from dashboard.selectors import FeedFilters, parse_range
+from dashboard.rendering import render_entity, render_state, render_update
+from dashboard.selectors import ENTITY_TYPES, FeedFilters, parse_range
 from iops.realtime import DASHBOARD_GROUP
 
 
-class DashboardConsumer(AsyncWebsocketConsumer):
+class _LiveConsumer(AsyncWebsocketConsumer):
+    """Staff-only socket on the dashboard group: sends its state on connect, then at most one update
+    per DASHBOARD_PUSH_INTERVAL_MS however many change notes arrive. Subclasses say what the state
+    is (`initial`) and what an update is (`update`, None for nothing to send)."""
+
     async def connect(self):
         user = self.scope.get("user")
         if user is None or not user.is_authenticated or not user.is_staff:
             await self.close(code=4403)
             return
-        query = parse_qs(self.scope.get("query_string", b"").decode())
-
-        def first(name: str) -> str | None:
-            return (query.get(name) or [None])[0]
-
-        self.range_key = parse_range(first("range"))
-        self.filters = FeedFilters.parse(first("severity"), first("status"))
-        self._created: set[int] = set()
-        self._updated: set[int] = set()
-        self._insights: set[int] = set()
+        if not self.setup():
+            await self.close(code=4404)
+            return
         self._pending: asyncio.Task | None = None
         await self.channel_layer.group_add(DASHBOARD_GROUP, self.channel_name)
         await self.accept()
-        html = await database_sync_to_async(render_state)(
-            range_key=self.range_key, filters=self.filters, now=timezone.now()
-        )
-        await self.send(text_data=html)
+        html = await database_sync_to_async(self.initial)(now=timezone.now())
+        if html:
+            await self.send(text_data=html)
+
+    def setup(self) -> bool:
+        """Read the socket's parameters; False refuses it."""
+        return True
+
+    def initial(self, *, now) -> str | None:
+        raise NotImplementedError
+
+    def update(self, *, now) -> str | None:
+        raise NotImplementedError
+
+    def note(self, event: dict) -> None:
+        """Remember what a change note says until the next flush."""
 
     async def disconnect(self, code):
         if getattr(self, "_pending", None):
@@ -53,25 +63,73 @@ class DashboardConsumer(AsyncWebsocketConsumer):
         """The page sends nothing; anything it does send is ignored."""
 
     async def dashboard_changed(self, event):
-        self._created.update(event.get("alerts_created", []))
-        self._updated.update(event.get("alerts_updated", []))
-        self._insights.update(event.get("insights", []))
+        self.note(event)
         if self._pending is None or self._pending.done():
             self._pending = asyncio.ensure_future(self._flush_later())
 
     async def _flush_later(self):
         await asyncio.sleep(settings.DASHBOARD_PUSH_INTERVAL_MS / 1000)
+        html = await database_sync_to_async(self.update)(now=timezone.now())
+        if html:
+            await self.send(text_data=html)
+
+
+class DashboardConsumer(_LiveConsumer):
+    """/ws/dashboard/?range=…&severity=…&status=…: KPIs, charts and the alert feed."""
+
+    def setup(self) -> bool:
+        query = parse_qs(self.scope.get("query_string", b"").decode())
+
+        def first(name: str) -> str | None:
+            return (query.get(name) or [None])[0]
+
+        self.range_key = parse_range(first("range"))
+        self.filters = FeedFilters.parse(first("severity"), first("status"))
+        self._created: set[int] = set()
+        self._updated: set[int] = set()
+        self._insights: set[int] = set()
+        return True
+
+    def initial(self, *, now) -> str:
+        return render_state(range_key=self.range_key, filters=self.filters, now=now)
+
+    def note(self, event: dict) -> None:
+        self._created.update(event.get("alerts_created", []))
+        self._updated.update(event.get("alerts_updated", []))
+        self._insights.update(event.get("insights", []))
+
+    def update(self, *, now) -> str:
         created, updated = sorted(self._created), sorted(self._updated)
         insights = sorted(self._insights)
         self._created.clear()
         self._updated.clear()
         self._insights.clear()
-        html = await database_sync_to_async(render_update)(
+        return render_update(
             range_key=self.range_key,
             filters=self.filters,
-            now=timezone.now(),
+            now=now,
             created=created,
             updated=updated,
             insights=insights,
         )
-        await self.send(text_data=html)
+
+
+class EntityConsumer(_LiveConsumer):
+    """/ws/entities/{entity_type}/{entity_id}: an entity page's snapshot, chart, alerts and insights,
+    re-rendered after change notes and sent only when what the page shows has changed (change notes
+    name alerts, not the entities a batch touched)."""
+
+    def setup(self) -> bool:
+        kwargs = self.scope["url_route"]["kwargs"]
+        self.entity_type, self.entity_id = kwargs["entity_type"], kwargs["entity_id"]
+        self._shown: str | None = None
+        return self.entity_type in ENTITY_TYPES
+
+    def _render(self, *, now) -> str | None:
+        html = render_entity(entity_type=self.entity_type, entity_id=self.entity_id, now=now)
+        if html is None or html == self._shown:
+            return None
+        self._shown = html
+        return html
+
+    initial = update = _render

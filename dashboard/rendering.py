@@ -21,6 +21,7 @@ from dashboard.selectors import (
     alerts_showing_insights,
     charts,
     drivers_chart,
+    entity_page,
     insight_for_alert,
     kpis,
 )
@@ -91,3 +92,12 @@ def _drawer_insight(alert) -> dict:
     """The context of an alert drawer's insight section (_alert_panel.html), as a reload shows it."""
     insight = insight_for_alert(alert)
     return {"alert": alert, "insight": insight, "drivers_chart": drivers_chart(insight)}
+
+
+def render_entity(*, entity_type: str, entity_id: str, now: datetime) -> str | None:
+    """An entity page's live part (#entity-live) as an out-of-band fragment, or None when nothing is
+    known about the entity: the same template and context as the page."""
+    data = entity_page(entity_type=entity_type, entity_id=entity_id, now=now)
+    if data is None:
+        return None
+    return render_to_string("dashboard/_entity_live.html", {**data, "oob": True})

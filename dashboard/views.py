@@ -125,7 +125,9 @@ def entity(request: HttpRequest, entity_type: str, entity_id: str) -> HttpRespon
             {"entity_type": entity_type, "entity_id": entity_id},
             status=404,
         )
-    return render(request, "dashboard/entity.html", data)
+    return render(
+        request, "dashboard/entity.html", {**data, "socket_path": "/ws" + entity_path(entity_type, entity_id)}
+    )
 
 
 @require_GET

@@ -165,6 +165,21 @@ def test_entity_page_renders_its_chart(server, page):
     )
     assert total == 1
 
+    # Live: another completed session reaches the open page — figures and chart — without a reload.
+    page.wait_for_selector('[data-ws-state="open"]')
+    page.evaluate("window.__noReload = true")
+    ingest(
+        server,
+        {"event_type": "session_started", "session_id": "s-ent2", "student_id": "stu_ent", "tutor_id": "tut_ent"},
+        {"event_type": "session_completed", "session_id": "s-ent2", "student_id": "stu_ent", "tutor_id": "tut_ent"},
+    )  # fmt: skip
+    page.wait_for_selector('#entity-live dd:text-is("2 / 2 / 2")', timeout=5_000)
+    page.wait_for_function(
+        "() => Chart.getChart(document.querySelector('canvas[data-chart=\"entity-history\"]'))"
+        ".data.datasets[0].data.reduce((a, b) => a + b, 0) === 2"
+    )
+    assert page.evaluate("window.__noReload") is True
+
 
 def test_event_strings_with_html_never_run_as_script(server, page):
     ingest(

@@ -171,3 +171,69 @@ async def test_a_burst_of_change_notes_is_coalesced_into_few_messages(settings):
     shown = {int(i) for m in messages for i in ROW_RE.findall(m)}
     assert shown == set(ids)  # coalescing drops no alert
     await comm.disconnect()
+
+
+# --- entity pages ---------------------------------------------------------------------------------
+
+
+def _health(event_id: str, student_id: str, score: float) -> dict:
+    now = timezone.now().isoformat()
+    return {
+        "event_id": event_id,
+        "event_type": "customer_health_update",
+        "timestamp": now,
+        "received_at": now,
+        "payload": {"student_id": student_id, "health_score": score},
+    }
+
+
+async def test_entity_socket_refuses_anonymous_and_unknown_entity_types():
+    comm = WebsocketCommunicator(application, "/ws/entities/student/stu_x", headers=_headers())
+    connected, _ = await comm.connect()
+    assert not connected
+    comm = WebsocketCommunicator(
+        application, "/ws/entities/planet/mars", headers=_headers(await _session_cookie(True))
+    )
+    connected, _ = await comm.connect()
+    assert not connected
+
+
+async def test_entity_page_socket_sends_its_entity_when_it_changes_and_nothing_for_others(settings):
+    """The page's live part arrives on connect (the catch-up); a batch touching this student sends it
+    again with the new figures and its new alert; a batch touching only another student sends nothing."""
+    settings.DASHBOARD_PUSH_INTERVAL_MS = 50
+    await _process([_health("ent-1", "stu_page", 90.0)])
+    comm, state = await _connect("/ws/entities/student/stu_page")
+    assert '<div id="entity-live"' in state and 'hx-swap-oob="true"' in state
+    assert "<dd>90 / –</dd>" in state and "No alerts for this student" in state
+    await _process([_health("ent-2", "stu_other", 20.0)])
+    assert await comm.receive_nothing(timeout=0.5)  # a change, but not to this page
+    await _process([_health("ent-3", "stu_page", 30.0)])
+    update = await comm.receive_from(timeout=5)
+    assert "<dd>30 / –</dd>" in update and 'data-severity="critical"' in update
+    assert "No alerts for this student" not in update
+    await comm.disconnect()
+
+
+async def test_entity_socket_path_is_the_pages_path_with_encoded_ids(settings, client, staff_user):
+    """A subject × region id holds "|": the page links its socket with the id percent-encoded, and
+    the socket finds the same entity."""
+    now = timezone.now().isoformat()
+    reading = {"subject": "Physics", "region": "west", "demand_score": 80.0, "supply_score": 40.0}
+    await _process(
+        [
+            {
+                "event_id": "ent-sd",
+                "event_type": "supply_demand_update",
+                "timestamp": now,
+                "received_at": now,
+                "payload": reading,
+            }
+        ]
+    )
+    await database_sync_to_async(client.force_login)(staff_user)
+    page = await database_sync_to_async(client.get)("/entities/subject_region/Physics%7Cwest")
+    assert 'ws-connect="/ws/entities/subject_region/Physics%7Cwest"' in page.content.decode()
+    comm, state = await _connect("/ws/entities/subject_region/Physics%7Cwest")
+    assert "<dd>Physics / west</dd>" in state and "<dd>80 / 40</dd>" in state
+    await comm.disconnect()
