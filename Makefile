@@ -44,6 +44,7 @@ BENCH := IOPS_TESTING=1 $(BIN)/python
 bench-smoke: install-dev
 	$(BENCH) bench/ingest.py --smoke
 	$(BENCH) bench/aggregate.py --smoke
+	$(BENCH) bench/growth.py --smoke
 	$(BENCH) bench/alerts_eval.py --smoke
 	$(BENCH) bench/history.py --smoke
 	$(BENCH) bench/page.py --smoke

@@ -39,3 +39,8 @@ def test_history_bench_smoke_prints_batch_cost_at_both_sizes():
 def test_aggregate_bench_smoke_prints_throughput_and_baseline():
     out = _smoke("aggregate.py")
     assert "process_batch:" in out and "baseline:" in out and "ratio:" in out
+
+
+def test_growth_bench_smoke_prints_both_points_and_the_grown_statements():
+    out = _smoke("growth.py")
+    assert "(baseline)" in out and "ms per batch" in out and "grew most" in out
