@@ -187,8 +187,15 @@ def _health(event_id: str, student_id: str, score: float) -> dict:
     }
 
 
-async def test_entity_socket_refuses_anonymous_and_unknown_entity_types():
+async def test_entity_socket_refuses_anonymous_cross_origin_and_unknown_entity_types():
     comm = WebsocketCommunicator(application, "/ws/entities/student/stu_x", headers=_headers())
+    connected, _ = await comm.connect()
+    assert not connected
+    comm = WebsocketCommunicator(
+        application,
+        "/ws/entities/student/stu_x",
+        headers=_headers(await _session_cookie(True), origin="http://evil.example"),
+    )
     connected, _ = await comm.connect()
     assert not connected
     comm = WebsocketCommunicator(
