@@ -110,6 +110,26 @@ def test_healthz_worker_check_follows_the_heartbeat_age(client, settings, post, 
     assert resp.json()["checks"]["worker"].startswith("error: last heartbeat")
 
 
+def test_healthz_runs_only_the_checks_asked_for(client, settings):
+    """A load balancer probes what a web node needs: a stale worker fails the full check, not the
+    web subset; the worker check can be asked for on its own even where it is not expected."""
+    settings.WORKER_EXPECTED = True
+    assert client.get("/healthz").status_code == 503  # no worker heartbeat yet
+    resp = client.get("/healthz?checks=database,stream,channel_layer")
+    assert resp.status_code == 200
+    assert resp.json() == {
+        "status": "ok",
+        "checks": {"database": "ok", "stream": "ok", "channel_layer": "ok"},
+    }
+    settings.WORKER_EXPECTED = False
+    resp = client.get("/healthz?checks=worker")
+    assert resp.status_code == 503 and list(resp.json()["checks"]) == ["worker"]
+    for bad in ("/healthz?checks=disk", "/healthz?checks=", "/healthz?checks=database,,nope"):
+        resp = client.get(bad)
+        assert resp.status_code == 400, bad
+        assert resp.json()["errors"][0]["field"] == "checks"
+
+
 def test_healthz_worker_not_expected_does_not_fail(client, settings):
     settings.WORKER_EXPECTED = False
     resp = client.get("/healthz")
