@@ -115,21 +115,23 @@ class DashboardConsumer(_LiveConsumer):
 
 
 class EntityConsumer(_LiveConsumer):
-    """/ws/entities/{entity_type}/{entity_id}: an entity page's snapshot, chart, alerts and insights,
-    re-rendered after change notes and sent only when what the page shows has changed (change notes
-    name alerts, not the entities a batch touched)."""
+    """/ws/entities/{entity_type}/{entity_id}: an entity page's parts (figures, chart, alerts,
+    insights, sessions), re-rendered after change notes; only the parts that changed are sent, so a
+    form the user is filling in elsewhere on the page stays as it is (change notes name alerts, not
+    the entities a batch touched, hence the render-and-compare)."""
 
     def setup(self) -> bool:
         kwargs = self.scope["url_route"]["kwargs"]
         self.entity_type, self.entity_id = kwargs["entity_type"], kwargs["entity_id"]
-        self._shown: str | None = None
+        self._shown: dict[str, str] = {}
         return self.entity_type in ENTITY_TYPES
 
-    def _render(self, *, now) -> str | None:
-        html = render_entity(entity_type=self.entity_type, entity_id=self.entity_id, now=now)
-        if html is None or html == self._shown:
+    def _changed_parts(self, *, now) -> str | None:
+        parts = render_entity(entity_type=self.entity_type, entity_id=self.entity_id, now=now)
+        if parts is None:
             return None
-        self._shown = html
-        return html
+        changed = [html for part, html in parts.items() if self._shown.get(part) != html]
+        self._shown = parts
+        return "".join(changed) or None
 
-    initial = update = _render
+    initial = update = _changed_parts

@@ -94,10 +94,15 @@ def _drawer_insight(alert) -> dict:
     return {"alert": alert, "insight": insight, "drivers_chart": drivers_chart(insight)}
 
 
-def render_entity(*, entity_type: str, entity_id: str, now: datetime) -> str | None:
-    """An entity page's live part (#entity-live) as an out-of-band fragment, or None when nothing is
-    known about the entity: the same template and context as the page."""
+# The parts of an entity page that update live, each a template whose root element has a fixed id.
+ENTITY_PARTS = ("head", "snapshot", "history", "components", "insight", "alerts", "sessions")
+
+
+def render_entity(*, entity_type: str, entity_id: str, now: datetime) -> dict[str, str] | None:
+    """An entity page's live parts as out-of-band fragments ({part: html}, ENTITY_PARTS order), or
+    None when nothing is known about the entity: the templates and context the page renders."""
     data = entity_page(entity_type=entity_type, entity_id=entity_id, now=now)
     if data is None:
         return None
-    return render_to_string("dashboard/_entity_live.html", {**data, "oob": True})
+    context = {**data, "oob": True}
+    return {part: render_to_string(f"dashboard/_entity_{part}.html", context) for part in ENTITY_PARTS}

@@ -205,20 +205,39 @@ async def test_entity_socket_refuses_anonymous_cross_origin_and_unknown_entity_t
     assert not connected
 
 
-async def test_entity_page_socket_sends_its_entity_when_it_changes_and_nothing_for_others(settings):
-    """The page's live part arrives on connect (the catch-up); a batch touching this student sends it
-    again with the new figures and its new alert; a batch touching only another student sends nothing."""
+async def test_entity_page_socket_sends_the_parts_that_changed_and_nothing_for_others(settings):
+    """Every part of the page arrives on connect (the catch-up); a batch touching only another student
+    sends nothing; a support call of this student resends the figures but not the (unchanged) alerts,
+    so a form open in the alert list is left alone; a low health reading then resends the alerts."""
     settings.DASHBOARD_PUSH_INTERVAL_MS = 50
     await _process([_health("ent-1", "stu_page", 90.0)])
     comm, state = await _connect("/ws/entities/student/stu_page")
-    assert '<div id="entity-live"' in state and 'hx-swap-oob="true"' in state
+    for part in ("head", "snapshot", "history-card", "components", "insight", "alerts", "sessions"):
+        assert f'id="entity-{part}"' in state, part
+    assert state.count('hx-swap-oob="true"') == 7
     assert "<dd>90 / –</dd>" in state and "No alerts for this student" in state
     await _process([_health("ent-2", "stu_other", 20.0)])
     assert await comm.receive_nothing(timeout=0.5)  # a change, but not to this page
-    await _process([_health("ent-3", "stu_page", 30.0)])
+    now = timezone.now().isoformat()
+    call = {"student_id": "stu_page", "reason": "billing_question", "resolved": False}
+    await _process(
+        [
+            {
+                "event_id": "ent-3",
+                "event_type": "ib_call_logged",
+                "timestamp": now,
+                "received_at": now,
+                "payload": call,
+            }
+        ]
+    )
     update = await comm.receive_from(timeout=5)
-    assert "<dd>30 / –</dd>" in update and 'data-severity="critical"' in update
-    assert "No alerts for this student" not in update
+    assert 'id="entity-snapshot"' in update and "<dd>1 / 1 / 1</dd>" in update
+    assert 'id="entity-alerts"' not in update and 'id="entity-sessions"' not in update
+    await _process([_health("ent-4", "stu_page", 30.0)])
+    update = await comm.receive_from(timeout=5)
+    assert "<dd>30 / –</dd>" in update and 'id="entity-alerts"' in update
+    assert 'data-severity="critical"' in update and "No alerts for this student" not in update
     await comm.disconnect()
 
 
