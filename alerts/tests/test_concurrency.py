@@ -1,0 +1,68 @@
+"""Workers raising the same new alerts at the same moment (PostgreSQL, real concurrent transactions):
+one alert per condition, every worker's sighting counted, one "raised" transition each.
+
+In practice the workers queue on the entity's snapshot rows (each batch upserts them) before the
+rules run, so the later ones see the alert the first committed; the partial unique index behind
+`one_active_alert_per_fingerprint` is the safety net, its fallback forced in
+test_lifecycle.py::test_insert_race_falls_back_to_counting_a_repeat."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+from django.db import connection, connections
+from django.utils import timezone
+
+from alerts.models import Alert, AlertTransition
+
+WORKERS = 4
+STUDENTS = 20
+
+
+def batch(worker: int, now) -> list[dict]:
+    """Every worker sees the same 20 students fall below the critical health line (its own events)."""
+    return [
+        {
+            "event_id": f"w{worker}_h{i}",
+            "event_type": "customer_health_update",
+            "timestamp": now.isoformat(),
+            "received_at": now.isoformat(),
+            "payload": {"student_id": f"stu_race_{i}", "health_score": 30.0},
+        }
+        for i in range(STUDENTS)
+    ]
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_workers_raising_the_same_alerts_at_once_open_each_once_and_count_every_sighting():
+    from ingest.pipeline import process_batch
+
+    if connection.vendor != "postgresql":
+        pytest.skip("concurrent transactions: PostgreSQL")
+    now = timezone.now()
+    barrier = threading.Barrier(WORKERS)
+    errors: list[BaseException] = []
+
+    def run(worker: int) -> None:
+        try:
+            barrier.wait(timeout=10)
+            process_batch(batch(worker, now), now=now)
+        except BaseException as exc:  # noqa: BLE001 - reported by the assertion below
+            errors.append(exc)
+        finally:
+            connections.close_all()
+
+    threads = [threading.Thread(target=run, args=(w,)) for w in range(WORKERS)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=60)
+    assert not errors, errors
+    alerts = Alert.objects.filter(type="low_health_score")
+    assert alerts.count() == STUDENTS
+    assert sorted(set(alerts.values_list("occurrences", flat=True))) == [WORKERS]
+    assert set(alerts.values_list("status", "severity")) == {("open", "critical")}
+    raised = AlertTransition.objects.filter(note="raised", alert__type="low_health_score")
+    assert raised.count() == STUDENTS
