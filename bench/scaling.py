@@ -33,7 +33,7 @@ DB = "iops_scaling"
 REDIS = "redis://127.0.0.1:6379/0"
 
 
-def worker_env(stream_key: str) -> dict[str, str]:
+def worker_env(stream_key: str, *, batch_size: int = 2000) -> dict[str, str]:
     env = dict(os.environ)
     env.update(
         {
@@ -46,13 +46,13 @@ def worker_env(stream_key: str) -> dict[str, str]:
             "CHANNEL_LAYER_PREFIX": f"bench-{stream_key}",
             "SECRET_KEY": "bench-only-not-a-secret-" + "x" * 40,
             "LOG_LEVEL": "WARNING",
-            "WORKER_BATCH_SIZE": "500",
+            "WORKER_BATCH_SIZE": str(batch_size),
         }
     )
     return env
 
 
-def run(workers: int, events: list[list[dict]], total: int, timeout: float) -> float:
+def run(workers: int, events: list[list[dict]], total: int, timeout: float, batch_size: int = 2000) -> float:
     from django.db import connection
 
     from ingest.models import Event
@@ -64,7 +64,7 @@ def run(workers: int, events: list[list[dict]], total: int, timeout: float) -> f
     stream._ensure_group()
     for batch in events:
         stream.publish(batch)
-    env = worker_env(key)
+    env = worker_env(key, batch_size=batch_size)
     procs = [
         subprocess.Popen(
             [
@@ -128,6 +128,12 @@ def main() -> None:
     parser.add_argument("--timeout", type=float, default=600)
     parser.add_argument("--smoke", action="store_true")
     parser.add_argument(
+        "--batch-size",
+        type=int,
+        default=2000,
+        help="WORKER_BATCH_SIZE of the workers (default: the setting's)",
+    )
+    parser.add_argument(
         "--chart",
         default=str(charts.CHARTS / "scaling.png"),
         help="scaling curve image (default bench/charts/scaling.png; '' for none)",
@@ -148,7 +154,7 @@ def main() -> None:
     results = {}
     try:
         for n in args.workers:
-            results[n] = run(n, events, args.events, args.timeout)
+            results[n] = run(n, events, args.events, args.timeout, args.batch_size)
             ratio = results[n] / results[args.workers[0]]
             print(
                 f"{n} worker(s): {results[n]:8.0f} events/s   ({ratio:.2f}x the {args.workers[0]}-worker baseline)"

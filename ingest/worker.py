@@ -139,18 +139,22 @@ class StreamWorker:
             except TRANSIENT:
                 raise
             except Exception:  # noqa: BLE001 - isolate the poison message, keep the rest flowing
-                logger.exception("batch failed; retrying its events one by one")
-                good = self._one_by_one(good)
+                logger.exception("batch failed; isolating the failing events")
+                good = self._isolate(good)
             self.stream.ack(good)
             self.processed += len(good)
         return len(deliveries)
 
-    def _one_by_one(self, deliveries: list[Delivery]) -> list[Delivery]:
-        settled = []
-        for d in deliveries:
+    def _isolate(self, deliveries: list[Delivery]) -> list[Delivery]:
+        """A batch failed (its transaction rolled back): process its halves as batches, splitting a
+        failing half again, in order — k bad events among n cost about 2·k·log2(n) attempts, not n
+        single-event transactions. An event that fails alone is dead-lettered once it has been
+        delivered STREAM_MAX_DELIVERIES times, else left for redelivery. Returns what was processed."""
+        if len(deliveries) == 1:
+            d = deliveries[0]
             try:
                 self._process([d.event])
-                settled.append(d)
+                return [d]
             except TRANSIENT:
                 raise
             except Exception as exc:  # noqa: BLE001
@@ -161,6 +165,20 @@ class StreamWorker:
                         "event failed, left for redelivery",
                         extra={"message_id": d.token, "request_id": d.event.get("request_id", "-")},
                     )
+                return []
+        settled: list[Delivery] = []
+        middle = len(deliveries) // 2
+        for half in (deliveries[:middle], deliveries[middle:]):
+            if len(half) == 1:
+                settled.extend(self._isolate(half))
+                continue
+            try:
+                self._process([d.event for d in half])
+                settled.extend(half)
+            except TRANSIENT:
+                raise
+            except Exception:  # noqa: BLE001 - split again until the bad events stand alone
+                settled.extend(self._isolate(half))
         return settled
 
     def run(self, stop: threading.Event) -> None:

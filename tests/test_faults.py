@@ -350,6 +350,46 @@ def test_malformed_and_poison_messages_are_dead_lettered_without_blocking(settin
     assert GlobalMinute.objects.aggregate(s=Sum("received"))["s"] == 6
 
 
+def test_a_poison_event_in_a_large_batch_is_isolated_by_halving(settings, post, monkeypatch):
+    """One bad event among 64: the failed batch is split in halves until the bad one stands alone —
+    a dozen attempts, not 64 single-event transactions; the 63 good events are processed once, in the
+    first pass, and the bad one is left for redelivery (then dead-lettered at the limit)."""
+    import ingest.worker
+    from ingest.models import Event, PendingEvent, StreamDeadLetter
+    from ingest.worker import StreamWorker
+
+    settings.STREAM_MAX_DELIVERIES = 1
+    assert (
+        post({"events": [event("ib_call_logged", student_id=f"h{i}") for i in range(40)]}).status_code == 202
+    )
+    PendingEvent.objects.create(
+        body={
+            "event_id": "poison-h",
+            "event_type": "ib_call_logged",
+            "timestamp": "yesterday-ish",  # passes decoding, fails in the pipeline
+            "received_at": "2026-01-01T00:00:00+00:00",
+            "payload": {"student_id": "p"},
+        }
+    )
+    assert (
+        post({"events": [event("ib_call_logged", student_id=f"k{i}") for i in range(23)]}).status_code == 202
+    )
+    calls = []
+    real = ingest.worker.process_batch
+
+    def counted(events, *, now):
+        calls.append(len(events))
+        return real(events, now=now)
+
+    monkeypatch.setattr(ingest.worker, "process_batch", counted)
+    worker = StreamWorker(block_ms=0, batch_size=64)
+    assert worker.run_once() == 64
+    assert Event.objects.count() == 63 and worker.processed == 63
+    assert calls[0] == 64 and len(calls) <= 2 * 6 + 1, calls  # 2 halves per level, log2(64) levels
+    assert StreamDeadLetter.objects.get().body["event_id"] == "poison-h"  # its one delivery was the limit
+    assert not PendingEvent.objects.exists()
+
+
 @pytest.mark.postgres
 @pytest.mark.redis
 def test_production_roles_ride_out_a_redis_crash(tmp_path):
