@@ -214,6 +214,7 @@ def test_worker_sigkilled_mid_batch_then_restarted_processes_everything_once(tmp
         extra_env={
             "STREAM_CLAIM_IDLE_MS": "1000",  # the dead worker's claim expires quickly
             "WORKER_HEARTBEAT_SECONDS": "0",
+            "WORKER_BATCH_SIZE": "500",  # several batches before the kill (and their heartbeats)
             "INGEST_RATE_LIMIT_PER_SEC": "1000000",
             "INGEST_RATE_LIMIT_BURST": "1000000",
         },
