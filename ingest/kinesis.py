@@ -303,8 +303,6 @@ class KinesisStream(EventStream):
             if state.outstanding:  # read before and never settled: go again from the checkpoint
                 state.iterator, state.outstanding, state.settled = None, [], set()
             from_checkpoint = state.iterator is None
-            if from_checkpoint and not self._count_read(shard_id, state):
-                continue  # lease lost meanwhile
             try:
                 resp = self.client.get_records(
                     ShardIterator=self._iterator(shard_id, state), Limit=count - len(deliveries)
@@ -316,6 +314,8 @@ class KinesisStream(EventStream):
                 raise
             self._behind_ms = int(resp.get("MillisBehindLatest") or 0)
             state.iterator = resp.get("NextShardIterator")
+            if resp["Records"] and from_checkpoint and not self._count_read(shard_id, state):
+                continue  # lease lost meanwhile: the new owner reads them from the checkpoint
             for record in resp["Records"]:
                 seq = record["SequenceNumber"]
                 token = f"{shard_id}/{seq}"
@@ -332,9 +332,10 @@ class KinesisStream(EventStream):
         return deliveries
 
     def _count_read(self, shard_id: str, state: _ShardState) -> bool:
-        """Record a read starting at the checkpoint (after a restart, a takeover or a failed batch)
-        before the records are handed out, so the count survives the process; False when the lease
-        is gone. Reads that continue from the previous one are not written (the hot path)."""
+        """Record a read that starts at the checkpoint and returned records (after a restart, a
+        takeover or a failed batch) before they are handed out, so the count survives the process;
+        False when the lease is gone. Reads continuing from the previous one write nothing (the hot
+        path), and neither do empty reads (an idle shard's restarts count no delivery)."""
         from ingest.models import KinesisShard
 
         state.reads += 1

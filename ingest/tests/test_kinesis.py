@@ -243,6 +243,11 @@ def test_delivery_counts_survive_restarts_so_a_failing_record_is_dead_lettered(k
     _client, name = kinesis_stream
     settings.STREAM_MAX_DELIVERIES = 3
     poison = {**_raw("poison", "stu_1"), "timestamp": "yesterday-ish"}  # decodes, fails in the pipeline
+    for _idle_restart in range(3):  # restarts over an empty shard count no delivery
+        KinesisShard.objects.filter(stream_name=name).update(
+            lease_expires_at=timezone.now() - timedelta(seconds=1)
+        )
+        assert StreamWorker(KinesisStream(name), block_ms=0).run_once() == 0
     KinesisStream(name).publish([_raw("ok-1", "stu_1"), poison, _raw("ok-2", "stu_1")])  # one shard, in order
     counts = []
     for _restart in range(5):
