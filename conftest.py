@@ -96,3 +96,31 @@ def event(event_type: str, **fields):
     body = {"event_type": event_type, "event_id": fields.pop("event_id", f"t_{uuid.uuid4().hex[:20]}")}
     body.update(fields)
     return body
+
+
+def race(*jobs, timeout: float = 60) -> None:
+    """Run the callables at the same moment, each on its own thread with its own database
+    connections (released after), and re-raise the first error any of them hit."""
+    import threading
+
+    from django.db import connections
+
+    barrier = threading.Barrier(len(jobs))
+    errors: list[BaseException] = []
+
+    def run(job) -> None:
+        try:
+            barrier.wait(timeout=10)
+            job()
+        except BaseException as exc:  # noqa: BLE001 - re-raised below, in the test's thread
+            errors.append(exc)
+        finally:
+            connections.close_all()
+
+    threads = [threading.Thread(target=run, args=(job,)) for job in jobs]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=timeout)
+    if errors:
+        raise errors[0]

@@ -303,6 +303,17 @@ def test_worker_sigkilled_mid_batch_then_restarted_processes_everything_once(tmp
         livesrv.stop(server)
 
 
+def _poison(event_id: str) -> dict:
+    """A stream message that decodes but fails in the pipeline (its timestamp is not a date)."""
+    return {
+        "event_id": event_id,
+        "event_type": "ib_call_logged",
+        "timestamp": "yesterday-ish",
+        "received_at": "2026-01-01T00:00:00+00:00",
+        "payload": {"student_id": "p"},
+    }
+
+
 @pytest.mark.django_db
 def test_malformed_and_poison_messages_are_dead_lettered_without_blocking(settings, post):
     """Messages written straight into the database stream: undecodable ones are dead letters at once,
@@ -321,15 +332,7 @@ def test_malformed_and_poison_messages_are_dead_lettered_without_blocking(settin
     )
     PendingEvent.objects.create(body="not an event")
     PendingEvent.objects.create(body={"event_id": "half"})  # envelope keys missing
-    PendingEvent.objects.create(
-        body={
-            "event_id": "poison-1",
-            "event_type": "ib_call_logged",
-            "timestamp": "yesterday-ish",  # passes decoding, fails in the pipeline
-            "received_at": "2026-01-01T00:00:00+00:00",
-            "payload": {"student_id": "p"},
-        }
-    )
+    PendingEvent.objects.create(body=_poison("poison-1"))
     assert (
         post({"events": [event("ib_call_logged", student_id=f"b{i}") for i in range(3)]}).status_code == 202
     )
@@ -363,15 +366,7 @@ def test_a_poison_event_in_a_large_batch_is_isolated_by_halving(settings, post, 
     assert (
         post({"events": [event("ib_call_logged", student_id=f"h{i}") for i in range(40)]}).status_code == 202
     )
-    PendingEvent.objects.create(
-        body={
-            "event_id": "poison-h",
-            "event_type": "ib_call_logged",
-            "timestamp": "yesterday-ish",  # passes decoding, fails in the pipeline
-            "received_at": "2026-01-01T00:00:00+00:00",
-            "payload": {"student_id": "p"},
-        }
-    )
+    PendingEvent.objects.create(body=_poison("poison-h"))
     assert (
         post({"events": [event("ib_call_logged", student_id=f"k{i}") for i in range(23)]}).status_code == 202
     )

@@ -8,13 +8,12 @@ test_lifecycle.py::test_insert_race_falls_back_to_counting_a_repeat."""
 
 from __future__ import annotations
 
-import threading
-
 import pytest
-from django.db import connection, connections
+from django.db import connection
 from django.utils import timezone
 
 from alerts.models import Alert, AlertTransition
+from conftest import race
 
 WORKERS = 4
 STUDENTS = 20
@@ -42,24 +41,7 @@ def test_workers_raising_the_same_alerts_at_once_open_each_once_and_count_every_
     if connection.vendor != "postgresql":
         pytest.skip("concurrent transactions: PostgreSQL")
     now = timezone.now()
-    barrier = threading.Barrier(WORKERS)
-    errors: list[BaseException] = []
-
-    def run(worker: int) -> None:
-        try:
-            barrier.wait(timeout=10)
-            process_batch(batch(worker, now), now=now)
-        except BaseException as exc:  # noqa: BLE001 - reported by the assertion below
-            errors.append(exc)
-        finally:
-            connections.close_all()
-
-    threads = [threading.Thread(target=run, args=(w,)) for w in range(WORKERS)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(timeout=60)
-    assert not errors, errors
+    race(*[lambda w=w: process_batch(batch(w, now), now=now) for w in range(WORKERS)])
     alerts = Alert.objects.filter(type="low_health_score")
     assert alerts.count() == STUDENTS
     assert sorted(set(alerts.values_list("occurrences", flat=True))) == [WORKERS]

@@ -4,14 +4,14 @@ earliest event wins, and first/last-session facts equal a rebuild's, however the
 from __future__ import annotations
 
 import io
-import threading
 from datetime import UTC, datetime, timedelta
 
 import pytest
 import time_machine
 from django.core.management import call_command
-from django.db import connection, connections
+from django.db import connection
 
+from conftest import race
 from metrics.models import Session, StudentHourly, StudentSessionFacts, StudentSnapshot, TutorHourly
 from metrics.services import SESSION_VALUES, STUDENT_VALUES, snapshots_refresh
 from metrics.tests.conftest import table_dump
@@ -75,24 +75,7 @@ def test_concurrent_batches_over_the_same_sessions_equal_a_rebuild():
 
     if connection.vendor != "postgresql":
         pytest.skip("concurrent transactions: PostgreSQL")
-    barrier = threading.Barrier(WORKERS)
-    errors: list[BaseException] = []
-
-    def run(worker: int) -> None:
-        try:
-            barrier.wait(timeout=10)
-            process_batch(batch(worker), now=NOW)
-        except BaseException as exc:  # noqa: BLE001 - reported by the assertion below
-            errors.append(exc)
-        finally:
-            connections.close_all()
-
-    threads = [threading.Thread(target=run, args=(w,)) for w in range(WORKERS)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(timeout=60)
-    assert not errors
+    race(*[lambda w=w: process_batch(batch(w), now=NOW) for w in range(WORKERS)])
     assert Session.objects.count() == 40
     # Windows refreshed by racing workers may each miss the others' buckets until the next refresh;
     # first/last sessions come from the facts, which must already be exact.
