@@ -3,7 +3,8 @@ updates a second.
 
 On connect it sends the whole live state (the catch-up after any reconnect), then at most one
 update per DASHBOARD_PUSH_INTERVAL_MS however many change notes arrive: a burst of N notes in T
-seconds yields at most ceil(T / interval) + 1 messages.
+seconds yields at most ceil(T / interval) + 1 messages. A note after a quiet interval is rendered at
+once (leading edge); notes inside the interval wait for its end (trailing edge).
 """
 
 from __future__ import annotations
@@ -35,6 +36,8 @@ class _LiveConsumer(AsyncWebsocketConsumer):
             await self.close(code=4404)
             return
         self._pending: asyncio.Task | None = None
+        self._dirty = False
+        self._last_flush = float("-inf")
         await self.channel_layer.group_add(DASHBOARD_GROUP, self.channel_name)
         await self.accept()
         html = await database_sync_to_async(self.initial)(now=timezone.now())
@@ -48,11 +51,17 @@ class _LiveConsumer(AsyncWebsocketConsumer):
     def initial(self, *, now) -> str | None:
         raise NotImplementedError
 
-    def update(self, *, now) -> str | None:
+    def update(self, *, now, notes) -> str | None:
+        """Render an update for the notes taken since the last one (`take_notes`)."""
         raise NotImplementedError
 
     def note(self, event: dict) -> None:
-        """Remember what a change note says until the next flush."""
+        """Remember what a change note says until the next flush (runs on the event loop)."""
+
+    def take_notes(self):
+        """What the notes since the last flush said, handed to `update` (runs on the event loop, so
+        no note can slip in between reading and clearing)."""
+        return None
 
     async def disconnect(self, code):
         if getattr(self, "_pending", None):
@@ -64,14 +73,24 @@ class _LiveConsumer(AsyncWebsocketConsumer):
 
     async def dashboard_changed(self, event):
         self.note(event)
+        self._dirty = True
         if self._pending is None or self._pending.done():
-            self._pending = asyncio.ensure_future(self._flush_later())
+            self._pending = asyncio.ensure_future(self._flush())
 
-    async def _flush_later(self):
-        await asyncio.sleep(settings.DASHBOARD_PUSH_INTERVAL_MS / 1000)
-        html = await database_sync_to_async(self.update)(now=timezone.now())
-        if html:
-            await self.send(text_data=html)
+    async def _flush(self):
+        """Render while notes are pending, flushes at least DASHBOARD_PUSH_INTERVAL_MS apart."""
+        loop = asyncio.get_running_loop()
+        interval = settings.DASHBOARD_PUSH_INTERVAL_MS / 1000
+        while self._dirty:
+            wait = self._last_flush + interval - loop.time()
+            if wait > 0:
+                await asyncio.sleep(wait)
+            self._dirty = False
+            self._last_flush = loop.time()
+            notes = self.take_notes()
+            html = await database_sync_to_async(self.update)(now=timezone.now(), notes=notes)
+            if html:
+                await self.send(text_data=html)
 
 
 class DashboardConsumer(_LiveConsumer):
@@ -98,12 +117,13 @@ class DashboardConsumer(_LiveConsumer):
         self._updated.update(event.get("alerts_updated", []))
         self._insights.update(event.get("insights", []))
 
-    def update(self, *, now) -> str:
-        created, updated = sorted(self._created), sorted(self._updated)
-        insights = sorted(self._insights)
-        self._created.clear()
-        self._updated.clear()
-        self._insights.clear()
+    def take_notes(self) -> tuple[list[int], list[int], list[int]]:
+        notes = sorted(self._created), sorted(self._updated), sorted(self._insights)
+        self._created, self._updated, self._insights = set(), set(), set()
+        return notes
+
+    def update(self, *, now, notes) -> str:
+        created, updated, insights = notes
         return render_update(
             range_key=self.range_key,
             filters=self.filters,
@@ -126,6 +146,12 @@ class EntityConsumer(_LiveConsumer):
         self._shown: dict[str, str] = {}
         return self.entity_type in ENTITY_TYPES
 
+    def initial(self, *, now) -> str | None:
+        return self._changed_parts(now=now)
+
+    def update(self, *, now, notes) -> str | None:
+        return self._changed_parts(now=now)
+
     def _changed_parts(self, *, now) -> str | None:
         parts = render_entity(entity_type=self.entity_type, entity_id=self.entity_id, now=now)
         if parts is None:
@@ -133,5 +159,3 @@ class EntityConsumer(_LiveConsumer):
         changed = [html for part, html in parts.items() if self._shown.get(part) != html]
         self._shown = parts
         return "".join(changed) or None
-
-    initial = update = _changed_parts
