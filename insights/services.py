@@ -10,7 +10,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from django.conf import settings
-from django.db import transaction
+from django.db import connection, transaction
 from django.db.models import Q
 
 from insights import bedrock, local_model
@@ -101,9 +101,23 @@ def _latest_cached(entity_type: str, ids: set[str], *, now: datetime) -> dict[st
     minutes = settings.INSIGHTS_CACHE_MINUTES
     if minutes <= 0 or not ids:
         return {}
+    since = now - timedelta(minutes=minutes)
+    if connection.vendor == "postgresql":
+        # One index probe per entity. A plain `entity_id IN (…) AND scored_at >= …` lets the planner
+        # range-scan every recent insight of the type when its statistics lag behind the newest
+        # scores (the estimate for "scored in the last hour" is then a handful of rows): that read
+        # grew with the insights of the whole cache window, 3 → 21 ms per batch at 300k events.
+        table = Insight._meta.db_table
+        found = Insight.objects.raw(
+            "SELECT i.* FROM unnest(%s::varchar[]) AS e(entity_id) CROSS JOIN LATERAL ("  # noqa: S608 - model metadata
+            f"SELECT * FROM {connection.ops.quote_name(table)} AS x WHERE x.entity_type = %s "
+            "AND x.entity_id = e.entity_id AND x.scored_at >= %s ORDER BY x.scored_at DESC, x.id DESC LIMIT 1) i",
+            [sorted(ids), entity_type, since],
+        )
+        return {insight.entity_id: insight for insight in found}
     latest: dict[str, Insight] = {}
     for insight in Insight.objects.filter(
-        entity_type=entity_type, entity_id__in=ids, scored_at__gte=now - timedelta(minutes=minutes)
+        entity_type=entity_type, entity_id__in=ids, scored_at__gte=since
     ).order_by("entity_id", "-scored_at", "-pk"):
         latest.setdefault(insight.entity_id, insight)
     return latest

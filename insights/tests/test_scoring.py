@@ -151,6 +151,35 @@ def test_cache_rescores_inside_the_window_when_features_moved(
     assert latest.pk != first_id and latest.features["ib_calls_14d"] == 4
 
 
+def test_cache_serves_the_latest_of_several_insights_in_the_window(
+    post, drain, django_capture_on_commit_callbacks, settings
+):
+    """Two insights of one student inside the window (the features moved in between): an unchanged
+    entity is served the newer one, whose features match, not re-scored and not the stale first."""
+    settings.INSIGHTS_CACHE_MINUTES = 30
+    send(
+        post,
+        drain,
+        django_capture_on_commit_callbacks,
+        event("customer_health_update", student_id="stu_8", health_score=90),
+    )
+    start = timezone.now()
+    with time_machine.travel(start, tick=False):
+        first_id = score_churn.apply(args=("student", "stu_8")).get()
+    send(
+        post,
+        drain,
+        django_capture_on_commit_callbacks,
+        *[event("ib_call_logged", student_id="stu_8", reason="billing_question") for _ in range(4)],
+    )
+    with time_machine.travel(start + timedelta(minutes=5), tick=False):
+        second_id = score_churn.apply(args=("student", "stu_8")).get()
+    with time_machine.travel(start + timedelta(minutes=10), tick=False):
+        assert score_churn.apply(args=("student", "stu_8")).get() == second_id
+    assert second_id != first_id
+    assert Insight.objects.get(pk=second_id).features["ib_calls_14d"] == 4
+
+
 def test_insight_score_rejects_an_unknown_entity_type():
     from insights.services import insight_score
 
