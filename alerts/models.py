@@ -42,12 +42,12 @@ class EntityType(models.TextChoices):
 
 
 class Alert(models.Model):
-    fingerprint = models.CharField(max_length=200, db_index=True, help_text="type:entity_type:entity_id")
-    type = models.CharField(max_length=40, choices=AlertType.choices, db_index=True)
-    severity = models.CharField(max_length=10, choices=Severity.choices, db_index=True)
-    status = models.CharField(max_length=15, choices=Status.choices, default=Status.OPEN, db_index=True)
+    fingerprint = models.CharField(max_length=200, help_text="type:entity_type:entity_id")
+    type = models.CharField(max_length=40, choices=AlertType.choices)
+    severity = models.CharField(max_length=10, choices=Severity.choices)
+    status = models.CharField(max_length=15, choices=Status.choices, default=Status.OPEN)
     entity_type = models.CharField(max_length=20, choices=EntityType.choices)
-    entity_id = models.CharField(max_length=200, db_index=True)
+    entity_id = models.CharField(max_length=200)
     message = models.CharField(max_length=300)
     details = models.JSONField(default=dict, blank=True)
     occurrences = models.PositiveIntegerField(default=1)
@@ -75,7 +75,14 @@ class Alert(models.Model):
                 name="one_active_alert_per_fingerprint",
             )
         ]
-        indexes = [models.Index(fields=["status", "-last_seen"])]
+        # Every repeat of an active alert rewrites its row (occurrences, last_seen): each index is one
+        # more entry per repeat, so only the indexes a read needs. Status is the composite's prefix;
+        # type and severity filter a status-bounded or small set; no LIKE prefix search on any of them.
+        indexes = [
+            models.Index(fields=["status", "-last_seen"]),
+            models.Index(fields=["fingerprint"], name="alert_fingerprint"),
+            models.Index(fields=["entity_id"], name="alert_entity_id"),
+        ]
         ordering = ["-last_seen"]
 
     def __str__(self) -> str:

@@ -35,6 +35,12 @@ def main() -> None:
     parser.add_argument("--database", default="iops_bench_growth")
     parser.add_argument("--top", type=int, default=10)
     parser.add_argument("--smoke", action="store_true", help="20,000 events, 2,000 students")
+    parser.add_argument(
+        "--vacuum-every",
+        type=float,
+        default=60,
+        help="when the server has autovacuum off: VACUUM (ANALYZE) every N s (see bench/aggregate.py); 0 for none",
+    )
     args = parser.parse_args()
     if args.smoke:
         args.events, args.students = 20_000, 2_000
@@ -63,6 +69,9 @@ def main() -> None:
         total=args.events, students=args.students, end=datetime(2026, 3, 1, tzinfo=UTC), seed=1
     )
     wall, busy = time.monotonic(), 0.0
+    vacuum = aggregate.VacuumStandIn(args.database, args.vacuum_every)
+    print(vacuum.describe())
+    vacuum.__enter__()
     try:
         for i, (now, batch) in enumerate(gen.batches(1000), start=1):
             point = early if early <= i < early + measured else late if late <= i < late + measured else None
@@ -83,6 +92,7 @@ def main() -> None:
                     flush=True,
                 )
     finally:
+        vacuum.__exit__()
         aggregate.drop_database(args.database)
     (t0, a), (t1, b) = points[early], points[late]
     print(
