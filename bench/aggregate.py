@@ -241,14 +241,14 @@ class VacuumStandIn:
                 self.seconds += time.perf_counter() - t0
                 self.runs += 1
 
-    def __enter__(self):
+    def start(self) -> None:
         if self._thread:
             self._thread.start()
-        return self
 
-    def __exit__(self, *exc):
+    def stop(self) -> None:
+        """Stop and wait for a VACUUM in progress; safe to call more than once, or before start."""
         self._stop.set()
-        if self._thread:
+        if self._thread and self._thread.is_alive():
             self._thread.join()
 
 
@@ -399,7 +399,7 @@ def main() -> None:
 
             profiler = cProfile.Profile()
         wall = time.perf_counter()
-        vacuum.__enter__()
+        vacuum.start()
         for i, (now, batch) in enumerate(gen.batches(args.batch), start=1):
             if args.max_seconds and time.perf_counter() - wall > args.max_seconds:
                 print(f"  stopped after {args.max_seconds:.0f} s (--max-seconds)")
@@ -421,7 +421,7 @@ def main() -> None:
                     f"(median of last {len(window)}), {folded / busy:,.0f} events/s so far, peak RSS {rss_mb():.0f} MB",
                     flush=True,
                 )
-        vacuum.__exit__()
+        vacuum.stop()
         wall = time.perf_counter() - wall
         rate = folded / busy
         tenth = max(1, args.events // 10 // args.batch)
@@ -458,7 +458,7 @@ def main() -> None:
             f"{statistics.median(late) * 1000:.1f} ms at {folded:,} (medians of 10 batches)"
         )
     finally:
-        vacuum.__exit__()
+        vacuum.stop()
         if not args.keep_db:
             drop_database(args.database)
 

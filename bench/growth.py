@@ -71,7 +71,7 @@ def main() -> None:
     wall, busy = time.monotonic(), 0.0
     vacuum = aggregate.VacuumStandIn(args.database, args.vacuum_every)
     print(vacuum.describe())
-    vacuum.__enter__()
+    vacuum.start()
     try:
         for i, (now, batch) in enumerate(gen.batches(1000), start=1):
             point = early if early <= i < early + measured else late if late <= i < late + measured else None
@@ -92,7 +92,7 @@ def main() -> None:
                     flush=True,
                 )
     finally:
-        vacuum.__exit__()
+        vacuum.stop()
         aggregate.drop_database(args.database)
     (t0, a), (t1, b) = points[early], points[late]
     print(
