@@ -12,18 +12,32 @@ database side names the indexes it drops.
 from django.conf import settings
 from django.db import migrations, models
 
+# (column, Django's index name); on PostgreSQL each also had a `…_like` copy.
 DROPPED = [
-    "alerts_alert_fingerprint_6b70c765",
-    "alerts_alert_fingerprint_6b70c765_like",
-    "alerts_alert_entity_id_5a951d80",
-    "alerts_alert_entity_id_5a951d80_like",
-    "alerts_alert_type_3021f46f",
-    "alerts_alert_type_3021f46f_like",
-    "alerts_alert_severity_99ce3818",
-    "alerts_alert_severity_99ce3818_like",
-    "alerts_alert_status_19c9bb06",
-    "alerts_alert_status_19c9bb06_like",
+    ("fingerprint", "alerts_alert_fingerprint_6b70c765"),
+    ("entity_id", "alerts_alert_entity_id_5a951d80"),
+    ("type", "alerts_alert_type_3021f46f"),
+    ("severity", "alerts_alert_severity_99ce3818"),
+    ("status", "alerts_alert_status_19c9bb06"),
 ]
+
+
+def drop(apps, schema_editor):
+    q = schema_editor.quote_name
+    for _, name in DROPPED:
+        schema_editor.execute(f"DROP INDEX IF EXISTS {q(name)}")
+        if schema_editor.connection.vendor == "postgresql":
+            schema_editor.execute(f"DROP INDEX IF EXISTS {q(name + '_like')}")
+
+
+def recreate(apps, schema_editor):
+    q = schema_editor.quote_name
+    for column, name in DROPPED:
+        schema_editor.execute(f"CREATE INDEX IF NOT EXISTS {q(name)} ON alerts_alert ({q(column)})")
+        if schema_editor.connection.vendor == "postgresql":
+            schema_editor.execute(
+                f"CREATE INDEX IF NOT EXISTS {q(name + '_like')} ON alerts_alert ({q(column)} varchar_pattern_ops)"
+            )
 
 
 class Migration(migrations.Migration):
@@ -84,12 +98,7 @@ class Migration(migrations.Migration):
                     ),
                 ),
             ],
-            database_operations=[
-                migrations.RunSQL(
-                    [f"DROP INDEX IF EXISTS {name}" for name in DROPPED],
-                    reverse_sql=migrations.RunSQL.noop,
-                )
-            ],
+            database_operations=[migrations.RunPython(drop, recreate)],
         ),
         migrations.AddIndex(
             model_name="alert",
