@@ -23,6 +23,12 @@ def send(post, drain, capture, *events):
         drain()
 
 
+def score_at(moment, *args):
+    """score_churn run at a frozen moment."""
+    with time_machine.travel(moment, tick=False):
+        return score_churn.apply(args=args).get()
+
+
 def test_low_health_alert_gets_a_linked_insight_end_to_end(post, drain, django_capture_on_commit_callbacks):
     send(
         post,
@@ -119,13 +125,10 @@ def test_cache_keeps_an_unchanged_entity_and_links_a_new_alert(
         event("customer_health_update", student_id="stu_5", health_score=75),
     )
     start = timezone.now()
-    with time_machine.travel(start, tick=False):
-        first_id = score_churn.apply(args=("student", "stu_5")).get()
-    with time_machine.travel(start + timedelta(minutes=29), tick=False):
-        assert score_churn.apply(args=("student", "stu_5", 999)).get() == first_id
-        assert Insight.objects.get(pk=first_id).alert_id == 999  # linked, not re-scored
-    with time_machine.travel(start + timedelta(minutes=31), tick=False):
-        assert score_churn.apply(args=("student", "stu_5")).get() != first_id
+    first_id = score_at(start, "student", "stu_5")
+    assert score_at(start + timedelta(minutes=29), "student", "stu_5", 999) == first_id
+    assert Insight.objects.get(pk=first_id).alert_id == 999  # linked, not re-scored
+    assert score_at(start + timedelta(minutes=31), "student", "stu_5") != first_id
     assert Insight.objects.filter(entity_id="stu_5").count() == 2
 
 
@@ -164,18 +167,15 @@ def test_cache_serves_the_latest_of_several_insights_in_the_window(
         event("customer_health_update", student_id="stu_8", health_score=90),
     )
     start = timezone.now()
-    with time_machine.travel(start, tick=False):
-        first_id = score_churn.apply(args=("student", "stu_8")).get()
+    first_id = score_at(start, "student", "stu_8")
     send(
         post,
         drain,
         django_capture_on_commit_callbacks,
         *[event("ib_call_logged", student_id="stu_8", reason="billing_question") for _ in range(4)],
     )
-    with time_machine.travel(start + timedelta(minutes=5), tick=False):
-        second_id = score_churn.apply(args=("student", "stu_8")).get()
-    with time_machine.travel(start + timedelta(minutes=10), tick=False):
-        assert score_churn.apply(args=("student", "stu_8")).get() == second_id
+    second_id = score_at(start + timedelta(minutes=5), "student", "stu_8")
+    assert score_at(start + timedelta(minutes=10), "student", "stu_8") == second_id
     assert second_id != first_id
     assert Insight.objects.get(pk=second_id).features["ib_calls_14d"] == 4
 
