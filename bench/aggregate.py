@@ -224,6 +224,17 @@ class VacuumStandIn:
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, daemon=True) if self.every else None
 
+    @staticmethod
+    def add_argument(parser) -> None:
+        """The benches' `--vacuum-every` option."""
+        parser.add_argument(
+            "--vacuum-every",
+            type=float,
+            default=60,
+            help="when the server has autovacuum off: VACUUM (ANALYZE) every N s in a second connection "
+            "(autovacuum's work on a production server); 0 for the server as configured",
+        )
+
     def describe(self) -> str:
         if self.server_on:
             return "server autovacuum: on"
@@ -341,13 +352,7 @@ def main() -> None:
         "--max-seconds", type=float, default=0, help="stop folding after this long and report what was done"
     )
     parser.add_argument("--keep-db", action="store_true", help="leave the database for inspection")
-    parser.add_argument(
-        "--vacuum-every",
-        type=float,
-        default=60,
-        help="when the server has autovacuum off: VACUUM (ANALYZE) every N s in a second connection "
-        "(autovacuum's work on a production server); 0 for the server as configured",
-    )
+    VacuumStandIn.add_argument(parser)
     parser.add_argument(
         "--profile", action="store_true", help="cProfile the first 50 batches and print the top"
     )

@@ -35,12 +35,7 @@ def main() -> None:
     parser.add_argument("--database", default="iops_bench_growth")
     parser.add_argument("--top", type=int, default=10)
     parser.add_argument("--smoke", action="store_true", help="20,000 events, 2,000 students")
-    parser.add_argument(
-        "--vacuum-every",
-        type=float,
-        default=60,
-        help="when the server has autovacuum off: VACUUM (ANALYZE) every N s (see bench/aggregate.py); 0 for none",
-    )
+    aggregate.VacuumStandIn.add_argument(parser)
     args = parser.parse_args()
     if args.smoke:
         args.events, args.students = 20_000, 2_000
