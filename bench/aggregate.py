@@ -263,6 +263,72 @@ class VacuumStandIn:
             self._thread.join()
 
 
+class Phases:
+    """Where a batch's time goes: wall time, this process's CPU and the PostgreSQL backend's CPU
+    (from /proc/<backend pid>/stat: the server is local) per phase of process_batch, by wrapping the
+    phase functions where process_batch and fold_events look them up. Nested phases are subtracted
+    from their parent (fold excludes the snapshot refresh). The sum of both CPUs per event bounds what
+    2 cores can do with this work however it is spread over processes: 2 / (CPU s per event)."""
+
+    NAMES = ("store", "fold", "refresh", "rules", "routing", "after commit")
+
+    def __init__(self) -> None:
+        self.totals = {n: [0.0, 0.0, 0.0] for n in self.NAMES}  # wall, python cpu, pg cpu
+        self._stack: list[list[float]] = []
+        self._stat = None
+        self._tick = os.sysconf("SC_CLK_TCK")
+
+    def attach(self, backend_pid: int) -> None:
+        self._stat = f"/proc/{backend_pid}/stat"
+
+    def pg_cpu(self) -> float:
+        if not self._stat:
+            return 0.0
+        with open(self._stat) as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / self._tick  # utime + stime
+
+    def now(self) -> list[float]:
+        return [time.perf_counter(), time.process_time(), self.pg_cpu()]
+
+    def wrap(self, module, attr: str, name: str) -> None:
+        inner = getattr(module, attr)
+
+        def timed(*args, **kwargs):
+            self._stack.append([0.0, 0.0, 0.0])  # time spent in nested phases
+            start = self.now()
+            try:
+                return inner(*args, **kwargs)
+            finally:
+                spent = [b - a for a, b in zip(start, self.now(), strict=True)]
+                nested = self._stack.pop()
+                for i in range(3):
+                    self.totals[name][i] += spent[i] - nested[i]
+                    if self._stack:
+                        self._stack[-1][i] += spent[i]
+
+        setattr(module, attr, timed)
+
+    def report(self, events: int, seconds: float) -> None:
+        print("per 1,000 events, by phase:   wall ms   python cpu ms   postgres cpu ms")
+        sums = [0.0, 0.0, 0.0]
+        for name, t in self.totals.items():
+            print(
+                f"  {name:<14} {t[0] / events * 1e6:10.1f} {t[1] / events * 1e6:15.1f} {t[2] / events * 1e6:17.1f}"
+            )
+            sums = [a + b for a, b in zip(sums, t, strict=True)]
+        print(
+            f"  {'phases':<14} {sums[0] / events * 1e6:10.1f} {sums[1] / events * 1e6:15.1f} {sums[2] / events * 1e6:17.1f}"
+        )
+        print(f"  {'process_batch':<14} {seconds / events * 1e6:10.1f}")
+        cpu = (sums[1] + sums[2]) / events
+        if self._stat and cpu:
+            print(
+                f"2-core ceiling for this work: {2 / cpu:,.0f} events/s (both CPUs, {cpu * 1e6:.0f} ms per 1,000 events, "
+                f"spread perfectly over 2 cores); PostgreSQL's share alone: {2 / (sums[2] / events):,.0f} events/s"
+            )
+
+
 def reset_tables() -> None:
     from alerts.models import Alert
     from ingest.models import Event
@@ -381,6 +447,20 @@ def main() -> None:
 
     alerts.services.alerts_committed = timed_committed
 
+    import ingest.pipeline
+    import metrics.services
+
+    phases = Phases()
+    for module, attr, name in (
+        (ingest.pipeline, "_store_events", "store"),
+        (ingest.pipeline, "fold_events", "fold"),
+        (metrics.services, "snapshots_refresh", "refresh"),
+        (ingest.pipeline, "alerts_evaluate", "rules"),
+        (ingest.pipeline, "alerts_raised", "routing"),
+        (alerts.services, "alerts_committed", "after commit"),
+    ):
+        phases.wrap(module, attr, name)
+
     vacuum = VacuumStandIn(args.database, args.vacuum_every)
     try:
         print(f"PostgreSQL {connection.cursor().connection.info.server_version}, database {args.database}")
@@ -403,6 +483,9 @@ def main() -> None:
             import cProfile
 
             profiler = cProfile.Profile()
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT pg_backend_pid()")
+            phases.attach(cursor.fetchone()[0])
         wall = time.perf_counter()
         vacuum.start()
         for i, (now, batch) in enumerate(gen.batches(args.batch), start=1):
@@ -454,6 +537,7 @@ def main() -> None:
             f"without it {folded / (busy - side_effects['seconds']):,.0f} events/s"
         )
         print(f"peak RSS:               {rss_mb():.0f} MB")
+        phases.report(folded, busy)
         if vacuum.runs:
             print(
                 f"vacuum stand-in:        {vacuum.runs} runs, {vacuum.seconds:.1f} s in all (concurrent with the batches)"

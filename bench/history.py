@@ -13,7 +13,8 @@ events after EVENT_RETENTION_DAYS: the pessimistic case for table and index size
 Measured sets: `--batches` batches of 1,000 simulated events (bench/aggregate.py's generator, 1 % late
 by up to 3 days) at the current end of history, after `--warmup` batches. The first size is measured
 twice (the second set is the noise control); each later set continues the timeline, with fresh ids
-and the same seed, so every size sees the same batches. Its own database `iops_bench_history`.
+and the same seed, so every size sees the same batches. Each set starts after a VACUUM (ANALYZE) when
+the server has autovacuum off (as this machine's does): the state autovacuum keeps on a production server. Its own database `iops_bench_history`.
 
     .venv/bin/python bench/history.py                          # 1M then 10M stored events
     .venv/bin/python bench/history.py --sizes 1000000 3000000  # what fits
@@ -616,6 +617,23 @@ class _nothing:
 HISTORY = History(students=20_000, per_day=1_000_000 / 30)
 
 
+def vacuum_analyze(connection) -> None:
+    """Before each measured set: what autovacuum would have done by then on a production server (this
+    machine's PostgreSQL has it off). Without it the planner plans with whatever statistics the load
+    left, and each set meets the dead row versions of the sets before it — the control set (the same
+    history measured again) ran slower than the first for that reason alone."""
+    t0 = time.perf_counter()
+    with connection.cursor() as cur:
+        cur.execute("SHOW autovacuum")
+        if cur.fetchone()[0] == "on":
+            return
+        cur.execute("VACUUM (ANALYZE)")
+    print(
+        f"    {'VACUUM (ANALYZE)':<24} {time.perf_counter() - t0:6.1f} s (server autovacuum is off)",
+        flush=True,
+    )
+
+
 def table_sizes() -> str:
     from django.db import connection
 
@@ -686,6 +704,7 @@ def main() -> int:
                 f"  {size:,} events stored, database {table_sizes()}, loaded in {time.perf_counter() - t0:.0f} s"
             )
             for label in ["", " (control)"] if n == 0 else [""]:
+                vacuum_analyze(connection)
                 times, sql, timer, clock = measured_set(
                     students=args.students,
                     start=clock,
