@@ -4,7 +4,7 @@ from django.utils import timezone
 from django.utils.functional import cached_property
 
 from ingest.keys import api_key_create, api_keys_revoke, key_cache
-from ingest.models import ApiKey, Event, KinesisShard, PendingEvent, StreamDeadLetter
+from ingest.models import ApiKey, Event, KinesisShard, PendingEvent, StreamDeadLetter, SuspectDelivery
 
 
 class NoCountPaginator(Paginator):
@@ -43,6 +43,23 @@ class PendingEventAdmin(admin.ModelAdmin):
     show_full_result_count = False
 
     def has_add_permission(self, request):
+        return False
+
+
+@admin.register(SuspectDelivery)
+class SuspectDeliveryAdmin(admin.ModelAdmin):
+    """Redelivered messages a worker is processing, or was when it died (ingest.worker): a row older
+    than a batch's duration marks a message whose worker died with it. Deleting the row gives the
+    message a full retry instead of a smaller slice."""
+
+    list_display = ("message_id", "backend", "slice_size", "consumer", "started_at")
+    list_filter = ("backend",)
+    ordering = ("-started_at",)
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
         return False
 
 

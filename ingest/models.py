@@ -64,6 +64,29 @@ class StreamDeadLetter(models.Model):
         return f"dead letter {self.backend}:{self.message_id}"
 
 
+class SuspectDelivery(models.Model):
+    """A stream message delivered before and never settled, while a worker processes it again.
+
+    Written outside the batch's transaction just before the slice it belongs to is processed, and
+    removed right after — whatever the outcome — unless the process dies. A message that comes back
+    with its row still there was in a slice whose worker died: its slice is split, and one that was
+    being processed alone is dead-lettered instead of killing the next worker too (ingest.worker)."""
+
+    backend = models.CharField(max_length=20)
+    message_id = models.CharField(max_length=100)
+    slice_size = models.PositiveIntegerField(help_text="how many messages were processed together")
+    consumer = models.CharField(max_length=200)
+    started_at = models.DateTimeField(db_index=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["backend", "message_id"], name="suspect_delivery_unique"),
+        ]
+
+    def __str__(self) -> str:
+        return f"suspect {self.backend}:{self.message_id} (slice of {self.slice_size})"
+
+
 class ApiKey(models.Model):
     """An ingest/read API key. Only a SHA-256 of the secret is stored; the prefix finds the row."""
 

@@ -20,6 +20,7 @@ from django.db import transaction
 logger = logging.getLogger(__name__)
 
 HEARTBEAT_RETENTION = timedelta(days=7)
+SUSPECT_RETENTION = timedelta(days=7)
 
 
 @dataclass
@@ -84,7 +85,7 @@ def _insights_purge(*, now: datetime, cutoff: datetime, result: RetentionResult,
 
 
 def retention_run(*, now: datetime, max_seconds: float = 300.0) -> RetentionResult:
-    from ingest.models import Event, WorkerHeartbeat
+    from ingest.models import Event, SuspectDelivery, WorkerHeartbeat
     from metrics.models import GlobalMinute, StudentHourly, TutorHourly
 
     started = time.monotonic()
@@ -99,6 +100,8 @@ def retention_run(*, now: datetime, max_seconds: float = 300.0) -> RetentionResu
         (StudentHourly, "hour", aggregate_cutoff),
         (TutorHourly, "hour", aggregate_cutoff),
         (WorkerHeartbeat, "last_seen", now - HEARTBEAT_RETENTION),
+        # Left only when a worker died between settling a slice and removing its record.
+        (SuspectDelivery, "started_at", now - SUSPECT_RETENTION),
     ]
     for model, column, cutoff in plan:
         _purge(model, column=column, cutoff=cutoff, batch_size=batch, deadline=deadline, result=result)

@@ -8,6 +8,7 @@ import os
 import socket
 import threading
 import time
+from contextlib import suppress
 
 from django.conf import settings
 from django.db import InterfaceError, OperationalError, close_old_connections
@@ -20,6 +21,10 @@ from iops.lib.request_id import request_id_var
 logger = logging.getLogger(__name__)
 
 TRANSIENT = (OperationalError, InterfaceError, StreamUnavailable)
+
+# A slice of redelivered messages whose worker died is retried in this many pieces (ingest.worker
+# StreamWorker._settle_suspects).
+SUSPECT_SPLIT = 16
 
 # Upper bounds (seconds) of the batch duration histogram served by /metrics.
 BATCH_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
@@ -133,17 +138,87 @@ class StreamWorker:
         for bad in (d for d in deliveries if d.event is None):
             logger.warning("malformed stream message moved to dead letters", extra={"message_id": bad.token})
             self.stream.dead_letter(bad, bad.error)
-        if good:
-            try:
-                self._process([d.event for d in good])
-            except TRANSIENT:
-                raise
-            except Exception:  # noqa: BLE001 - isolate the poison message, keep the rest flowing
-                logger.exception("batch failed; isolating the failing events")
-                good = self._isolate(good)
-            self.stream.ack(good)
-            self.processed += len(good)
+        fresh = [d for d in good if d.deliveries <= 1]
+        if fresh:
+            self._settle(fresh)
+        suspects = [d for d in good if d.deliveries > 1]
+        if suspects:
+            self._settle_suspects(suspects)
         return len(deliveries)
+
+    def _settle(self, deliveries: list[Delivery]) -> None:
+        """Process these as one batch (isolating failing events if it fails) and ack what was processed."""
+        try:
+            self._process([d.event for d in deliveries])
+        except TRANSIENT:
+            raise
+        except Exception:  # noqa: BLE001 - isolate the poison message, keep the rest flowing
+            logger.exception("batch failed; isolating the failing events")
+            deliveries = self._isolate(deliveries)
+        self.stream.ack(deliveries)
+        self.processed += len(deliveries)
+
+    def _settle_suspects(self, suspects: list[Delivery]) -> None:
+        """Messages handed out before and never settled: the batch they were in failed, or the process
+        handling it died (killed, out of memory, a crash in native code — possibly because of one of
+        them). An exception is isolated by `_settle`; a death leaves nothing behind in the process, so
+        each slice of suspects is recorded (SuspectDelivery) before it is processed and the record
+        removed after. A suspect that comes back still recorded was in a slice whose worker died: the
+        slice is retried in SUSPECT_SPLIT pieces, each settled before the next, and one that was being
+        processed alone is dead-lettered unprocessed. A record that kills every worker it reaches costs
+        about 2 + log16(batch size) worker deaths (4 at 2,000), not the partition forever."""
+        from ingest.models import SuspectDelivery
+
+        backend = self.stream.name
+        recorded = dict(
+            SuspectDelivery.objects.filter(
+                backend=backend, message_id__in=[d.token[:100] for d in suspects]
+            ).values_list("message_id", "slice_size")
+        )
+        alone = [d for d in suspects if recorded.get(d.token[:100]) == 1]
+        for d in alone:
+            logger.error(
+                "event dead-lettered: its worker died processing it alone",
+                extra={"message_id": d.token, "deliveries": d.deliveries},
+            )
+            self.stream.dead_letter(
+                d, f"the worker processing this event alone died ({d.deliveries} deliveries); not retried"
+            )
+        SuspectDelivery.objects.filter(
+            backend=backend, message_id__in=[d.token[:100] for d in alone]
+        ).delete()
+        # Never recorded: a first redelivery, one slice. The same slice size recorded: (mostly) the
+        # same dead slice. Each is cut in SUSPECT_SPLIT pieces.
+        groups: dict[int, list[Delivery]] = {}
+        for d in suspects:
+            size = recorded.get(d.token[:100], 0)
+            if size != 1:
+                groups.setdefault(size, []).append(d)
+        for size, group in sorted(groups.items()):
+            step = -(-(size or len(group)) // SUSPECT_SPLIT)
+            for i in range(0, len(group), step):
+                piece = group[i : i + step]
+                ids = [d.token[:100] for d in piece]
+                SuspectDelivery.objects.bulk_create(
+                    [
+                        SuspectDelivery(
+                            backend=backend,
+                            message_id=mid,
+                            slice_size=len(piece),
+                            consumer=self.consumer[:200],
+                            started_at=timezone.now(),
+                        )
+                        for mid in ids
+                    ],
+                    update_conflicts=True,
+                    unique_fields=["backend", "message_id"],
+                    update_fields=["slice_size", "consumer", "started_at"],
+                )
+                try:
+                    self._settle(piece)
+                finally:  # the process survived: whatever happened, these did not kill it
+                    with suppress(*TRANSIENT):
+                        SuspectDelivery.objects.filter(backend=backend, message_id__in=ids).delete()
 
     def _isolate(self, deliveries: list[Delivery]) -> list[Delivery]:
         """A batch failed (its transaction rolled back): process its halves as batches, splitting a

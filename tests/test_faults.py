@@ -9,6 +9,7 @@ and recovery without anyone's help. Bounded waits only.
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import sqlite3
@@ -205,6 +206,38 @@ def _sqlite_counts(db) -> dict[str, int]:
         }
 
 
+def _accept_backlog(server: livesrv.LiveServer, batches: list[list[dict]]) -> list[str]:
+    """Restart the live server as `serve --no-worker`, post these batches (each must get 202), then
+    SIGKILL it: the events wait in the database stream. Returns the accepted ids."""
+    livesrv.stop(server)
+    web = subprocess.Popen(
+        [sys.executable, "manage.py", "serve", "--port", server.url.rsplit(":", 1)[1], "--simulate", "0",
+         "--no-worker"],
+        cwd=livesrv.ROOT, env=server.env, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )  # fmt: skip
+    server.proc = web
+    accepted: list[str] = []
+    try:
+        with httpx.Client(
+            base_url=server.url, headers={"Authorization": f"Bearer {server.api_key}"}, timeout=30
+        ) as http:
+            deadline = time.monotonic() + 30
+            while True:
+                with suppress(httpx.HTTPError):
+                    if http.get("/healthz").status_code == 200:
+                        break
+                assert time.monotonic() < deadline, "serve --no-worker did not start"
+                time.sleep(0.1)
+            for events in batches:
+                resp = http.post("/api/ingest", json={"events": events})
+                assert resp.status_code == 202, resp.text
+                accepted.extend(resp.json()["event_ids"])
+    finally:
+        _kill(web)
+    return accepted
+
+
 def test_worker_sigkilled_mid_batch_then_restarted_processes_everything_once(tmp_path):
     """Embedded mode (SQLite, database stream): kill -9 `serve` while a batch is claimed and not acked,
     start it again, and every accepted event is stored and folded exactly once."""
@@ -223,34 +256,16 @@ def test_worker_sigkilled_mid_batch_then_restarted_processes_everything_once(tmp
     worker = None
     try:
         # 1. A backlog accepted while no worker runs (`serve --no-worker`).
-        livesrv.stop(server)
-        web = subprocess.Popen(
-            [sys.executable, "manage.py", "serve", "--port", server.url.rsplit(":", 1)[1], "--simulate", "0",
-             "--no-worker"],
-            cwd=livesrv.ROOT, env=server.env, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )  # fmt: skip
-        server.proc = web
-        accepted: list[str] = []
-        with httpx.Client(
-            base_url=server.url, headers={"Authorization": f"Bearer {server.api_key}"}, timeout=30
-        ) as http:
-            deadline = time.monotonic() + 30
-            while True:
-                with suppress(httpx.HTTPError):
-                    if http.get("/healthz").status_code == 200:
-                        break
-                assert time.monotonic() < deadline, "serve --no-worker did not start"
-                time.sleep(0.1)
-            for start in range(0, n, 500):
-                events = [
+        accepted = _accept_backlog(
+            server,
+            [
+                [
                     event("ib_call_logged", event_id=f"k-{i}", student_id=f"s{i % 97}")
                     for i in range(start, start + 500)
                 ]
-                resp = http.post("/api/ingest", json={"events": events})
-                assert resp.status_code == 202, resp.text
-                accepted.extend(resp.json()["event_ids"])
-        _kill(web)
+                for start in range(0, n, 500)
+            ],
+        )
         assert _sqlite_counts(db) == {"stored": 0, "pending": n, "claimed": 0}
 
         # 2. The worker starts on the backlog and is SIGKILLed with a batch claimed but not acked.
@@ -301,6 +316,182 @@ def test_worker_sigkilled_mid_batch_then_restarted_processes_everything_once(tmp
         if worker is not None:
             _kill(worker)
         livesrv.stop(server)
+
+
+# `manage.py serve` (or, with the argument `drain`, one worker run) whose worker dies outright (SIGKILL, as the kernel's OOM killer or a crash in
+# native code would) whenever a batch it is about to process holds the event KILLER_EVENT_ID.
+_KILLER_SERVE = """
+import os, signal, sys
+sys.path.insert(0, os.getcwd())
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "iops.settings")
+import django
+django.setup()
+import ingest.worker
+real = ingest.worker.process_batch
+def process_batch(events, *, now):
+    if any(e["event_id"] == os.environ["KILLER_EVENT_ID"] for e in events):
+        os.kill(os.getpid(), signal.SIGKILL)
+    return real(events, now=now)
+ingest.worker.process_batch = process_batch
+if sys.argv[1:] == ["drain"]:  # one worker run until the stream is empty
+    ingest.worker.drain(max_seconds=60)
+else:
+    from django.core.management import execute_from_command_line
+    execute_from_command_line(["manage.py", *sys.argv[1:]])
+"""
+
+
+def test_an_event_that_kills_every_worker_is_dead_lettered_and_the_rest_processed_once(tmp_path):
+    """Embedded mode (SQLite, database stream): one accepted event kills any worker process that
+    processes it. Workers are restarted as a supervisor would: after a few deaths it is dead-lettered
+    unprocessed, every other accepted event is stored and folded exactly once, and nothing is left
+    pending or recorded as suspect."""
+    n, killer = 2_000, "k-1234"
+    server = livesrv.start(
+        tmp_path,
+        extra_env={
+            "STREAM_CLAIM_IDLE_MS": "1000",  # a dead worker's claim expires quickly
+            "WORKER_BATCH_SIZE": "200",
+            "INGEST_RATE_LIMIT_PER_SEC": "1000000",
+            "INGEST_RATE_LIMIT_BURST": "1000000",
+        },
+    )
+    db = tmp_path / "iops.sqlite3"
+    worker = None
+    deaths = 0
+    try:
+        accepted = _accept_backlog(
+            server,
+            [
+                [
+                    event("ib_call_logged", event_id=f"k-{i}", student_id=f"s{i % 97}")
+                    for i in range(start, start + 500)
+                ]
+                for start in range(0, n, 500)
+            ],
+        )
+        assert len(accepted) == n and killer in accepted
+        env = {**server.env, "KILLER_EVENT_ID": killer}
+        deadline = time.monotonic() + 150
+        while True:
+            worker = subprocess.Popen(
+                [sys.executable, "-c", _KILLER_SERVE, "serve", "--port", str(livesrv.free_port()), "--simulate", "0"],
+                cwd=livesrv.ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )  # fmt: skip
+            while worker.poll() is None and _sqlite_counts(db)["pending"]:
+                assert time.monotonic() < deadline, (deaths, _sqlite_counts(db))
+                time.sleep(0.05)
+            if worker.poll() is None:  # the stream is drained and this worker is alive
+                break
+            assert worker.returncode == -signal.SIGKILL, worker.returncode
+            deaths += 1
+            assert deaths <= 6, "the killer event was never set aside"
+        print(f"worker deaths before the killer event was dead-lettered: {deaths}")
+        _kill(worker)
+        with sqlite3.connect(db, timeout=10) as conn:
+            stored = {r[0] for r in conn.execute("SELECT event_id FROM ingest_event")}
+            received = conn.execute("SELECT sum(received) FROM metrics_globalminute").fetchone()[0]
+            ib_calls = conn.execute("SELECT sum(ib_calls) FROM metrics_studenthourly").fetchone()[0]
+            dead = conn.execute(
+                "SELECT message_id, body, error, deliveries FROM ingest_streamdeadletter"
+            ).fetchall()
+            suspects = conn.execute("SELECT count(*) FROM ingest_suspectdelivery").fetchone()[0]
+        # The batch it came in, then pieces of 1/16 of the dead slice until it is alone: 200 → 13 → 1.
+        assert 2 <= deaths <= 4
+        assert stored == set(accepted) - {killer}
+        assert received == ib_calls == n - 1  # nothing folded twice
+        assert len(dead) == 1
+        assert json.loads(dead[0][1])["event_id"] == killer
+        assert "died" in dead[0][2] and dead[0][3] == deaths + 1
+        assert suspects == 0 and _sqlite_counts(db)["pending"] == 0
+    finally:
+        if worker is not None and worker.poll() is None:
+            _kill(worker)
+
+
+@pytest.mark.redis
+def test_an_event_that_kills_every_worker_is_dead_lettered_on_the_redis_stream(tmp_path, redis_url):
+    """The production stream: events written to a Redis stream of the test's own, one of which kills
+    the worker process. Worker runs are restarted until the stream is drained: the killer is a dead
+    letter (in the database and on the stream's dead-letter key), every other event stored once, and
+    nothing is left pending in the consumer group."""
+    import redis
+
+    from ingest.streams import RedisStream
+
+    n, killer = 600, "r-345"
+    key = f"iops-test:killer:{uuid.uuid4().hex}"
+    env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "REDIS_URL", "IOPS_STREAM")}
+    env.update(
+        {
+            "IOPS_TESTING": "1",
+            "IOPS_VAR_DIR": str(tmp_path),
+            "REDIS_URL": redis_url,
+            "IOPS_STREAM": "redis",
+            "IOPS_STREAM_KEY": key,
+            "STREAM_CLAIM_IDLE_MS": "200",
+            "WORKER_BATCH_SIZE": "100",
+            "KILLER_EVENT_ID": killer,
+        }
+    )
+    subprocess.run(
+        [sys.executable, "manage.py", "migrate", "-v", "0"],
+        cwd=livesrv.ROOT,
+        env=env,
+        check=True,
+        timeout=120,
+    )
+    at = "2026-11-30T12:00:00+00:00"
+    stream = RedisStream(redis_url, key, "iops-workers")
+    try:
+        stream.publish(
+            [
+                {
+                    "event_id": f"r-{i}",
+                    "event_type": "ib_call_logged",
+                    "timestamp": at,
+                    "received_at": at,
+                    "payload": {
+                        "student_id": f"s{i % 31}",
+                        "call_id": f"c{i}",
+                        "reason": "other",
+                        "duration_seconds": 60,
+                        "resolved": True,
+                        "priority": "low",
+                    },
+                }  # fmt: skip
+                for i in range(n)
+            ]
+        )
+        deaths = 0
+        while True:
+            run = subprocess.run(
+                [sys.executable, "-c", _KILLER_SERVE, "drain"],
+                cwd=livesrv.ROOT, env=env, capture_output=True, text=True, timeout=120,
+            )  # fmt: skip
+            if run.returncode == 0:
+                break
+            assert run.returncode == -signal.SIGKILL, run.stderr[-2000:]
+            deaths += 1
+            assert deaths <= 6, "the killer event was never set aside"
+        # The batch it came in (100), then 1/16 pieces of the dead slice until it is alone: 7 → 1.
+        assert 2 <= deaths <= 4, deaths
+        with sqlite3.connect(tmp_path / "iops.sqlite3", timeout=10) as conn:
+            stored = [r[0] for r in conn.execute("SELECT event_id FROM ingest_event")]
+            dead = conn.execute(
+                "SELECT message_id, body, error, backend FROM ingest_streamdeadletter"
+            ).fetchall()
+            suspects = conn.execute("SELECT count(*) FROM ingest_suspectdelivery").fetchone()[0]
+        assert sorted(stored) == sorted(f"r-{i}" for i in range(n) if f"r-{i}" != killer)
+        assert len(dead) == 1 and json.loads(dead[0][1])["event_id"] == killer and dead[0][3] == "redis"
+        assert "died" in dead[0][2]
+        assert suspects == 0
+        client = redis.Redis.from_url(redis_url)
+        assert client.xpending(key, "iops-workers")["pending"] == 0
+        assert client.xlen(key) == 0 and client.xlen(f"{key}:dead") == 1
+    finally:
+        redis.Redis.from_url(redis_url).delete(key, f"{key}:dead")
 
 
 def _poison(event_id: str) -> dict:

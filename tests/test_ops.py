@@ -346,7 +346,7 @@ def test_pipeline_status_reports_an_unreachable_stream(settings):
 def test_retention_task_deletes_expired_rows_in_bounded_batches(settings):
     from datetime import UTC, datetime
 
-    from ingest.models import Event
+    from ingest.models import Event, SuspectDelivery
     from ingest.tasks import retention
     from insights.models import Insight
     from iops.celery import app
@@ -383,6 +383,15 @@ def test_retention_task_deletes_expired_rows_in_bounded_batches(settings):
             model="rules",
             scored_at=now - timedelta(days=days),
         )
+    # Suspect records a dead worker left behind after settling its slice: kept a week.
+    for mid, days in (("1", 8), ("2", 1)):
+        SuspectDelivery.objects.create(
+            backend="database",
+            message_id=mid,
+            slice_size=5,
+            consumer="w",
+            started_at=now - timedelta(days=days),
+        )
     assert "retention" in {e["task"].split(".")[-1] for e in app.conf.beat_schedule.values()}
     with time_machine.travel(now, tick=False):
         out = retention.delay().get()
@@ -394,6 +403,7 @@ def test_retention_task_deletes_expired_rows_in_bounded_batches(settings):
     assert GlobalMinute.objects.count() == StudentHourly.objects.count() == TutorHourly.objects.count() == 1
     assert GlobalMinute.objects.get().minute == now - timedelta(days=89)
     assert list(Insight.objects.values_list("scored_at", flat=True)) == [now - timedelta(days=10)]
+    assert list(SuspectDelivery.objects.values_list("message_id", flat=True)) == ["2"]
     # A second run finds nothing more to do.
     with time_machine.travel(now, tick=False):
         assert sum(retention.delay().get()["deleted"].values()) == 0
