@@ -655,6 +655,7 @@ def main() -> int:
     parser.add_argument("--per-day", type=float, default=1_000_000 / 30, help="history density, events a day")
     parser.add_argument("--database", default="iops_bench_history")
     parser.add_argument("--keep", action="store_true", help="leave the database for inspection")
+    parser.add_argument("--top", type=int, default=5, help="statements to list per measured set (by time)")
     parser.add_argument("--smoke", action="store_true", help="20,000 then 100,000 events, 2,000 students")
     parser.add_argument(
         "--eager-insights",
@@ -721,6 +722,8 @@ def main() -> int:
                     f"load average {os.getloadavg()[0]:.2f}",
                     flush=True,
                 )
+                for shape, seconds in sorted(timer.by_shape.items(), key=lambda kv: -kv[1])[: args.top]:
+                    print(f"      {seconds / len(times) * 1000:7.1f} ms  {shape}", flush=True)
             with connection.cursor() as cur:
                 cur.execute("SET synchronous_commit = off")
     finally:

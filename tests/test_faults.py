@@ -206,9 +206,16 @@ def _sqlite_counts(db) -> dict[str, int]:
         }
 
 
-def _accept_backlog(server: livesrv.LiveServer, batches: list[list[dict]]) -> list[str]:
-    """Restart the live server as `serve --no-worker`, post these batches (each must get 202), then
-    SIGKILL it: the events wait in the database stream. Returns the accepted ids."""
+def _accept_backlog(server: livesrv.LiveServer, n: int) -> list[str]:
+    """Restart the live server as `serve --no-worker`, post n IB calls `k-0`… in batches of 500 (each
+    must get 202), then SIGKILL it: the events wait in the database stream. Returns the accepted ids."""
+    batches = [
+        [
+            event("ib_call_logged", event_id=f"k-{i}", student_id=f"s{i % 97}")
+            for i in range(start, min(n, start + 500))
+        ]
+        for start in range(0, n, 500)
+    ]
     livesrv.stop(server)
     web = subprocess.Popen(
         [sys.executable, "manage.py", "serve", "--port", server.url.rsplit(":", 1)[1], "--simulate", "0",
@@ -256,16 +263,7 @@ def test_worker_sigkilled_mid_batch_then_restarted_processes_everything_once(tmp
     worker = None
     try:
         # 1. A backlog accepted while no worker runs (`serve --no-worker`).
-        accepted = _accept_backlog(
-            server,
-            [
-                [
-                    event("ib_call_logged", event_id=f"k-{i}", student_id=f"s{i % 97}")
-                    for i in range(start, start + 500)
-                ]
-                for start in range(0, n, 500)
-            ],
-        )
+        accepted = _accept_backlog(server, n)
         assert _sqlite_counts(db) == {"stored": 0, "pending": n, "claimed": 0}
 
         # 2. The worker starts on the backlog and is SIGKILLed with a batch claimed but not acked.
@@ -360,16 +358,7 @@ def test_an_event_that_kills_every_worker_is_dead_lettered_and_the_rest_processe
     worker = None
     deaths = 0
     try:
-        accepted = _accept_backlog(
-            server,
-            [
-                [
-                    event("ib_call_logged", event_id=f"k-{i}", student_id=f"s{i % 97}")
-                    for i in range(start, start + 500)
-                ]
-                for start in range(0, n, 500)
-            ],
-        )
+        accepted = _accept_backlog(server, n)
         assert len(accepted) == n and killer in accepted
         env = {**server.env, "KILLER_EVENT_ID": killer}
         deadline = time.monotonic() + 150
