@@ -33,10 +33,11 @@ lint: install-dev
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
-# SQLite (embedded default) for everything but the browser/Redis/process tests, then the whole suite on PostgreSQL.
+# SQLite (embedded default) for everything but the browser/Redis/process tests, then the whole suite on
+# PostgreSQL except the tests that run `serve` on a SQLite file of their own (the first pass ran them).
 test: install-dev lint
 	IOPS_TESTING=1 IOPS_VAR_DIR=$(CURDIR)/var/test-sqlite $(BIN)/pytest -q -m "not browser and not redis and not postgres"
-	IOPS_TESTING=1 IOPS_VAR_DIR=$(CURDIR)/var/test-pg DATABASE_URL=$(PG_TEST_URL) $(BIN)/pytest -q
+	IOPS_TESTING=1 IOPS_VAR_DIR=$(CURDIR)/var/test-pg DATABASE_URL=$(PG_TEST_URL) $(BIN)/pytest -q -m "not embedded"
 
 # Every benchmark's --smoke mode (tiny sizes, a few seconds to a minute each): keeps bench/ from rotting,
 # measures nothing. Needs PostgreSQL and Redis on 127.0.0.1 like the second pass of `make test`.

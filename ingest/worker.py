@@ -166,16 +166,21 @@ class StreamWorker:
         removed after. A suspect that comes back still recorded was in a slice whose worker died: the
         slice is retried in SUSPECT_SPLIT pieces, each settled before the next, and one that was being
         processed alone is dead-lettered unprocessed. A record that kills every worker it reaches costs
-        about 2 + log16(batch size) worker deaths (4 at 2,000), not the partition forever."""
+        1 + ⌈log16(batch size)⌉ worker deaths (4 at 2,000), not the partition forever."""
         from ingest.models import SuspectDelivery
 
         backend = self.stream.name
+        mid = {d.token: d.token[:100] for d in suspects}  # the message_id column's width
+        records = SuspectDelivery.objects.filter(backend=backend)
         recorded = dict(
-            SuspectDelivery.objects.filter(
-                backend=backend, message_id__in=[d.token[:100] for d in suspects]
-            ).values_list("message_id", "slice_size")
+            records.filter(message_id__in=list(mid.values())).values_list("message_id", "slice_size")
         )
-        alone = [d for d in suspects if recorded.get(d.token[:100]) == 1]
+        # Never recorded: a first redelivery, one slice. The same slice size recorded: (mostly) the
+        # same dead slice. Each is cut in SUSPECT_SPLIT pieces; a slice of one is not retried.
+        groups: dict[int, list[Delivery]] = {}
+        for d in suspects:
+            groups.setdefault(recorded.get(mid[d.token], 0), []).append(d)
+        alone = groups.pop(1, [])
         for d in alone:
             logger.error(
                 "event dead-lettered: its worker died processing it alone",
@@ -184,31 +189,24 @@ class StreamWorker:
             self.stream.dead_letter(
                 d, f"the worker processing this event alone died ({d.deliveries} deliveries); not retried"
             )
-        SuspectDelivery.objects.filter(
-            backend=backend, message_id__in=[d.token[:100] for d in alone]
-        ).delete()
-        # Never recorded: a first redelivery, one slice. The same slice size recorded: (mostly) the
-        # same dead slice. Each is cut in SUSPECT_SPLIT pieces.
-        groups: dict[int, list[Delivery]] = {}
-        for d in suspects:
-            size = recorded.get(d.token[:100], 0)
-            if size != 1:
-                groups.setdefault(size, []).append(d)
+        if alone:
+            records.filter(message_id__in=[mid[d.token] for d in alone]).delete()
         for size, group in sorted(groups.items()):
             step = -(-(size or len(group)) // SUSPECT_SPLIT)
             for i in range(0, len(group), step):
                 piece = group[i : i + step]
-                ids = [d.token[:100] for d in piece]
+                ids = [mid[d.token] for d in piece]
+                now = timezone.now()
                 SuspectDelivery.objects.bulk_create(
                     [
                         SuspectDelivery(
                             backend=backend,
-                            message_id=mid,
+                            message_id=m,
                             slice_size=len(piece),
                             consumer=self.consumer[:200],
-                            started_at=timezone.now(),
+                            started_at=now,
                         )
-                        for mid in ids
+                        for m in ids
                     ],
                     update_conflicts=True,
                     unique_fields=["backend", "message_id"],
@@ -218,7 +216,7 @@ class StreamWorker:
                     self._settle(piece)
                 finally:  # the process survived: whatever happened, these did not kill it
                     with suppress(*TRANSIENT):
-                        SuspectDelivery.objects.filter(backend=backend, message_id__in=ids).delete()
+                        records.filter(message_id__in=ids).delete()
 
     def _isolate(self, deliveries: list[Delivery]) -> list[Delivery]:
         """A batch failed (its transaction rolled back): process its halves as batches, splitting a

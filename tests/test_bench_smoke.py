@@ -16,10 +16,11 @@ pytestmark = pytest.mark.postgres
 
 
 def _smoke(script: str, *args: str) -> str:
+    """Run a bench script with `args` (its `--smoke` mode when none are given) on a database of its own."""
     database = f"iops_bench_smoke_{Path(script).stem}_{os.getpid()}"
     env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "REDIS_URL")}
     done = subprocess.run(
-        [sys.executable, str(ROOT / "bench" / script), "--smoke", "--database", database, *args],
+        [sys.executable, str(ROOT / "bench" / script), "--database", database, *(args or ["--smoke"])],
         cwd=ROOT,
         env=env,
         capture_output=True,
@@ -36,9 +37,13 @@ def test_history_bench_smoke_prints_batch_cost_at_both_sizes():
     assert "20,000 stored" in out and "100,000 stored" in out and "ratio" in out
 
 
-def test_aggregate_bench_smoke_prints_throughput_and_baseline():
-    out = _smoke("aggregate.py")
+def test_aggregate_bench_smoke_prints_throughput_baseline_and_phases():
+    # Smaller than its --smoke (whose 1,000 per-event baseline commits take ~10 s here).
+    out = _smoke("aggregate.py", "--events", "5000", "--students", "1000", "--baseline-events", "200")
     assert "process_batch:" in out and "baseline:" in out and "ratio:" in out
+    for phase in ("store", "fold", "refresh", "rules", "after commit"):
+        assert f"\n  {phase} " in out, phase
+    assert "2-core ceiling for this work:" in out
 
 
 def test_growth_bench_smoke_prints_both_points_and_the_grown_statements():

@@ -245,6 +245,7 @@ def _accept_backlog(server: livesrv.LiveServer, n: int) -> list[str]:
     return accepted
 
 
+@pytest.mark.embedded
 def test_worker_sigkilled_mid_batch_then_restarted_processes_everything_once(tmp_path):
     """Embedded mode (SQLite, database stream): kill -9 `serve` while a batch is claimed and not acked,
     start it again, and every accepted event is stored and folded exactly once."""
@@ -339,6 +340,7 @@ else:
 """
 
 
+@pytest.mark.embedded
 def test_an_event_that_kills_every_worker_is_dead_lettered_and_the_rest_processed_once(tmp_path):
     """Embedded mode (SQLite, database stream): one accepted event kills any worker process that
     processes it. Workers are restarted as a supervisor would: after a few deaths it is dead-lettered

@@ -10,6 +10,8 @@ import pytest
 
 from tests import livesrv
 
+pytestmark = pytest.mark.embedded
+
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):

@@ -92,6 +92,7 @@ def _wait_for_events(server, more_than: int, timeout: float = 30) -> tuple[int, 
     raise AssertionError(f"no simulated events beyond {more_than} within {timeout}s")
 
 
+@pytest.mark.embedded
 def test_serve_simulates_the_same_population_across_restarts_with_new_event_ids(tmp_path, settings):
     """`make run`'s simulator: a restart keeps feeding the same students (SIMULATOR_SEED: the same
     subjects per student), so their history builds up, and its events are new (none dropped as
