@@ -34,7 +34,7 @@ lint: install-dev
 	$(BIN)/ruff format --check .
 
 # SQLite (embedded default) for everything but the browser/Redis/process tests, then the whole suite on
-# PostgreSQL except the tests that run `serve` on a SQLite file of their own (the first pass ran them).
+# PostgreSQL except the tests that run the app in subprocesses on a SQLite file of their own (the first pass ran them).
 test: install-dev lint
 	IOPS_TESTING=1 IOPS_VAR_DIR=$(CURDIR)/var/test-sqlite $(BIN)/pytest -q -m "not browser and not redis and not postgres"
 	IOPS_TESTING=1 IOPS_VAR_DIR=$(CURDIR)/var/test-pg DATABASE_URL=$(PG_TEST_URL) $(BIN)/pytest -q -m "not embedded"

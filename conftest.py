@@ -22,6 +22,19 @@ def _fresh_state(settings):
     get_stream.cache_clear()
 
 
+@pytest.fixture(scope="session")
+def moto_endpoint() -> str:
+    """A moto server in this process: a real HTTP hop to fake AWS (Kinesis, SNS, EventBridge, SQS),
+    reachable by subprocesses too."""
+    from moto.server import ThreadedMotoServer
+
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    yield f"http://{host}:{port}"
+    server.stop()
+
+
 @pytest.fixture
 def api_key(db) -> str:
     from ingest.keys import api_key_create

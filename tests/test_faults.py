@@ -401,6 +401,90 @@ def test_an_event_that_kills_every_worker_is_dead_lettered_and_the_rest_processe
             _kill(worker)
 
 
+def _stream_events(n: int) -> list[dict]:
+    """n normalised IB calls `r-0`… as the ingest endpoint would publish them."""
+    at = "2026-11-30T12:00:00+00:00"
+    return [
+        {
+            "event_id": f"r-{i}",
+            "event_type": "ib_call_logged",
+            "timestamp": at,
+            "received_at": at,
+            "payload": {
+                "student_id": f"s{i % 31}",
+                "call_id": f"c{i}",
+                "reason": "other",
+                "duration_seconds": 60,
+                "resolved": True,
+                "priority": "low",
+            },
+        }  # fmt: skip
+        for i in range(n)
+    ]
+
+
+def _killer_env(tmp_path, killer: str, **extra: str) -> dict:
+    """The environment of worker runs on a SQLite file of their own (migrated here) whose worker dies
+    on `killer`."""
+    env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "REDIS_URL", "IOPS_STREAM")}
+    env.update(
+        {
+            "IOPS_TESTING": "1",
+            "IOPS_VAR_DIR": str(tmp_path),
+            "WORKER_BATCH_SIZE": "100",
+            "KILLER_EVENT_ID": killer,
+        }
+    )
+    env.update(extra)
+    subprocess.run(
+        [sys.executable, "manage.py", "migrate", "-v", "0"],
+        cwd=livesrv.ROOT,
+        env=env,
+        check=True,
+        timeout=120,
+    )
+    return env
+
+
+def _drain_with_restarts(env: dict, db: Path, n: int, *, pause: float = 0) -> int:
+    """Run worker processes (`drain`), restarting them as a supervisor would, until all n events are
+    stored or dead-lettered; `pause` between runs that settled nothing (a dead worker's lease has not
+    expired yet). Returns how many of them died."""
+    deaths = 0
+    for _run in range(20):
+        run = subprocess.run(
+            [sys.executable, "-c", _KILLER_SERVE, "drain"],
+            cwd=livesrv.ROOT, env=env, capture_output=True, text=True, timeout=120,
+        )  # fmt: skip
+        if run.returncode:
+            assert run.returncode == -signal.SIGKILL, run.stderr[-2000:]
+            deaths += 1
+            assert deaths <= 6, "the killer event was never set aside"
+            continue
+        with sqlite3.connect(db, timeout=10) as conn:
+            settled = conn.execute(
+                "SELECT (SELECT count(*) FROM ingest_event) + (SELECT count(*) FROM ingest_streamdeadletter)"
+            ).fetchone()[0]
+        if settled == n:
+            print(f"worker deaths before the killer event was dead-lettered: {deaths}")
+            return deaths
+        time.sleep(pause)
+    raise AssertionError(f"not drained after 20 worker runs ({deaths} died)")
+
+
+def _assert_killer_set_aside(db: Path, n: int, killer: str, backend: str) -> None:
+    with sqlite3.connect(db, timeout=10) as conn:
+        stored = [r[0] for r in conn.execute("SELECT event_id FROM ingest_event")]
+        received = conn.execute("SELECT sum(received) FROM metrics_globalminute").fetchone()[0]
+        dead = conn.execute("SELECT body, error, backend FROM ingest_streamdeadletter").fetchall()
+        suspects = conn.execute("SELECT count(*) FROM ingest_suspectdelivery").fetchone()[0]
+    assert sorted(stored) == sorted(f"r-{i}" for i in range(n) if f"r-{i}" != killer)
+    assert received == n - 1  # nothing folded twice
+    assert len(dead) == 1 and json.loads(dead[0][0])["event_id"] == killer and dead[0][2] == backend
+    assert "died" in dead[0][1]
+    assert suspects == 0
+
+
 @pytest.mark.redis
 def test_an_event_that_kills_every_worker_is_dead_lettered_on_the_redis_stream(tmp_path, redis_url):
     """The production stream: events written to a Redis stream of the test's own, one of which kills
@@ -413,76 +497,57 @@ def test_an_event_that_kills_every_worker_is_dead_lettered_on_the_redis_stream(t
 
     n, killer = 600, "r-345"
     key = f"iops-test:killer:{uuid.uuid4().hex}"
-    env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "REDIS_URL", "IOPS_STREAM")}
-    env.update(
-        {
-            "IOPS_TESTING": "1",
-            "IOPS_VAR_DIR": str(tmp_path),
-            "REDIS_URL": redis_url,
-            "IOPS_STREAM": "redis",
-            "IOPS_STREAM_KEY": key,
-            "STREAM_CLAIM_IDLE_MS": "200",
-            "WORKER_BATCH_SIZE": "100",
-            "KILLER_EVENT_ID": killer,
-        }
+    env = _killer_env(
+        tmp_path,
+        killer,
+        REDIS_URL=redis_url,
+        IOPS_STREAM="redis",
+        IOPS_STREAM_KEY=key,
+        STREAM_CLAIM_IDLE_MS="200",
     )
-    subprocess.run(
-        [sys.executable, "manage.py", "migrate", "-v", "0"],
-        cwd=livesrv.ROOT,
-        env=env,
-        check=True,
-        timeout=120,
-    )
-    at = "2026-11-30T12:00:00+00:00"
-    stream = RedisStream(redis_url, key, "iops-workers")
+    client = redis.Redis.from_url(redis_url)
     try:
-        stream.publish(
-            [
-                {
-                    "event_id": f"r-{i}",
-                    "event_type": "ib_call_logged",
-                    "timestamp": at,
-                    "received_at": at,
-                    "payload": {
-                        "student_id": f"s{i % 31}",
-                        "call_id": f"c{i}",
-                        "reason": "other",
-                        "duration_seconds": 60,
-                        "resolved": True,
-                        "priority": "low",
-                    },
-                }  # fmt: skip
-                for i in range(n)
-            ]
-        )
-        deaths = 0
-        while True:
-            run = subprocess.run(
-                [sys.executable, "-c", _KILLER_SERVE, "drain"],
-                cwd=livesrv.ROOT, env=env, capture_output=True, text=True, timeout=120,
-            )  # fmt: skip
-            if run.returncode == 0:
-                break
-            assert run.returncode == -signal.SIGKILL, run.stderr[-2000:]
-            deaths += 1
-            assert deaths <= 6, "the killer event was never set aside"
+        RedisStream(redis_url, key, "iops-workers").publish(_stream_events(n))
+        deaths = _drain_with_restarts(env, tmp_path / "iops.sqlite3", n, pause=0.2)
         # The batch it came in (100), then 1/16 pieces of the dead slice until it is alone: 7 → 1.
         assert 2 <= deaths <= 4, deaths
-        with sqlite3.connect(tmp_path / "iops.sqlite3", timeout=10) as conn:
-            stored = [r[0] for r in conn.execute("SELECT event_id FROM ingest_event")]
-            dead = conn.execute(
-                "SELECT message_id, body, error, backend FROM ingest_streamdeadletter"
-            ).fetchall()
-            suspects = conn.execute("SELECT count(*) FROM ingest_suspectdelivery").fetchone()[0]
-        assert sorted(stored) == sorted(f"r-{i}" for i in range(n) if f"r-{i}" != killer)
-        assert len(dead) == 1 and json.loads(dead[0][1])["event_id"] == killer and dead[0][3] == "redis"
-        assert "died" in dead[0][2]
-        assert suspects == 0
-        client = redis.Redis.from_url(redis_url)
+        _assert_killer_set_aside(tmp_path / "iops.sqlite3", n, killer, "redis")
         assert client.xpending(key, "iops-workers")["pending"] == 0
         assert client.xlen(key) == 0 and client.xlen(f"{key}:dead") == 1
     finally:
-        redis.Redis.from_url(redis_url).delete(key, f"{key}:dead")
+        client.delete(key, f"{key}:dead")
+
+
+@pytest.mark.embedded
+def test_an_event_that_kills_every_worker_is_dead_lettered_on_kinesis(tmp_path, moto_endpoint):
+    """The same on a Kinesis stream (moto in server mode, one shard): the dead worker's shard lease
+    expires (1 s), the next worker reads again from the checkpoint, and the killer is set aside; the
+    checkpoint ends past every record."""
+    import boto3
+
+    from ingest.kinesis import KinesisStream
+
+    n, killer = 600, "r-345"
+    name = f"iops-test-killer-{uuid.uuid4().hex[:8]}"
+    aws = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_SESSION_TOKEN": "testing"}
+    client = boto3.client(
+        "kinesis", endpoint_url=moto_endpoint, region_name="us-east-1",
+        aws_access_key_id="testing", aws_secret_access_key="testing",
+    )  # fmt: skip
+    client.create_stream(StreamName=name, ShardCount=1)
+    env = _killer_env(
+        tmp_path, killer, IOPS_STREAM="kinesis", KINESIS_STREAM_NAME=name, AWS_ENDPOINT_URL=moto_endpoint,
+        AWS_REGION="us-east-1", KINESIS_LEASE_SECONDS="1", **aws,
+    )  # fmt: skip
+    try:
+        KinesisStream(name, client=client).publish(_stream_events(n))
+        deaths = _drain_with_restarts(env, tmp_path / "iops.sqlite3", n, pause=1.1)
+        # As on the other backends, plus at most one: a batch read on from the previous one (not from
+        # the checkpoint) carries no stored delivery count, so its first redelivery counts as fresh.
+        assert 2 <= deaths <= 5, deaths
+        _assert_killer_set_aside(tmp_path / "iops.sqlite3", n, killer, "kinesis")
+    finally:
+        client.delete_stream(StreamName=name, EnforceConsumerDeletion=True)
 
 
 def _poison(event_id: str) -> dict:

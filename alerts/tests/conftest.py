@@ -87,28 +87,16 @@ def webhook_peer():
         yield peer
 
 
-@pytest.fixture(scope="session")
-def alerts_moto_endpoint() -> str:
-    """A moto server: a real HTTP hop to fake SNS, EventBridge and SQS."""
-    from moto.server import ThreadedMotoServer
-
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    yield f"http://{host}:{port}"
-    server.stop()
-
-
 @pytest.fixture
-def aws(settings, alerts_moto_endpoint, monkeypatch):
+def aws(settings, moto_endpoint, monkeypatch):
     """Point the app's boto3 clients at moto; yields a factory of test clients for the same server."""
     import boto3
 
     for var in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN"):
         monkeypatch.setenv(var, "testing")
-    settings.AWS_ENDPOINT_URL = alerts_moto_endpoint
+    settings.AWS_ENDPOINT_URL = moto_endpoint
     settings.AWS_REGION = "us-east-1"
-    return lambda service: boto3.client(service, endpoint_url=alerts_moto_endpoint, region_name="us-east-1")
+    return lambda service: boto3.client(service, endpoint_url=moto_endpoint, region_name="us-east-1")
 
 
 @pytest.fixture

@@ -1,21 +1,10 @@
-"""Fixtures of the ingest tests: a moto server (a real HTTP hop to a fake Kinesis)."""
+"""Fixtures of the ingest tests: a Kinesis stream in the shared moto server (a real HTTP hop)."""
 
 from __future__ import annotations
 
 import uuid
 
 import pytest
-
-
-@pytest.fixture(scope="session")
-def moto_endpoint() -> str:
-    from moto.server import ThreadedMotoServer
-
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    yield f"http://{host}:{port}"
-    server.stop()
 
 
 @pytest.fixture
