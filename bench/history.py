@@ -617,21 +617,14 @@ class _nothing:
 HISTORY = History(students=20_000, per_day=1_000_000 / 30)
 
 
-def vacuum_analyze(connection) -> None:
+def vacuum_analyze(standin: aggregate.VacuumStandIn) -> None:
     """Before each measured set: what autovacuum would have done by then on a production server (this
     machine's PostgreSQL has it off). Without it the planner plans with whatever statistics the load
     left, and each set meets the dead row versions of the sets before it — the control set (the same
     history measured again) ran slower than the first for that reason alone."""
-    t0 = time.perf_counter()
-    with connection.cursor() as cur:
-        cur.execute("SHOW autovacuum")
-        if cur.fetchone()[0] == "on":
-            return
-        cur.execute("VACUUM (ANALYZE)")
-    print(
-        f"    {'VACUUM (ANALYZE)':<24} {time.perf_counter() - t0:6.1f} s (server autovacuum is off)",
-        flush=True,
-    )
+    seconds = standin.vacuum_now()
+    if seconds is not None:
+        print(f"    {'VACUUM (ANALYZE)':<24} {seconds:6.1f} s (server autovacuum is off)", flush=True)
 
 
 def table_sizes() -> str:
@@ -685,6 +678,7 @@ def main() -> int:
         flush=True,
     )
     results: list[tuple[str, int, list[float], list[float], SqlTimer]] = []
+    standin = aggregate.VacuumStandIn(args.database, every=0)  # run by hand before each set
     clock = END
     loaded = 0
     try:
@@ -705,7 +699,7 @@ def main() -> int:
                 f"  {size:,} events stored, database {table_sizes()}, loaded in {time.perf_counter() - t0:.0f} s"
             )
             for label in ["", " (control)"] if n == 0 else [""]:
-                vacuum_analyze(connection)
+                vacuum_analyze(standin)
                 times, sql, timer, clock = measured_set(
                     students=args.students,
                     start=clock,
