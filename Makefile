@@ -7,7 +7,7 @@ HOST ?= 127.0.0.1
 PORT ?= 8000
 PG_TEST_URL ?= postgres://postgres@127.0.0.1:5432/test
 
-.PHONY: run test install install-dev lint vendor bench-smoke clean
+.PHONY: run test test-serial install install-dev lint vendor bench-smoke clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -33,11 +33,27 @@ lint: install-dev
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
-# SQLite (embedded default) for everything but the browser/Redis/process tests, then the whole suite on
-# PostgreSQL except the tests that run the app in subprocesses on a SQLite file of their own (the first pass ran them).
+# Two passes at once (the machine has 2 cores and each pass waits on sockets and subprocesses much of the
+# time): SQLite (embedded default) for everything but the browser/Redis/process tests, and the whole suite on
+# PostgreSQL except the tests that run the app in subprocesses on a SQLite file of their own (the SQLite pass
+# runs them). Separate var dirs and databases; every test server takes a free port. The SQLite pass writes
+# to var/test-sqlite.log, printed when both are done; the target fails if either pass fails.
+SQLITE_PASS = IOPS_TESTING=1 IOPS_VAR_DIR=$(CURDIR)/var/test-sqlite $(BIN)/pytest -q -m "not browser and not redis and not postgres"
+PG_PASS     = IOPS_TESTING=1 IOPS_VAR_DIR=$(CURDIR)/var/test-pg DATABASE_URL=$(PG_TEST_URL) $(BIN)/pytest -q -m "not embedded"
 test: install-dev lint
-	IOPS_TESTING=1 IOPS_VAR_DIR=$(CURDIR)/var/test-sqlite $(BIN)/pytest -q -m "not browser and not redis and not postgres"
-	IOPS_TESTING=1 IOPS_VAR_DIR=$(CURDIR)/var/test-pg DATABASE_URL=$(PG_TEST_URL) $(BIN)/pytest -q -m "not embedded"
+	@mkdir -p var; \
+	echo "SQLite pass running alongside, output in var/test-sqlite.log"; \
+	( $(SQLITE_PASS) > var/test-sqlite.log 2>&1 ) & sqlite_pid=$$!; \
+	echo "== PostgreSQL pass =="; $(PG_PASS); pg_rc=$$?; \
+	wait $$sqlite_pid; sqlite_rc=$$?; \
+	echo "== SQLite pass =="; cat var/test-sqlite.log; \
+	echo "PostgreSQL pass exit $$pg_rc, SQLite pass exit $$sqlite_rc"; \
+	[ $$pg_rc -eq 0 ] && [ $$sqlite_rc -eq 0 ]
+
+# One pass at a time, the same tests (slower; for a machine where the two at once are too tight).
+test-serial: install-dev lint
+	$(SQLITE_PASS)
+	$(PG_PASS)
 
 # Every benchmark's --smoke mode (tiny sizes, a few seconds to a minute each): keeps bench/ from rotting,
 # measures nothing. Needs PostgreSQL and Redis on 127.0.0.1 like the second pass of `make test`.
