@@ -14,34 +14,33 @@ from importlib import import_module
 
 from django.db import migrations
 
-# 0006's covering indexes: table -> (index name, entity column, counted columns). Frozen with 0006.
-WINDOW = import_module("metrics.migrations.0006_hourly_window_covering_indexes").INDEXES
+# 0006, frozen: INDEXES = table -> (covering index name, entity column, counted columns); create() builds them.
+COVERING = import_module("metrics.migrations.0006_hourly_window_covering_indexes")
 UNIQUE = {"metrics_studenthourly": "student_hourly_unique", "metrics_tutorhourly": "tutor_hourly_unique"}
+
+
+def _recreate_unique(schema_editor, *, carry_counters: bool) -> None:
+    for table, (_, key, columns) in COVERING.INDEXES.items():
+        include = f" INCLUDE ({', '.join(columns)})" if carry_counters else ""
+        schema_editor.execute(
+            f"ALTER TABLE {table} DROP CONSTRAINT {UNIQUE[table]}, "
+            f"ADD CONSTRAINT {UNIQUE[table]} UNIQUE ({key}, hour){include}"
+        )
 
 
 def merge(apps, schema_editor):
     if schema_editor.connection.vendor != "postgresql":
         return
-    for table, (window, key, columns) in WINDOW.items():
-        unique = UNIQUE[table]
-        schema_editor.execute(
-            f"ALTER TABLE {table} DROP CONSTRAINT {unique}, "
-            f"ADD CONSTRAINT {unique} UNIQUE ({key}, hour) INCLUDE ({', '.join(columns)})"
-        )
-        schema_editor.execute(f"DROP INDEX IF EXISTS {window}")
+    _recreate_unique(schema_editor, carry_counters=True)
+    for name, _, _ in COVERING.INDEXES.values():
+        schema_editor.execute(f"DROP INDEX IF EXISTS {name}")
 
 
 def split(apps, schema_editor):
     if schema_editor.connection.vendor != "postgresql":
         return
-    for table, (window, key, columns) in WINDOW.items():
-        unique = UNIQUE[table]
-        schema_editor.execute(
-            f"CREATE INDEX IF NOT EXISTS {window} ON {table} ({key}, hour) INCLUDE ({', '.join(columns)})"
-        )
-        schema_editor.execute(
-            f"ALTER TABLE {table} DROP CONSTRAINT {unique}, ADD CONSTRAINT {unique} UNIQUE ({key}, hour)"
-        )
+    COVERING.create(apps, schema_editor)
+    _recreate_unique(schema_editor, carry_counters=False)
 
 
 class Migration(migrations.Migration):
