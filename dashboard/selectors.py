@@ -628,3 +628,12 @@ def entity_search(*, query: str, limit: int = 20) -> list[tuple[str, str]]:
         for s, r in places.order_by("subject", "region").values_list("subject", "region")[:limit]
     ]
     return found[: limit * 2]
+
+
+def students_at_risk_ids(*, now: datetime) -> list[str]:
+    """The students the at-risk KPI counts."""
+    return list(
+        StudentSnapshot.objects.filter(
+            updated_at__gte=now - timedelta(days=30), health_score__lt=70
+        ).values_list("student_id", flat=True)
+    )

@@ -287,3 +287,18 @@ def insights_score_riskiest(*, now: datetime, top_n: int) -> dict[str, int]:
             out["scored" if insight.scored_at == now else "cached"] += 1
     logger.info("riskiest scored", extra=out)
     return out
+
+
+def student_risks(*, now: datetime) -> list[tuple[str, float, float]]:
+    """(student, churn risk by the local model, DOMAIN's sanity-formula risk 0-1) for every student
+    updated in 30 days: what bench/signal.py calibrates against the simulator's truth."""
+    snaps = list(StudentSnapshot.objects.filter(updated_at__gte=now - timedelta(days=30)))
+    values = local_model.risks(entity_type="student", rows=[student_features(s) for s in snaps])
+    out = []
+    for snap, risk in zip(snaps, values, strict=True):
+        health = snap.platform_health_score if snap.platform_health_score is not None else snap.health_score
+        if health is None:
+            continue
+        sanity = 0.5 * (100 - health) + min(5 * snap.ib_calls_14d, 30) + 4 * max(0, 5 - snap.sessions_7d)
+        out.append((snap.student_id, float(risk), min(sanity, 100) / 100))
+    return out

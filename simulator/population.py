@@ -30,6 +30,7 @@ import math
 import random
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from itertools import accumulate
 from typing import Any
 
 from faker import Faker
@@ -100,6 +101,12 @@ TUTOR_PROFILES = {
     "overloaded": TutorProfile(capacity=0.6, popularity=2.0, success=0.88, rating=3.4),
 }
 TUTOR_MIX = {"reliable": 85, "overloaded": 15}
+# A marketplace's event rate is about one event per student per day (~2 sessions a week each, with
+# their starts and completions, calls and readings); tutors are about a tenth of the students, so an
+# average tutor teaches the ~20 hours a week their availability is drawn around. Callers that pace a
+# population (the live simulator, bench/signal.py) derive their rate or the population from these.
+STUDENT_EVENTS_PER_DAY = 1.0
+STUDENTS_PER_TUTOR = 10
 HEALTH_FLOOR = 51.0  # outside churn_wave nobody is scored critical (< 50)
 
 
@@ -217,6 +224,7 @@ class EventFactory:
         k = max(1, len(population.students) // 10)
         self.cohort = set(random.Random(population.seed).sample(engaged, k=min(k, len(engaged))))
         self.cell_balance = self._cell_balance()
+        self._weights: dict[str, tuple[tuple[str, float], list[float]]] = {}
 
     def _id(self, prefix: str) -> str:
         self.counter += 1
@@ -258,6 +266,21 @@ class EventFactory:
             health=p.health + (35 - p.health) * f,
         )
 
+    def _student_weights(self, kind: str, progress: float) -> list[float]:
+        """Cumulative weights over the students for drawing who books ("sessions"), calls ("ib") or is
+        re-scored ("rescore"): the same draws as `random.choices(weights=…)`, computed once per
+        progress value that can change them (only the churn wave's ramp does), not once per event."""
+        key = (kind, progress if self.scenario == "churn_wave" and progress > CHURN_START else 0.0)
+        cached = self._weights.get(kind)
+        if cached is None or cached[0] != key:
+            if kind == "rescore":
+                values = [1 + 6 * self.churn(s.id, progress) for s in self.pop.students]
+            else:
+                values = [getattr(self._student_state(s, progress), kind) for s in self.pop.students]
+            cached = (key, list(accumulate(values)))
+            self._weights[kind] = cached
+        return cached[1]
+
     def spike(self, progress: float) -> bool:
         return self.scenario == "ib_spike" and SPIKE_START <= progress < SPIKE_END
 
@@ -283,13 +306,24 @@ class EventFactory:
 
     # --- events ---------------------------------------------------------------------------------
 
-    def next_event(self, now: datetime, progress: float = 0.0) -> dict[str, Any]:
-        rng = self.rng
+    def type_weights(self, progress: float) -> dict[str, float]:
+        """Relative event rates by type at this point of the run (a spike multiplies IB calls, a
+        shortage the cell's readings; every other type keeps its rate)."""
         weights = dict(self.TYPE_WEIGHTS)
         if self.spike(progress):
             weights["ib_call_logged"] *= 10
         if self.shortage(progress) > 0:
             weights["supply_demand_update"] *= 2
+        return weights
+
+    def intensity(self, progress: float) -> float:
+        """The total event rate at this point of the run relative to the steady rate: a caller that
+        paces events multiplies its rate by it, so a spike adds calls instead of displacing sessions."""
+        return sum(self.type_weights(progress).values()) / sum(self.TYPE_WEIGHTS.values())
+
+    def next_event(self, now: datetime, progress: float = 0.0) -> dict[str, Any]:
+        rng = self.rng
+        weights = self.type_weights(progress)
         kind = rng.choices(list(weights), weights=list(weights.values()))[0]
         ts = now.isoformat()
         if kind == "session":
@@ -314,10 +348,7 @@ class EventFactory:
 
     def _start(self, now: datetime, progress: float) -> dict[str, Any]:
         rng = self.rng
-        students = self.pop.students
-        student = rng.choices(
-            students, weights=[self._student_state(s, progress).sessions for s in students]
-        )[0]
+        student = rng.choices(self.pop.students, cum_weights=self._student_weights("sessions", progress))[0]
         subject = rng.choice(student.subjects)
         candidates = [t for t in self.by_subject.get(subject, []) if subject in self._offers(t, progress)]
         local = [t for t in candidates if t.region == student.region]
@@ -363,8 +394,7 @@ class EventFactory:
 
     def _ib_call(self, ts: str, progress: float) -> dict[str, Any]:
         rng = self.rng
-        students = self.pop.students
-        student = rng.choices(students, weights=[self._student_state(s, progress).ib for s in students])[0]
+        student = rng.choices(self.pop.students, cum_weights=self._student_weights("ib", progress))[0]
         reason = SPIKE_REASON if self.spike(progress) and rng.random() < 0.85 else rng.choice(IB_REASONS)
         return self._event(
             "ib_call_logged",
@@ -381,9 +411,8 @@ class EventFactory:
 
     def _health_update(self, ts: str, progress: float) -> dict[str, Any]:
         rng = self.rng
-        students = self.pop.students
         # The platform re-scores students whose behaviour changes more often.
-        student = rng.choices(students, weights=[1 + 6 * self.churn(s.id, progress) for s in students])[0]
+        student = rng.choices(self.pop.students, cum_weights=self._student_weights("rescore", progress))[0]
         state = self._student_state(student, progress)
         score = self._health(student, progress)
         per_week = 3 * state.sessions
