@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import uuid
+from datetime import timedelta
 
 os.environ.setdefault("IOPS_TESTING", "1")
 
@@ -137,3 +138,49 @@ def race(*jobs, timeout: float = 60) -> None:
         t.join(timeout=timeout)
     if errors:
         raise errors[0]
+
+
+# Platform readings that put a watched student (see `watched_student`) at a known health score: the
+# reading's drop below the usual 85 and its level are the only evidence (metrics/health.py).
+READING_WARNING = 54  # health 69: at risk, low_health_score warning
+READING_WARNING_LOWER = 52  # health 64.6: still a warning
+READING_CRITICAL = 40  # health 40: critical
+
+
+def watched_student(post, drain, student: str = "stu_1", *, baseline: float = 85.0, days: int = 20) -> None:
+    """A student IOps has watched for `days` days (a completed session then, a platform reading of
+    `baseline` five days later): enough history to be scored, with nothing against them yet."""
+    from django.utils import timezone
+
+    now = timezone.now()
+    events = [
+        event(
+            "session_completed",
+            session_id=f"hist_{student}",
+            student_id=student,
+            tutor_id="tut_hist",
+            timestamp=(now - timedelta(days=days)).isoformat(),
+        ),
+        event(
+            "customer_health_update",
+            student_id=student,
+            health_score=baseline,
+            timestamp=(now - timedelta(days=days - 5)).isoformat(),
+        ),
+    ]
+    assert post({"events": events}).status_code == 202
+    drain()
+
+
+def platform_reading(post, drain, score: float, student: str = "stu_1", *, watch: bool = True) -> None:
+    """A platform health reading now, through the public API, processed as the worker would; with
+    `watch`, the student gets their history first (once)."""
+    from metrics.models import StudentSnapshot
+
+    if (
+        watch
+        and not StudentSnapshot.objects.filter(student_id=student, observed_since__isnull=False).exists()
+    ):
+        watched_student(post, drain, student)
+    assert post(event("customer_health_update", student_id=student, health_score=score)).status_code == 202
+    drain()

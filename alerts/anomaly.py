@@ -1,123 +1,268 @@
-"""Rate anomalies on the global per-minute series: EWMA baseline, robust z-score (median/MAD).
+"""Rate anomalies on the global per-minute series, judged by event time and against their own history.
 
-For each series the latest complete minute is compared with the trailing window before it:
+Every series counts events by the minute they happened (a backfill or a replayed backlog fills the past
+minutes it belongs to; it is not a burst in the minute it arrived). Once a minute, the sweep judges the
+window of the last k minutes (k = 1, 5, 15) ending at the latest complete minute against two baselines:
 
-    expected = EWMA of the window (span = window / 4, recent minutes weigh more)
-    scale    = max(1.4826 · MAD(window), √max(expected, 1))   # robust σ, floored at Poisson noise
-    z        = (observed − expected) / scale
+    short  the rate per minute over the ALERT_ANOMALY_WINDOW_MINUTES before the window
+    long   the rate per minute over the 24 hours before the window (when 6 hours of it are observed)
 
-A spike (z ≥ ALERT_ANOMALY_Z_WARNING) or a drop (z ≤ −ALERT_ANOMALY_Z_WARNING) is a warning, critical
-beyond ALERT_ANOMALY_Z_CRITICAL. Nothing fires while max(expected, observed) < ALERT_ANOMALY_MIN_VOLUME
-(quiet periods), nor before the series has a full window of history (a fresh system is not a spike).
+A spike must stand out against both (the higher one), a drop against both (the lower one), so the end of
+a spike is a return to the long-run rate, not a drop. "Stands out" is a Poisson tail probability with the
+series' own over-dispersion, expressed as a z-score: ≥ ALERT_ANOMALY_Z_WARNING is a warning,
+≥ ALERT_ANOMALY_Z_CRITICAL and a factor ≥ ALERT_ANOMALY_CRITICAL_RATIO a critical; a spike also needs a
+factor ≥ ALERT_ANOMALY_MIN_RATIO and ALERT_ANOMALY_MIN_VOLUME events, a drop that factor below and that
+volume expected.
+
+History and gaps, the rules:
+- no judgement until the short baseline has ALERT_ANOMALY_MIN_HISTORY_MINUTES observed minutes (a fresh
+  install, or the first minutes after a long outage, raise nothing);
+- a gap — a minute in which nothing at all happened by event time while the marketplace's usual volume
+  makes an empty minute implausible (≥ GAP_MIN_RATE events a minute) — is a restart, an outage or data
+  not yet arrived: gaps and their neighbours leave the baselines, and a window touching one is not judged;
+- drops are judged one minute later than spikes, once a later minute has data (a lagging worker makes
+  the latest minute look low, never high);
+- while an anomaly of a series is active, its baselines end where the anomaly began (the anomaly does not
+  become its own baseline).
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from statistics import NormalDist
 
 import numpy as np
 from django.conf import settings
 
-from alerts.models import AlertType, EntityType, Severity
+from alerts.models import ACTIVE_STATUSES, SEVERITY_RANK, Alert, AlertType, EntityType, Severity
 from alerts.rules import Candidate
 from metrics.models import GlobalMinute
 
-# Alert entity id (series name) → GlobalMinute column.
+# Alert entity id (series name) → GlobalMinute column (all by event minute).
 SERIES = {
     "ib_calls": "ib_calls",
     "sessions_started": "sessions_started",
     "cancellations": "sessions_unsuccessful",
-    "ingest_volume": "received",
+    "ingest_volume": "events",
 }
-MAD_TO_SIGMA = 1.4826
+WINDOWS = (1, 5, 15)
+LONG = timedelta(hours=24)
+LONG_MIN_OBSERVED = 6 * 60
+GAP_MIN_RATE = 3.0  # events a minute (all types) above which an empty minute is a gap, not chance
+_NORMAL = NormalDist()
 
 
 @dataclass(frozen=True)
 class Finding:
     direction: str  # "spike" or "drop"
     severity: str
-    expected: float
+    window: int  # minutes
+    expected: float  # events expected in the window
     observed: float
     z: float
+    baseline_short: float  # rate per minute
+    baseline_long: float | None
 
 
-def detect(
-    window: Sequence[float],
-    observed: float,
+def _log_poisson_pmf(k: int, mu: float) -> float:
+    return k * math.log(mu) - mu - math.lgamma(k + 1)
+
+
+def _tail_z(observed: float, expected: float, dispersion: float, *, upper: bool) -> float:
+    """How surprising `observed` is against `expected` (a Poisson count, over-dispersed by a factor),
+    as the z-score of the same one-sided tail probability. Positive: as surprising as z sigmas."""
+    mu, x = expected / dispersion, observed / dispersion
+    if mu <= 0:
+        return math.inf if upper and observed > 0 else 0.0
+    if mu >= 30:  # normal approximation, with continuity correction
+        z = (x - mu - 0.5) / math.sqrt(mu) if upper else (mu - x - 0.5) / math.sqrt(mu)
+        return max(z, 0.0)
+    n = math.floor(x) if not upper else math.ceil(x)
+    if upper:
+        if n <= mu:
+            return 0.0
+        terms = [_log_poisson_pmf(i, mu) for i in range(n, n + 200)]  # P(X >= n)
+    else:
+        if n >= mu:
+            return 0.0
+        terms = [_log_poisson_pmf(i, mu) for i in range(0, n + 1)]  # P(X <= n)
+    top = max(terms)
+    log_p = top + math.log(sum(math.exp(t - top) for t in terms))
+    p = math.exp(log_p)
+    if p <= 0:
+        return 40.0
+    return max(-_NORMAL.inv_cdf(min(p, 0.5)), 0.0)
+
+
+def _rate(values: Sequence[float]) -> float:
+    return sum(values) / len(values) if values else 0.0
+
+
+def _dispersion(values: Sequence[float]) -> float:
+    """Variance over mean of the per-minute counts (1 for a Poisson series), at least 1."""
+    if len(values) < 2:
+        return 1.0
+    mean = _rate(values)
+    if mean <= 0:
+        return 1.0
+    var = sum((v - mean) ** 2 for v in values) / (len(values) - 1)
+    return max(1.0, var / mean)
+
+
+def judge(
     *,
-    z_warning: float,
-    z_critical: float,
-    min_volume: float,
+    window: Sequence[float],
+    short: Sequence[float],
+    long: Sequence[float] | None,
+    direction: str,
 ) -> Finding | None:
-    """Compare one observation with its trailing window (oldest first). Pure: numbers in, finding out."""
-    history = np.asarray(window, dtype=float)
-    if history.size == 0:
+    """One series, one window of k minutes, its baselines (observed minutes only). Pure: numbers in."""
+    k = len(window)
+    observed = float(sum(window))
+    short_rate = _rate(short)
+    long_rate = _rate(long) if long else None
+    rates = [short_rate] + ([long_rate] if long_rate is not None else [])
+    rate = max(rates) if direction == "spike" else min(rates)
+    expected = rate * k
+    dispersion = _dispersion(short)
+    if direction == "spike":
+        if observed < settings.ALERT_ANOMALY_MIN_VOLUME:
+            return None
+        ratio = observed / expected if expected > 0 else math.inf
+        if ratio < settings.ALERT_ANOMALY_MIN_RATIO:
+            return None
+        z = _tail_z(observed, expected, dispersion, upper=True)
+    else:
+        if expected < settings.ALERT_ANOMALY_MIN_VOLUME:
+            return None
+        ratio = expected / observed if observed > 0 else math.inf
+        if ratio < settings.ALERT_ANOMALY_MIN_RATIO:
+            return None
+        z = _tail_z(observed, expected, dispersion, upper=False)
+    if z < settings.ALERT_ANOMALY_Z_WARNING:
         return None
-    alpha = 2 / (max(history.size / 4, 1) + 1)
-    weights = (1 - alpha) ** np.arange(history.size)[::-1]
-    expected = float(np.dot(weights, history) / weights.sum())
-    if max(expected, observed) < min_volume:
-        return None
-    median = np.median(history)
-    mad = float(np.median(np.abs(history - median)))
-    scale = max(MAD_TO_SIGMA * mad, float(np.sqrt(max(expected, 1.0))))
-    z = (observed - expected) / scale
-    if abs(z) < z_warning:
-        return None
+    critical = z >= settings.ALERT_ANOMALY_Z_CRITICAL and ratio >= settings.ALERT_ANOMALY_CRITICAL_RATIO
     return Finding(
-        direction="spike" if z > 0 else "drop",
-        severity=Severity.CRITICAL if abs(z) >= z_critical else Severity.WARNING,
+        direction=direction,
+        severity=Severity.CRITICAL if critical else Severity.WARNING,
+        window=k,
         expected=round(expected, 2),
-        observed=float(observed),
-        z=round(float(z), 2),
+        observed=observed,
+        z=round(z, 1) if z < 40 else 40.0,
+        baseline_short=round(short_rate, 3),
+        baseline_long=round(long_rate, 3) if long_rate is not None else None,
     )
 
 
 def rate_candidates(*, now: datetime) -> tuple[list[Candidate], set[str], datetime]:
     """Evaluate every series at the latest complete minute before `now`: candidates, the fingerprints
     decided (an active anomaly not found again is clear) and the minute evaluated."""
-    minute = now.replace(second=0, microsecond=0) - timedelta(minutes=1)
+    one = timedelta(minutes=1)
+    minute = now.replace(second=0, microsecond=0) - one
     size = settings.ALERT_ANOMALY_WINDOW_MINUTES
-    start = minute - timedelta(minutes=size)
-    evaluated = {f"{AlertType.RATE_ANOMALY}:{EntityType.GLOBAL}:{name}" for name in SERIES}
-    if not GlobalMinute.objects.filter(minute__lte=start).exists():
-        return [], evaluated, minute  # less than a full window of history
-    rows = GlobalMinute.objects.filter(minute__gte=start, minute__lte=minute).values(
+    biggest = max(WINDOWS)
+    span = int(LONG / one) + size + biggest + 2
+    first = minute - one * (span - 1)
+    rows = GlobalMinute.objects.filter(minute__gte=first, minute__lte=minute).values_list(
         "minute", *SERIES.values()
     )
-    index = {r["minute"]: r for r in rows}
-    minutes = [start + timedelta(minutes=i) for i in range(size + 1)]  # missing minutes are zeros
-    candidates = []
-    for name, column in SERIES.items():
-        values = [float(index[m][column]) if m in index else 0.0 for m in minutes]
-        found = detect(
-            values[:-1],
-            values[-1],
-            z_warning=settings.ALERT_ANOMALY_Z_WARNING,
-            z_critical=settings.ALERT_ANOMALY_Z_CRITICAL,
-            min_volume=settings.ALERT_ANOMALY_MIN_VOLUME,
-        )
+    series = np.zeros((len(SERIES), span))
+    for m, *counts in rows:
+        series[:, int((m - first) / one)] = counts
+    totals = series[list(SERIES).index("ingest_volume")]  # every event, by event minute
+    # History starts with the first minute that has data (unless older data exists): the minutes before
+    # a fresh install's first event are not quiet minutes, they are no history at all.
+    with_data = np.nonzero(totals > 0)[0]
+    older = GlobalMinute.objects.filter(minute__lt=first).exists()
+    start = 0 if older else (int(with_data[0]) if with_data.size else span)
+    # The marketplace's usual volume (all events), for telling gaps from quiet minutes.
+    recent = totals[max(start, span - size - biggest) :]
+    nonzero = recent[recent > 0]
+    gap_rate = float(nonzero.mean()) if recent.size and nonzero.size >= recent.size // 2 else 0.0
+    observed = np.ones(span, dtype=bool)
+    observed[:start] = False
+    if gap_rate >= GAP_MIN_RATE:  # a gap and its neighbours (partial minutes at a restart's edges)
+        gap = totals == 0
+        near = gap.copy()
+        near[1:] |= gap[:-1]
+        near[:-1] |= gap[1:]
+        observed &= ~near
+    latest_with_data = int(with_data[-1]) if with_data.size else -1
+    active = dict(
+        Alert.objects.filter(
+            type=AlertType.RATE_ANOMALY, entity_type=EntityType.GLOBAL, status__in=ACTIVE_STATUSES
+        ).values_list("entity_id", "first_seen")
+    )
+    last = span - 1  # index of `minute`
+    candidates: list[Candidate] = []
+    decided: set[str] = set()
+    for row, name in enumerate(SERIES):
+        fp = f"{AlertType.RATE_ANOMALY}:{EntityType.GLOBAL}:{name}"
+        values = series[row]
+        began = active.get(name)
+        # While an anomaly is active, its baselines end where it began (minus the widest window).
+        cut = None if began is None else int((began.replace(second=0, microsecond=0) - first) / one) - biggest
+        found: Finding | None = None
+        judged = False
+        for direction, end in (("spike", last), ("drop", last - 1)):
+            if direction == "drop" and latest_with_data <= end:
+                continue  # a lagging worker makes the latest minute look low: wait for a later one
+            for k in WINDOWS:
+                lo = end - k + 1
+                if lo < 0 or not observed[lo : end + 1].all():
+                    continue
+                base_end = min(lo, cut) if cut is not None else lo
+                if base_end <= 0:
+                    continue
+                short_idx = np.arange(max(0, base_end - size), base_end)
+                short = values[short_idx[observed[short_idx]]]
+                if short.size < settings.ALERT_ANOMALY_MIN_HISTORY_MINUTES:
+                    continue
+                long_mask = observed[:base_end]
+                long = values[:base_end][long_mask]
+                judged = True
+                f = judge(
+                    window=values[lo : end + 1].tolist(),
+                    short=short.tolist(),
+                    long=long.tolist() if long.size >= LONG_MIN_OBSERVED else None,
+                    direction=direction,
+                )
+                if f is not None and (
+                    found is None
+                    or (SEVERITY_RANK[f.severity], f.z) > (SEVERITY_RANK[found.severity], found.z)
+                ):
+                    found = f
+        if judged or began is not None and minute - began > LONG:
+            decided.add(fp)
         if found is None:
             continue
+        decided.add(fp)
+        per_min = found.expected / found.window
+        factor = found.observed / found.expected if found.expected else math.inf
         candidates.append(
             Candidate(
                 AlertType.RATE_ANOMALY,
                 EntityType.GLOBAL,
                 name,
                 found.severity,
-                f"{name.replace('_', ' ')} {found.direction}: {found.observed:.0f}/min "
-                f"at {minute:%H:%M} vs {found.expected:.1f} expected (z {found.z:+.1f})",
+                f"{name.replace('_', ' ')} {found.direction}: {found.observed:.0f} in the {found.window} min "
+                f"to {minute:%H:%M} vs {found.expected:.1f} expected ({per_min:.1f}/min, "
+                f"×{factor:.1f}, z {found.z:.0f})",
                 {
                     "series": name,
                     "direction": found.direction,
                     "minute": minute.isoformat(),
+                    "window_minutes": found.window,
                     "expected": found.expected,
                     "observed": found.observed,
                     "z": found.z,
-                    "window_minutes": size,
+                    "baseline_per_minute": found.baseline_short,
+                    "baseline_24h_per_minute": found.baseline_long,
+                    "by": "event time",
                 },
             )
         )
-    return candidates, evaluated, minute
+    return candidates, decided, minute

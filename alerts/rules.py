@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -34,23 +35,47 @@ class Candidate:
 VELOCITY_LIVE_WINDOW = timedelta(hours=1)
 
 
-def student_rules(snap, *, judge_velocity: bool = True) -> Iterable[Candidate]:
-    health = snap.platform_health_score
+# A failed first session raises its alert while it is news, not when a backfill brings it weeks later.
+FIRST_SESSION_NEWS = timedelta(days=7)
+
+
+def _poisson_cdf(k: int, lam: float) -> float:
+    term = total = math.exp(-lam)
+    for i in range(1, k + 1):
+        term *= lam / i
+        total += term
+    return min(1.0, total)
+
+
+def health_reasons(components: dict | None, *, top: int = 2) -> list[str]:
+    """The reasons that took the most points off a health score, largest first."""
+    rows = sorted(
+        ((float(c.get("points", 0)), name, c.get("why", "")) for name, c in (components or {}).items()),
+        reverse=True,
+    )
+    return [f"{why} (−{points:.0f})" for points, _, why in rows[:top] if points >= 1]
+
+
+def student_rules(snap, *, judge_velocity: bool = True, now: datetime | None = None) -> Iterable[Candidate]:
+    health = snap.health_score
     if health is not None and health < settings.ALERT_LOW_HEALTH_WARNING:
         critical = health < settings.ALERT_LOW_HEALTH_CRITICAL
+        threshold = settings.ALERT_LOW_HEALTH_CRITICAL if critical else settings.ALERT_LOW_HEALTH_WARNING
+        reasons = health_reasons(snap.health_components)
         yield Candidate(
             AlertType.LOW_HEALTH_SCORE,
             EntityType.STUDENT,
             snap.student_id,
             Severity.CRITICAL if critical else Severity.WARNING,
-            f"Student {snap.student_id} health {health:.0f} (below {settings.ALERT_LOW_HEALTH_CRITICAL if critical else settings.ALERT_LOW_HEALTH_WARNING:.0f})",
+            f"Student {snap.student_id} health {health:.0f} (below {threshold:.0f})"
+            + (f": {'; '.join(reasons)}" if reasons else ""),
             {
-                "platform_health_score": health,
+                "health_score": health,
+                "threshold": threshold,
+                "reasons": reasons,
+                "platform_health_score": snap.platform_health_score,
+                "platform_health_baseline": snap.platform_health_baseline,
                 "platform_churn_risk": snap.platform_churn_risk,
-                "our_health_score": snap.health_score,
-                "threshold": settings.ALERT_LOW_HEALTH_CRITICAL
-                if critical
-                else settings.ALERT_LOW_HEALTH_WARNING,
             },
         )
     if snap.ib_calls_14d >= settings.ALERT_IB_CALLS_14D:
@@ -67,7 +92,11 @@ def student_rules(snap, *, judge_velocity: bool = True) -> Iterable[Candidate]:
                 "unresolved_14d": snap.ib_unresolved_14d,
             },
         )
-    if snap.first_session_ok is False:
+    first = (snap.health_components or {}).get("first_session", {})
+    recent = now is None or (
+        snap.first_session_at is not None and now - snap.first_session_at <= FIRST_SESSION_NEWS
+    )
+    if snap.first_session_ok is False and float(first.get("points", 0)) > 0 and recent:
         yield Candidate(
             AlertType.FIRST_SESSION_FAILED,
             EntityType.STUDENT,
@@ -85,17 +114,21 @@ def student_rules(snap, *, judge_velocity: bool = True) -> Iterable[Candidate]:
         and velocity is not None
         and prior >= settings.ALERT_VELOCITY_MIN_PRIOR_WEEKLY
         and velocity < settings.ALERT_VELOCITY_DROP_RATIO
+        # A quiet week is common for a student of a few sessions a week: only an unlikely one alarms.
+        and (chance := _poisson_cdf(snap.sessions_7d, prior)) <= settings.ALERT_VELOCITY_MAX_CHANCE
     ):
         yield Candidate(
             AlertType.VELOCITY_DROP,
             EntityType.STUDENT,
             snap.student_id,
             Severity.WARNING,
-            f"Student {snap.student_id}: {snap.sessions_7d} sessions this week vs {prior:.1f}/week before",
+            f"Student {snap.student_id}: {snap.sessions_7d} session{'' if snap.sessions_7d == 1 else 's'} "
+            f"this week vs {prior:.1f}/week before",
             {
                 "sessions_7d": snap.sessions_7d,
                 "prior_weekly_mean": prior,
                 "velocity": velocity,
+                "chance": round(chance, 4),
                 "threshold": settings.ALERT_VELOCITY_DROP_RATIO,
             },
         )

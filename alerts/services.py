@@ -194,7 +194,7 @@ def _candidates(
     def judge_student(snap) -> None:
         judge = velocity_students is None or snap.student_id in velocity_students
         decided(EntityType.STUDENT, snap.student_id, skip="" if judge else AlertType.VELOCITY_DROP)
-        candidates.extend(student_rules(snap, judge_velocity=judge))
+        candidates.extend(student_rules(snap, judge_velocity=judge, now=now))
 
     student_views, tutor_views = student_views or {}, tutor_views or {}
     for student_id in sorted(students):
@@ -256,7 +256,16 @@ def alerts_evaluate(
     return alerts_record(candidates=candidates, evaluated=evaluated, now=now, count_repeats=count_repeats)
 
 
-_ACTIVE_FIELDS = ("id", "fingerprint", "severity", "status", "clear_since", "occurrences", "last_seen")
+_ACTIVE_FIELDS = (
+    "id",
+    "fingerprint",
+    "severity",
+    "status",
+    "clear_since",
+    "occurrences",
+    "last_seen",
+    "message",
+)
 
 
 def _lock_active(fps: list[str]) -> dict[str, SimpleNamespace]:
@@ -358,7 +367,14 @@ def alerts_record(
                 )
             )
             alert.severity = c.severity
-        if not count_repeats and not escalated and alert.clear_since is None:
+        # A time-driven re-check rewrites the row only when something shows: an escalation, a condition
+        # back after a clear, or figures that moved (the message must quote what the page shows).
+        if (
+            not count_repeats
+            and not escalated
+            and alert.clear_since is None
+            and alert.message == c.message[:300]
+        ):
             continue
         if count_repeats:
             alert.occurrences += 1
@@ -391,21 +407,16 @@ def alerts_record(
 
 
 def alerts_recheck_active(*, now: datetime) -> list[Raised]:
-    """Re-run the rules for entities with an active alert (their windows decay with time, not only with
-    events): sets or clears `clear_since` and escalates (a high demand becoming sustained)."""
-    students: set[str] = set()
-    tutors: set[str] = set()
+    """Re-run the rules whose outcome moves with the clock alone: active subject × region alerts (a high
+    demand becoming sustained escalates). Student and tutor rules read snapshots, which change only when a
+    batch or the stale refresh rewrites them, and both run the rules then; re-reading every snapshot with
+    an active alert each sweep would cost a read per alert per sweep and change nothing."""
     cells: set[tuple[str, str]] = set()
-    rows = Alert.objects.filter(status__in=ACTIVE_STATUSES).values_list("entity_type", "entity_id")
-    for entity_type, entity_id in rows.distinct():
-        if entity_type == EntityType.STUDENT:
-            students.add(entity_id)
-        elif entity_type == EntityType.TUTOR:
-            tutors.add(entity_id)
-        elif entity_type == EntityType.SUBJECT_REGION:
-            subject, _, region = entity_id.rpartition("|")
-            cells.add((subject, region))
-    candidates, evaluated = _candidates(students=students, tutors=tutors, subject_regions=cells, now=now)
+    rows = Alert.objects.filter(status__in=ACTIVE_STATUSES, entity_type=EntityType.SUBJECT_REGION)
+    for entity_id in rows.values_list("entity_id", flat=True).distinct():
+        subject, _, region = entity_id.rpartition("|")
+        cells.add((subject, region))
+    candidates, evaluated = _candidates(students=(), tutors=(), subject_regions=cells, now=now)
     return alerts_record(candidates=candidates, evaluated=evaluated, now=now, count_repeats=False)
 
 
@@ -501,12 +512,13 @@ def alerts_raised(raised: list[Raised], *, now: datetime, events: int = 0) -> No
 
 
 def alerts_committed(*, change: realtime.Change, raised: list[Raised]) -> None:
-    """After-commit side effects (registered by `alerts_raised`): churn scoring for new or escalated
-    alerts, then the live push. Each step logs its failure and never raises: the alerts are committed
+    """After-commit side effects (registered by `alerts_raised`): churn scoring for the alerts raised or
+    updated, then the live push. Each step logs its failure and never raises: the alerts are committed
     and must not be undone by a side effect."""
-    fresh = [r.alert_id for r in raised if r.created or r.escalated]
-    if fresh:
-        _insights_enqueue_safe(alert_ids=fresh)
+    # Every alert this pass raised, repeated or re-worded: its insight is re-scored when a figure it
+    # cites changed (an unchanged entity keeps its cached insight, so this costs one read).
+    if raised:
+        _insights_enqueue_safe(alert_ids=sorted({r.alert_id for r in raised}))
     realtime.publish_change(change)
 
 

@@ -261,10 +261,10 @@ def live(cfg: Config, factory, driver: Driver, truth: Truth, rng, checkpoints: d
 
 
 def at_risk_now(now: datetime) -> set[str]:
-    """The students the product calls at risk at `now` (the set behind the KPI card)."""
+    """The students the product calls at risk at `now`: the set behind the KPI card, over the 7-day range."""
     from dashboard.selectors import students_at_risk_ids
 
-    return set(students_at_risk_ids(now=now))
+    return set(students_at_risk_ids(now=now, range_key="7d"))
 
 
 def _rate(n: float, active: int, days: float) -> float:
@@ -382,7 +382,10 @@ def score(cfg: Config, truth: Truth, checkpoints: dict) -> dict:
         rows.append(row)
     deliveries = AlertDelivery.objects.filter(created_at__gte=LIVE_START, created_at__lt=truth.live_end)
     risk = {}
-    for name, (when, found) in checkpoints.items():
+    for name, reached in checkpoints.items():
+        if not isinstance(reached, tuple):
+            continue  # beyond the live span (a short run)
+        when, found = reached
         p, r = _pr(found, truth.cohort) if truth.cohort else (None, None)
         risk[name] = {
             "at": when.isoformat(),

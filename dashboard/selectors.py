@@ -25,7 +25,7 @@ from metrics.models import (
     SupplyDemandReading,
     TutorSnapshot,
 )
-from metrics.selectors import entity_history
+from metrics.selectors import active_students, entity_history, health_overview, students_at_risk
 
 RANGES = {
     "1h": timedelta(hours=1),
@@ -106,16 +106,14 @@ def kpis(*, range_key: str, now: datetime) -> dict[str, Any]:
         ),
     )
     hour0 = start.replace(minute=0, second=0, microsecond=0)
-    active = StudentHourly.objects.filter(hour__gte=hour0).values("student_id").distinct().count()
+    active = active_students(since=start).count()
     active_prev = (
         StudentHourly.objects.filter(hour__gte=hour0 - span, hour__lt=hour0)
         .values("student_id")
         .distinct()
         .count()
     )
-    health = StudentSnapshot.objects.filter(
-        updated_at__gte=now - timedelta(days=30), health_score__isnull=False
-    ).aggregate(avg=Avg("health_score"), at_risk=Count("id", filter=Q(health_score__lt=70)))
+    health = health_overview(since=start)  # over the same active students as the card beside it
     firsts = StudentSnapshot.objects.filter(first_session_at__gte=start).aggregate(
         total=Count("id"), ok=Count("id", filter=Q(first_session_ok=True))
     )
@@ -139,8 +137,10 @@ def kpis(*, range_key: str, now: datetime) -> dict[str, Any]:
         "active_students_prev": active_prev,
         "ib_calls_24h": m["day__ib_calls"],
         "ib_calls_24h_prev": m["prev_day__ib_calls"],
-        "avg_health": round(health["avg"], 1) if health["avg"] is not None else None,
+        "avg_health": health["avg"],
         "students_at_risk": health["at_risk"],
+        "students_critical": health["critical"],
+        "students_not_scored": health["unscored"],
         "open_alerts": sum(by_severity.values()),
         "open_alerts_by_severity": by_severity,
         "alerts_new": alerts["new"],
@@ -630,10 +630,7 @@ def entity_search(*, query: str, limit: int = 20) -> list[tuple[str, str]]:
     return found[: limit * 2]
 
 
-def students_at_risk_ids(*, now: datetime) -> list[str]:
-    """The students the at-risk KPI counts."""
-    return list(
-        StudentSnapshot.objects.filter(
-            updated_at__gte=now - timedelta(days=30), health_score__lt=70
-        ).values_list("student_id", flat=True)
-    )
+def students_at_risk_ids(*, now: datetime, range_key: str = DEFAULT_RANGE) -> list[str]:
+    """The students the at-risk KPI counts for this range (bench/signal.py scores this set)."""
+    since = now - RANGES[parse_range(range_key)]
+    return list(students_at_risk(since=since).values_list("student_id", flat=True))

@@ -1,10 +1,13 @@
-"""The local, explainable risk model: a logistic model over standardised features (numpy).
+"""The local, explainable risk models. Deterministic: same features, same text.
 
-risk = σ(b + Σ wᵢ·(xᵢ − μᵢ)/sᵢ). The centres μ and scales s describe a typical student or tutor;
-the weights w are set by hand from what the domain knows (see ARCHITECTURE.md, "Churn insights")
-and checked against the prototype's baseline by rank correlation in insights/tests. Each term
-wᵢ·(xᵢ − μᵢ)/sᵢ is that feature's contribution in log-odds: the drivers, which also pick the
-sentences of the explanation and the recommended actions. Deterministic: same features, same text.
+Students: the health score is the model (metrics/health.py, the one definition of risk). The insight's
+risk is `churn_probability(health)`, its level the alert's thresholds (high below 50, medium below 70),
+its drivers the points each piece of evidence took off, its text their reasons (the figures the entity
+page shows), its actions scaled to the level.
+
+Tutors (burnout): a logistic model over standardised features, risk = σ(b + Σ wᵢ·(xᵢ − μᵢ)/sᵢ); each
+term is that feature's contribution in log-odds (the drivers, the explanation's sentences, the
+actions). An unknown feature (None) sits at its centre and is never cited.
 """
 
 from __future__ import annotations
@@ -16,12 +19,13 @@ from typing import Any
 
 import numpy as np
 
+from metrics.health import COMPONENTS as HEALTH_COMPONENTS
+from metrics.health import churn_probability
+
 LEVEL_HIGH = 0.7
 LEVEL_MEDIUM = 0.4
 MAX_DRIVERS = 5
 EXPLANATION_MAX = 400
-# The cache's "moved materially": some feature moved by half its scale or more.
-MATERIAL_SHIFT = 0.5
 
 
 @dataclass(frozen=True)
@@ -47,115 +51,6 @@ class Spec:
 def _n(v: float) -> str:
     return f"{v:.0f}" if float(v).is_integer() else f"{v:.1f}"
 
-
-STUDENT = Spec(
-    name="local:churn-logit-v1",
-    noun="churn",
-    intercept=-1.0,
-    terms=(
-        Term(
-            "health_gap",
-            25,
-            20,
-            0.9,
-            lambda v: f"health is {100 - v:.0f}/100",
-            "Have the account manager call within 24 hours to review goals and progress",
-        ),
-        Term(
-            "ib_calls_14d",
-            1,
-            1.5,
-            0.7,
-            lambda v: f"{_n(v)} support calls in 14 days",
-            "Assign one support owner to close the open tickets and follow up personally",
-        ),
-        Term(
-            "ib_unresolved_14d",
-            0.3,
-            1,
-            0.3,
-            lambda v: f"{_n(v)} unresolved support calls",
-            "Resolve the {v} unresolved support issues and confirm with the student",
-        ),
-        Term(
-            "ib_high_priority_14d",
-            0.2,
-            1,
-            0.25,
-            lambda v: f"{_n(v)} high-priority calls",
-            "Escalate the high-priority support calls to a team lead",
-        ),
-        Term(
-            "ib_tutor_or_technical_14d",
-            0.3,
-            1,
-            0.2,
-            lambda v: f"{_n(v)} calls about tutors or technical problems",
-            "Offer a tutor change or a technical check before the next session",
-        ),
-        Term(
-            "sessions_7d",
-            2,
-            1.5,
-            -0.5,
-            lambda v: f"only {_n(v)} sessions this week",
-            "Offer a free make-up session this week to restart the routine",
-        ),
-        Term(
-            "sessions_30d",
-            8,
-            5,
-            -0.2,
-            lambda v: f"{_n(v)} sessions in 30 days",
-            "Propose a fixed weekly schedule with the same tutor",
-        ),
-        Term(
-            "velocity_drop",
-            0.15,
-            0.3,
-            0.6,
-            lambda v: f"sessions down to {100 * (1 - v):.0f}% of their usual pace",
-            "Send a re-engagement offer and suggest a fixed weekly slot",
-        ),
-        Term(
-            "days_since_last_session",
-            4,
-            6,
-            0.5,
-            lambda v: f"no session for {v:.0f} days",
-            "Reach out personally and book the next session with them",
-        ),
-        Term(
-            "first_session_failed",
-            0.1,
-            0.3,
-            0.4,
-            lambda v: "their first session failed",
-            "Book a free second first session with a top-rated tutor",
-        ),
-        Term(
-            "rating_gap",
-            1,
-            1,
-            0.35,
-            lambda v: f"rates sessions {5 - v:.1f}/5",
-            "Ask for feedback on recent sessions and offer a different tutor",
-        ),
-        Term(
-            "unsuccessful_30d",
-            0.5,
-            1,
-            0.2,
-            lambda v: f"{_n(v)} unsuccessful sessions in 30 days",
-            "Review the unsuccessful sessions with the tutors involved",
-        ),
-    ),
-    calm_actions=(
-        "No intervention needed; keep the current weekly schedule",
-        "Invite a rating after the next session to keep the signal fresh",
-    ),
-    calm_text="sessions, support calls and ratings all look normal",
-)
 
 TUTOR = Spec(
     name="local:burnout-logit-v1",
@@ -218,7 +113,7 @@ TUTOR = Spec(
     calm_text="load, weekly volume and ratings all look normal",
 )
 
-SPECS = {"student": STUDENT, "tutor": TUTOR}
+SPECS = {"tutor": TUTOR}
 
 
 @dataclass
@@ -236,6 +131,112 @@ def level_for(risk: float) -> str:
     return "high" if risk >= LEVEL_HIGH else "medium" if risk >= LEVEL_MEDIUM else "low"
 
 
+# --- students: the health score is the model (metrics/health.py) -----------------------------------
+
+STUDENT_MODEL = "local:health-v2"
+# What to do about each kind of evidence, by level: light touches for "medium", people for "high".
+STUDENT_ACTIONS = {
+    "platform": (
+        "Send a personal check-in asking how their sessions are going",
+        "Have the account manager call within 24 hours to review goals and progress",
+    ),
+    "support": (
+        "Have support follow up on their recent calls this week",
+        "Assign one support owner to close their open tickets and call them back today",
+    ),
+    "engagement": (
+        "Suggest a fixed weekly slot with their usual tutor",
+        "Offer a free make-up session this week to restart the routine",
+    ),
+    "recency": (
+        "Send a reminder with their tutor's next open slots",
+        "Reach out personally and book the next session with them",
+    ),
+    "satisfaction": (
+        "Ask for feedback on their recent sessions",
+        "Offer a different tutor and a free replacement session",
+    ),
+    "first_session": (
+        "Offer a free second first session with a top-rated tutor",
+        "Call them today and book a free second first session with a top-rated tutor",
+    ),
+}
+STUDENT_CALM = (
+    "No intervention needed; keep the current routine",
+    "Invite a rating after the next session to keep the signal fresh",
+)
+STUDENT_FIGURES = (
+    "platform_health",
+    "platform_baseline",
+    "sessions_7d",
+    "prior_weekly_mean",
+    "days_since_last_session",
+    "ib_calls_7d",
+    "ib_calls_14d",
+)
+
+
+def student_level(health: float) -> str:
+    """The level of a health score, on the same thresholds as the alert and the at-risk KPI."""
+    from django.conf import settings
+
+    if health < settings.ALERT_LOW_HEALTH_CRITICAL:
+        return "high"
+    return "medium" if health < settings.ALERT_LOW_HEALTH_WARNING else "low"
+
+
+def _score_student(*, entity_id: str, features: dict[str, Any]) -> Score:
+    health = float(features["health"])
+    risk = churn_probability(health)
+    level = student_level(health)
+    drivers = sorted(
+        (
+            {
+                "feature": name,
+                "value": float(features.get(name) or 0.0),
+                "contribution": float(features.get(name) or 0.0),
+                "why": str(features.get(f"{name}_why") or ""),
+            }
+            for name in HEALTH_COMPONENTS
+        ),
+        key=lambda d: -d["contribution"],
+    )[:MAX_DRIVERS]
+    raising = [d for d in drivers if d["contribution"] >= 1]
+    head = f"{level.capitalize()} churn risk ({risk:.0%}) for student {entity_id}: health {health:.0f}/100"
+    if raising:
+        text = f"{head}, mainly because " + "; ".join(d["why"] for d in raising[:3]) + "."
+    else:
+        text = f"{head}; no warning signs: sessions, support calls and ratings look as usual."
+    if len(text) > EXPLANATION_MAX:
+        text = text[: EXPLANATION_MAX - 1].rstrip() + "…"
+    actions: list[str] = []
+    if level == "low":
+        if raising:
+            actions.append(f"No intervention needed; keep an eye on this: {raising[0]['why']}")
+        actions.extend(a for a in STUDENT_CALM if len(actions) < 2)
+    else:
+        tier = 1 if level == "high" else 0
+        if level == "high":
+            actions.append(STUDENT_ACTIONS["platform"][1])
+        for d in raising:
+            action = STUDENT_ACTIONS[d["feature"]][tier]
+            if action not in actions:
+                actions.append(action)
+            if len(actions) == 3:
+                break
+        fallback = [STUDENT_ACTIONS["engagement"][tier], STUDENT_ACTIONS["platform"][tier]]
+        actions.extend(a for a in fallback if a not in actions and len(actions) < 2)
+    return Score(
+        risk=risk,
+        level=level,
+        explanation=text,
+        recommendations=actions[:3],
+        drivers=drivers,
+        model=STUDENT_MODEL,
+        features=dict(features),
+    )
+
+
 def _arrays(spec: Spec) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return (
         np.array([t.centre for t in spec.terms], dtype=float),
@@ -244,10 +245,16 @@ def _arrays(spec: Spec) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     )
 
 
-def contributions(*, entity_type: str, features: dict[str, float]) -> np.ndarray:
+def _value(features: dict[str, Any], term: Term) -> float:
+    """A feature's value; an unknown one (None) sits at the centre and contributes nothing."""
+    value = features.get(term.feature)
+    return term.centre if value is None else float(value)
+
+
+def contributions(*, entity_type: str, features: dict[str, Any]) -> np.ndarray:
     spec = SPECS[entity_type]
     centre, scale, weight = _arrays(spec)
-    x = np.array([float(features[t.feature]) for t in spec.terms], dtype=float)
+    x = np.array([_value(features, t) for t in spec.terms], dtype=float)
     return weight * (x - centre) / scale
 
 
@@ -256,26 +263,26 @@ def risk_of(*, entity_type: str, features: dict[str, float]) -> float:
     return 1.0 / (1.0 + math.exp(-z))
 
 
-def risks(*, entity_type: str, rows: list[dict[str, float]]) -> np.ndarray:
-    """risk_of for many feature vectors at once (the beat ranks every active entity)."""
-    spec = SPECS[entity_type]
+def risks(*, entity_type: str, rows: list[dict[str, Any]]) -> np.ndarray:
+    """Risks of many feature vectors at once (the beat ranks every active entity); a student with no
+    health score yet has no risk (NaN)."""
     if not rows:
         return np.zeros(0)
+    if entity_type == "student":
+        return np.array(
+            [np.nan if r.get("health") is None else churn_probability(float(r["health"])) for r in rows]
+        )
+    spec = SPECS[entity_type]
     centre, scale, weight = _arrays(spec)
-    x = np.array([[float(r[t.feature]) for t in spec.terms] for r in rows], dtype=float)
+    x = np.array([[_value(r, t) for t in spec.terms] for r in rows], dtype=float)
     z = spec.intercept + ((x - centre) / scale) @ weight
     return 1.0 / (1.0 + np.exp(-z))
 
 
-def features_moved(*, entity_type: str, before: dict[str, Any], after: dict[str, float]) -> bool:
-    """True when any feature moved by MATERIAL_SHIFT of its scale or more (or the set changed)."""
-    spec = SPECS[entity_type]
-    for t in spec.terms:
-        if t.feature not in before:
-            return True
-        if abs(float(after[t.feature]) - float(before[t.feature])) / t.scale >= MATERIAL_SHIFT:
-            return True
-    return False
+def features_moved(*, entity_type: str, before: dict[str, Any], after: dict[str, Any]) -> bool:
+    """True when anything the insight cites changed: a cached insight is reused only while it still
+    quotes the entity's current figures."""
+    return before != after
 
 
 def explain(
@@ -308,7 +315,9 @@ def explain(
     return text, actions
 
 
-def score(*, entity_type: str, entity_id: str, features: dict[str, float]) -> Score:
+def score(*, entity_type: str, entity_id: str, features: dict[str, Any]) -> Score:
+    if entity_type == "student":
+        return _score_student(entity_id=entity_id, features=features)
     spec = SPECS[entity_type]
     contrib = contributions(entity_type=entity_type, features=features)
     risk = risk_of(entity_type=entity_type, features=features)
@@ -317,7 +326,7 @@ def score(*, entity_type: str, entity_id: str, features: dict[str, float]) -> Sc
     drivers = [
         {
             "feature": spec.terms[i].feature,
-            "value": float(features[spec.terms[i].feature]),
+            "value": _value(features, spec.terms[i]),
             "contribution": round(float(contrib[i]), 3),
         }
         for i in order[:MAX_DRIVERS]

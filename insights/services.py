@@ -19,6 +19,7 @@ from insights.features import ENTITY_TYPES, student_features, tutor_features
 from insights.models import Insight
 from insights.selectors import BEDROCK_FAILED_PREFIX, BEDROCK_PREFIX
 from iops import realtime
+from metrics.health import churn_probability
 from metrics.models import StudentSnapshot, TutorSnapshot
 
 logger = logging.getLogger(__name__)
@@ -90,10 +91,14 @@ def _snapshot_source(entity_type: str) -> tuple[Any, str, Callable[[Any], dict[s
     return TutorSnapshot, "tutor_id", tutor_features
 
 
-def _snapshots(entity_type: str, ids: set[str]) -> dict[str, dict[str, float]]:
-    """Feature vectors of many entities of one type, in one read."""
+def _snapshots(entity_type: str, ids: set[str]) -> dict[str, dict[str, Any]]:
+    """Feature vectors of many entities of one type, in one read. A student with no health score yet
+    (not enough data) has nothing to explain and is left out."""
     model, key, to_features = _snapshot_source(entity_type)
-    return {getattr(s, key): to_features(s) for s in model.objects.filter(**{f"{key}__in": ids})}
+    rows = {getattr(s, key): to_features(s) for s in model.objects.filter(**{f"{key}__in": ids})}
+    if entity_type == "student":
+        return {k: f for k, f in rows.items() if f["health"] is not None}
+    return rows
 
 
 def _latest_cached(entity_type: str, ids: set[str], *, now: datetime) -> dict[str, Insight]:
@@ -145,11 +150,10 @@ def _new_insight(
                 fallback_reason = f"{BEDROCK_FAILED_PREFIX}: {exc}"[:300]
                 logger.warning("bedrock fell back", extra={"entity_id": entity_id, "reason": str(exc)})
             else:
-                # The local model's drivers stay: they are the features' measured contributions.
+                # The risk, level and drivers stay ours (one definition of risk, calibrated against the
+                # simulator's truth); the model writes the explanation and the actions.
                 result = replace(
                     result,
-                    risk=round(reply.risk, 4),
-                    level=reply.level,
                     explanation=reply.explanation,
                     recommendations=reply.recommendations,
                     model=f"{BEDROCK_PREFIX}{settings.BEDROCK_MODEL_ID}",
@@ -205,7 +209,10 @@ def insights_score_alerts(*, items: list[tuple[str, str, int | None]], now: date
     for i, (entity_type, entity_id, alert_id) in enumerate(items):
         key = (entity_type, entity_id)
         if key not in features:
-            logger.info("no snapshot to score", extra={"entity_type": entity_type, "entity_id": entity_id})
+            logger.info(
+                "nothing to score (no snapshot, or not enough data yet)",
+                extra={"entity_type": entity_type, "entity_id": entity_id},
+            )
             continue
         hit = cached.get(key)
         if key in fresh or (
@@ -264,6 +271,8 @@ def riskiest(*, entity_type: str, top_n: int, now: datetime) -> list[tuple[str, 
         ids.clear()
         rows.clear()
 
+    if entity_type == "student":
+        qs = qs.filter(health_score__isnull=False)
     for snap in qs.iterator(chunk_size=RANK_CHUNK):
         ids.append(getattr(snap, key))
         rows.append(to_features(snap))
@@ -290,15 +299,15 @@ def insights_score_riskiest(*, now: datetime, top_n: int) -> dict[str, int]:
 
 
 def student_risks(*, now: datetime) -> list[tuple[str, float, float]]:
-    """(student, churn risk by the local model, DOMAIN's sanity-formula risk 0-1) for every student
-    updated in 30 days: what bench/signal.py calibrates against the simulator's truth."""
-    snaps = list(StudentSnapshot.objects.filter(updated_at__gte=now - timedelta(days=30)))
-    values = local_model.risks(entity_type="student", rows=[student_features(s) for s in snaps])
+    """(student, churn risk, DOMAIN's sanity-formula risk 0–1) for every scored student updated in 30
+    days: what bench/signal.py calibrates against the simulator's truth. The sanity formula reads the
+    platform's health where there is one (as the prototype did), else ours."""
+    snaps = StudentSnapshot.objects.filter(
+        updated_at__gte=now - timedelta(days=30), health_score__isnull=False
+    ).only("student_id", "health_score", "platform_health_score", "ib_calls_14d", "sessions_7d")
     out = []
-    for snap, risk in zip(snaps, values, strict=True):
+    for snap in snaps:
         health = snap.platform_health_score if snap.platform_health_score is not None else snap.health_score
-        if health is None:
-            continue
         sanity = 0.5 * (100 - health) + min(5 * snap.ib_calls_14d, 30) + 4 * max(0, 5 - snap.sessions_7d)
-        out.append((snap.student_id, float(risk), min(sanity, 100) / 100))
+        out.append((snap.student_id, churn_probability(snap.health_score), min(sanity, 100) / 100))
     return out

@@ -171,6 +171,10 @@ EVENT_RETENTION_DAYS = env_int("EVENT_RETENTION_DAYS", 45, minimum=31)
 ALERT_LOW_HEALTH_WARNING = env_float("ALERT_LOW_HEALTH_WARNING", 70.0)
 ALERT_LOW_HEALTH_CRITICAL = env_float("ALERT_LOW_HEALTH_CRITICAL", 50.0)
 ALERT_IB_CALLS_14D = env_int("ALERT_IB_CALLS_14D", 3, minimum=1)
+# Our health score (metrics/health.py): a student watched for fewer days, with no failed first session,
+# is "not enough data yet"; a first session counts as their first only after this many days of our data.
+HEALTH_MIN_HISTORY_DAYS = env_int("HEALTH_MIN_HISTORY_DAYS", 14, minimum=1)
+FIRST_SESSION_LOOKBACK_DAYS = env_int("FIRST_SESSION_LOOKBACK_DAYS", 30, minimum=0)
 
 # --- churn model ----------------------------------------------------------------------------
 BEDROCK_MODEL_ID = env_str("BEDROCK_MODEL_ID")
@@ -265,6 +269,7 @@ SIMULATOR_SEED = env_int("SIMULATOR_SEED", 42)
 # Velocity drop: sessions this week / prior 3-week weekly mean below this, for students averaging ≥ the minimum.
 ALERT_VELOCITY_DROP_RATIO = env_float("ALERT_VELOCITY_DROP_RATIO", 0.5)
 ALERT_VELOCITY_MIN_PRIOR_WEEKLY = env_float("ALERT_VELOCITY_MIN_PRIOR_WEEKLY", 1.0)
+ALERT_VELOCITY_MAX_CHANCE = env_float("ALERT_VELOCITY_MAX_CHANCE", 0.01)
 # Tutor overload: utilisation (hours taught in 7 days / available hours) above, or mean rating below.
 ALERT_TUTOR_UTILISATION = env_float("ALERT_TUTOR_UTILISATION", 0.9)
 ALERT_TUTOR_RATING = env_float("ALERT_TUTOR_RATING", 3.5)
@@ -284,6 +289,9 @@ ALERT_ANOMALY_WINDOW_MINUTES = env_int("ALERT_ANOMALY_WINDOW_MINUTES", 60, minim
 ALERT_ANOMALY_Z_WARNING = env_float("ALERT_ANOMALY_Z_WARNING", 5.0)
 ALERT_ANOMALY_Z_CRITICAL = env_float("ALERT_ANOMALY_Z_CRITICAL", 10.0)
 ALERT_ANOMALY_MIN_VOLUME = env_float("ALERT_ANOMALY_MIN_VOLUME", 5.0)
+ALERT_ANOMALY_MIN_RATIO = env_float("ALERT_ANOMALY_MIN_RATIO", 2.0)
+ALERT_ANOMALY_CRITICAL_RATIO = env_float("ALERT_ANOMALY_CRITICAL_RATIO", 5.0)
+ALERT_ANOMALY_MIN_HISTORY_MINUTES = env_int("ALERT_ANOMALY_MIN_HISTORY_MINUTES", 45, minimum=1)
 # The alert sweep's Celery task lives outside alerts/tasks.py (owned by the delivery work).
 CELERY_IMPORTS = ("alerts.periodic",)
 

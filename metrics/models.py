@@ -54,6 +54,10 @@ class StudentHourly(models.Model):
     ib_billing_question = models.IntegerField(default=0)
     ib_general_inquiry = models.IntegerField(default=0)
     ib_other = models.IntegerField(default=0)
+    # The platform's health readings in the hour (their sum and count): a new reading is compared with
+    # the mean of the student's readings from 8 to 30 days ago.
+    health_sum = models.FloatField(default=0)
+    health_count = models.IntegerField(default=0)
 
     class Meta:
         constraints = [models.UniqueConstraint(fields=["student_id", "hour"], name="student_hourly_unique")]
@@ -125,6 +129,13 @@ class StudentSnapshot(models.Model):
     platform_churn_risk = models.CharField(max_length=10, blank=True, default="")
     platform_reported_at = models.DateTimeField(null=True, blank=True)
     platform_event_id = models.CharField(max_length=64, blank=True, default="")
+    platform_health_baseline = models.FloatField(
+        null=True, blank=True, help_text="mean of the student's platform readings 8 to 30 days ago"
+    )
+    observed_since = models.DateTimeField(
+        null=True, blank=True, help_text="first activity seen in the 30-day window (the history we judge by)"
+    )
+    # Our score (metrics/health.py); null = not enough data yet to judge the student.
     health_score = models.FloatField(null=True, blank=True, db_index=True)
     health_components = models.JSONField(default=dict, blank=True)
     as_of = models.DateTimeField(help_text="the time the windows were computed for")

@@ -8,7 +8,8 @@ import json
 from datetime import date, datetime, timedelta
 from typing import Any
 
-from django.db.models import Model, Q, QuerySet
+from django.conf import settings
+from django.db.models import Avg, Count, F, Model, Q, QuerySet
 
 from metrics.burnout import burnout_level
 from metrics.models import (
@@ -122,7 +123,7 @@ def decode_cursor(cursor: str, *, model: type[Model], field: str) -> tuple[Any, 
         value, pk = json.loads(base64.urlsafe_b64decode(cursor.encode()))
         if not isinstance(pk, int):
             raise TypeError
-        if model._meta.get_field(field).get_internal_type() == "DateTimeField":
+        if value is not None and model._meta.get_field(field).get_internal_type() == "DateTimeField":
             value = datetime.fromisoformat(value)
     except (ValueError, TypeError, UnicodeDecodeError):
         raise BadCursor("invalid cursor") from None
@@ -133,19 +134,56 @@ def keyset_page(
     qs: QuerySet, *, order: str, cursor: str | None, limit: int
 ) -> tuple[list[Model], str | None]:
     """One page ordered by `order` then primary key, continuing after the row the cursor names.
-    Rows with no value in the ordered field are left out (a list "by health" lists scored students)."""
+    Rows with no value in the ordered field come last, in either direction (a list "by health" shows
+    the students not scored yet after the scored ones; nobody drops out for a missing value)."""
     field = order.lstrip("-")
     desc = order.startswith("-")
-    qs = qs.exclude(**{f"{field}__isnull": True})
     if cursor:
         value, pk = decode_cursor(cursor, model=qs.model, field=field)
-        op = "lt" if desc else "gt"
-        qs = qs.filter(Q(**{f"{field}__{op}": value}) | Q(**{field: value, "pk__gt": pk}))
-    rows = list(qs.order_by(order, "pk")[: limit + 1])
+        if value is None:
+            qs = qs.filter(**{f"{field}__isnull": True, "pk__gt": pk})
+        else:
+            op = "lt" if desc else "gt"
+            qs = qs.filter(
+                Q(**{f"{field}__{op}": value})
+                | Q(**{field: value, "pk__gt": pk})
+                | Q(**{f"{field}__isnull": True})
+            )
+    ordered = F(field).desc(nulls_last=True) if desc else F(field).asc(nulls_last=True)
+    rows = list(qs.order_by(ordered, "pk")[: limit + 1])
     if len(rows) <= limit:
         return rows, None
     last = rows[limit - 1]
     return rows[:limit], encode_cursor(getattr(last, field), last.pk)
+
+
+def active_students(*, since: datetime) -> QuerySet:
+    """Ids of the students with any activity (a session, a call, a health reading) in a bucket from the
+    hour of `since` on: the "active students" of a range."""
+    hour0 = since.replace(minute=0, second=0, microsecond=0)
+    return StudentHourly.objects.filter(hour__gte=hour0).values("student_id").distinct()
+
+
+def students_at_risk(*, since: datetime) -> QuerySet:
+    """The one at-risk set: students active since `since` whose health score is below
+    ALERT_LOW_HEALTH_WARNING (a student with no score yet is never at risk)."""
+    return StudentSnapshot.objects.filter(
+        student_id__in=active_students(since=since), health_score__lt=settings.ALERT_LOW_HEALTH_WARNING
+    )
+
+
+def health_overview(*, since: datetime) -> dict[str, Any]:
+    """Among the students active since `since`: how many, how many at risk, critical, not scored yet,
+    and their mean score — the KPI card's figures, all over the same set."""
+    qs = StudentSnapshot.objects.filter(student_id__in=active_students(since=since))
+    agg = qs.aggregate(
+        scored=Count("id", filter=Q(health_score__isnull=False)),
+        unscored=Count("id", filter=Q(health_score__isnull=True)),
+        at_risk=Count("id", filter=Q(health_score__lt=settings.ALERT_LOW_HEALTH_WARNING)),
+        critical=Count("id", filter=Q(health_score__lt=settings.ALERT_LOW_HEALTH_CRITICAL)),
+        avg=Avg("health_score"),
+    )
+    return {**agg, "avg": round(agg["avg"], 1) if agg["avg"] is not None else None}
 
 
 def student_list(

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from types import SimpleNamespace
 from typing import Any
 
@@ -21,7 +21,8 @@ from django.db.models import Max, Q
 
 from iops.lib.sql import insert_ignore, insert_returning_new, pg_execute, update_rows, upsert, upsert_add
 from metrics.burnout import burnout_components, burnout_risk
-from metrics.health import health_components, health_score
+from metrics.health import Evidence as HealthEvidence
+from metrics.health import assess as health_assess
 from metrics.models import (
     IB_REASONS,
     GlobalMinute,
@@ -46,7 +47,8 @@ SESSION_VALUES = [
     "minutes",
 ]
 IB_VALUES = ["ib_calls", "ib_unresolved", "ib_high_priority", *[f"ib_{r}" for r in IB_REASONS]]
-STUDENT_VALUES = SESSION_VALUES + IB_VALUES
+HEALTH_VALUES = ["health_sum", "health_count"]
+STUDENT_VALUES = SESSION_VALUES + IB_VALUES + HEALTH_VALUES
 MINUTE_VALUES = [
     "received",
     "events",
@@ -375,6 +377,7 @@ def _fold_buckets(deltas: list[dict[str, Any]], events: list[dict[str, Any]]) ->
         STUDENT_VALUES.index(c) for c in ("ib_calls", "ib_unresolved", "ib_high_priority")
     )
     reason_col = {r: STUDENT_VALUES.index(f"ib_{r}") for r in IB_REASONS}
+    health_sum, health_count = (STUDENT_VALUES.index(c) for c in HEALTH_VALUES)
     for e in events:
         received = floor_minute(_ts(e["received_at"]))
         row = minute.get(received)
@@ -386,6 +389,16 @@ def _fold_buckets(deltas: list[dict[str, Any]], events: list[dict[str, Any]]) ->
         if row is None:
             row = minute[m] = zero_minute.copy()
         row[1] += 1  # events
+        if e["event_type"] == "customer_health_update":
+            score = e["payload"].get("health_score")
+            if score is not None:
+                key = (e["payload"]["student_id"], floor_hour(ts))
+                srow = student.get(key)
+                if srow is None:
+                    srow = student[key] = zero_student.copy()
+                srow[health_sum] += float(score)
+                srow[health_count] += 1
+            continue
         if e["event_type"] != "ib_call_logged":
             continue
         row[m_ib] += 1
@@ -840,9 +853,16 @@ def _rows_by_id(model, key: str, ids: Sequence[str], columns: Sequence[str]) -> 
 
 
 def _window_sums(
-    model, key: str, ids: Sequence[str], fields: dict[str, tuple[str, int]], now: datetime
-) -> dict[str, tuple[int, ...]]:
-    """{id: sums in the order of `fields`} for each name -> (column, days) over hour buckets, one query."""
+    model,
+    key: str,
+    ids: Sequence[str],
+    fields: dict[str, tuple[str, int]],
+    now: datetime,
+    *,
+    first_hour: bool = False,
+) -> dict[str, tuple[Any, ...]]:
+    """{id: sums in the order of `fields`} for each name -> (column, days) over hour buckets, one query;
+    with `first_hour`, the earliest bucket in the widest window last."""
     q = connection.ops.quote_name
     adapt = connection.ops.adapt_datetimefield_value
     oldest = max(days for _, days in fields.values())
@@ -850,13 +870,24 @@ def _window_sums(
     for column, days in fields.values():
         sums.append(f"SUM(CASE WHEN {q('hour')} >= %s THEN {q(column)} ELSE 0 END)")
         params.append(adapt(window_start(now, days)))
+    if first_hour:
+        sums.append(f"MIN({q('hour')})")
     where, id_params = _in_ids(q(key), ids)
     sql = (
         f"SELECT {q(key)}, {', '.join(sums)} FROM {q(model._meta.db_table)} "  # noqa: S608 - model metadata
         f"WHERE {where} AND {q('hour')} >= %s AND {q('hour')} <= %s GROUP BY {q(key)}"
     )
     rows = _select(sql, [*params, *id_params, adapt(window_start(now, oldest)), adapt(now)])
+    if first_hour and connection.vendor != "postgresql":  # SQLite answers MIN(hour) as text
+        return {row[0]: (*row[1:-1], _as_datetime(row[-1])) for row in rows}
     return {row[0]: row[1:] for row in rows}  # every SUM has an ELSE 0: never NULL
+
+
+def _as_datetime(value: Any) -> datetime | None:
+    if value is None or isinstance(value, datetime):
+        return value
+    parsed = datetime.fromisoformat(str(value))
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
 
 
 STUDENT_WINDOWS = {
@@ -875,6 +906,10 @@ STUDENT_WINDOWS = {
     "rating_sum_30d": ("rating_sum", 30),
     "rating_count_30d": ("rating_count", 30),
     **{f"ib_{r}_14d": (f"ib_{r}", 14) for r in IB_REASONS},
+    "health_sum_30d": ("health_sum", 30),
+    "health_count_30d": ("health_count", 30),
+    "health_sum_7d": ("health_sum", 7),
+    "health_count_7d": ("health_count", 7),
 }
 TUTOR_WINDOWS = {
     "sessions_7d": ("sessions_completed", 7),
@@ -937,6 +972,8 @@ STUDENT_REFRESH_FIELDS = [
     "first_session_at",
     "first_session_id",
     "first_session_ok",
+    "platform_health_baseline",
+    "observed_since",
     "health_components",
     "health_score",
     "as_of",
@@ -946,10 +983,32 @@ _SW = {name: i for i, name in enumerate(STUDENT_WINDOWS)}
 _IB_REASON_WINDOWS = [(r, _SW[f"ib_{r}_14d"]) for r in IB_REASONS]
 
 
+def _coverage_start() -> datetime | None:
+    """The earliest student bucket we hold: how far back our knowledge of students goes."""
+    return _as_datetime(StudentHourly.objects.order_by("hour").values_list("hour", flat=True).first())
+
+
+def _platform_baseline(w: tuple, latest: float | None, latest_at, now) -> float | None:
+    """Mean of the student's platform readings from 8 to 30 days ago (the latest one left out): what
+    the platform usually said of them, before whatever is happening this week."""
+    health_sum = float(w[_SW["health_sum_30d"]]) - float(w[_SW["health_sum_7d"]])
+    count = int(w[_SW["health_count_30d"]]) - int(w[_SW["health_count_7d"]])
+    if (
+        latest is not None
+        and latest_at is not None
+        and window_start(now, 30) <= latest_at < window_start(now, 7)
+    ):
+        health_sum, count = health_sum - latest, count - 1
+    return round(health_sum / count, 1) if count > 0 else None
+
+
 def _refresh_students(ids: list[str], now: datetime) -> dict[str, SimpleNamespace]:
     views: dict[str, SimpleNamespace] = {}
+    coverage = _coverage_start()
+    min_history = settings.HEALTH_MIN_HISTORY_DAYS
+    lookback = timedelta(days=settings.FIRST_SESSION_LOOKBACK_DAYS)
     for chunk in _chunks(ids):
-        sums = _window_sums(StudentHourly, "student_id", chunk, STUDENT_WINDOWS, now)
+        sums = _window_sums(StudentHourly, "student_id", chunk, STUDENT_WINDOWS, now, first_hour=True)
         facts = _rows_by_id(
             StudentSessionFacts,
             "student_id",
@@ -966,6 +1025,7 @@ def _refresh_students(ids: list[str], now: datetime) -> dict[str, SimpleNamespac
                 "first_session_ok",
                 "platform_health_score",
                 "platform_churn_risk",
+                "platform_reported_at",
             ),
         )
         # A completion stamped after `now` (clock skew) is not shown yet: the latest one up to now.
@@ -982,7 +1042,9 @@ def _refresh_students(ids: list[str], now: datetime) -> dict[str, SimpleNamespac
         )
         rows = []
         for sid in chunk:
-            w = sums.get(sid, _NO_SUMS_STUDENT)
+            w = sums.get(sid)
+            observed_since = w[-1] if w is not None else None
+            w = w or _NO_SUMS_STUDENT
             sessions_7d, sessions_14d, sessions_30d, sessions_28d = w[0], w[1], w[2], w[3]
             started_7d, started_30d, unsuccessful_30d = w[4], w[5], w[6]
             ib_7d, ib_14d, ib_30d, ib_unresolved, ib_high, rating_sum, rated = w[7:14]
@@ -993,24 +1055,35 @@ def _refresh_students(ids: list[str], now: datetime) -> dict[str, SimpleNamespac
             f = facts.get(sid)
             last = None if f is None else (f[3] if f[3] is None or f[3] <= now else last_until_now.get(sid))
             days_since = round((now - last).total_seconds() / 86400, 2) if last else None
-            cur = current.get(sid, (None, "", None, None, ""))
+            cur = current.get(sid, (None, "", None, None, "", None))
             if f is not None and f[0] is not None and f[0] <= now:
                 first_at, first_id, first_ok = f[0], f[1], f[2]
             else:  # no completed session up to now: keep what the snapshot shows
                 first_at, first_id, first_ok = cur[0], cur[1], cur[2]
-            components = health_components(
-                sessions_7d=sessions_7d,
-                sessions_30d=sessions_30d,
-                prior_weekly_mean=prior,
-                ib_calls_14d=ib_14d,
-                ib_unresolved_14d=ib_unresolved,
-                ib_high_priority_14d=ib_high,
-                avg_rating_given=avg_rating,
-                first_session_ok=first_ok,
-                days_since_last_session=days_since,
+            baseline = _platform_baseline(w, cur[3], cur[5], now)
+            assessment = health_assess(
+                HealthEvidence(
+                    observed_days=(now - observed_since).total_seconds() / 86400 if observed_since else None,
+                    sessions_7d=sessions_7d,
+                    prior_weekly_mean=prior,
+                    days_since_last_session=days_since,
+                    ib_calls_7d=ib_7d,
+                    ib_calls_30d=ib_30d,
+                    ib_unresolved_14d=ib_unresolved,
+                    ib_high_priority_14d=ib_high,
+                    avg_rating_given=avg_rating,
+                    rated_sessions_30d=rated,
+                    unsuccessful_30d=unsuccessful_30d,
+                    first_session_ok=first_ok,
+                    # Only a session after a full look-back of our own data is known to be a first.
+                    first_session_known=bool(first_at and coverage and first_at >= coverage + lookback),
+                    days_since_first_session=(now - first_at).total_seconds() / 86400 if first_at else None,
+                    platform_health=cur[3],
+                    platform_baseline=baseline,
+                ),
+                min_history_days=min_history,
             )
-            # Without a single session there is nothing to judge engagement by: no score rather than a made-up one.
-            score = health_score(components) if last or started_30d else None
+            components = assessment.components
             prior_weekly_mean = round(prior, 3)
             rows.append(
                 (
@@ -1037,8 +1110,10 @@ def _refresh_students(ids: list[str], now: datetime) -> dict[str, SimpleNamespac
                     first_at,
                     first_id,
                     first_ok,
+                    baseline,
+                    observed_since,
                     json.dumps(components),
-                    score,
+                    assessment.score,
                     now,
                     now,
                 )
@@ -1047,6 +1122,7 @@ def _refresh_students(ids: list[str], now: datetime) -> dict[str, SimpleNamespac
             view = SimpleNamespace(**dict(zip(STUDENT_REFRESH_FIELDS, rows[-1][1:], strict=True)))
             view.student_id, view.ib_reasons_14d, view.health_components = sid, reasons, components
             view.platform_health_score, view.platform_churn_risk = cur[3], cur[4]
+            view.first_session_known = bool(first_at and coverage and first_at >= coverage + lookback)
             views[sid] = view
         _snapshot_upsert(
             model=StudentSnapshot,
@@ -1174,7 +1250,12 @@ def snapshots_refresh_stale(
     # Only snapshots with something left in a window can still decay.
     students = list(
         StudentSnapshot.objects.filter(as_of__lt=cutoff)
-        .filter(Q(sessions_30d__gt=0) | Q(ib_calls_30d__gt=0) | Q(sessions_started_30d__gt=0))
+        .filter(
+            Q(sessions_30d__gt=0)
+            | Q(ib_calls_30d__gt=0)
+            | Q(sessions_started_30d__gt=0)
+            | Q(observed_since__isnull=False)
+        )
         .values_list("student_id", flat=True)[:limit]
     )
     tutors = list(

@@ -8,6 +8,8 @@ test_lifecycle.py::test_insert_race_falls_back_to_counting_a_repeat."""
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 import pytest
 from django.db import connection
 from django.utils import timezone
@@ -41,6 +43,17 @@ def test_workers_raising_the_same_alerts_at_once_open_each_once_and_count_every_
     if connection.vendor != "postgresql":
         pytest.skip("concurrent transactions: PostgreSQL")
     now = timezone.now()
+    history = [
+        {
+            "event_id": f"hist_{i}",
+            "event_type": "customer_health_update",
+            "timestamp": (now - timedelta(days=20)).isoformat(),
+            "received_at": now.isoformat(),
+            "payload": {"student_id": f"stu_race_{i}", "health_score": 85.0},
+        }
+        for i in range(STUDENTS)
+    ]
+    process_batch(history, now=now)  # weeks of history: the students are scored
     race(*[lambda w=w: process_batch(batch(w, now), now=now) for w in range(WORKERS)])
     alerts = Alert.objects.filter(type="low_health_score")
     assert alerts.count() == STUDENTS

@@ -17,7 +17,14 @@ from alerts.delivery import deliveries_due, deliveries_enqueue, deliveries_send_
 from alerts.models import Alert, AlertDelivery, NotificationChannel
 from alerts.tasks import deliver_alert, send_due_deliveries
 from alerts.tests.conftest import WebhookPeer
-from conftest import event
+from conftest import (
+    READING_CRITICAL,
+    READING_WARNING,
+    READING_WARNING_LOWER,
+    event,
+    platform_reading,
+    watched_student,
+)
 
 pytestmark = pytest.mark.django_db
 
@@ -29,11 +36,10 @@ def sweep() -> dict[str, int]:
 
 
 def health(post, drain, capture, score, student="stu_1"):
-    """A health reading through the public API, processed as the worker would, after-commit hooks run."""
-    resp = post(event("customer_health_update", student_id=student, health_score=score))
-    assert resp.status_code == 202
+    """A platform reading through the public API for a student IOps has watched for weeks (usually read
+    85), processed as the worker would, after-commit hooks run."""
     with capture(execute=True):
-        drain()
+        platform_reading(post, drain, score, student=student)
 
 
 # --- routing ------------------------------------------------------------------------------------
@@ -82,16 +88,18 @@ def test_new_and_escalated_alerts_are_routed_repeats_are_not(
     warnings_up = make_channel("email", min_severity="warning")
     critical_only = make_channel("email", min_severity="critical")
 
-    health(post, drain, django_capture_on_commit_callbacks, 65)  # opens a warning
+    health(post, drain, django_capture_on_commit_callbacks, READING_WARNING)  # opens a warning
     alert = Alert.objects.get(type="low_health_score")
     assert list(AlertDelivery.objects.values_list("channel_id", "severity", "trigger")) == [
         (warnings_up.pk, "warning", "opened")
     ]
 
-    health(post, drain, django_capture_on_commit_callbacks, 60)  # a repeat: nobody is told again
+    health(
+        post, drain, django_capture_on_commit_callbacks, READING_WARNING_LOWER
+    )  # a repeat: nobody is told again
     assert AlertDelivery.objects.count() == 1
 
-    health(post, drain, django_capture_on_commit_callbacks, 40)  # escalates to critical
+    health(post, drain, django_capture_on_commit_callbacks, READING_CRITICAL)  # escalates to critical
     alert.refresh_from_db()
     assert alert.severity == "critical" and alert.occurrences == 3
     assert set(AlertDelivery.objects.filter(severity="critical").values_list("channel_id", "trigger")) == {
@@ -301,6 +309,7 @@ def test_deliveries_commit_with_the_batch_so_a_crash_after_commit_loses_none(
     """The outbox: the delivery rows are written in the batch's transaction. Here the after-commit
     hooks never run (the process died right after the commit) and the delivery is still pending."""
     channel = make_channel("email")
+    watched_student(post, drain)
     assert post(event("customer_health_update", student_id="stu_1", health_score=30)).status_code == 202
     with django_capture_on_commit_callbacks(execute=False) as hooks:
         drain()
@@ -348,7 +357,7 @@ def test_from_ingest_to_delivered_message_embedded(
     assert send_due_deliveries.delay().get() == {"sent": 2}
 
     [email] = mailoutbox
-    assert email.to == ["oncall@example.com"] and "health 30" in email.subject
+    assert email.to == ["oncall@example.com"] and "health 40" in email.subject
     assert "http://iops.test/entities/student/stu_9" in email.body
     [request] = webhook_peer.received
     body = request["body"]
@@ -377,7 +386,7 @@ def test_production_fast_path_a_celery_worker_sends_right_after_commit(
 
     # The embedded worker stops within ~4 s (Celery's synloop polls the memory broker every 2 s).
     with start_worker(app, perform_ping_check=False, shutdown_timeout=30):
-        health(post, drain, django_capture_on_commit_callbacks, 45)
+        health(post, drain, django_capture_on_commit_callbacks, READING_CRITICAL)
         deadline = time.monotonic() + 20
         while not webhook_peer.received and time.monotonic() < deadline:
             time.sleep(0.05)  # bounded wait on real I/O: the worker thread and the HTTP peer

@@ -14,7 +14,7 @@ from django.test.utils import CaptureQueriesContext
 
 from alerts.models import Alert
 from alerts.periodic import sweep
-from conftest import event
+from conftest import READING_CRITICAL, READING_WARNING, READING_WARNING_LOWER, event, platform_reading
 
 pytestmark = pytest.mark.django_db
 T = datetime(2026, 3, 20, 12, 0, tzinfo=UTC)
@@ -32,11 +32,9 @@ def at(minutes: float) -> datetime:
 
 
 def health(post, drain, score, *, minute: float = 0, student="stu_1"):
+    """A platform reading at T + `minute` for a student IOps has watched for weeks (usually read 85)."""
     with time_machine.travel(at(minute), tick=False):
-        assert (
-            post(event("customer_health_update", student_id=student, health_score=score)).status_code == 202
-        )
-        drain()
+        platform_reading(post, drain, score, student=student)
 
 
 def run_sweep(minute: float):
@@ -53,18 +51,18 @@ def pushed(monkeypatch):
 
 
 def test_condition_clear_sets_clear_since_and_a_repeat_clears_it(post, drain):
-    health(post, drain, 60)
-    health(post, drain, 80, minute=5)
+    health(post, drain, READING_WARNING)
+    health(post, drain, 85, minute=5)
     alert = Alert.objects.get()
     assert alert.status == "open" and alert.clear_since == at(5) and alert.occurrences == 1
-    health(post, drain, 65, minute=10)
+    health(post, drain, READING_WARNING_LOWER, minute=10)
     alert.refresh_from_db()
     assert alert.clear_since is None and alert.occurrences == 2 and alert.last_seen == at(10)
 
 
 def test_auto_resolve_after_the_condition_stays_clear(post, drain, pushed):
-    health(post, drain, 60)
-    health(post, drain, 80, minute=1)
+    health(post, drain, READING_WARNING)
+    health(post, drain, 85, minute=1)
     assert run_sweep(30)["resolved"] == 0  # clear for 29 minutes
     assert Alert.objects.get().status == "open"
     result = run_sweep(31)  # clear for ALERT_AUTO_RESOLVE_MINUTES
@@ -82,25 +80,28 @@ def test_auto_resolve_after_the_condition_stays_clear(post, drain, pushed):
 
 
 def test_acknowledged_alerts_auto_resolve_too(client, staff_user, post, drain):
-    health(post, drain, 60)
+    health(post, drain, READING_WARNING)
     client.force_login(staff_user)
     assert client.post(f"/api/alerts/{Alert.objects.get().pk}/acknowledge").status_code == 200
-    health(post, drain, 90, minute=2)
+    health(post, drain, 85, minute=2)
     run_sweep(40)
     assert Alert.objects.get().status == "resolved"
 
 
-def test_the_sweep_sees_an_alert_clear_without_new_events(post, drain, settings):
-    health(post, drain, 60)
+def test_the_stale_refresh_sees_an_alert_clear_without_new_events(post, drain, settings):
+    from alerts.periodic import refresh_stale
+
+    health(post, drain, READING_WARNING)
     settings.ALERT_LOW_HEALTH_WARNING = 50  # the condition no longer holds: nothing new arrives
-    run_sweep(1)
-    assert Alert.objects.get().clear_since == at(1)
-    run_sweep(31)
-    assert Alert.objects.get().status == "resolved"
+    with time_machine.travel(at(61), tick=False):
+        refresh_stale.apply()  # an hour on, the snapshot is re-read and its rules re-run
+    assert Alert.objects.get(type="low_health_score").clear_since == at(61)
+    run_sweep(91)
+    assert Alert.objects.get(type="low_health_score").status == "resolved"
 
 
 def test_cooldown_after_dismissal(client, staff_user, post, drain):
-    health(post, drain, 60)
+    health(post, drain, READING_WARNING)
     client.force_login(staff_user)
     alert = Alert.objects.get()
     with time_machine.travel(at(1), tick=False):
@@ -108,37 +109,37 @@ def test_cooldown_after_dismissal(client, staff_user, post, drain):
             f"/api/alerts/{alert.pk}/dismiss", {"reason": "known"}, content_type="application/json"
         )
     assert resp.status_code == 200
-    health(post, drain, 60, minute=30)  # within ALERT_COOLDOWN_MINUTES of the dismissal
+    health(post, drain, READING_WARNING, minute=30)  # within ALERT_COOLDOWN_MINUTES of the dismissal
     assert Alert.objects.count() == 1
-    health(post, drain, 60, minute=62)
+    health(post, drain, READING_WARNING, minute=62)
     assert Alert.objects.filter(status="open").count() == 1 and Alert.objects.count() == 2
 
 
 def test_a_higher_severity_breaks_through_the_cooldown(client, staff_user, post, drain):
-    health(post, drain, 60)
+    health(post, drain, READING_WARNING)
     client.force_login(staff_user)
     alert = Alert.objects.get()
     client.post(f"/api/alerts/{alert.pk}/dismiss", {"reason": "noise"}, content_type="application/json")
-    health(post, drain, 40, minute=5)
+    health(post, drain, READING_CRITICAL, minute=5)
     assert Alert.objects.get(status="open").severity == "critical"
 
 
 def test_cooldown_after_auto_resolve_stops_flapping(post, drain):
-    health(post, drain, 60)
-    health(post, drain, 80, minute=1)
+    health(post, drain, READING_WARNING)
+    health(post, drain, 85, minute=1)
     run_sweep(31)
-    health(post, drain, 60, minute=40)
+    health(post, drain, READING_WARNING, minute=40)
     assert list(Alert.objects.values_list("status", flat=True)) == ["resolved"]
-    health(post, drain, 60, minute=92)
+    health(post, drain, READING_WARNING, minute=92)
     assert Alert.objects.filter(status="open").count() == 1
 
 
 def test_cooldown_zero_reopens_at_once(post, drain, settings):
     settings.ALERT_COOLDOWN_MINUTES = 0
-    health(post, drain, 60)
-    health(post, drain, 80, minute=1)
+    health(post, drain, READING_WARNING)
+    health(post, drain, 85, minute=1)
     run_sweep(31)
-    health(post, drain, 60, minute=32)
+    health(post, drain, READING_WARNING, minute=32)
     assert Alert.objects.filter(status="open").count() == 1
 
 
@@ -194,7 +195,7 @@ def test_an_alert_escalated_by_the_sweep_is_routed_to_the_channels(post, drain, 
     ],
 )
 def test_illegal_transitions_are_refused_with_409(client, staff_user, post, drain, first, then):
-    health(post, drain, 60)
+    health(post, drain, READING_WARNING)
     alert = Alert.objects.get()
     client.force_login(staff_user)
     body = {"reason": "because"}
@@ -227,9 +228,36 @@ def alert_statements(post, drain, students: int, score: float, minute: float) ->
     return sum("alerts_alert" in q["sql"] for q in ctx.captured_queries)
 
 
+def watch(post, drain, students: int) -> None:
+    """`students` students with weeks of history (see conftest.watched_student), in one batch."""
+    history = [
+        e
+        for i in range(students)
+        for e in (
+            event(
+                "session_completed",
+                session_id=f"h{i}",
+                student_id=f"stu_{i}",
+                tutor_id="tut_h",
+                timestamp=(T - timedelta(days=20)).isoformat(),
+            ),
+            event(
+                "customer_health_update",
+                student_id=f"stu_{i}",
+                health_score=85,
+                timestamp=(T - timedelta(days=15)).isoformat(),
+            ),
+        )
+    ]
+    with time_machine.travel(T, tick=False):
+        post({"events": history})
+        drain()
+
+
 def test_alert_statements_per_batch_do_not_grow_with_candidates(post, drain):
-    few = alert_statements(post, drain, 5, 60, 0)
-    many = alert_statements(post, drain, 150, 60, 1)  # 5 repeats + 145 new
+    watch(post, drain, 150)
+    few = alert_statements(post, drain, 5, READING_WARNING, 0)
+    many = alert_statements(post, drain, 150, READING_WARNING, 1)  # 5 repeats + 145 new
     assert Alert.objects.count() == 150 and Alert.objects.filter(occurrences=2).count() == 5
     # Before batching: a SELECT and an INSERT/UPDATE (+ transition) per candidate, 300+ here. Now a handful,
     # split only by the database's parameter limits (SQLite bulk INSERTs of ~90 rows).
@@ -237,9 +265,10 @@ def test_alert_statements_per_batch_do_not_grow_with_candidates(post, drain):
 
 
 def test_one_alert_per_fingerprint_within_a_batch(post, drain):
+    watch(post, drain, 2)
     events = [
         event("customer_health_update", student_id="stu_1", health_score=s, timestamp=at(i - 3).isoformat())
-        for i, s in enumerate((65, 45, 60))
+        for i, s in enumerate((READING_WARNING_LOWER, READING_CRITICAL, READING_WARNING))
     ]
     with time_machine.travel(T, tick=False):
         post({"events": events})
@@ -249,11 +278,11 @@ def test_one_alert_per_fingerprint_within_a_batch(post, drain):
 
 
 def test_insert_race_falls_back_to_counting_a_repeat(post, drain, monkeypatch):
-    health(post, drain, 60)
+    health(post, drain, READING_WARNING)
     import alerts.services
 
     # Another worker's alert is invisible to this worker's SELECT: the bulk INSERT hits the constraint.
     monkeypatch.setattr(alerts.services, "_lock_active", lambda fps: {})
-    health(post, drain, 55, minute=1)
+    health(post, drain, READING_WARNING_LOWER, minute=1)
     alert = Alert.objects.get()
     assert alert.occurrences == 2 and alert.status == "open"
