@@ -27,13 +27,14 @@ EXPLANATION_MAX = 400
 THROTTLING_CODES = {"ThrottlingException", "TooManyRequestsException", "ServiceUnavailableException"}
 
 SYSTEM_PROMPT = (
-    "You assess the risk that a student of a tutoring marketplace stops using it (churn), or that a "
-    "tutor burns out. You receive the entity's features and the score of a local logistic model with "
-    "its top drivers. Reply with ONLY one JSON object, no prose, no code fence, exactly these keys: "
-    '{"risk": number 0-1, "level": "low"|"medium"|"high", "explanation": plain English, at most '
-    '400 characters, citing the features that matter, "recommendations": 2 or 3 short concrete '
-    "actions for the operations team}. Agree with the local score unless the features clearly say "
-    "otherwise."
+    "You explain the risk that a student of a tutoring marketplace stops using it (churn), or that a "
+    "tutor burns out, to an operations team. You receive the entity's features and our score (risk, "
+    "level and the drivers behind them); the score is fixed. Reply with ONLY one JSON object, no prose, "
+    'no code fence, exactly these keys: {"risk": the given risk, "level": the given level, '
+    '"explanation": plain English, at most 400 characters, quoting only figures given in the features, '
+    '"recommendations": 2 or 3 short concrete actions for the operations team, in proportion to the '
+    "level (no urgent calls for a low risk)}. Never invent a figure that is not in the features; say a "
+    "value is unknown when it is null."
 )
 
 

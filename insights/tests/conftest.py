@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from botocore.stub import ANY, Stubber
 
-from conftest import event
+from conftest import platform_reading
 
 MODEL_ID = "us.anthropic.claude-haiku-4-5-20251001-v1:0"
 
@@ -58,12 +58,11 @@ def converse(bedrock_settings):
 
 @pytest.fixture
 def scorable(post, drain):
-    """Make students known to metrics (a platform health reading each); returns the helper."""
+    """Make students known to metrics and scored: weeks of history, then a platform reading (the
+    default, 40 against their usual 85, puts them at health 40); returns the helper."""
 
     def _make(student_id: str, health: float = 40) -> str:
-        resp = post(event("customer_health_update", student_id=student_id, health_score=health))
-        assert resp.status_code == 202
-        drain()
+        platform_reading(post, drain, health, student=student_id)
         return student_id
 
     return _make

@@ -26,7 +26,7 @@ def make(
         recommendations=["Call them", "Offer a session"],
         drivers=[{"feature": "health_gap", "value": 70.0, "contribution": 2.25}],
         features={"health_gap": 70.0},
-        model="local:churn-logit-v1",
+        model="local:health-v2",
         scored_at=NOW + timedelta(minutes=minutes),
     )
 

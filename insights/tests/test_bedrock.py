@@ -11,6 +11,7 @@ import pytest
 from insights import bedrock
 from insights.models import Insight
 from insights.tasks import score_churn
+from metrics.health import churn_probability
 
 pytestmark = pytest.mark.django_db
 
@@ -30,10 +31,11 @@ def test_good_reply_is_stored_with_the_local_drivers(converse, scorable):
     converse.reply(json.dumps(GOOD))
     insight = score(scorable("stu_1"))
     assert insight.model == "bedrock:us.anthropic.claude-haiku-4-5-20251001-v1:0"
-    assert (insight.risk, insight.level, insight.fallback_reason) == (0.82, "high", "")
+    # The risk, level and drivers are ours (one definition of risk): the model writes the words.
+    assert (insight.risk, insight.level, insight.fallback_reason) == (churn_probability(40), "high", "")
     assert insight.explanation == GOOD["explanation"]
     assert insight.recommendations == GOOD["recommendations"]
-    assert insight.drivers[0]["feature"] == "health_gap"  # measured contributions, not the LLM's
+    assert insight.drivers[0]["feature"] == "platform"  # measured deductions, not the LLM's
     converse.assert_no_pending_responses()
 
 
@@ -49,7 +51,7 @@ def test_good_reply_is_stored_with_the_local_drivers(converse, scorable):
 def test_reply_wrapped_in_prose_or_a_code_fence_is_parsed(converse, scorable, text):
     converse.reply(text)
     insight = score(scorable("stu_1"))
-    assert insight.model.startswith("bedrock:") and insight.risk == 0.82
+    assert insight.model.startswith("bedrock:") and insight.explanation == GOOD["explanation"]
 
 
 @pytest.mark.parametrize(
@@ -69,12 +71,12 @@ def test_reply_wrapped_in_prose_or_a_code_fence_is_parsed(converse, scorable, te
 def test_unusable_reply_falls_back_to_the_local_model(converse, scorable, text, reason):
     converse.reply(text)
     insight = score(scorable("stu_1"))
-    assert insight.model == "local:churn-logit-v1"
+    assert insight.model == "local:health-v2"
     assert insight.fallback_reason.startswith(reason)
     assert insight.explanation.startswith(("High churn risk", "Medium churn risk"))
 
 
-def test_out_of_range_values_are_clamped_and_level_derived(converse, scorable):
+def test_out_of_range_values_are_cut_and_the_risk_stays_ours(converse, scorable):
     converse.reply(
         json.dumps(
             {
@@ -86,12 +88,12 @@ def test_out_of_range_values_are_clamped_and_level_derived(converse, scorable):
         )
     )
     insight = score(scorable("stu_1"))
-    assert (insight.risk, insight.level) == (1.0, "high")
+    assert (insight.risk, insight.level) == (churn_probability(40), "high")
     assert len(insight.explanation) == 400
     assert insight.recommendations == ["a", "b", "c"]
     converse.reply(json.dumps(dict(GOOD, risk=-3, level=None)))
-    insight = score(scorable("stu_2"))
-    assert (insight.risk, insight.level) == (0.0, "low")
+    insight = score(scorable("stu_2", health=85))  # at their usual: health 100
+    assert (insight.risk, insight.level) == (churn_probability(100), "low")
 
 
 def test_throttling_then_success_retries_with_backoff(converse, scorable, bedrock_settings, monkeypatch):
@@ -112,7 +114,7 @@ def test_throttling_past_the_retries_falls_back(converse, scorable, monkeypatch)
     for _ in range(3):
         converse.error("ThrottlingException", 429)
     insight = score(scorable("stu_1"))
-    assert insight.model == "local:churn-logit-v1"
+    assert insight.model == "local:health-v2"
     assert insight.fallback_reason == "bedrock error: ThrottlingException"
     converse.assert_no_pending_responses()
 
@@ -156,14 +158,14 @@ def test_timeout_falls_back_to_the_local_model(bedrock_settings, scorable, silen
     bedrock_settings.INSIGHTS_BEDROCK_TIMEOUT_SECONDS = 0.3
     bedrock.get_client.cache_clear()
     insight = score(scorable("stu_1"))
-    assert insight.model == "local:churn-logit-v1"
+    assert insight.model == "local:health-v2"
     assert insight.fallback_reason == "bedrock error: ReadTimeoutError"
 
 
 def test_embedded_eager_mode_never_calls_bedrock(converse, scorable, bedrock_settings):
     bedrock_settings.CELERY_TASK_ALWAYS_EAGER = True
     insight = score(scorable("stu_1"))  # the Stubber would fail the call: nothing is queued
-    assert (insight.model, insight.fallback_reason) == ("local:churn-logit-v1", "")
+    assert (insight.model, insight.fallback_reason) == ("local:health-v2", "")
 
 
 def test_the_request_carries_the_prompt_features_and_local_score(converse, scorable):
@@ -177,7 +179,7 @@ def test_the_request_carries_the_prompt_features_and_local_score(converse, scora
     score(scorable("stu_1"))
     assert "JSON" in seen["system"][0]["text"]
     message = json.loads(seen["messages"][0]["content"][0]["text"])
-    assert message["features"]["health_gap"] == 60
+    assert message["features"]["health"] == 40 and message["features"]["platform"] == 60  # capped
     assert 0 < message["local_model"]["risk"] < 1 and message["local_model"]["drivers"]
 
 
@@ -217,7 +219,7 @@ def test_connect_timeout_gives_up_and_falls_back(bedrock_settings, scorable, una
     bedrock.reset()
     assert bedrock.get_client().meta.config.connect_timeout == 0.3
     insight = score(scorable("stu_1"))
-    assert insight.model == "local:churn-logit-v1"
+    assert insight.model == "local:health-v2"
     assert insight.fallback_reason == "bedrock error: ConnectTimeoutError"
 
 
@@ -247,7 +249,7 @@ def test_without_aws_credentials_the_local_model_answers_and_one_warning_is_logg
     with caplog.at_level("WARNING", logger="insights.bedrock"):
         first, second = score(scorable("stu_1")), score(scorable("stu_2"))
         for insight in (first, second):
-            assert insight.model == "local:churn-logit-v1"
+            assert insight.model == "local:health-v2"
             assert insight.fallback_reason == "bedrock unavailable: no AWS credentials found"
         assert fake_bedrock.calls == 0
         # Credentials appear (a role attached later): the periodic recheck finds them, no restart;

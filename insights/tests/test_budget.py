@@ -31,7 +31,7 @@ def test_per_minute_budget_falls_back_then_recovers_next_minute(converse, scorab
     converse.reply(GOOD)
     converse.reply(GOOD)
     models = [score_at(T0 + timedelta(seconds=i), s).model for i, s in enumerate(students[:3])]
-    assert models == ["bedrock:" + bedrock_settings.BEDROCK_MODEL_ID] * 2 + ["local:churn-logit-v1"]
+    assert models == ["bedrock:" + bedrock_settings.BEDROCK_MODEL_ID] * 2 + ["local:health-v2"]
     third = Insight.objects.get(entity_id="stu_2")
     assert third.fallback_reason == "budget: 2 Bedrock calls this minute (INSIGHTS_BEDROCK_MAX_PER_MINUTE)"
     converse.reply(GOOD)
@@ -83,7 +83,7 @@ def test_model_call_counts_for_metrics(converse, scorable, bedrock_settings, cli
     counts = model_call_counts(now=T0 + timedelta(minutes=1))
     assert counts == {
         "bedrock:" + bedrock_settings.BEDROCK_MODEL_ID: 1,
-        "local:churn-logit-v1": 1,
+        "local:health-v2": 1,
         "fallbacks": 1,
     }
     client.force_login(staff_user)
@@ -160,7 +160,7 @@ def test_concurrent_workers_make_exactly_the_budgeted_calls(fake_bedrock, bedroc
     insights = list(Insight.objects.filter(entity_id__in=students))
     assert len(insights) == workers
     by_bedrock = [i for i in insights if i.model.startswith("bedrock:")]
-    local = [i for i in insights if i.model == "local:churn-logit-v1"]
+    local = [i for i in insights if i.model == "local:health-v2"]
     assert len(by_bedrock) == limit and len(local) == workers - limit
     assert {i.fallback_reason for i in local} == {
         f"budget: {limit} Bedrock calls this minute (INSIGHTS_BEDROCK_MAX_PER_MINUTE)"

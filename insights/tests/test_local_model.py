@@ -10,35 +10,51 @@ import pytest
 
 from insights import local_model
 from insights.features import student_features, tutor_features
+from metrics import health
+from metrics.health import churn_probability
 from metrics.models import StudentSnapshot, TutorSnapshot
 
 NOW = datetime(2026, 3, 2, 12, tzinfo=UTC)
 
 
-def student(**overrides) -> StudentSnapshot:
-    """An engaged, steady student; tests override what they are about."""
+def student(student_id: str = "stu_1", **evidence) -> StudentSnapshot:
+    """A student as metrics scores them (metrics/health.py): an engaged, steady one unless `evidence`
+    says otherwise (any field of health.Evidence)."""
     fields = dict(
-        student_id="stu_1",
+        observed_days=30.0,
         sessions_7d=3,
-        sessions_14d=6,
-        sessions_30d=12,
-        ib_calls_14d=0,
+        prior_weekly_mean=3.0,
+        days_since_last_session=1.5,
+        ib_calls_7d=0,
+        ib_calls_30d=1,
         ib_unresolved_14d=0,
         ib_high_priority_14d=0,
-        ib_reasons_14d={},
         avg_rating_given=4.6,
+        rated_sessions_30d=10,
+        unsuccessful_30d=0,
         first_session_ok=True,
-        days_since_last_session=1.5,
-        prior_weekly_mean=3.0,
-        velocity=1.0,
-        velocity_trend="steady",
-        platform_health_score=85.0,
-        health_score=88.0,
+        first_session_known=False,
+        days_since_first_session=60.0,
+        platform_health=85.0,
+        platform_baseline=85.0,
+    )
+    fields.update(evidence)
+    e = health.Evidence(**fields)
+    assessment = health.assess(e, min_history_days=14)
+    return StudentSnapshot(
+        student_id=student_id,
+        sessions_7d=e.sessions_7d,
+        ib_calls_7d=e.ib_calls_7d,
+        ib_calls_14d=e.ib_calls_7d,
+        prior_weekly_mean=e.prior_weekly_mean,
+        days_since_last_session=e.days_since_last_session,
+        platform_health_score=e.platform_health,
+        platform_health_baseline=e.platform_baseline,
+        health_score=assessment.score,
+        health_components=assessment.components,
         as_of=NOW,
         updated_at=NOW,
     )
-    fields.update(overrides)
-    return StudentSnapshot(**fields)
 
 
 def tutor(**overrides) -> TutorSnapshot:
@@ -69,98 +85,109 @@ def score_student(snap: StudentSnapshot) -> local_model.Score:
     )
 
 
-def test_ib_calls_and_collapsing_velocity_score_above_a_steady_student():
+def test_a_collapsing_student_is_high_risk_explained_by_their_own_figures():
     steady = score_student(student())
     slipping = score_student(
         student(
-            student_id="stu_2",
-            ib_calls_14d=4,
+            "stu_2",
+            ib_calls_7d=4,
             ib_unresolved_14d=1,
-            ib_reasons_14d={"scheduling_issue": 3, "tutor_concern": 1},
             sessions_7d=0,
-            velocity=0.0,
-            velocity_trend="falling",
             days_since_last_session=9,
-            platform_health_score=55.0,
+            platform_health=35.0,
         )
     )
-    assert slipping.risk > steady.risk + 0.4
-    assert slipping.level == "high"
-    top = [d["feature"] for d in slipping.drivers[:3]]
-    assert "ib_calls_14d" in top and "velocity_drop" in top
-    assert "4 support calls in 14 days" in slipping.explanation
+    assert steady.level == "low" and slipping.level == "high" and slipping.risk > steady.risk + 0.5
+    assert slipping.risk == churn_probability(slipping.features["health"])
+    top = [d["feature"] for d in slipping.drivers[:2]]
+    assert top == ["platform", "support"]
+    assert "platform reads 35 (usually 85)" in slipping.explanation
+    assert "4 support calls this week" in slipping.explanation
+    assert slipping.recommendations[0].startswith("Have the account manager call within 24 hours")
 
 
-def test_engaged_high_health_student_is_low_risk_with_calm_advice():
-    result = score_student(student(sessions_7d=4, platform_health_score=95.0))
+def test_engaged_student_is_low_risk_with_calm_advice():
+    result = score_student(student(sessions_7d=4, platform_health=95.0))
     assert result.level == "low" and result.risk < 0.1
     assert "no warning signs" in result.explanation
     assert 2 <= len(result.recommendations) <= 3
+    assert not any("call" in r.lower() for r in result.recommendations)
 
 
 @pytest.mark.parametrize(
-    ("feature_change", "driver"),
+    ("evidence", "level"),
     [
-        ({"first_session_ok": False}, "first_session_failed"),
-        ({"platform_health_score": 20.0}, "health_gap"),
-        ({"days_since_last_session": 25.0, "sessions_7d": 0, "velocity": 0.0}, "days_since_last_session"),
+        ({"platform_health": 60.0}, "low"),
+        ({"platform_health": 50.0}, "medium"),
+        ({"platform_health": 38.0}, "high"),
     ],
 )
-def test_each_risk_signal_raises_risk_and_shows_as_a_driver(feature_change, driver):
+def test_recommendations_scale_with_the_level(evidence, level):
+    result = score_student(student(**evidence))
+    assert result.level == level
+    urgent = [r for r in result.recommendations if "within 24 hours" in r or "today" in r]
+    assert bool(urgent) == (level == "high")
+    if level == "low":
+        assert result.recommendations[0].startswith("No intervention needed")
+
+
+def test_plural_forms_follow_the_figure():
+    one = score_student(student(ib_calls_7d=1, ib_calls_30d=1, sessions_7d=1))
+    assert "1 support call this week" in one.features["support_why"]
+    assert "1 session this week" in one.features["engagement_why"]
+    two = score_student(student(ib_calls_7d=2, sessions_7d=2))
+    assert "2 support calls this week" in two.features["support_why"]
+
+
+def test_each_kind_of_evidence_lowers_health_and_shows_as_a_driver():
     base = score_student(student())
-    worse = score_student(student(**feature_change))
-    assert worse.risk > base.risk
-    assert driver in [d["feature"] for d in worse.drivers]
-    contribution = next(d["contribution"] for d in worse.drivers if d["feature"] == driver)
-    assert contribution > 0
-
-
-def test_drivers_are_the_largest_contributions_and_sum_to_the_log_odds():
-    snap = student(ib_calls_14d=3, sessions_7d=1, platform_health_score=60.0)
-    features = student_features(snap)
-    result = score_student(snap)
-    contrib = local_model.contributions(entity_type="student", features=features)
-    assert len(result.drivers) == local_model.MAX_DRIVERS
-    assert [abs(d["contribution"]) for d in result.drivers] == sorted(
-        (round(abs(c), 3) for c in contrib), reverse=True
-    )[: local_model.MAX_DRIVERS]
-    z = local_model.STUDENT.intercept + contrib.sum()
-    assert result.risk == pytest.approx(1 / (1 + np.exp(-z)), abs=1e-4)
+    for evidence, driver in [
+        (
+            {"first_session_ok": False, "first_session_known": True, "days_since_first_session": 2.0},
+            "first_session",
+        ),
+        ({"platform_health": 40.0}, "platform"),
+        ({"days_since_last_session": 16.0, "sessions_7d": 0}, "recency"),
+        ({"ib_calls_7d": 5}, "support"),
+        ({"avg_rating_given": 1.5}, "satisfaction"),
+    ]:
+        worse = score_student(student(**evidence))
+        assert worse.risk > base.risk, driver
+        assert worse.drivers[0]["feature"] == driver and worse.drivers[0]["contribution"] > 0, driver
 
 
 def test_rank_agrees_with_the_prototype_baseline_over_a_synthetic_population():
+    """DOMAIN's sanity formula reads a health level; over students whose usual platform reading is the
+    same, our score (which reads the drop below the usual) should rank them much as it does."""
     rng = np.random.default_rng(7)
     rows = []
     for i in range(400):
-        health = float(rng.uniform(15, 100))
-        engaged = health / 100  # healthier students tend to book more and call less
+        reading = float(rng.uniform(15, 100))
+        engaged = reading / 100
         sessions_7d = int(rng.poisson(4 * engaged))
         ib = int(rng.poisson(3 * (1 - engaged)))
-        prior = float(rng.uniform(1, 5))
         snap = student(
-            student_id=f"stu_{i}",
-            platform_health_score=health,
+            f"stu_{i}",
+            platform_health=reading,
+            platform_baseline=85.0,
             sessions_7d=sessions_7d,
-            sessions_30d=sessions_7d * 4 + int(rng.integers(0, 4)),
-            ib_calls_14d=ib,
+            ib_calls_7d=ib,
             ib_unresolved_14d=int(rng.binomial(ib, 0.3)),
-            prior_weekly_mean=prior,
-            velocity=sessions_7d / prior,
+            prior_weekly_mean=3.0,
             days_since_last_session=float(rng.uniform(0, 3)) if sessions_7d else float(rng.uniform(7, 30)),
             avg_rating_given=float(np.clip(rng.normal(3 + 1.8 * engaged, 0.5), 1, 5)),
-            first_session_ok=bool(rng.random() < 0.6 + 0.4 * engaged),
         )
-        baseline = min(100.0, 0.5 * (100 - health) + min(5 * ib, 30) + 4 * max(0, 5 - sessions_7d))
+        baseline = min(100.0, 0.5 * (100 - reading) + min(5 * ib, 30) + 4 * max(0, 5 - sessions_7d))
         rows.append((score_student(snap).risk, baseline))
     frame = pd.DataFrame(rows, columns=["local", "baseline"])
     ranks = frame.rank()  # Spearman's rho: Pearson's r of the ranks
     rho = ranks["local"].corr(ranks["baseline"])
     print(f"spearman rho local vs baseline: {rho:.3f}")
-    assert rho > 0.85, rho
+    assert rho > 0.8, rho
 
 
 def test_scoring_is_deterministic():
-    snap = student(ib_calls_14d=5, platform_health_score=40.0, sessions_7d=0, velocity=0.0)
+    snap = student(ib_calls_7d=5, platform_health=40.0, sessions_7d=0)
     first, second = score_student(snap), score_student(snap)
     assert first == second
 
@@ -168,14 +195,15 @@ def test_scoring_is_deterministic():
 def test_explanation_is_bounded_and_actions_are_two_or_three_distinct():
     result = score_student(
         student(
-            ib_calls_14d=6,
+            ib_calls_7d=6,
             ib_unresolved_14d=5,
             ib_high_priority_14d=4,
             sessions_7d=0,
-            velocity=0.0,
             first_session_ok=False,
+            first_session_known=True,
+            days_since_first_session=1.0,
             avg_rating_given=1.0,
-            platform_health_score=5.0,
+            platform_health=5.0,
             days_since_last_session=30,
         )
     )
@@ -206,11 +234,27 @@ def test_overloaded_tutor_with_sliding_ratings_scores_above_a_comfortable_one():
     assert strained.model == "local:burnout-logit-v1"
 
 
-def test_features_moved_means_half_a_scale_unit():
+def test_any_change_of_a_cited_figure_counts_as_moved():
+    """A cached insight is reused only while it still quotes the entity's current figures."""
     features = student_features(student())
-    assert not local_model.features_moved(entity_type="student", before=features, after=features)
-    nudged = dict(features, health_gap=features["health_gap"] + 9)  # scale 20: 0.45
-    assert not local_model.features_moved(entity_type="student", before=features, after=nudged)
-    moved = dict(features, health_gap=features["health_gap"] + 10)
-    assert local_model.features_moved(entity_type="student", before=features, after=moved)
+    assert not local_model.features_moved(entity_type="student", before=features, after=dict(features))
+    assert local_model.features_moved(
+        entity_type="student", before=features, after=dict(features, sessions_7d=2)
+    )
     assert local_model.features_moved(entity_type="student", before={}, after=features)
+
+
+def test_a_tutor_with_no_availability_has_no_utilisation_not_zero():
+    result = local_model.score(
+        entity_type="tutor",
+        entity_id="tut_1",
+        features=tutor_features(tutor(utilisation=None, available_hours=None)),
+    )
+    assert result.features["utilisation"] is None
+    assert "available hours" not in result.explanation
+    util = (
+        next(d for d in result.drivers if d["feature"] == "utilisation")
+        if any(d["feature"] == "utilisation" for d in result.drivers)
+        else None
+    )
+    assert util is None or util["contribution"] == 0

@@ -9,7 +9,7 @@ import time_machine
 from django.utils import timezone
 
 from alerts.models import Alert
-from conftest import event
+from conftest import READING_WARNING, READING_WARNING_LOWER, event, watched_student
 from insights.models import Insight
 from insights.tasks import score_alerts, score_churn
 
@@ -17,6 +17,13 @@ pytestmark = pytest.mark.django_db
 
 
 def send(post, drain, capture, *events):
+    """Post `events` and process them with after-commit hooks run. Every student they name has weeks of
+    history first (conftest.watched_student: a session, a platform reading of 85), so they are scored."""
+    from metrics.models import StudentSnapshot
+
+    for student in dict.fromkeys(e["student_id"] for e in events if "student_id" in e):
+        if not StudentSnapshot.objects.filter(student_id=student, observed_since__isnull=False).exists():
+            watched_student(post, drain, student)
     resp = post({"events": list(events)})
     assert resp.status_code == 202, resp.content
     with capture(execute=True):
@@ -40,28 +47,38 @@ def test_low_health_alert_gets_a_linked_insight_end_to_end(post, drain, django_c
     insight = Insight.objects.get(alert_id=alert.pk)
     assert (insight.entity_type, insight.entity_id) == ("student", "stu_7")
     assert insight.level in {"medium", "high"} and 0 <= insight.risk <= 1
-    assert insight.model == "local:churn-logit-v1" and insight.fallback_reason == ""
-    assert insight.features["health_gap"] == 70
-    assert insight.drivers[0]["feature"] == "health_gap" and insight.drivers[0]["contribution"] > 0
-    assert "health is 30/100" in insight.explanation
+    assert insight.model == "local:health-v2" and insight.fallback_reason == ""
+    assert insight.features["health"] == 40 and insight.level == "high"
+    assert insight.drivers[0]["feature"] == "platform" and insight.drivers[0]["contribution"] > 0
+    assert "health 40/100" in insight.explanation and "platform reads 30 (usually 85)" in insight.explanation
     assert 2 <= len(insight.recommendations) <= 3
 
 
-def test_a_repeat_that_does_not_escalate_scores_nothing_new(post, drain, django_capture_on_commit_callbacks):
-    send(
-        post,
-        drain,
-        django_capture_on_commit_callbacks,
-        event("customer_health_update", student_id="stu_8", health_score=65),
-    )
-    send(
-        post,
-        drain,
-        django_capture_on_commit_callbacks,
-        event("customer_health_update", student_id="stu_8", health_score=64),
-    )
+def test_a_repeat_is_rescored_only_when_a_figure_it_cites_changed(
+    post, drain, django_capture_on_commit_callbacks
+):
+    """The insight quotes the figures the page shows: the same reading again scores nothing new; a
+    different one (still a warning, no escalation) gets a fresh insight quoting it."""
+    for reading in (READING_WARNING, READING_WARNING):
+        send(
+            post,
+            drain,
+            django_capture_on_commit_callbacks,
+            event("customer_health_update", student_id="stu_8", health_score=reading),
+        )
     assert Alert.objects.get(entity_id="stu_8").occurrences == 2
     assert Insight.objects.filter(entity_id="stu_8").count() == 1
+    send(
+        post,
+        drain,
+        django_capture_on_commit_callbacks,
+        event("customer_health_update", student_id="stu_8", health_score=READING_WARNING_LOWER),
+    )
+    alert = Alert.objects.get(entity_id="stu_8")
+    assert alert.occurrences == 3 and alert.severity == "warning"
+    latest = Insight.objects.filter(entity_id="stu_8").order_by("-scored_at", "-pk").first()
+    assert Insight.objects.filter(entity_id="stu_8").count() == 2 and latest.alert_id == alert.pk
+    assert f"platform reads {READING_WARNING_LOWER}" in latest.explanation
 
 
 def test_escalation_rescores_when_features_moved(post, drain, django_capture_on_commit_callbacks):
@@ -69,7 +86,7 @@ def test_escalation_rescores_when_features_moved(post, drain, django_capture_on_
         post,
         drain,
         django_capture_on_commit_callbacks,
-        event("customer_health_update", student_id="stu_9", health_score=65),
+        event("customer_health_update", student_id="stu_9", health_score=READING_WARNING),
     )
     send(
         post,
@@ -218,7 +235,7 @@ def test_two_alerts_for_one_student_in_a_batch_each_get_their_insight(
     # One scoring, not two: the copy is not counted as a model call.
     from insights.selectors import model_call_counts
 
-    assert model_call_counts(now=timezone.now())["local:churn-logit-v1"] == 1
+    assert model_call_counts(now=timezone.now())["local:health-v2"] == 1
     client.force_login(staff_user)
     for alert_id in alerts.values():
         html = client.get(f"/alerts/{alert_id}", HTTP_HX_REQUEST="true").content.decode()

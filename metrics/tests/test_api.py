@@ -34,9 +34,11 @@ def auth(api_key):
 
 @pytest.fixture
 def population(post, drain):
-    """Six students with health spread out by IB calls; one tutor with availability in the West."""
+    """Six students watched for 29 days, their health spread out by this week's IB calls; one tutor with
+    availability in the West."""
     events = []
     for i in range(6):
+        events.append(completed(f"h{i}", 29, student=f"stu_{i}", rating=5))
         events.append(completed(f"s{i}", 1, student=f"stu_{i}", rating=5))
         events += [
             event("ib_call_logged", student_id=f"stu_{i}", timestamp=ts(1), resolved=True, priority="low")
@@ -99,6 +101,26 @@ def test_students_lowest_health_first_walks_every_page_once(client, auth, popula
             break
     assert sorted(seen) == [f"stu_{i}" for i in range(6)] and len(seen) == 6
     assert healths == sorted(healths) and seen[0] == "stu_5"  # most support calls, lowest health
+
+
+@time_machine.travel(NOW, tick=False)
+@pytest.mark.parametrize("order", ["health_score", "-health_score"])
+def test_students_not_scored_yet_are_listed_after_the_scored_ones(
+    client, auth, post, drain, population, order
+):
+    post(completed("fresh", 0.5, student="stu_new"))  # one session today: not enough data yet
+    drain()
+    seen, cursor = [], None
+    while True:
+        url = f"/api/entities/student?order={order}&limit=4" + (f"&cursor={cursor}" if cursor else "")
+        body = client.get(url, **auth).json()
+        seen += [(r["entity_id"], r["health_score"]) for r in body["results"]]
+        cursor = body["next"]
+        if cursor is None:
+            break
+    assert len(seen) == 7 and seen[-1] == ("stu_new", None)
+    scored = [h for _, h in seen[:-1]]
+    assert scored == sorted(scored, reverse=order.startswith("-"))
 
 
 @time_machine.travel(NOW, tick=False)

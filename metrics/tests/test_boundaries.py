@@ -112,12 +112,15 @@ def test_rating_averages_count_rated_sessions_in_the_window_only(post, drain):
 
 
 def test_a_late_failed_first_session_replaces_a_successful_one(post, drain):
+    # Someone else's call 60 days ago: a month of our own data before these sessions, so they are firsts.
+    send(post, drain, event("ib_call_logged", student_id="stu_other", timestamp=ts(60)))
     send(post, drain, completed("good", 3, rating=5))
     assert student().first_session_ok is True
     send(post, drain, completed("bad", 12, rating=2))  # completed, but rated ≤ 2: not a success
     snap = student()
     assert snap.first_session_id == "bad" and snap.first_session_ok is False
-    assert snap.health_components["first_session"]["score"] == 20.0
+    # a failed first session 12 days ago: 35 points, fading over 30 days
+    assert snap.health_components["first_session"]["points"] == pytest.approx(35 * (1 - 12 / 30), abs=0.05)
 
 
 @pytest.mark.parametrize(
@@ -135,18 +138,26 @@ def test_health_components_are_stored_with_their_inputs(post, drain):
     send(
         post,
         drain,
-        completed("s1", 10, rating=4),
+        completed("s1", 20, rating=4),
+        completed("s2", 10, rating=2),
+        event("customer_health_update", student_id="stu_1", health_score=80, timestamp=ts(15)),
+        event("customer_health_update", student_id="stu_1", health_score=50, timestamp=ts(0.5)),
         event("ib_call_logged", student_id="stu_1", timestamp=ts(2), resolved=False, priority="high"),
         event("ib_call_logged", student_id="stu_1", timestamp=ts(3), resolved=True, priority="low"),
     )
-    c = student().health_components
-    assert c["support"]["score"] == 100 - 2 * 20 - 10 - 10
-    assert c["satisfaction"]["score"] == 75.0  # 4/5 maps to 75
-    assert c["first_session"]["score"] == 100.0
-    assert c["recency"]["score"] == pytest.approx(100 * 20 / 23, abs=0.1)
-    assert c["engagement"]["score"] == 0.0  # none this week, no 3-week baseline yet
-    assert sum(v["weight"] for v in c.values()) == pytest.approx(1.0)
-    assert student().health_score == pytest.approx(sum(v["score"] * v["weight"] for v in c.values()), abs=0.1)
+    snap = student()
+    c = {name: part["points"] for name, part in snap.health_components.items()}
+    assert snap.platform_health_baseline == 80 and snap.observed_since is not None
+    # platform: 30 below its usual 80 → 1.2 × (30 − 6), and 5 below 55 → 5
+    assert c["platform"] == pytest.approx(1.2 * 24 + 5, abs=0.05)
+    # support: 2 calls this week against 7 × 1/37 usual → 7 × (2 − 0.19 − 1), + 2 unresolved, + 2 high priority
+    assert c["support"] == pytest.approx(7 * (2 - 7 / 37 - 1) + 2 + 2, abs=0.05)
+    assert c["satisfaction"] == pytest.approx(8 * (3.5 - 3.0), abs=0.05)  # rates sessions 3.0/5
+    assert c["engagement"] == 0 and c["recency"] == 0  # under one session a week: no pace to judge by
+    assert c["first_session"] == 0
+    assert snap.health_score == pytest.approx(100 - sum(c.values()), abs=0.1)
+    assert "platform reads 50 (usually 80)" in snap.health_components["platform"]["why"]
+    assert snap.health_components["support"]["why"].startswith("2 support calls this week")
 
 
 def reading(minutes_ago: float, demand: float, supply: float = 50.0, **kw):

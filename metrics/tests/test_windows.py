@@ -118,14 +118,19 @@ def test_tutor_rating_is_mean_of_rated_sessions_only(post, drain):
 
 
 @time_machine.travel(NOW, tick=False)
-def test_first_session_failure_is_recorded_and_lowers_health(post, drain):
+def test_first_session_failure_is_recorded_and_puts_a_new_student_at_risk(post, drain):
+    """Two new students: one day of activity is not enough to judge, except that a failed first
+    session is a strong signal on its own."""
+    post(event("ib_call_logged", student_id="stu_other", timestamp=(NOW - timedelta(days=40)).isoformat()))
     post(completed("s1", 1, student="stu_bad", ok=False, rating=1))
     post(completed("s2", 1, student="stu_good", rating=5))
     drain()
     bad, good = snapshot("stu_bad"), snapshot("stu_good")
     assert bad.first_session_ok is False and good.first_session_ok is True
-    assert bad.health_components["first_session"]["score"] < good.health_components["first_session"]["score"]
-    assert bad.health_score < good.health_score
+    assert bad.health_components["first_session"]["points"] == pytest.approx(35 * 29 / 30, abs=0.05)
+    assert good.health_components["first_session"]["points"] == 0
+    assert bad.health_score == pytest.approx(100 - 35 * 29 / 30, abs=0.1) and bad.health_score < 70
+    assert good.health_score is None  # not enough data yet
 
 
 @time_machine.travel(NOW, tick=False)
