@@ -232,8 +232,8 @@ class EventFactory:
 
     def _cell_balance(self) -> dict[tuple[str, str], float]:
         """Each cell's steady demand/supply balance from the population: students per tutor offer in
-        the cell against the marketplace, kept within 0.7–1.6 (a steady marketplace is roughly
-        balanced; a few cells run hot, none is short enough to be critical)."""
+        the cell against the marketplace, kept within 0.7–1.35 (a steady marketplace is balanced: a few
+        cells run warm, none crosses the 1.5× of high demand, even with the readings' ±5 % noise)."""
         students = {c: 0 for c in self.pop.cells()}
         tutors = {c: 0 for c in self.pop.cells()}
         for s in self.pop.students:
@@ -243,7 +243,9 @@ class EventFactory:
             for subj in t.subjects:
                 tutors[(subj, t.region)] += 1
         norm = (sum(students.values()) + 1) / (sum(tutors.values()) + 1)
-        return {c: round(_clamp(((students[c] + 1) / (tutors[c] + 1)) / norm, 0.7, 1.6), 3) for c in students}
+        return {
+            c: round(_clamp(((students[c] + 1) / (tutors[c] + 1)) / norm, 0.7, 1.35), 3) for c in students
+        }
 
     # --- state as a function of the scenario and progress --------------------------------------
 

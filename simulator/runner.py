@@ -203,6 +203,8 @@ def run(
                         stop.wait(delay)
                 next_at += per_stream_interval
             progress = produced / events_per_stream if counted else min(1.0, elapsed / duration)
+            if per_stream_interval:  # a spike adds events at its own rate, it does not displace others
+                next_at += per_stream_interval * (1 / factory.intensity(progress) - 1)
             batch.append(factory.next_event(sim.at(progress), progress))
             produced += 1
             if len(batch) >= batch_size:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 import pytest
 from channels.db import database_sync_to_async
 from channels.testing import WebsocketCommunicator
@@ -65,6 +67,7 @@ def _process(events):
 
 async def test_staff_socket_gets_state_then_a_kpi_update_after_processing(settings):
     settings.DASHBOARD_PUSH_INTERVAL_MS = 50
+    await _process([_history("stu_ws")])
     comm = WebsocketCommunicator(
         application, "/ws/dashboard/?range=1h", headers=_headers(await _session_cookie(True))
     )
@@ -206,15 +209,20 @@ async def test_a_note_after_a_quiet_interval_is_pushed_at_once(settings):
 # --- entity pages ---------------------------------------------------------------------------------
 
 
-def _health(event_id: str, student_id: str, score: float) -> dict:
-    now = timezone.now().isoformat()
+def _health(event_id: str, student_id: str, score: float, *, days_ago: float = 0) -> dict:
+    now = timezone.now()
     return {
         "event_id": event_id,
         "event_type": "customer_health_update",
-        "timestamp": now,
-        "received_at": now,
+        "timestamp": (now - timedelta(days=days_ago)).isoformat(),
+        "received_at": now.isoformat(),
         "payload": {"student_id": student_id, "health_score": score},
     }
+
+
+def _history(student_id: str) -> dict:
+    """A platform reading of 85 twenty days ago: weeks of history, so the student is scored."""
+    return _health(f"hist-{student_id}", student_id, 85.0, days_ago=20)
 
 
 async def test_entity_socket_refuses_anonymous_cross_origin_and_unknown_entity_types():
@@ -240,7 +248,7 @@ async def test_entity_page_socket_sends_the_parts_that_changed_and_nothing_for_o
     sends nothing; a support call of this student resends the figures but not the (unchanged) alerts,
     so a form open in the alert list is left alone; a low health reading then resends the alerts."""
     settings.DASHBOARD_PUSH_INTERVAL_MS = 50
-    await _process([_health("ent-1", "stu_page", 90.0)])
+    await _process([_history("stu_page"), _health("ent-1", "stu_page", 90.0)])
     comm, state = await _connect("/ws/entities/student/stu_page")
     for part in ("head", "snapshot", "history-card", "components", "insight", "alerts", "sessions"):
         assert f'id="entity-{part}"' in state, part

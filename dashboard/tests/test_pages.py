@@ -48,6 +48,9 @@ def test_healthz_names_the_failing_stream(client, settings):
 def test_admin_lists_events_and_snapshots(admin_client, post, drain):
     from conftest import event
 
+    from conftest import watched_student
+
+    watched_student(post, drain, "stu_adm")
     post(event("session_completed", session_id="s1", student_id="stu_adm", tutor_id="tut_adm"))
     post(event("customer_health_update", student_id="stu_adm", health_score=42))
     drain()
