@@ -46,9 +46,7 @@ def test_healthz_names_the_failing_stream(client, settings):
 
 
 def test_admin_lists_events_and_snapshots(admin_client, post, drain):
-    from conftest import event
-
-    from conftest import watched_student
+    from conftest import event, watched_student
 
     watched_student(post, drain, "stu_adm")
     post(event("session_completed", session_id="s1", student_id="stu_adm", tutor_id="tut_adm"))
