@@ -10,11 +10,13 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
+from django.conf import settings
 from django.db.models import Avg, Count, Exists, OuterRef, Q, QuerySet, Subquery, Sum
 from django.db.models.functions import TruncDay, TruncHour
 
 from alerts.models import ACTIVE_STATUSES, Alert
 from insights.models import Insight
+from insights.selectors import current_insight
 from metrics.models import (
     IB_REASONS,
     GlobalMinute,
@@ -141,6 +143,8 @@ def kpis(*, range_key: str, now: datetime) -> dict[str, Any]:
         "students_at_risk": health["at_risk"],
         "students_critical": health["critical"],
         "students_not_scored": health["unscored"],
+        "students_scored": health["scored"],
+        "risk_threshold": settings.ALERT_LOW_HEALTH_WARNING,
         "open_alerts": sum(by_severity.values()),
         "open_alerts_by_severity": by_severity,
         "alerts_new": alerts["new"],
@@ -406,11 +410,24 @@ def insight_for_alert(alert: Alert) -> Insight | None:
 
 
 def health_components(components: dict[str, Any] | None) -> list[dict[str, Any]]:
-    """StudentSnapshot.health_components as rows {name, score, weight, why, points}, largest weight first."""
+    """A snapshot's score components as rows {name, score, weight, why, points}: the student health
+    score's deductions (points off, largest first; score and weight None) or the tutor burnout
+    components (score and weight, largest weight first)."""
+    parts = {n: c for n, c in (components or {}).items() if isinstance(c, dict)}
+    if parts and all("points" in c and "score" not in c for c in parts.values()):
+        rows = [
+            {
+                "name": n.replace("_", " "),
+                "score": None,
+                "weight": None,
+                "why": c.get("why", ""),
+                "points": c["points"],
+            }
+            for n, c in parts.items()
+        ]
+        return sorted(rows, key=lambda r: -(r["points"] or 0))
     rows = []
-    for name, c in (components or {}).items():
-        if not isinstance(c, dict):
-            continue
+    for name, c in parts.items():
         score, weight = c.get("score"), c.get("weight")
         points = (
             round(score * weight, 1)
@@ -471,6 +488,7 @@ def alert_panel(*, alert_id: int) -> dict[str, Any] | None:
         "drivers_chart": drivers_chart(insight),
         "snapshot": snapshot,
         "components": health_components(components),
+        "risk_threshold": settings.ALERT_LOW_HEALTH_WARNING,
     }
 
 
@@ -582,6 +600,9 @@ def entity_page(*, entity_type: str, entity_id: str, now: datetime) -> dict[str,
     )
     if snapshot is None and not alerts and not insights and not sessions:
         return None
+    insight = current_insight(
+        entity_type=entity_type, snapshot=snapshot, latest=insights[0] if insights else None
+    )
     return {
         "entity_type": entity_type,
         "entity_id": entity_id,
@@ -589,9 +610,11 @@ def entity_page(*, entity_type: str, entity_id: str, now: datetime) -> dict[str,
         "history": history,
         "sessions": sessions,
         "components": components,
+        "risk_threshold": settings.ALERT_LOW_HEALTH_WARNING,
         "alerts": alerts,
-        "insights": insights,
-        "drivers_chart": drivers_chart(insights[0] if insights else None),
+        "insight": insight,
+        "insights": [i for i in insights if insight is None or i.pk != insight.pk],
+        "drivers_chart": drivers_chart(insight),
     }
 
 

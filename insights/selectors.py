@@ -67,3 +67,33 @@ def model_call_counts(*, now: datetime, since: datetime | None = None) -> dict[s
         counts[r["model"]] = r["n"]
         counts["fallbacks"] += r["fell_back"]
     return counts
+
+
+def current_insight(*, entity_type: str, snapshot: Any, latest: Insight | None) -> Insight | None:
+    """The insight that matches the entity's figures now: the latest stored one while it still quotes
+    them, else the local model's reading of the snapshot (unsaved) — never an explanation citing
+    figures the page no longer shows. None for a student with no score yet (not enough data)."""
+    from insights import local_model
+    from insights.features import student_features, tutor_features
+
+    if snapshot is None or entity_type not in ("student", "tutor"):
+        return latest
+    features = student_features(snapshot) if entity_type == "student" else tutor_features(snapshot)
+    if entity_type == "student" and features["health"] is None:
+        return None
+    if latest is not None and latest.features == features:
+        return latest
+    entity_id = snapshot.student_id if entity_type == "student" else snapshot.tutor_id
+    score = local_model.score(entity_type=entity_type, entity_id=entity_id, features=features)
+    return Insight(
+        entity_type=entity_type,
+        entity_id=entity_id,
+        risk=score.risk,
+        level=score.level,
+        explanation=score.explanation,
+        recommendations=score.recommendations,
+        drivers=score.drivers,
+        features=features,
+        model=score.model,
+        scored_at=snapshot.updated_at,
+    )

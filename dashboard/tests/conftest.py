@@ -48,8 +48,9 @@ def make_student(student_id: str = "stu_1", *, now: datetime | None = None, **fi
         "health_score": 62.5,
         "platform_health_score": 42.0,
         "health_components": {
-            "engagement": {"score": 40, "weight": 0.3, "why": "1 session in 7 days vs 2.0/week before"},
-            "recency": {"score": 100, "weight": 0.2, "why": "last session 1 day ago"},
+            "engagement": {"points": 22.5, "why": "1 session in 7 days vs 2.0/week before"},
+            "platform": {"points": 15.0, "why": "platform reads 42 (usually 60)"},
+            "recency": {"points": 0.0, "why": "last session 1 day ago"},
         },
         "as_of": now,
         "updated_at": now,

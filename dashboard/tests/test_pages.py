@@ -198,9 +198,30 @@ def test_student_page_shows_snapshot_history_components_alerts_and_insight(staff
     )
     history = resp.context["history"]
     assert len(history["labels"]) == 30 and history["datasets"][0]["data"][-1] == 2
-    assert f'data-alert-id="{alert.pk}"' in html and "Sessions fell and support calls rose." in html
-    assert "1 session in 7 days vs 2.0/week before" in html
+    assert f'data-alert-id="{alert.pk}"' in html and "1 session in 7 days vs 2.0/week before" in html
+    # The stored insight quotes other figures than the snapshot's now: the page explains the figures it
+    # shows (the local reading of the snapshot) and lists the stored one as earlier.
+    assert "Sessions fell and support calls rose." not in html
+    assert "Medium churn risk" in html and "health 62/100" in html
     assert 'href="/entities/tutor/tut_1"' in html
+
+
+def test_an_insight_that_still_quotes_the_current_figures_is_the_one_shown(staff_client):
+    from insights.features import student_features
+
+    snap = make_student("stu_8")
+    make_insight(
+        "stu_8", features=student_features(snap), model="bedrock:x", explanation="Written by Bedrock."
+    )
+    html = staff_client.get("/entities/student/stu_8").content.decode()
+    assert "Written by Bedrock." in html
+
+
+def test_a_student_with_too_little_history_says_so(staff_client):
+    make_student("stu_7", health_score=None)
+    html = staff_client.get("/entities/student/stu_7").content.decode()
+    assert html.count('data-health="not-enough-data"') == 2  # the snapshot and the insight card
+    assert "Churn risk (" not in html
 
 
 def test_tutor_and_subject_region_pages(staff_client):
