@@ -16,12 +16,13 @@ from dashboard.selectors import (
     SEVERITIES,
     STATUS_FILTERS,
     FeedFilters,
-    alert_feed,
+    alert_feed_page,
     alerts_by_ids,
     alerts_showing_insights,
     charts,
     drivers_chart,
     entity_page,
+    feed_rows,
     insight_for_alert,
     kpis,
 )
@@ -31,12 +32,23 @@ def live_query(*, range_key: str, filters: FeedFilters) -> str:
     return urlencode({"range": range_key, **filters.as_query()})
 
 
+def feed_context(*, filters: FeedFilters, cursor: str | None = None) -> dict:
+    """A page of the alert feed: its rows (alerts, and groups of alerts raised together), the cursor
+    of the next page and the query the "show more" link carries."""
+    alerts, next_cursor = alert_feed_page(filters=filters, cursor=cursor)
+    return {
+        "rows": feed_rows(alerts),
+        "next_cursor": next_cursor,
+        "feed_query": urlencode(filters.as_query()),
+    }
+
+
 def live_context(*, range_key: str, filters: FeedFilters, now: datetime) -> dict:
     """Everything inside #live: KPIs, chart data, the filtered alert feed, the toolbar."""
     return {
         "kpis": kpis(range_key=range_key, now=now),
         "charts": charts(range_key=range_key, now=now),
-        "alerts": alert_feed(filters=filters),
+        **feed_context(filters=filters),
         "range_key": range_key,
         "filters": filters,
         "ranges": [{"key": r, "query": live_query(range_key=r, filters=filters)} for r in RANGES],
@@ -53,7 +65,7 @@ def render_state(*, range_key: str, filters: FeedFilters | None = None, now: dat
     context = {
         "kpis": kpis(range_key=range_key, now=now),
         "charts": charts(range_key=range_key, now=now),
-        "alerts": alert_feed(filters=filters),
+        **feed_context(filters=filters),
         "filters": filters,
         "panel": True,
         "oob": True,

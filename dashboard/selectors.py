@@ -11,10 +11,23 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from django.conf import settings
-from django.db.models import Avg, Count, Exists, OuterRef, Q, QuerySet, Subquery, Sum
+from django.db.models import (
+    Avg,
+    Case,
+    Count,
+    Exists,
+    IntegerField,
+    OuterRef,
+    Q,
+    QuerySet,
+    Subquery,
+    Sum,
+    Value,
+    When,
+)
 from django.db.models.functions import TruncDay, TruncHour
 
-from alerts.models import ACTIVE_STATUSES, Alert
+from alerts.models import ACTIVE_STATUSES, SEVERITY_RANK, Alert
 from insights.models import Insight
 from insights.selectors import current_insight
 from metrics.models import (
@@ -27,7 +40,15 @@ from metrics.models import (
     SupplyDemandReading,
     TutorSnapshot,
 )
-from metrics.selectors import active_students, entity_history, health_overview, students_at_risk
+from metrics.selectors import (
+    BadCursor,
+    active_students,
+    decode_cursor,
+    encode_cursor,
+    entity_history,
+    health_overview,
+    students_at_risk,
+)
 
 RANGES = {
     "1h": timedelta(hours=1),
@@ -357,9 +378,94 @@ def with_insight_risk(qs: QuerySet[Alert]) -> QuerySet[Alert]:
     return qs.annotate(insight_risk=Subquery(latest.values("risk")[:1]))
 
 
+_SEVERITY_ORDER = Case(
+    *(When(severity=s, then=Value(rank)) for s, rank in SEVERITY_RANK.items()), output_field=IntegerField()
+)
+
+
+class BadFeedCursor(ValueError):
+    pass
+
+
+def _feed_cursor(alert: Alert) -> str:
+    return encode_cursor([SEVERITY_RANK[alert.severity], alert.last_seen.isoformat()], alert.pk)
+
+
+def alert_feed_page(
+    *, filters: FeedFilters, cursor: str | None = None, limit: int = FEED_LIMIT
+) -> tuple[list[Alert], str | None]:
+    """One page of the feed, most severe first, then the most recently seen; the cursor (opaque, the
+    last row's severity, last_seen and id) continues after the last row, however the rows move."""
+    qs = with_insight_risk(filters.apply(Alert.objects.all())).annotate(severity_rank=_SEVERITY_ORDER)
+    if cursor:
+        try:
+            (rank, seen), pk = decode_cursor(cursor, model=Alert, field="id")
+            seen = datetime.fromisoformat(seen)
+            rank = int(rank)
+        except (BadCursor, TypeError, ValueError):
+            raise BadFeedCursor("invalid cursor") from None
+        qs = qs.filter(
+            Q(severity_rank__lt=rank)
+            | Q(severity_rank=rank, last_seen__lt=seen)
+            | Q(severity_rank=rank, last_seen=seen, pk__lt=pk)
+        )
+    rows = list(qs.order_by("-severity_rank", "-last_seen", "-id")[: limit + 1])
+    if len(rows) <= limit:
+        return rows, None
+    return rows[:limit], _feed_cursor(rows[limit - 1])
+
+
 def alert_feed(*, filters: FeedFilters, limit: int = FEED_LIMIT) -> list[Alert]:
-    """Newest first (by last occurrence)."""
-    return list(with_insight_risk(filters.apply(Alert.objects.all())).order_by("-last_seen", "-id")[:limit])
+    """The feed's first page (see alert_feed_page)."""
+    return alert_feed_page(filters=filters, limit=limit)[0]
+
+
+# Alerts of one type and severity first raised within the same hour are shown as one expandable row
+# once there are this many of them on a page (as Alertmanager groups by labels).
+GROUP_MIN = 3
+
+
+@dataclass
+class FeedGroup:
+    type: str
+    label: str
+    severity: str
+    alerts: list[Alert]
+
+    @property
+    def key(self) -> str:
+        first = min(a.first_seen for a in self.alerts)
+        return f"{self.type}-{self.severity}-{first:%Y%m%d%H}"
+
+    is_group = True  # for the templates: a group row, not an alert row
+
+    @property
+    def entity_label(self) -> str:
+        nouns = {"student": "students", "tutor": "tutors", "subject_region": "subject × region cells"}
+        return nouns.get(self.alerts[0].entity_type, "series")
+
+    @property
+    def last_seen(self) -> datetime:
+        return max(a.last_seen for a in self.alerts)
+
+
+def feed_rows(alerts: list[Alert]) -> list[Alert | FeedGroup]:
+    """The page's rows in order, alerts of one type, severity and hour of first sighting folded into a
+    group (at the place of its first member) when there are GROUP_MIN or more of them."""
+    buckets: dict[tuple[str, str, str], list[Alert]] = {}
+    for alert in alerts:
+        buckets.setdefault((alert.type, alert.severity, f"{alert.first_seen:%Y%m%d%H}"), []).append(alert)
+    rows: list[Alert | FeedGroup] = []
+    placed: set[tuple[str, str, str]] = set()
+    for alert in alerts:
+        key = (alert.type, alert.severity, f"{alert.first_seen:%Y%m%d%H}")
+        members = buckets[key]
+        if len(members) < GROUP_MIN:
+            rows.append(alert)
+        elif key not in placed:
+            placed.add(key)
+            rows.append(FeedGroup(alert.type, alert.get_type_display(), alert.severity, members))
+    return rows
 
 
 def recent_alerts(*, limit: int = FEED_LIMIT) -> list[Alert]:

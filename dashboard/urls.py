@@ -3,6 +3,7 @@ from django.urls import path
 from dashboard import views
 
 urlpatterns = [
+    path("alerts/feed", views.feed_page, name="dashboard-feed"),
     path("alerts/<int:alert_id>", views.alert_detail, name="dashboard-alert"),
     path("alerts/<int:alert_id>/<str:action>", views.alert_action, name="dashboard-alert-action"),
     # The link alert messages carry: /entities/{entity_type}/{entity_id} (ids may contain "/" and "|").

@@ -6,7 +6,7 @@ from functools import wraps
 from urllib.parse import urlparse
 
 from django.contrib.admin.views.decorators import staff_member_required
-from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect
+from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect, JsonResponse
 from django.shortcuts import render
 from django.template.loader import render_to_string
 from django.utils import timezone
@@ -14,9 +14,10 @@ from django.views.decorators.http import require_GET, require_POST
 
 from alerts.models import Alert
 from alerts.services import TransitionNotAllowed, alert_transition
-from dashboard.rendering import live_context
+from dashboard.rendering import feed_context, live_context
 from dashboard.selectors import (
     ENTITY_TYPES,
+    BadFeedCursor,
     FeedFilters,
     alert_panel,
     alerts_by_ids,
@@ -63,6 +64,21 @@ def index(request: HttpRequest) -> HttpResponse:
     if _is_htmx(request) and request.headers.get("HX-Target") == "live":
         return _vary_on_htmx(render(request, "dashboard/_live.html", context))
     return _vary_on_htmx(render(request, "dashboard/index.html", context))
+
+
+@require_GET
+@staff_required
+def feed_page(request: HttpRequest) -> HttpResponse:
+    """The next page of the alert feed (the "show more" link): its rows and the next link, as list items."""
+    filters = FeedFilters.parse(request.GET.get("severity"), request.GET.get("status"))
+    try:
+        context = feed_context(filters=filters, cursor=request.GET.get("cursor") or None)
+    except BadFeedCursor:
+        return JsonResponse(
+            {"error": "invalid cursor", "errors": [{"field": "cursor", "message": "invalid cursor"}]},
+            status=400,
+        )
+    return _vary_on_htmx(render(request, "dashboard/_alert_feed_rows.html", {**context, "panel": True}))
 
 
 @require_GET

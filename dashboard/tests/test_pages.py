@@ -302,3 +302,63 @@ def test_event_strings_are_escaped_everywhere_they_render(staff_client):
         assert resp.status_code in (200, 404), resp.status_code
         assert XSS_IMG not in html and XSS_SCRIPT not in html and "<b>x</b>" not in html
     assert "&lt;img src=x onerror=&quot;window.__xss=1&quot;&gt;" in pages[0].content.decode()
+
+
+# --- the alert feed: order, pages, groups ------------------------------------------------------------
+
+
+def _feed_ids(html: str) -> list[int]:
+    import re
+
+    return [int(i) for i in re.findall(r'data-alert-id="(\d+)"', html)]
+
+
+def test_the_feed_shows_the_most_severe_first_then_the_newest(staff_client):
+    now = timezone.now()
+    info = make_alert(entity_id="stu_i", severity="info", last_seen=now)
+    old_critical = make_alert(entity_id="stu_c", severity="critical", last_seen=now - timedelta(hours=3))
+    warning = make_alert(entity_id="stu_w", severity="warning", last_seen=now - timedelta(minutes=5))
+    html = staff_client.get("/").content.decode()
+    assert _feed_ids(html) == [old_critical.pk, warning.pk, info.pk]
+    assert "most severe first, then newest" in html
+
+
+def test_the_feed_pages_instead_of_cutting_at_fifty(staff_client):
+    now = timezone.now()
+    made = [
+        make_alert(
+            entity_id=f"stu_{i}",
+            type="velocity_drop",
+            last_seen=now - timedelta(minutes=i),
+            first_seen=now - timedelta(hours=i + 1),
+        )
+        for i in range(120)
+    ]  # one an hour apart: no two raised in the same hour, no groups
+    html = staff_client.get("/").content.decode()
+    seen = _feed_ids(html)
+    assert len(seen) == 50 and "Show more alerts" in html
+    while "Show more alerts" in html:
+        import re
+
+        link = re.search(r'hx-get="(/alerts/feed\?[^"]+)"', html).group(1).replace("&amp;", "&")
+        resp = staff_client.get(link, HTTP_HX_REQUEST="true")
+        assert resp.status_code == 200
+        html = resp.content.decode()
+        seen += _feed_ids(html)
+    assert seen == [a.pk for a in made]  # every alert once, in order
+    assert staff_client.get("/alerts/feed?cursor=garbage").status_code == 400
+
+
+def test_alerts_raised_together_are_one_expandable_row(staff_client):
+    now = timezone.now()
+    group = [
+        make_alert(
+            entity_id=f"stu_g{i}", type="high_ib_call_frequency", first_seen=now - timedelta(minutes=i)
+        )
+        for i in range(4)
+    ]
+    single = make_alert(entity_id="stu_s", type="velocity_drop")
+    html = staff_client.get("/").content.decode()
+    assert html.count('class="alert-group') == 1
+    assert '<span class="count">4</span> students: High IB call frequency' in html
+    assert set(_feed_ids(html)) == {a.pk for a in group} | {single.pk}  # every alert row is still there

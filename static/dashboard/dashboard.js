@@ -157,31 +157,40 @@
   }
 
   // --- the live alert feed ----------------------------------------------------------------------
-  var FEED_MAX = 100;
+  // Rows are kept in the server's order: most severe first, then most recently seen. A pushed row
+  // replaces its older copy (also inside a group, whose count follows); "show more" stays last.
+  var RANK = { critical: 2, warning: 1, info: 0 };
 
   function tidyFeed() {
     var feed = document.getElementById("alert-feed");
     if (!feed) return;
-    var seen = {};
     var refocus = null;
-    Array.prototype.slice.call(feed.children).forEach(function (li) {
+    Array.prototype.slice.call(feed.querySelectorAll(":scope > li[data-alert-id]")).forEach(function (li) {
       var id = li.getAttribute("data-alert-id");
-      if (!id) return;
-      if (seen[id]) { // an update arrived on top: the newer row wins
-        if (li.contains(document.activeElement)) refocus = seen[id];
-        li.remove();
-      } else {
-        seen[id] = li;
-      }
+      Array.prototype.slice.call(feed.querySelectorAll('li[data-alert-id="' + id + '"]')).forEach(function (old) {
+        if (old === li) return;
+        var newer = (+old.dataset.lastSeen > +li.dataset.lastSeen) ? old : li;
+        var gone = newer === li ? old : li;
+        if (gone.contains(document.activeElement)) refocus = newer;
+        gone.remove();
+      });
     });
-    var rows = Array.prototype.slice.call(feed.querySelectorAll(":scope > li[data-alert-id]"));
+    Array.prototype.slice.call(feed.querySelectorAll(":scope > li[data-group]")).forEach(function (group) {
+      var n = group.querySelectorAll("li[data-alert-id]").length;
+      if (!n) { group.remove(); return; }
+      var count = group.querySelector(".count");
+      if (count) count.textContent = n;
+    });
+    var rows = Array.prototype.slice.call(feed.querySelectorAll(":scope > li[data-alert-id], :scope > li[data-group]"));
     var sorted = rows.slice().sort(function (a, b) {
-      return (+b.dataset.lastSeen - +a.dataset.lastSeen) || (+b.dataset.alertId - +a.dataset.alertId);
+      return ((RANK[b.dataset.severity] || 0) - (RANK[a.dataset.severity] || 0)) ||
+        (+b.dataset.lastSeen - +a.dataset.lastSeen) || ((+b.dataset.alertId || 0) - (+a.dataset.alertId || 0));
     });
     if (sorted.some(function (li, i) { return li !== rows[i]; })) {
       sorted.forEach(function (li) { feed.appendChild(li); });
     }
-    sorted.slice(FEED_MAX).forEach(function (li) { li.remove(); });
+    var more = feed.querySelector(":scope > li.more");
+    if (more && more !== feed.lastElementChild) feed.appendChild(more);
     var empty = feed.querySelector(":scope > li.empty");
     if (empty && rows.length) empty.remove();
     if (refocus) { var link = refocus.querySelector("a.msg"); if (link) link.focus(); }
@@ -302,6 +311,7 @@
   document.addEventListener("htmx:afterSettle", function (evt) {
     initCharts();
     if (evt.detail.target && evt.detail.target.id === "panel-body") openPanel();
+    tidyFeed(); // a "show more" page joined the feed
   });
   document.addEventListener("htmx:wsAfterMessage", function () {
     initCharts();
