@@ -97,33 +97,32 @@ def _tail_z(observed: float, expected: float, dispersion: float, *, upper: bool)
     return max(-_NORMAL.inv_cdf(min(p, 0.5)), 0.0)
 
 
-def _rate(values: Sequence[float]) -> float:
-    return sum(values) / len(values) if values else 0.0
+def _rate(values: Sequence[float] | np.ndarray) -> float:
+    return float(np.mean(values)) if len(values) else 0.0
 
 
-def _dispersion(values: Sequence[float]) -> float:
+def _dispersion(values: Sequence[float] | np.ndarray) -> float:
     """Variance over mean of the per-minute counts (1 for a Poisson series), at least 1."""
     if len(values) < 2:
         return 1.0
     mean = _rate(values)
     if mean <= 0:
         return 1.0
-    var = sum((v - mean) ** 2 for v in values) / (len(values) - 1)
-    return max(1.0, var / mean)
+    return max(1.0, float(np.var(values, ddof=1)) / mean)
 
 
 def judge(
     *,
-    window: Sequence[float],
-    short: Sequence[float],
-    long: Sequence[float] | None,
+    window: Sequence[float] | np.ndarray,
+    short: Sequence[float] | np.ndarray,
+    long: Sequence[float] | np.ndarray | None,
     direction: str,
 ) -> Finding | None:
     """One series, one window of k minutes, its baselines (observed minutes only). Pure: numbers in."""
     k = len(window)
-    observed = float(sum(window))
+    observed = float(np.sum(window))
     short_rate = _rate(short)
-    long_rate = _rate(long) if long else None
+    long_rate = _rate(long) if long is not None and len(long) else None
     rates = [short_rate] + ([long_rate] if long_rate is not None else [])
     rate = max(rates) if direction == "spike" else min(rates)
     expected = rate * k
@@ -225,9 +224,9 @@ def rate_candidates(*, now: datetime) -> tuple[list[Candidate], set[str], dateti
                 long = values[:base_end][long_mask]
                 judged = True
                 f = judge(
-                    window=values[lo : end + 1].tolist(),
-                    short=short.tolist(),
-                    long=long.tolist() if long.size >= LONG_MIN_OBSERVED else None,
+                    window=values[lo : end + 1],
+                    short=short,
+                    long=long if long.size >= LONG_MIN_OBSERVED else None,
                     direction=direction,
                 )
                 if f is not None and (

@@ -260,6 +260,9 @@ def riskiest(*, entity_type: str, top_n: int, now: datetime) -> list[tuple[str, 
     riskiest first; snapshots are read in chunks and ranked with numpy."""
     model, key, to_features = _snapshot_source(entity_type)
     qs = model.objects.filter(updated_at__gte=now - timedelta(days=RANK_ACTIVE_DAYS)).order_by("pk")
+    if entity_type == "student":  # the risk is a function of the health score: the database ranks them
+        lowest = qs.filter(health_score__isnull=False).order_by("health_score", "pk")[:top_n]
+        return [(sid, churn_probability(h)) for sid, h in lowest.values_list("student_id", "health_score")]
     best: list[tuple[float, str]] = []
     ids: list[str] = []
     rows: list[dict[str, float]] = []
@@ -271,8 +274,6 @@ def riskiest(*, entity_type: str, top_n: int, now: datetime) -> list[tuple[str, 
         ids.clear()
         rows.clear()
 
-    if entity_type == "student":
-        qs = qs.filter(health_score__isnull=False)
     for snap in qs.iterator(chunk_size=RANK_CHUNK):
         ids.append(getattr(snap, key))
         rows.append(to_features(snap))

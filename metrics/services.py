@@ -1004,7 +1004,16 @@ def _platform_baseline(w: tuple, latest: float | None, latest_at, now) -> float 
 
 def _refresh_students(ids: list[str], now: datetime) -> dict[str, SimpleNamespace]:
     views: dict[str, SimpleNamespace] = {}
-    coverage = _coverage_start()
+    coverage: list[datetime | None] = []  # read once, and only for a student whose first session went badly
+
+    def known_first(first_at: datetime | None, first_ok: bool | None) -> bool:
+        """Only a session after a full look-back of our own data is known to be a student's first."""
+        if first_at is None or first_ok is not False:
+            return False
+        if not coverage:
+            coverage.append(_coverage_start())
+        return bool(coverage[0] and first_at >= coverage[0] + lookback)
+
     min_history = settings.HEALTH_MIN_HISTORY_DAYS
     lookback = timedelta(days=settings.FIRST_SESSION_LOOKBACK_DAYS)
     for chunk in _chunks(ids):
@@ -1075,8 +1084,7 @@ def _refresh_students(ids: list[str], now: datetime) -> dict[str, SimpleNamespac
                     rated_sessions_30d=rated,
                     unsuccessful_30d=unsuccessful_30d,
                     first_session_ok=first_ok,
-                    # Only a session after a full look-back of our own data is known to be a first.
-                    first_session_known=bool(first_at and coverage and first_at >= coverage + lookback),
+                    first_session_known=known_first(first_at, first_ok),
                     days_since_first_session=(now - first_at).total_seconds() / 86400 if first_at else None,
                     platform_health=cur[3],
                     platform_baseline=baseline,
@@ -1122,7 +1130,6 @@ def _refresh_students(ids: list[str], now: datetime) -> dict[str, SimpleNamespac
             view = SimpleNamespace(**dict(zip(STUDENT_REFRESH_FIELDS, rows[-1][1:], strict=True)))
             view.student_id, view.ib_reasons_14d, view.health_components = sid, reasons, components
             view.platform_health_score, view.platform_churn_risk = cur[3], cur[4]
-            view.first_session_known = bool(first_at and coverage and first_at >= coverage + lookback)
             views[sid] = view
         _snapshot_upsert(
             model=StudentSnapshot,
