@@ -163,7 +163,7 @@ class Driver:
         self.time_machine = time_machine
         self.process_batch, self.validate = process_batch, events_validate
         self.sweep, self.refresh_stale, self.score_riskiest = sweep, refresh_stale, score_riskiest
-        self.next_refresh = self.next_insights = LIVE_START
+        self.next_refresh = self.next_insights = self.next_analyze = LIVE_START
         self.processed = 0
 
     def process(self, events: list[dict], now: datetime) -> None:
@@ -176,7 +176,19 @@ class Driver:
                 self.process_batch(outcome.accepted, now=now)
                 self.processed += len(chunk)
 
+    def analyze(self) -> None:
+        """What autovacuum does on a production server (this machine's PostgreSQL runs with it off):
+        fresh planner statistics, so the bench measures plans a production database would use."""
+        from django.db import connection
+
+        if connection.vendor == "postgresql":
+            with connection.cursor() as cursor:
+                cursor.execute("ANALYZE")
+
     def beat(self, now: datetime) -> None:
+        if now >= self.next_analyze:
+            self.analyze()
+            self.next_analyze = now + timedelta(hours=6)
         with self.time_machine.travel(now, tick=False):
             if now >= self.next_refresh:
                 self.refresh_stale.apply(throw=True)
