@@ -14,6 +14,9 @@ from simulator.population import EventFactory, Population
 
 # A counted run with no --rate spreads its simulated span as if sent at this rate (for --speed).
 NOMINAL_RATE = 100.0
+# Above ~1.2 events/s the live population stops growing (built in about a second, ~30 MB): faster
+# runs give each student more than one event a day.
+MAX_LIVE_STUDENTS = 100_000
 
 logger = logging.getLogger(__name__)
 
@@ -128,6 +131,16 @@ class SimClock:
         if self.live:
             return datetime.now(UTC)
         return self.start - self.span + self.span * min(max(progress, 0.0), 1.0)
+
+
+def population_for_rate(rate: float) -> tuple[int, int]:
+    """(students, tutors) whose ordinary activity is `rate` events a second: a live marketplace at that
+    rate. A small population at a high rate would give each student a month's events in an hour —
+    every rule would fire on everyone."""
+    from simulator.population import STUDENT_EVENTS_PER_DAY, STUDENTS_PER_TUTOR
+
+    students = min(MAX_LIVE_STUDENTS, max(300, round(rate * 86400 / STUDENT_EVENTS_PER_DAY)))
+    return students, max(30, students // STUDENTS_PER_TUTOR)
 
 
 def run(

@@ -98,10 +98,12 @@ def test_serve_simulates_the_same_population_across_restarts_with_new_event_ids(
     subjects per student), so their history builds up, and its events are new (none dropped as
     repeats of the previous run's ids)."""
     from simulator.population import Population
+    from simulator.runner import population_for_rate
 
+    students, tutors = population_for_rate(40)
     allowed = {
         (s.id, subject)
-        for s in Population.build(seed=settings.SIMULATOR_SEED).students
+        for s in Population.build(seed=settings.SIMULATOR_SEED, students=students, tutors=tutors).students
         for subject in s.subjects
     }
     srv = livesrv.start(tmp_path, simulate=40)

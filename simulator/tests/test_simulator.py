@@ -110,7 +110,10 @@ def test_beat_tick_runs_only_when_enabled(settings):
         drain()
     assert Event.objects.count() == 60
     students = set(Event.objects.exclude(student_id="").values_list("student_id", flat=True))
-    assert students <= {s.id for s in Population.build(seed=settings.SIMULATOR_SEED).students}
+    # the tick's population is sized to its rate (30 a minute): about one event per student a day
+    size, tutors = runner.population_for_rate(30 / 60)
+    assert (size, tutors) == (43_200, 4_320)
+    assert students <= {s.id for s in Population.build(seed=settings.SIMULATOR_SEED, students=size).students}
 
 
 @pytest.mark.django_db(transaction=True)

@@ -41,8 +41,12 @@ def beat_entries() -> list[tuple[str, float]]:
 def _simulate(stop: threading.Event, rate: float) -> None:
     from simulator import runner
 
+    students, tutors = runner.population_for_rate(rate)
+    logger.info("simulator population", extra={"students": students, "tutors": tutors, "rate": rate})
     runner.run(
         sender=runner.DirectSender(),
+        students=students,
+        tutors=tutors,
         streams=2,
         events_per_stream=None,
         rate=rate,
@@ -87,6 +91,13 @@ class Command(BaseCommand):
                 )
             )
         if opts["simulate"] > 0:
+            from simulator.runner import population_for_rate
+
+            students, tutors = population_for_rate(opts["simulate"])
+            self.stdout.write(
+                f"simulator: {opts['simulate']:g} events/s from {students:,} students and {tutors:,} tutors "
+                "(about one event per student a day, as a real marketplace)"
+            )
             threads.append(
                 threading.Thread(
                     target=_simulate, args=(stop, opts["simulate"]), name="iops-sim", daemon=True

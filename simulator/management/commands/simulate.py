@@ -33,8 +33,19 @@ class Command(BaseCommand):
             default=None,
             help="simulated span in days ending now (history; an alternative to --speed)",
         )
-        parser.add_argument("--students", type=int, default=300, help="population size (default 300)")
-        parser.add_argument("--tutors", type=int, default=60, help="tutors in the population (default 60)")
+        parser.add_argument(
+            "--students",
+            type=int,
+            default=None,
+            help="population size (default: sized to --rate for a live run, about one event per student "
+            "a day; else 300)",
+        )
+        parser.add_argument(
+            "--tutors",
+            type=int,
+            default=None,
+            help="tutors in the population (default: students / 10, at least 30)",
+        )
         parser.add_argument("--target", default=None, help="ingest base URL, e.g. http://127.0.0.1:8000")
         parser.add_argument("--api-key", default=None, help="API key for --target")
         parser.add_argument("--single", action="store_true", help="with --target: one event per request")
@@ -50,6 +61,10 @@ class Command(BaseCommand):
             sender = runner.DirectSender()
         if opts["streams"] < 1 or not 1 <= opts["batch_size"] <= 500:
             raise CommandError("--streams must be >= 1 and --batch-size 1..500")
+        live = opts["rate"] and not opts["days"] and opts["speed"] <= 1
+        students, tutors = runner.population_for_rate(opts["rate"]) if live else (300, 30)
+        opts["students"] = students if opts["students"] is None else opts["students"]
+        opts["tutors"] = max(1, opts["students"] // 10) if opts["tutors"] is None else opts["tutors"]
         if opts["students"] < 1 or opts["tutors"] < 1:
             raise CommandError("--students and --tutors must be >= 1")
         if not opts["duration"] and opts["events_per_stream"] < 1:
