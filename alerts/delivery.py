@@ -19,7 +19,7 @@ from django.conf import settings
 from django.db import transaction
 from django.db.models import F
 
-from alerts.messages import alert_message
+from alerts.messages import alert_message, group_message
 from alerts.models import (
     Alert,
     AlertDelivery,
@@ -51,23 +51,47 @@ def _lease() -> timedelta:
     return timedelta(seconds=2 * settings.ALERT_WEBHOOK_TIMEOUT_SECONDS + 60)
 
 
+# Deliveries to one channel of one alert type, severity and trigger, enqueued together (one batch or
+# sweep raised them), go as one message once there are this many — one notification for a group, as
+# Alertmanager groups by labels; the rows stay one per alert (retries, audit, dead letters).
+GROUP_MIN = 3
+
+
+def _groups(rows: Iterable[tuple]) -> list[list[int]]:
+    """(id, channel, type, severity, trigger, created_at) rows → lists of ids sent as one message each,
+    in the order of their first row."""
+    by_key: dict[tuple, list[int]] = {}
+    for pk, *key in rows:
+        by_key.setdefault(tuple(key), []).append(pk)
+    groups: list[list[int]] = []
+    for ids in by_key.values():
+        groups.extend([ids] if len(ids) >= GROUP_MIN else [[pk] for pk in ids])
+    return sorted(groups, key=lambda g: g[0])
+
+
+_GROUP_FIELDS = ("pk", "channel_id", "alert__type", "severity", "trigger", "created_at")
+
+
 def _schedule(delivery_ids: list[int]) -> None:
-    """Fast path for production: a Celery task per new delivery, after commit.
+    """Fast path for production: a Celery task per message (a group's rows in one task), after commit.
 
     Embedded mode runs Celery eagerly inside the stream worker thread; there the sweep thread sends
     instead, so a slow channel can never hold up event processing."""
     if not delivery_ids or settings.CELERY_TASK_ALWAYS_EAGER:
         return
-    from alerts.tasks import deliver_alert
+    from alerts.tasks import deliver_alert, deliver_alerts
+
+    groups = _groups(AlertDelivery.objects.filter(pk__in=delivery_ids).values_list(*_GROUP_FIELDS))
 
     def dispatch() -> None:
-        for delivery_id in delivery_ids:
+        for ids in groups:
             try:
-                deliver_alert.delay(delivery_id)
+                if len(ids) == 1:
+                    deliver_alert.delay(ids[0])
+                else:
+                    deliver_alerts.delay(ids)
             except Exception:  # noqa: BLE001 - broker down: the sweep sends it a few seconds later
-                logger.warning(
-                    "deliver_alert not queued; left to the sweep", extra={"delivery_id": delivery_id}
-                )
+                logger.warning("deliver_alert not queued; left to the sweep", extra={"delivery_ids": ids})
                 return
 
     transaction.on_commit(dispatch)
@@ -116,43 +140,81 @@ def deliveries_enqueue(*, alert_ids: Iterable[int], now: datetime) -> list[int]:
     return queued
 
 
-def _send(delivery: AlertDelivery, now: datetime) -> None:
-    channel = delivery.channel
+def _send(deliveries: list[AlertDelivery], now: datetime) -> None:
+    """One message for these rows (one channel, type, severity and trigger): the alert's own, or the
+    group's when there are several."""
+    first = deliveries[0]
+    channel = first.channel
     if not channel.enabled:
         raise TransportError(f"channel {channel.name!r} is disabled", permanent=True)
     notifier = notifier_for(channel)
-    message = alert_message(alert=delivery.alert, now=now, trigger=delivery.trigger)
-    message["delivery_id"] = delivery.pk
-    notifier.send(delivery.alert, message)
+    if len(deliveries) == 1:
+        message = alert_message(alert=first.alert, now=now, trigger=first.trigger)
+    else:
+        message = group_message(alerts=[d.alert for d in deliveries], now=now, trigger=first.trigger)
+    message["delivery_id"] = first.pk
+    message["delivery_ids"] = [d.pk for d in deliveries]
+    notifier.send(first.alert, message)
 
 
 def delivery_attempt(*, delivery_id: int, now: datetime) -> str | None:
     """Claim one due delivery and send it. Returns its new status, or None when it was not ours to send
     (already sent, not due, or claimed by another worker a moment ago)."""
-    claimed = AlertDelivery.objects.filter(
-        pk=delivery_id, status__in=CLAIMABLE, next_attempt_at__lte=now
-    ).update(next_attempt_at=now + _lease(), attempts=F("attempts") + 1)
-    if claimed != 1:
-        return None
-    delivery = AlertDelivery.objects.select_related("alert", "channel").get(pk=delivery_id)
+    return deliveries_attempt(delivery_ids=[delivery_id], now=now)
+
+
+def deliveries_attempt(*, delivery_ids: list[int], now: datetime) -> str | None:
+    """Claim these due deliveries (one channel, type, severity and trigger) and send them as one message.
+    Each row is claimed by a conditional UPDATE; rows another worker holds, or already sent, are left
+    out. Returns the outcome, or None when none was ours to send."""
+    return _attempt(delivery_ids, now)[0]
+
+
+def _attempt(delivery_ids: list[int], now: datetime) -> tuple[str | None, int]:
+    """deliveries_attempt, and how many of the rows were claimed (sent, failed or dead)."""
+    claimed = [
+        pk
+        for pk in sorted(delivery_ids)
+        if AlertDelivery.objects.filter(pk=pk, status__in=CLAIMABLE, next_attempt_at__lte=now).update(
+            next_attempt_at=now + _lease(), attempts=F("attempts") + 1
+        )
+    ]
+    if not claimed:
+        return None, 0
+    deliveries = list(
+        AlertDelivery.objects.select_related("alert", "channel").filter(pk__in=claimed).order_by("pk")
+    )
     started = time.perf_counter()
     error: TransportError | None = None
     try:
-        _send(delivery, now)
+        _send(deliveries, now)
     except TransportError as exc:
         error = exc
     except Exception as exc:  # noqa: BLE001 - a bug in one notifier must not crash-loop the sweep
-        logger.exception("notifier crashed", extra={"delivery_id": delivery_id})
+        logger.exception("notifier crashed", extra={"delivery_ids": claimed})
         error = TransportError(f"internal error: {exc.__class__.__name__}: {exc}")
     duration_ms = round((time.perf_counter() - started) * 1000)
+    outcome = DeliveryStatus.SENT
+    for delivery in deliveries:
+        status = _settle(delivery, error, now=now, duration_ms=duration_ms, group=len(deliveries))
+        if status != DeliveryStatus.SENT:
+            outcome = status
+    return outcome, len(deliveries)
+
+
+def _settle(
+    delivery: AlertDelivery, error: TransportError | None, *, now: datetime, duration_ms: int, group: int
+) -> str:
+    """Record one row's attempt: sent, a retry scheduled, or a dead letter."""
     # Only while the claim is still ours (a lease that ran out may have been taken over).
-    mine = AlertDelivery.objects.filter(pk=delivery_id, attempts=delivery.attempts, status__in=CLAIMABLE)
+    mine = AlertDelivery.objects.filter(pk=delivery.pk, attempts=delivery.attempts, status__in=CLAIMABLE)
     log_extra = {
-        "delivery_id": delivery_id,
+        "delivery_id": delivery.pk,
         "alert_id": delivery.alert_id,
         "channel": delivery.channel.name,
         "attempt": delivery.attempts,
         "ms": duration_ms,
+        "group": group,
     }
     if error is None:
         mine.update(
@@ -213,30 +275,37 @@ def _mirror(delivery: AlertDelivery, error: str, now: datetime) -> None:
         )
 
 
-def deliveries_due(*, now: datetime, limit: int) -> list[tuple[int, int]]:
-    """(delivery id, channel id) of deliveries due now, oldest first."""
+def deliveries_due(*, now: datetime, limit: int) -> list[tuple]:
+    """(delivery id, channel id, alert type, severity, trigger, created_at) of deliveries due now,
+    oldest first."""
     return list(
         AlertDelivery.objects.filter(status__in=CLAIMABLE, next_attempt_at__lte=now)
         .order_by("next_attempt_at", "id")
-        .values_list("pk", "channel_id")[:limit]
+        .values_list(*_GROUP_FIELDS)[:limit]
     )
 
 
 def deliveries_send_due(*, now: datetime, limit: int = 200) -> dict[str, int]:
-    """Send every due delivery (the beat task and the embedded sweep thread). Returns counts by outcome.
+    """Send every due delivery (the beat task and the embedded sweep thread), a group of alerts raised
+    together as one message. Returns counts of rows by outcome.
 
     A channel whose delivery fails in this sweep is skipped for the rest of it (`deferred`): a dead
     endpoint costs one timeout per sweep, not one per queued alert, and other channels go on."""
     outcome: Counter[str] = Counter()
     failing: set[int] = set()
-    for delivery_id, channel_id in deliveries_due(now=now, limit=limit):
-        if channel_id in failing:
-            outcome["deferred"] += 1
+    due = deliveries_due(now=now, limit=limit)
+    channel_of = {row[0]: row[1] for row in due}
+    for ids in _groups(due):
+        if channel_of[ids[0]] in failing:
+            outcome["deferred"] += len(ids)
             continue
-        status = delivery_attempt(delivery_id=delivery_id, now=now)
-        outcome[str(status) if status else "skipped"] += 1
+        status, claimed = _attempt(ids, now)
+        if claimed:
+            outcome[str(status)] += claimed
+        if claimed < len(ids):
+            outcome["skipped"] += len(ids) - claimed
         if status == DeliveryStatus.FAILED:
-            failing.add(channel_id)
+            failing.add(channel_of[ids[0]])
     return dict(outcome)
 
 

@@ -66,6 +66,32 @@ def alert_message(*, alert, now: datetime, trigger: str = "opened") -> dict[str,
     }
 
 
+def group_message(*, alerts: list, now: datetime, trigger: str = "opened") -> dict[str, Any]:
+    """One notification for alerts of one type and severity raised together (as Alertmanager groups):
+    the first alert's message, summarised for all of them, each listed with its own link."""
+    first = alerts[0]
+    message = alert_message(alert=first, now=now, trigger=trigger)
+    nouns = {"student": "students", "tutor": "tutors", "subject_region": "subject × region cells"}
+    label = first.get_type_display() if hasattr(first, "get_type_display") else first.type
+    message.update(
+        {
+            "summary": f"{len(alerts)} {nouns.get(first.entity_type, 'entities')}: {label}",
+            "group": {"size": len(alerts), "type": first.type, "severity": first.severity},
+            "alerts": [
+                {
+                    "alert_id": a.pk,
+                    "entity": {"type": a.entity_type, "id": a.entity_id},
+                    "summary": a.message,
+                    "url": entity_url(a.entity_type, a.entity_id),
+                }
+                for a in alerts
+            ],
+            "url": f"{(settings.DASHBOARD_BASE_URL or '').rstrip('/')}/?severity={first.severity}&status=active",
+        }
+    )
+    return message
+
+
 def message_subject(message: dict[str, Any], *, limit: int = 200, ascii_only: bool = False) -> str:
     prefix = "[IOps TEST] " if message.get("trigger") == "test" else "[IOps] "
     escalated = "escalated to " if message.get("trigger") == "escalated" else ""
@@ -78,6 +104,11 @@ def message_subject(message: dict[str, Any], *, limit: int = 200, ascii_only: bo
 
 
 def message_text(message: dict[str, Any]) -> str:
+    if message.get("group"):
+        lines = [message["summary"], "", f"Type: {message['type']}   Severity: {message['severity']}", ""]
+        lines += [f"- {a['summary']}\n  {a['url']}" for a in message["alerts"]]
+        lines += ["", f"Dashboard: {message['url']}"]
+        return "\n".join(lines) + "\n"
     entity = message["entity"]
     lines = [
         message["summary"],

@@ -4,13 +4,19 @@ next_attempt_at and the periodic sweep are the one retry layer."""
 from celery import shared_task
 from django.utils import timezone
 
-from alerts.delivery import deliveries_send_due, delivery_attempt
+from alerts.delivery import deliveries_attempt, deliveries_send_due, delivery_attempt
 
 
 @shared_task(name="alerts.deliver_alert", ignore_result=True)
 def deliver_alert(delivery_id: int) -> str | None:
     """Fast path: send one new delivery now (a no-op if the sweep or another worker already has it)."""
     return delivery_attempt(delivery_id=delivery_id, now=timezone.now())
+
+
+@shared_task(name="alerts.deliver_alerts", ignore_result=True)
+def deliver_alerts(delivery_ids: list[int]) -> str | None:
+    """Fast path for a group (alerts of one type and severity raised together): one message for all."""
+    return deliveries_attempt(delivery_ids=delivery_ids, now=timezone.now())
 
 
 @shared_task(name="alerts.send_due_deliveries", ignore_result=True)

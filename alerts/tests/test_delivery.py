@@ -237,7 +237,7 @@ def test_two_sweeps_that_saw_the_same_row_send_it_once(webhook_peer, make_channe
     seen_by_a = deliveries_due(now=now, limit=10)
     seen_by_b = deliveries_due(now=now, limit=10)
     assert seen_by_a == seen_by_b and len(seen_by_a) == 1
-    outcomes = [delivery_attempt(delivery_id=d, now=now) for d, _ in seen_by_a + seen_by_b]
+    outcomes = [delivery_attempt(delivery_id=d, now=now) for d, *_ in seen_by_a + seen_by_b]
     assert outcomes == ["sent", None]
     assert len(webhook_peer.received) == 1
 
@@ -263,7 +263,10 @@ def test_concurrent_sweeps_never_double_send(make_channel, make_alert):
             t.start()
         for t in threads:
             t.join(timeout=60)
-        delivered = sorted(r["body"]["alert_id"] for r in peer.received)
+        # raised together, they go as group messages (however the sweeps split the rows between them)
+        delivered = sorted(
+            a["alert_id"] for r in peer.received for a in r["body"].get("alerts") or [r["body"]]
+        )
     assert delivered == sorted(a.pk for a in alerts)  # every alert exactly once
     assert sum(r.get("sent", 0) for r in results) == 12
     assert set(AlertDelivery.objects.values_list("status", "attempts")) == {("sent", 1)}
@@ -276,7 +279,8 @@ def test_a_failing_channel_does_not_hold_up_the_others(settings, make_channel, m
         stuck_channel = make_channel("webhook", name="stuck", config={"url": stuck.url})
         make_channel("webhook", name="healthy", config={"url": healthy.url})
         make_channel("email", name="mail")
-        alerts = [make_alert(entity_id=f"stu_{i}") for i in range(3)]
+        kinds = ("low_health_score", "high_ib_call_frequency", "velocity_drop")  # three messages, not a group
+        alerts = [make_alert(entity_id=f"stu_{i}", type=kind) for i, kind in enumerate(kinds)]
         deliveries_enqueue(alert_ids=[a.pk for a in alerts], now=timezone.now())
 
         outcome = sweep()
@@ -433,3 +437,48 @@ def test_the_embedded_sweep_thread_of_serve_sends_due_deliveries(settings, make_
             thread.join(timeout=10)
         assert len(peer.received) == 1
     assert AlertDelivery.objects.get().status == "sent"
+
+
+# --- groups ------------------------------------------------------------------------------------------
+
+
+def test_alerts_raised_together_go_as_one_message_per_channel(
+    webhook_peer, make_channel, make_alert, mailoutbox
+):
+    make_channel("webhook", config={"url": webhook_peer.url})
+    make_channel("email", name="mail", config={"recipients": ["ops@example.com"]})
+    group = [make_alert(entity_id=f"stu_{i}", type="high_ib_call_frequency") for i in range(4)]
+    other = make_alert(entity_id="stu_x", type="velocity_drop")
+    deliveries_enqueue(alert_ids=[a.pk for a in [*group, other]], now=timezone.now())
+    assert sweep() == {"sent": 10}  # every row sent...
+    assert len(webhook_peer.received) == 2 and len(mailoutbox) == 2  # ...in two messages per channel
+    body = next(r["body"] for r in webhook_peer.received if r["body"].get("group"))
+    assert body["group"] == {"size": 4, "type": "high_ib_call_frequency", "severity": group[0].severity}
+    assert sorted(a["alert_id"] for a in body["alerts"]) == sorted(a.pk for a in group)
+    assert body["summary"] == "4 students: High IB call frequency"
+    assert all(a["url"].endswith(f"/entities/student/{a['entity']['id']}") for a in body["alerts"])
+    email = next(m for m in mailoutbox if "4 students" in m.subject)
+    assert all(f"/entities/student/stu_{i}" in email.body for i in range(4))
+    assert set(AlertDelivery.objects.values_list("status", "attempts")) == {("sent", 1)}
+
+
+def test_two_alerts_of_a_kind_are_still_two_messages(webhook_peer, make_channel, make_alert):
+    make_channel("webhook", config={"url": webhook_peer.url})
+    alerts = [make_alert(entity_id=f"stu_{i}", type="high_ib_call_frequency") for i in range(2)]
+    deliveries_enqueue(alert_ids=[a.pk for a in alerts], now=timezone.now())
+    assert sweep() == {"sent": 2}
+    assert sorted(r["body"]["alert_id"] for r in webhook_peer.received) == sorted(a.pk for a in alerts)
+    assert not any(r["body"].get("group") for r in webhook_peer.received)
+
+
+def test_a_group_that_fails_is_retried_together(settings, webhook_peer, make_channel, make_alert):
+    settings.ALERT_DELIVERY_BACKOFF_SECONDS = 10
+    webhook_peer.fail_next = 1
+    make_channel("webhook", config={"url": webhook_peer.url})
+    alerts = [make_alert(entity_id=f"stu_{i}", type="high_ib_call_frequency") for i in range(3)]
+    with time_machine.travel(START, tick=False):
+        deliveries_enqueue(alert_ids=[a.pk for a in alerts], now=START)
+        assert sweep() == {"failed": 3}
+    with time_machine.travel(START + timedelta(minutes=1), tick=False):
+        assert sweep() == {"sent": 3}
+    assert len(webhook_peer.received) == 1 and webhook_peer.received[0]["body"]["group"]["size"] == 3
