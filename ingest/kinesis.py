@@ -31,7 +31,7 @@ from django.db.models import Q
 from django.utils import timezone
 
 from ingest.schemas import partition_key
-from ingest.streams import Delivery, EventStream, StreamUnavailable, decode
+from ingest.streams import Delivery, EventStream, StreamUnavailable, dead_letter_record, decode
 
 logger = logging.getLogger(__name__)
 
@@ -400,16 +400,7 @@ class KinesisStream(EventStream):
                 self._settle(deliveries)
 
     def dead_letter(self, delivery: Delivery, error: str) -> None:
-        from ingest.models import StreamDeadLetter
-
-        StreamDeadLetter.objects.create(
-            backend=self.name,
-            message_id=delivery.token[:100],
-            body=delivery.event,
-            raw=delivery.raw if delivery.event is None else "",
-            error=error[:5000],
-            deliveries=delivery.deliveries,
-        )
+        dead_letter_record(backend=self.name, delivery=delivery, error=error)
         with self._lock:
             self._settle([delivery])
 

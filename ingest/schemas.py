@@ -6,6 +6,7 @@ The same models validate requests, build the OpenAPI document and normalise the 
 
 from __future__ import annotations
 
+import math
 import re
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, Literal
@@ -36,8 +37,9 @@ MAX_FUTURE_SECONDS = 300  # clock skew allowed on `timestamp`
 
 
 class EventFields(BaseModel):
-    # Unknown fields are kept (bounded in validate_event); strict: "5" is not an int, "true" not a bool.
-    model_config = ConfigDict(extra="allow", strict=True)
+    # Unknown fields are kept (bounded in validate_event); strict: "5" is not an int, "true" not a bool;
+    # 1e400 parses as infinity, which JSON cannot carry (it would be stored as null).
+    model_config = ConfigDict(extra="allow", strict=True, allow_inf_nan=False)
 
 
 class SessionStarted(EventFields):
@@ -133,15 +135,30 @@ class FieldError(Exception):
         self.errors = errors
 
 
+def unstorable_text(value: str) -> str | None:
+    """Why PostgreSQL's text and jsonb would refuse this string (NUL, a lone surrogate), or None."""
+    if "\x00" in value:
+        return "must not contain NUL characters"
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return "must be valid Unicode (a lone surrogate such as \\udfff is not)"
+    return None
+
+
 def _check_extra(value: Any, path: str, level: int, errors: list[dict[str, str]]) -> None:
-    """Bound an unknown field's value: nesting depth, object and array sizes, strings, key names."""
+    """Bound an unknown field's value: nesting depth, object and array sizes, strings, key names; and
+    keep it storable: no NUL or lone surrogate in a string, no non-finite number (1e400)."""
     if len(errors) >= MAX_ERRORS:
         return
     if isinstance(value, str):
         if len(value) > MAX_EXTRA_STRING:
             errors.append({"field": path, "message": f"strings are limited to {MAX_EXTRA_STRING} characters"})
-        elif "\x00" in value:
-            errors.append({"field": path, "message": "must not contain NUL characters"})
+        elif (problem := unstorable_text(value)) is not None:
+            errors.append({"field": path, "message": problem})
+        return
+    if isinstance(value, float) and not math.isfinite(value):
+        errors.append({"field": path, "message": "must be a finite number"})
         return
     if not isinstance(value, dict | list):
         return
@@ -159,15 +176,20 @@ def _check_extra(value: Any, path: str, level: int, errors: list[dict[str, str]]
         errors.append({"field": path, "message": f"objects are limited to {MAX_EXTRA_FIELDS} fields"})
         return
     for key, item in value.items():
-        if len(key) > MAX_KEY_LENGTH or "\x00" in key:
+        if len(key) > MAX_KEY_LENGTH or unstorable_text(key) is not None:
             errors.append(
                 {
-                    "field": f"{path}.{key[:MAX_KEY_LENGTH]}",
-                    "message": "field names are 1-64 characters, no NUL",
+                    "field": f"{path}.{_printable(key[:MAX_KEY_LENGTH])}",
+                    "message": "field names are 1-64 characters of valid Unicode, no NUL",
                 }
             )
             continue
         _check_extra(item, f"{path}.{key}", level + 1, errors)
+
+
+def _printable(name: str) -> str:
+    """A field name fit for an error body (which is JSON too): unstorable characters escaped."""
+    return name.encode("utf-8", "backslashreplace").decode("utf-8").replace("\x00", "\\x00")
 
 
 def _loc(prefix: str, loc: tuple[Any, ...]) -> str:
@@ -184,7 +206,10 @@ def _parse_timestamp(raw: Any, now: datetime) -> datetime:
         raise FieldError([{"field": "timestamp", "message": "is not a valid ISO 8601 date-time"}]) from None
     if value.tzinfo is None or value.utcoffset() is None:
         raise FieldError([{"field": "timestamp", "message": "must include a time zone (e.g. Z or +00:00)"}])
-    value = value.astimezone(UTC)
+    try:
+        value = value.astimezone(UTC)
+    except OverflowError:  # 9999-12-31T23:59:59-23:59 or 0001-01-01T00:00:00+00:01: no UTC date exists
+        raise FieldError([{"field": "timestamp", "message": "is out of range"}]) from None
     if value > now + timedelta(seconds=MAX_FUTURE_SECONDS):
         raise FieldError([{"field": "timestamp", "message": "is more than 5 minutes in the future"}])
     if value.year < 2000:
@@ -243,9 +268,11 @@ def validate_event(raw: Any, *, now: datetime, new_id) -> dict[str, Any]:
         )
     else:
         for key in extras:
-            if not key or len(key) > MAX_KEY_LENGTH or "\x00" in key:
-                name = prefix + key[:MAX_KEY_LENGTH] if key else prefix.rstrip(".") or "body"
-                errors.append({"field": name, "message": "field names are 1-64 characters, no NUL"})
+            if not key or len(key) > MAX_KEY_LENGTH or unstorable_text(key) is not None:
+                name = prefix + _printable(key[:MAX_KEY_LENGTH]) if key else prefix.rstrip(".") or "body"
+                errors.append(
+                    {"field": name, "message": "field names are 1-64 characters of valid Unicode, no NUL"}
+                )
             else:
                 _check_extra(fields[key], prefix + key, 1, errors)
     try:

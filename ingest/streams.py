@@ -18,7 +18,7 @@ from functools import cache
 from typing import Any
 
 from django.conf import settings
-from django.db import InterfaceError, OperationalError, connection, transaction
+from django.db import DataError, InterfaceError, OperationalError, connection, transaction
 from django.db.models import F, Q
 from django.utils import timezone
 
@@ -52,6 +52,41 @@ def decode(token: str, raw: str | bytes, deliveries: int = 1) -> Delivery:
             token=token, event=None, raw=text[:10_000], deliveries=deliveries, error=f"malformed: {exc}"
         )
     return Delivery(token=token, event=event, raw=text, deliveries=deliveries)
+
+
+def _storable_text(text: str) -> str:
+    """Text PostgreSQL accepts: lone surrogates and NUL escaped (\\udfff, \\x00)."""
+    return text.encode("utf-8", "backslashreplace").decode("utf-8").replace("\x00", "\\x00")
+
+
+def dead_letter_record(*, backend: str, delivery: Delivery, error: str) -> None:
+    """Write the StreamDeadLetter row of a message; callers ack the message only after this returns.
+
+    Raises when the row cannot be written (database down): the message then stays pending and comes back.
+    A body the database refuses as JSON (a message that never passed today's validation: a lone
+    surrogate, an escaped NUL) is kept as text in `raw` instead, so no dead letter is left without a row.
+    Idempotent per message: a worker that died between this and its ack does not write a second row."""
+    from ingest.models import StreamDeadLetter
+
+    message_id = delivery.token[:100]
+    if StreamDeadLetter.objects.filter(backend=backend, message_id=message_id).exists():
+        return
+    fields = {
+        "backend": backend,
+        "message_id": message_id,
+        "error": _storable_text(error[:5000]),
+        "deliveries": delivery.deliveries,
+    }
+    try:
+        with transaction.atomic():
+            StreamDeadLetter.objects.create(
+                body=delivery.event, raw=delivery.raw if delivery.event is None else "", **fields
+            )
+    except (DataError, ValueError) as exc:  # ValueError: the driver refuses the text before sending it
+        logger.warning(
+            "dead letter body kept as text", extra={"message_id": message_id, "error": str(exc)[:200]}
+        )
+        StreamDeadLetter.objects.create(body=None, raw=_storable_text(delivery.raw), **fields)
 
 
 class EventStream(ABC):
@@ -130,17 +165,10 @@ class DatabaseStream(EventStream):
         PendingEvent.objects.filter(id__in=[int(d.token) for d in deliveries]).delete()
 
     def dead_letter(self, delivery: Delivery, error: str) -> None:
-        from ingest.models import PendingEvent, StreamDeadLetter
+        from ingest.models import PendingEvent
 
         with transaction.atomic():
-            StreamDeadLetter.objects.create(
-                backend=self.name,
-                message_id=delivery.token,
-                body=delivery.event,
-                raw=delivery.raw if delivery.event is None else "",
-                error=error[:5000],
-                deliveries=delivery.deliveries,
-            )
+            dead_letter_record(backend=self.name, delivery=delivery, error=error)
             PendingEvent.objects.filter(id=int(delivery.token)).delete()
 
     def backlog(self) -> dict[str, int]:
@@ -276,29 +304,24 @@ class RedisStream(EventStream):
             raise StreamUnavailable(f"redis: {exc.__class__.__name__}") from exc
 
     def dead_letter(self, delivery: Delivery, error: str) -> None:
-        pipe = self.client.pipeline(transaction=True)
-        pipe.xadd(
-            self.dead_key,
-            {
-                "id": delivery.token,
-                "raw": delivery.raw,
-                "error": error[:5000],
-                "deliveries": delivery.deliveries,
-            },
-        )
-        pipe.xack(self.key, self.group, delivery.token)
-        pipe.xdel(self.key, delivery.token)
-        pipe.execute()
-        from ingest.models import StreamDeadLetter
-
-        StreamDeadLetter.objects.create(
-            backend=self.name,
-            message_id=delivery.token,
-            body=delivery.event,
-            raw=delivery.raw if delivery.event is None else "",
-            error=error[:5000],
-            deliveries=delivery.deliveries,
-        )
+        # The row first: a message is acked only once its dead letter is in the database (issue 21).
+        dead_letter_record(backend=self.name, delivery=delivery, error=error)
+        try:
+            pipe = self.client.pipeline(transaction=True)
+            pipe.xadd(
+                self.dead_key,
+                {
+                    "id": delivery.token,
+                    "raw": delivery.raw.encode("utf-8", "backslashreplace"),
+                    "error": error[:5000].encode("utf-8", "backslashreplace"),
+                    "deliveries": delivery.deliveries,
+                },
+            )
+            pipe.xack(self.key, self.group, delivery.token)
+            pipe.xdel(self.key, delivery.token)
+            pipe.execute()
+        except self._errors() as exc:
+            raise StreamUnavailable(f"redis: {exc.__class__.__name__}") from exc
 
     def backlog(self) -> dict[str, int]:
         try:

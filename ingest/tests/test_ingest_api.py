@@ -192,3 +192,46 @@ def test_stream_down_answers_503_and_accepts_nothing(post, settings):
     resp = post(SEED_FLAT)
     assert resp.status_code == 503 and resp["Retry-After"]
     assert resp.json()["error"] == "stream unavailable"
+
+
+# Values the stream would carry but the database refuses (jsonb: lone surrogates, \u0000) or that JSON
+# cannot carry (1e400 is infinity, stored as null), and dates with no UTC equivalent (issue 21).
+def _ib(extra: str) -> str:
+    """An ib_call_logged body as raw JSON text, with `extra` members written as they go on the wire."""
+    return '{"event_type": "ib_call_logged", "student_id": "stu_1", ' + extra + "}"
+
+
+UNSTORABLE = [
+    (_ib('"note": "a\\udfffb"'), "note"),
+    (
+        '{"event_type": "ib_call_logged", "payload": {"student_id": "s", "m": {"t": ["\\ud800"]}}}',
+        "payload.m.t[0]",
+    ),
+    (_ib('"note": "a\\u0000b"'), "note"),
+    (_ib('"\\udfff": 1'), "\\udfff"),
+    (_ib('"score": 1e400'), "score"),
+    (_ib('"m": {"x": [-1e999]}'), "m.x[0]"),
+    (
+        '{"event_type": "customer_health_update", "student_id": "stu_1", "health_score": 1e400}',
+        "health_score",
+    ),
+    (_ib('"timestamp": "9999-12-31T23:59:59-23:59"'), "timestamp"),
+    (_ib('"timestamp": "0001-01-01T00:00:00+00:01"'), "timestamp"),
+]
+
+
+@pytest.mark.parametrize(("raw", "field"), UNSTORABLE)
+def test_values_the_database_cannot_store_are_400_naming_the_field(post, raw, field):
+    resp = post(None, raw=raw.encode())
+    assert resp.status_code == 400, resp.json()
+    assert field in [e["field"] for e in resp.json()["errors"]], resp.json()
+    assert PendingEvent.objects.count() == 0
+
+
+def test_an_out_of_range_timestamp_rejects_its_item_not_the_batch(post):
+    bad = _ib('"timestamp": "9999-12-31T23:59:59-23:59"')
+    resp = post(None, raw=('{"events": [' + bad + ", " + _ib('"n": 1') + "]}").encode())
+    assert resp.status_code == 202, resp.json()
+    data = resp.json()
+    assert data["accepted"] == 1 and data["rejected"] == 1
+    assert data["results"][0]["errors"] == [{"field": "timestamp", "message": "is out of range"}]

@@ -68,3 +68,60 @@ def test_malformed_message_goes_to_dead_letters_and_does_not_block(post, redis_s
     dead = client.xrange(f"{redis_stream_settings}:dead")
     assert len(dead) == 2 and b"malformed" in dead[0][1][b"error"]
     assert json.loads(json.dumps(stream.backlog())) == {"waiting": 0, "in_flight": 0}
+
+
+def _unstorable_event(event_id: str) -> dict:
+    """An event as a client could have sent it before issue 21: it passed validation, PostgreSQL's
+    jsonb refuses it (a lone surrogate in an unknown field)."""
+    return {
+        "event_id": event_id,
+        "event_type": "ib_call_logged",
+        "timestamp": "2026-01-01T00:00:00+00:00",
+        "received_at": "2026-01-01T00:00:00+00:00",
+        "payload": {"student_id": "stu_s", "note": "a\udfffb"},
+    }
+
+
+@pytest.mark.postgres
+def test_an_event_the_database_refuses_is_dead_lettered_with_a_row_then_acked(
+    settings, redis_stream_settings
+):
+    settings.STREAM_MAX_DELIVERIES = 1
+    stream = get_stream()
+    stream.publish([_unstorable_event("bad-1")])
+    worker = StreamWorker(block_ms=10)
+    assert worker.run_once() == 1
+    letter = StreamDeadLetter.objects.get(backend="redis")
+    assert letter.body is None and "\\udfff" in letter.raw and "bad-1" in letter.raw
+    assert "surrogate" in letter.error
+    client = redis.Redis.from_url("redis://127.0.0.1:6379/0")
+    assert client.xpending(redis_stream_settings, settings.IOPS_STREAM_GROUP)["pending"] == 0
+    assert len(client.xrange(f"{redis_stream_settings}:dead")) == 1
+
+
+def test_a_dead_letter_that_cannot_be_written_is_not_acked(settings, redis_stream_settings, monkeypatch):
+    from django.db import OperationalError, connection
+
+    settings.STREAM_CLAIM_IDLE_MS = 100
+    client = redis.Redis.from_url("redis://127.0.0.1:6379/0")
+    stream = get_stream()
+    stream.read(consumer="init", count=1, block_ms=1)  # creates the group
+    client.xadd(redis_stream_settings, {"e": b"{not json"})
+    worker = StreamWorker(block_ms=10)
+    connection.close()
+    with monkeypatch.context() as down:  # the database goes away between the read and the dead letter
+        if connection.vendor == "sqlite":
+            down.setitem(connection.settings_dict, "NAME", "/nonexistent-dir/iops.sqlite3")
+        else:
+            down.setitem(connection.settings_dict, "PORT", "1")
+        with pytest.raises(OperationalError):
+            worker.run_once()
+        connection.close()
+    assert client.xpending(redis_stream_settings, settings.IOPS_STREAM_GROUP)["pending"] == 1
+    assert client.xrange(f"{redis_stream_settings}:dead") == []
+    import time
+
+    time.sleep(0.15)  # the entry is claimed again once idle
+    assert worker.run_once() == 1
+    assert StreamDeadLetter.objects.filter(backend="redis", error__startswith="malformed").count() == 1
+    assert client.xpending(redis_stream_settings, settings.IOPS_STREAM_GROUP)["pending"] == 0
