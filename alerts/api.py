@@ -2,20 +2,30 @@ from __future__ import annotations
 
 from django.http import Http404
 from django.utils import timezone
-from ninja import Router, Schema
+from ninja import Field, Router, Schema
 from ninja.errors import HttpError
+from pydantic import field_validator
 
 from alerts.models import Alert, EntityType, Severity, Status
 from alerts.selectors import alert_as_dict, alert_list
 from alerts.services import TransitionNotAllowed, alert_transition
 from iops.lib.http import FieldHttpError
+from iops.lib.text import unstorable_text
 from iops.realtime import publish_alert_change
 
 router = Router(tags=["alerts"])
 
 
 class DismissIn(Schema):
-    reason: str
+    reason: str = Field(description="why; stored up to 500 characters")
+
+    @field_validator("reason")
+    @classmethod
+    def _storable(cls, value: str) -> str:
+        problem = unstorable_text(value)  # a NUL or a lone surrogate is a 400, not a database error
+        if problem is not None:
+            raise ValueError(problem)
+        return value
 
 
 @router.get("", summary="Alerts, newest first, with filters")

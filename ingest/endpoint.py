@@ -23,10 +23,9 @@ from ingest.keys import KeyIdentity, api_key_authenticate_cached
 from ingest.ratelimit import buckets
 from ingest.services import BodyError, IngestOutcome, events_ingest
 from ingest.streams import StreamUnavailable
+from iops.lib.http import RETRY_AFTER_UNAVAILABLE
 
 logger = logging.getLogger("ingest.endpoint")
-
-RETRY_AFTER_UNAVAILABLE = "2"
 
 
 @dataclass

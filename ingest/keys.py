@@ -52,7 +52,10 @@ def _split(plaintext: str) -> str | None:
     if not plaintext.startswith(KEY_PREFIX) or len(plaintext) > 128:
         return None
     prefix, _, secret = plaintext[len(KEY_PREFIX) :].partition("_")
-    return prefix if prefix and secret else None
+    # Issued prefixes are hex (secrets.token_hex): anything else is no key and never reaches a query.
+    return (
+        prefix if prefix and secret and len(prefix) <= 16 and prefix.isascii() and prefix.isalnum() else None
+    )
 
 
 def api_key_authenticate(plaintext: str) -> ApiKey | None:

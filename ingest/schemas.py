@@ -13,6 +13,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError
 
+from iops.lib.text import printable, unstorable_text
+
 # No control characters (PostgreSQL text and jsonb refuse NUL; none belongs in an id or a label).
 Id = Annotated[
     str, StringConstraints(strip_whitespace=True, min_length=1, max_length=64, pattern=r"^[^\x00-\x1f\x7f]+$")
@@ -135,17 +137,6 @@ class FieldError(Exception):
         self.errors = errors
 
 
-def unstorable_text(value: str) -> str | None:
-    """Why PostgreSQL's text and jsonb would refuse this string (NUL, a lone surrogate), or None."""
-    if "\x00" in value:
-        return "must not contain NUL characters"
-    try:
-        value.encode("utf-8")
-    except UnicodeEncodeError:
-        return "must be valid Unicode (a lone surrogate such as \\udfff is not)"
-    return None
-
-
 def _check_extra(value: Any, path: str, level: int, errors: list[dict[str, str]]) -> None:
     """Bound an unknown field's value: nesting depth, object and array sizes, strings, key names; and
     keep it storable: no NUL or lone surrogate in a string, no non-finite number (1e400)."""
@@ -179,17 +170,12 @@ def _check_extra(value: Any, path: str, level: int, errors: list[dict[str, str]]
         if len(key) > MAX_KEY_LENGTH or unstorable_text(key) is not None:
             errors.append(
                 {
-                    "field": f"{path}.{_printable(key[:MAX_KEY_LENGTH])}",
+                    "field": f"{path}.{printable(key[:MAX_KEY_LENGTH])}",
                     "message": "field names are 1-64 characters of valid Unicode, no NUL",
                 }
             )
             continue
         _check_extra(item, f"{path}.{key}", level + 1, errors)
-
-
-def _printable(name: str) -> str:
-    """A field name fit for an error body (which is JSON too): unstorable characters escaped."""
-    return name.encode("utf-8", "backslashreplace").decode("utf-8").replace("\x00", "\\x00")
 
 
 def _loc(prefix: str, loc: tuple[Any, ...]) -> str:
@@ -269,7 +255,7 @@ def validate_event(raw: Any, *, now: datetime, new_id) -> dict[str, Any]:
     else:
         for key in extras:
             if not key or len(key) > MAX_KEY_LENGTH or unstorable_text(key) is not None:
-                name = prefix + _printable(key[:MAX_KEY_LENGTH]) if key else prefix.rstrip(".") or "body"
+                name = prefix + printable(key[:MAX_KEY_LENGTH]) if key else prefix.rstrip(".") or "body"
                 errors.append(
                     {"field": name, "message": "field names are 1-64 characters of valid Unicode, no NUL"}
                 )

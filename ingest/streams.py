@@ -22,6 +22,8 @@ from django.db import DataError, InterfaceError, OperationalError, connection, t
 from django.db.models import F, Q
 from django.utils import timezone
 
+from iops.lib.text import printable
+
 logger = logging.getLogger(__name__)
 
 
@@ -54,11 +56,6 @@ def decode(token: str, raw: str | bytes, deliveries: int = 1) -> Delivery:
     return Delivery(token=token, event=event, raw=text, deliveries=deliveries)
 
 
-def _storable_text(text: str) -> str:
-    """Text PostgreSQL accepts: lone surrogates and NUL escaped (\\udfff, \\x00)."""
-    return text.encode("utf-8", "backslashreplace").decode("utf-8").replace("\x00", "\\x00")
-
-
 def dead_letter_record(*, backend: str, delivery: Delivery, error: str) -> None:
     """Write the StreamDeadLetter row of a message; callers ack the message only after this returns.
 
@@ -74,7 +71,7 @@ def dead_letter_record(*, backend: str, delivery: Delivery, error: str) -> None:
     fields = {
         "backend": backend,
         "message_id": message_id,
-        "error": _storable_text(error[:5000]),
+        "error": printable(error[:5000]),
         "deliveries": delivery.deliveries,
     }
     try:
@@ -86,7 +83,7 @@ def dead_letter_record(*, backend: str, delivery: Delivery, error: str) -> None:
         logger.warning(
             "dead letter body kept as text", extra={"message_id": message_id, "error": str(exc)[:200]}
         )
-        StreamDeadLetter.objects.create(body=None, raw=_storable_text(delivery.raw), **fields)
+        StreamDeadLetter.objects.create(body=None, raw=printable(delivery.raw), **fields)
 
 
 class EventStream(ABC):

@@ -64,14 +64,18 @@ API_ERROR = {
 
 
 def _document_errors(document) -> None:
-    """Every operation can answer the one error shape: 400 (a parameter or body field), 401, and 404
-    where the path names an object. Declared responses are kept."""
+    """Every operation can answer the one error shape: 400 (a parameter or body field), 401, 503 (database
+    down, with Retry-After) and 404 where the path names an object. Declared responses are kept."""
     document.setdefault("components", {}).setdefault("schemas", {})["ApiError"] = API_ERROR
     ref = {"content": {"application/json": {"schema": {"$ref": "#/components/schemas/ApiError"}}}}
     for path, operations in document.get("paths", {}).items():
         for operation in operations.values():
             responses = operation.setdefault("responses", {})
-            wanted = {"400": "invalid parameter or body", "401": "API key or staff session required"}
+            wanted = {
+                "400": "invalid parameter or body",
+                "401": "API key or staff session required",
+                "503": "the database cannot be reached; retry after the Retry-After header's seconds",
+            }
             if "{" in path:
                 wanted["404"] = "no such object"
             for code, description in wanted.items():

@@ -5,12 +5,15 @@ from __future__ import annotations
 
 import base64
 import json
-from datetime import date, datetime, timedelta
+import math
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 from django.conf import settings
+from django.core.exceptions import ValidationError
 from django.db.models import Avg, Count, F, Model, Q, QuerySet
 
+from iops.lib.text import unstorable_text
 from metrics.burnout import burnout_level
 from metrics.models import (
     IB_REASONS,
@@ -119,13 +122,24 @@ def encode_cursor(value: Any, pk: int) -> str:
 
 
 def decode_cursor(cursor: str, *, model: type[Model], field: str) -> tuple[Any, int]:
+    """The (value, pk) a cursor names; BadCursor unless the value is one the ordered field can hold and
+    the database can compare (a tampered cursor is the client's error, not a 500)."""
     try:
         value, pk = json.loads(base64.urlsafe_b64decode(cursor.encode()))
-        if not isinstance(pk, int):
+        if type(pk) is not int or not 0 <= pk < 2**63 or isinstance(value, dict | list | bool):
             raise TypeError
-        if value is not None and model._meta.get_field(field).get_internal_type() == "DateTimeField":
+        model_field = model._meta.get_field(field)
+        if model_field.get_internal_type() == "DateTimeField":
             value = datetime.fromisoformat(value)
-    except (ValueError, TypeError, UnicodeDecodeError):
+            if value.tzinfo is None:
+                raise TypeError
+            value = value.astimezone(UTC)  # OverflowError: no UTC date (9999-12-31T23:59:59-23:59)
+        value = model_field.to_python(value)
+        if isinstance(value, str) and unstorable_text(value) is not None:
+            raise TypeError
+        if isinstance(value, float) and not math.isfinite(value):
+            raise TypeError
+    except (ValueError, TypeError, OverflowError, ValidationError):
         raise BadCursor("invalid cursor") from None
     return value, pk
 
