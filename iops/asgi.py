@@ -17,6 +17,9 @@ from channels.security.websocket import AllowedHostsOriginValidator  # noqa: E40
 
 from dashboard.routing import websocket_urlpatterns  # noqa: E402
 from ingest.asgi import IngestRoute  # noqa: E402
+from iops.lib import daphne_guard  # noqa: E402
+
+daphne_guard.install()  # body limits, early 401 and read timeouts before daphne reads a body (issue 21)
 
 application = ProtocolTypeRouter(
     {

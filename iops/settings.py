@@ -167,6 +167,11 @@ INGEST_MAX_FUTURE_SECONDS = 300
 INGEST_RATE_LIMIT_PER_SEC = env_float("INGEST_RATE_LIMIT_PER_SEC", 5000.0)
 INGEST_RATE_LIMIT_BURST = env_int("INGEST_RATE_LIMIT_BURST", 10000, minimum=1)
 DATA_UPLOAD_MAX_MEMORY_SIZE = INGEST_MAX_BODY_BYTES + 1
+# Daphne must have a whole request (line, headers, body) this long after its first line, and a new
+# request line this long after a connection opens or its last response (iops/lib/daphne_guard.py).
+HTTP_READ_TIMEOUT_SECONDS = env_float("HTTP_READ_TIMEOUT_SECONDS", 30.0)
+if HTTP_READ_TIMEOUT_SECONDS <= 0:
+    raise ImproperlyConfigured("HTTP_READ_TIMEOUT_SECONDS must be > 0")
 EVENT_RETENTION_DAYS = env_int("EVENT_RETENTION_DAYS", 45, minimum=31)
 
 # --- alert thresholds (README "Alert thresholds") -------------------------------------------
