@@ -38,9 +38,11 @@ def moto_endpoint() -> str:
 
 @pytest.fixture
 def api_key(db) -> str:
+    """A key with every scope (ingest, read, act): the tests of each surface use it."""
     from ingest.keys import api_key_create
+    from ingest.models import API_KEY_SCOPES
 
-    return api_key_create(name="test").plaintext
+    return api_key_create(name="test", scopes=API_KEY_SCOPES).plaintext
 
 
 @pytest.fixture

@@ -1,10 +1,20 @@
+from django import forms
 from django.contrib import admin, messages
 from django.core.paginator import Paginator
 from django.utils import timezone
 from django.utils.functional import cached_property
 
 from ingest.keys import api_key_create, api_keys_revoke, key_cache
-from ingest.models import ApiKey, Event, KinesisShard, PendingEvent, StreamDeadLetter, SuspectDelivery
+from ingest.models import (
+    API_KEY_SCOPES,
+    ApiKey,
+    Event,
+    KinesisShard,
+    PendingEvent,
+    StreamDeadLetter,
+    SuspectDelivery,
+    default_api_key_scopes,
+)
 
 
 class NoCountPaginator(Paginator):
@@ -101,21 +111,57 @@ class StreamDeadLetterAdmin(admin.ModelAdmin):
         )
 
 
+class ApiKeyForm(forms.ModelForm):
+    scopes = forms.MultipleChoiceField(
+        choices=[(s, s) for s in API_KEY_SCOPES],
+        widget=forms.CheckboxSelectMultiple,
+        initial=default_api_key_scopes,
+        help_text="ingest: POST /api/ingest · read: GET /api/… · act: acknowledge, resolve, dismiss alerts. "
+        "Grant only what the key's user needs.",
+    )
+
+    class Meta:
+        model = ApiKey
+        fields = ("name", "rate_limit_per_sec", "scopes")
+
+
 @admin.register(ApiKey)
 class ApiKeyAdmin(admin.ModelAdmin):
-    list_display = ("name", "prefix", "created_at", "last_used_at", "revoked_at", "rate_limit_per_sec")
+    form = ApiKeyForm
+    list_display = (
+        "name",
+        "prefix",
+        "scope_list",
+        "created_at",
+        "last_used_at",
+        "revoked_at",
+        "rate_limit_per_sec",
+    )
     list_filter = (("revoked_at", admin.EmptyFieldListFilter),)
     search_fields = ("name", "prefix")
     readonly_fields = ("prefix", "key_hash", "created_at", "last_used_at", "revoked_at")
-    fields = ("name", "rate_limit_per_sec", "prefix", "key_hash", "created_at", "last_used_at", "revoked_at")
+    fields = (
+        "name",
+        "scopes",
+        "rate_limit_per_sec",
+        "prefix",
+        "key_hash",
+        "created_at",
+        "last_used_at",
+        "revoked_at",
+    )
     actions = ["revoke"]
+
+    @admin.display(description="scopes")
+    def scope_list(self, obj):
+        return ", ".join(obj.scopes)
 
     def save_model(self, request, obj, form, change):
         if change:
             super().save_model(request, obj, form, change)
-            key_cache.clear()  # a new rate limit applies at once in this process (others: within the TTL)
+            key_cache.clear()  # new scopes or rate apply at once in this process (others: within the TTL)
             return
-        issued = api_key_create(name=obj.name, rate_limit_per_sec=obj.rate_limit_per_sec)
+        issued = api_key_create(name=obj.name, rate_limit_per_sec=obj.rate_limit_per_sec, scopes=obj.scopes)
         obj.pk = issued.api_key.pk
         obj.prefix, obj.key_hash, obj.created_at = (
             issued.api_key.prefix,

@@ -105,7 +105,7 @@ class IngestRoute:
             return endpoint.unauthenticated()
         if isinstance(key, endpoint.Reply):
             return key
-        reply = endpoint.precheck(
+        reply = endpoint.missing_scope(key) or endpoint.precheck(
             content_type=headers.get("content-type"), content_length=headers.get("content-length")
         )
         if reply is not None:

@@ -2,8 +2,8 @@
 
 Two front ends share these steps so behaviour, status codes and error bodies cannot drift: the Django
 view (ingest/views.py) and the lean ASGI route (ingest/asgi.py) that serves the hot path without
-Django's request machinery. Order of checks: 405, 401, 415, 413 (declared length, then actual), 400
-invalid JSON, 429, then validation and publishing (400 / 202 / 503).
+Django's request machinery. Order of checks: 405, 401, 403 (no ingest scope), 415, 413 (declared
+length, then actual), 400 invalid JSON, 429, then validation and publishing (400 / 202 / 503).
 """
 
 from __future__ import annotations
@@ -55,6 +55,17 @@ def unauthenticated() -> Reply:
         "authentication required",
         [{"field": "Authorization", "message": "missing or unknown API key (Bearer KEY or X-API-Key)"}],
         WWW_Authenticate='Bearer realm="iops"',
+    )
+
+
+def missing_scope(key: KeyIdentity, scope: str = "ingest") -> Reply | None:
+    """403 for a valid key that was not granted this scope (issue 21: keys are least privilege)."""
+    if scope in key.scopes:
+        return None
+    return error(
+        403,
+        "forbidden",
+        [{"field": "Authorization", "message": f"this API key lacks the {scope} scope (admin → API keys)"}],
     )
 
 

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from django.conf import settings
 from django.utils import timezone
 
-from ingest.models import ApiKey
+from ingest.models import API_KEY_SCOPES, ApiKey, default_api_key_scopes
 
 KEY_PREFIX = "iops_"
 
@@ -27,11 +27,24 @@ def _hash(plaintext: str) -> str:
     return hashlib.sha256(plaintext.encode()).hexdigest()
 
 
-def api_key_create(*, name: str, rate_limit_per_sec: float | None = None) -> IssuedKey:
+def api_key_create(
+    *, name: str, rate_limit_per_sec: float | None = None, scopes: list[str] | tuple[str, ...] | None = None
+) -> IssuedKey:
+    """A new key; `scopes` defaults to least privilege (ingest only)."""
+    scopes = list(dict.fromkeys(scopes)) if scopes is not None else default_api_key_scopes()
+    unknown = [s for s in scopes if s not in API_KEY_SCOPES]
+    if unknown or not scopes:
+        raise ValueError(
+            f"scopes must be one or more of {', '.join(API_KEY_SCOPES)}, got {unknown or 'none'}"
+        )
     prefix = secrets.token_hex(4)
     plaintext = f"{KEY_PREFIX}{prefix}_{secrets.token_urlsafe(32)}"
     key = ApiKey.objects.create(
-        name=name, prefix=prefix, key_hash=_hash(plaintext), rate_limit_per_sec=rate_limit_per_sec
+        name=name,
+        prefix=prefix,
+        key_hash=_hash(plaintext),
+        rate_limit_per_sec=rate_limit_per_sec,
+        scopes=scopes,
     )
     return IssuedKey(api_key=key, plaintext=plaintext)
 
@@ -79,6 +92,7 @@ class KeyIdentity:
 
     pk: int
     rate_limit_per_sec: float | None
+    scopes: frozenset[str] = frozenset()
 
 
 MISS = object()
@@ -122,7 +136,11 @@ def api_key_authenticate_cached(plaintext: str) -> KeyIdentity | None:
     if cached is not MISS:
         return cached
     key = api_key_authenticate(plaintext)
-    identity = KeyIdentity(pk=key.pk, rate_limit_per_sec=key.rate_limit_per_sec) if key else None
+    identity = (
+        KeyIdentity(pk=key.pk, rate_limit_per_sec=key.rate_limit_per_sec, scopes=frozenset(key.scopes))
+        if key
+        else None
+    )
     key_cache.put(plaintext, identity)
     return identity
 

@@ -87,8 +87,17 @@ class SuspectDelivery(models.Model):
         return f"suspect {self.backend}:{self.message_id} (slice of {self.slice_size})"
 
 
+# What a key may do (issue 21): send events, read the API, act on alerts (acknowledge, resolve, dismiss).
+API_KEY_SCOPES = ("ingest", "read", "act")
+
+
+def default_api_key_scopes() -> list[str]:
+    """Least privilege for a new key: it may send events, nothing else."""
+    return ["ingest"]
+
+
 class ApiKey(models.Model):
-    """An ingest/read API key. Only a SHA-256 of the secret is stored; the prefix finds the row."""
+    """An API key with its scopes. Only a SHA-256 of the secret is stored; the prefix finds the row."""
 
     name = models.CharField(max_length=100)
     prefix = models.CharField(max_length=16, unique=True)
@@ -98,6 +107,10 @@ class ApiKey(models.Model):
     last_used_at = models.DateTimeField(null=True, blank=True)
     rate_limit_per_sec = models.FloatField(
         null=True, blank=True, help_text="overrides INGEST_RATE_LIMIT_PER_SEC for this key"
+    )
+    scopes = models.JSONField(
+        default=default_api_key_scopes,
+        help_text="ingest: POST /api/ingest · read: GET /api/… · act: alert acknowledge/resolve/dismiss",
     )
 
     class Meta:

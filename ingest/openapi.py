@@ -198,6 +198,7 @@ def add_ingest_path(document: dict[str, Any], *, prefix: str = "/api/") -> dict[
                 "401": _response(
                     "missing or unknown API key", error, **{"WWW-Authenticate": 'Bearer realm="iops"'}
                 ),
+                "403": _response("the API key lacks the ingest scope", error),
                 "405": _response("only POST", error, Allow="POST"),
                 "413": _response(f"body over {max_kib} KiB", error),
                 "415": _response("Content-Type is not application/json", error),

@@ -26,7 +26,7 @@ def ingest(request: HttpRequest) -> HttpResponse:
     key = endpoint.authenticate(key_from_headers(request.headers))
     if isinstance(key, endpoint.Reply):
         return _response(key)
-    reply = endpoint.precheck(
+    reply = endpoint.missing_scope(key) or endpoint.precheck(
         content_type=request.META.get("CONTENT_TYPE"), content_length=request.META.get("CONTENT_LENGTH")
     )
     if reply is not None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from django.conf import settings
 from django.contrib.admin.views.decorators import staff_member_required
 from django.http import Http404, HttpRequest
 from ninja import NinjaAPI
@@ -10,23 +11,54 @@ from ninja.operation import PathView
 from ninja.security import APIKeyHeader, HttpBearer, SessionAuth
 
 from ingest.keys import api_key_authenticate
-from iops.lib.http import json_error
+from iops.lib.http import FieldHttpError, json_error
+
+SAFE_METHODS = ("GET", "HEAD", "OPTIONS")
+
+
+def _scoped_key(request: HttpRequest, plaintext: str):
+    """The key for this secret if it may do what the request does: `read` for reads, `act` for the alert
+    actions (the API's only writes; ingest has its own route). A valid key without the scope is a 403
+    naming it, so its owner knows what to ask for; an unknown key falls through to 401."""
+    key = api_key_authenticate(plaintext)
+    if key is None:
+        return None
+    scope = "read" if request.method in SAFE_METHODS else "act"
+    if scope not in key.scopes:
+        raise FieldHttpError(
+            403,
+            "forbidden",
+            [
+                {
+                    "field": "Authorization",
+                    "message": f"this API key lacks the {scope} scope (admin → API keys)",
+                }
+            ],
+        )
+    return key
 
 
 class BearerKey(HttpBearer):
     def authenticate(self, request: HttpRequest, token: str):
-        return api_key_authenticate(token)
+        return _scoped_key(request, token)
 
 
 class HeaderKey(APIKeyHeader):
     param_name = "X-API-Key"
 
     def authenticate(self, request: HttpRequest, key: str | None):
-        return api_key_authenticate(key) if key else None
+        return _scoped_key(request, key) if key else None
 
 
 class StaffSession(SessionAuth):
     """The dashboard's own session (CSRF-checked for writes); staff only."""
+
+    def _get_key(self, request: HttpRequest):
+        # No session cookie: nothing to check CSRF for. The request is unauthenticated (401), not a
+        # forged session write (ninja's cookie auth answered 403 "CSRF check Failed" to anyone).
+        if settings.SESSION_COOKIE_NAME not in request.COOKIES:
+            return None
+        return super()._get_key(request)
 
     def authenticate(self, request: HttpRequest, key: str | None):
         user = getattr(request, "user", None)
@@ -74,6 +106,7 @@ def _document_errors(document) -> None:
             wanted = {
                 "400": "invalid parameter or body",
                 "401": "API key or staff session required",
+                "403": "the API key lacks the scope: read (GET) or act (alert actions)",
                 "503": "the database cannot be reached; retry after the Retry-After header's seconds",
             }
             if "{" in path:

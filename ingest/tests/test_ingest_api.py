@@ -235,3 +235,16 @@ def test_an_out_of_range_timestamp_rejects_its_item_not_the_batch(post):
     data = resp.json()
     assert data["accepted"] == 1 and data["rejected"] == 1
     assert data["results"][0]["errors"] == [{"field": "timestamp", "message": "is out of range"}]
+
+
+def test_a_key_without_the_ingest_scope_is_403_naming_it(post):
+    from ingest.keys import api_key_create
+
+    reader = api_key_create(name="reader", scopes=["read"]).plaintext
+    resp = post(SEED_FLAT, key=reader)
+    assert resp.status_code == 403
+    assert resp.json()["errors"][0] == {
+        "field": "Authorization",
+        "message": "this API key lacks the ingest scope (admin → API keys)",
+    }
+    assert PendingEvent.objects.count() == 0
