@@ -14,13 +14,15 @@ import pytest  # noqa: E402
 
 @pytest.fixture(autouse=True)
 def _fresh_state(settings):
-    from ingest.ratelimit import buckets
+    from ingest.ratelimit import buckets, shared_buckets
     from ingest.streams import get_stream
 
     buckets.reset()
     get_stream.cache_clear()
+    shared_buckets.cache_clear()
     yield
     get_stream.cache_clear()
+    shared_buckets.cache_clear()
 
 
 @pytest.fixture(scope="session")

@@ -20,7 +20,7 @@ from django.db import InterfaceError, OperationalError
 
 from ingest import counters
 from ingest.keys import KeyIdentity, api_key_authenticate_cached
-from ingest.ratelimit import buckets
+from ingest.ratelimit import key_burst, shared_buckets
 from ingest.services import BodyError, IngestOutcome, events_ingest
 from ingest.streams import StreamUnavailable
 from iops.lib.http import RETRY_AFTER_UNAVAILABLE
@@ -107,12 +107,11 @@ def parse(raw: bytes) -> tuple[Any, Reply | None]:
 
 
 def rate_limited(*, key: KeyIdentity, body: Any) -> Reply | None:
-    """Per-key token bucket counted in events: a batch of 500 costs 500."""
+    """Per-key token bucket counted in events (a batch of 500 costs 500), its burst scaled to the key's
+    rate, shared by every web process through Redis when REDIS_URL is set."""
     rate = key.rate_limit_per_sec or settings.INGEST_RATE_LIMIT_PER_SEC
     cost = len(body["events"]) if isinstance(body, dict) and isinstance(body.get("events"), list) else 1
-    wait = buckets.take(
-        f"key:{key.pk}", cost=max(cost, 1), rate=rate, burst=max(settings.INGEST_RATE_LIMIT_BURST, rate)
-    )
+    wait = shared_buckets().take(f"key:{key.pk}", cost=max(cost, 1), rate=rate, burst=key_burst(rate))
     if wait <= 0:
         return None
     return error(

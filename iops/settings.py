@@ -166,6 +166,8 @@ INGEST_MAX_BATCH = 500
 INGEST_MAX_FUTURE_SECONDS = 300
 INGEST_RATE_LIMIT_PER_SEC = env_float("INGEST_RATE_LIMIT_PER_SEC", 5000.0)
 INGEST_RATE_LIMIT_BURST = env_int("INGEST_RATE_LIMIT_BURST", 10000, minimum=1)
+if INGEST_RATE_LIMIT_PER_SEC <= 0:
+    raise ImproperlyConfigured("INGEST_RATE_LIMIT_PER_SEC must be > 0")
 DATA_UPLOAD_MAX_MEMORY_SIZE = INGEST_MAX_BODY_BYTES + 1
 # Daphne must have a whole request (line, headers, body) this long after its first line, and a new
 # request line this long after a connection opens or its last response (iops/lib/daphne_guard.py).

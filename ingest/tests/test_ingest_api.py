@@ -248,3 +248,17 @@ def test_a_key_without_the_ingest_scope_is_403_naming_it(post):
         "message": "this API key lacks the ingest scope (admin → API keys)",
     }
     assert PendingEvent.objects.count() == 0
+
+
+def test_a_slow_key_gets_a_burst_scaled_to_its_rate(post):
+    """A key at 10 events/s may send 20 at once (2 s of its rate, as the default burst is of the default
+    rate), not the global 10,000; a batch larger than its burst goes through once, then waits its cost."""
+    from ingest.models import ApiKey
+
+    ApiKey.objects.update(rate_limit_per_sec=10)
+    codes = [
+        post({"events": [event("ib_call_logged", student_id="s") for _ in range(100)]}) for _ in range(5)
+    ]
+    assert [c.status_code for c in codes] == [202, 429, 429, 429, 429]
+    assert 5 <= int(codes[1]["Retry-After"]) <= 11
+    assert PendingEvent.objects.count() == 100

@@ -125,3 +125,21 @@ def test_a_dead_letter_that_cannot_be_written_is_not_acked(settings, redis_strea
     assert worker.run_once() == 1
     assert StreamDeadLetter.objects.filter(backend="redis", error__startswith="malformed").count() == 1
     assert client.xpending(redis_stream_settings, settings.IOPS_STREAM_GROUP)["pending"] == 0
+
+
+def test_the_rate_limit_is_shared_by_every_web_process_through_redis(post, redis_stream_settings):
+    """With REDIS_URL the bucket lives in Redis: a second web process (fresh process memory, here the
+    same process with its buckets forgotten) sees what the first one took."""
+    from ingest.models import ApiKey
+    from ingest.ratelimit import buckets, shared_buckets
+
+    ApiKey.objects.update(rate_limit_per_sec=10)
+    assert post({"events": [event("ib_call_logged", student_id="s") for _ in range(20)]}).status_code == 202
+    assert post(event("ib_call_logged", student_id="s")).status_code == 429
+    buckets.reset()
+    shared_buckets.cache_clear()
+    resp = post(event("ib_call_logged", student_id="s"))
+    assert resp.status_code == 429 and int(resp["Retry-After"]) >= 1
+    client = redis.Redis.from_url("redis://127.0.0.1:6379/0")
+    assert client.keys(f"{redis_stream_settings}:ratelimit:*")  # and removed with the stream key's test
+    client.delete(*client.keys(f"{redis_stream_settings}:ratelimit:*"))
