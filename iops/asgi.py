@@ -1,4 +1,4 @@
-"""ASGI entry point: Django for HTTP, Channels for /ws/ (session auth, same-origin only).
+"""ASGI entry point: Django for HTTP, Channels for /ws/ (session auth, same origin: scheme, host, port).
 
 POST /api/ingest is served by the lean route in front of Django (ingest/asgi.py, issue #3): the same
 validation, auth and stream code without Django's request machinery.
@@ -13,17 +13,18 @@ django_asgi_app = get_asgi_application()  # populate the app registry before imp
 
 from channels.auth import AuthMiddlewareStack  # noqa: E402
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
-from channels.security.websocket import AllowedHostsOriginValidator  # noqa: E402
 
 from dashboard.routing import websocket_urlpatterns  # noqa: E402
 from ingest.asgi import IngestRoute  # noqa: E402
 from iops.lib import daphne_guard  # noqa: E402
+from iops.lib.origin import SameOriginValidator  # noqa: E402
 
 daphne_guard.install()  # body limits, early 401 and read timeouts before daphne reads a body (issue 21)
 
 application = ProtocolTypeRouter(
     {
         "http": IngestRoute(django_asgi_app),
-        "websocket": AllowedHostsOriginValidator(AuthMiddlewareStack(URLRouter(websocket_urlpatterns))),
+        # Same origin = scheme, host and port, as Django's CSRF check (Channels' validator: host only).
+        "websocket": SameOriginValidator(AuthMiddlewareStack(URLRouter(websocket_urlpatterns))),
     }
 )
