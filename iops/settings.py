@@ -20,13 +20,26 @@ VAR_DIR.mkdir(parents=True, exist_ok=True)
 
 DEBUG = env_bool("DEBUG", False)
 TESTING = env_bool("IOPS_TESTING", False)
+# A production start: a server database, not DEBUG, not the test suite. It must not run on defaults
+# meant for a laptop or on .env.example's placeholders.
+PRODUCTION = bool(env_str("DATABASE_URL")) and not DEBUG and not TESTING
+
+
+def _not_a_placeholder(name: str, value: str | None) -> str | None:
+    """.env.example's secrets start with "change-me": a production start with one is refused."""
+    if PRODUCTION and value and value.lower().startswith("change-me"):
+        raise ImproperlyConfigured(
+            f"{name} is still the .env.example placeholder; set your own, e.g. "
+            "python -c 'import secrets; print(secrets.token_urlsafe(64))'"
+        )
+    return value
 
 
 def _secret_key() -> str:
-    value = env_str("SECRET_KEY")
+    value = _not_a_placeholder("SECRET_KEY", env_str("SECRET_KEY"))
     if value:
         return value
-    if env_str("DATABASE_URL") and not DEBUG and not TESTING:
+    if PRODUCTION:
         raise ImproperlyConfigured("SECRET_KEY must be set when DATABASE_URL selects a production database")
     # Embedded mode: a per-checkout key kept outside the repository (var/ is git-ignored).
     path = VAR_DIR / "secret_key"
@@ -230,7 +243,7 @@ WHITENOISE_USE_FINDERS = True  # embedded mode serves straight from static/ with
 EMAIL_BACKEND = env_str("EMAIL_BACKEND", "django.core.mail.backends.console.EmailBackend")
 DEFAULT_FROM_EMAIL = env_str("DEFAULT_FROM_EMAIL", "iops@localhost")
 DASHBOARD_BASE_URL = env_str("DASHBOARD_BASE_URL", "http://127.0.0.1:8000")
-METRICS_TOKEN = env_str("METRICS_TOKEN")
+METRICS_TOKEN = _not_a_placeholder("METRICS_TOKEN", env_str("METRICS_TOKEN"))
 
 # --- logging --------------------------------------------------------------------------------
 LOG_FORMAT = env_choice("LOG_FORMAT", "text" if not env_str("DATABASE_URL") else "json", ("text", "json"))

@@ -505,6 +505,24 @@ def test_production_settings_default_to_safe_values(tmp_path):
     assert refused.returncode != 0 and "SECRET_KEY must be set" in refused.stderr
 
 
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [("SECRET_KEY", "change-me-to-a-long-random-string"), ("METRICS_TOKEN", "change-me-too")],
+)
+def test_a_production_start_refuses_the_env_example_placeholders(tmp_path, name, value):
+    """Issue 21: the placeholders of .env.example stop a production start (they only drew a warning)."""
+    refused = subprocess.run(
+        [sys.executable, "manage.py", "check"],
+        cwd=ROOT,
+        env=_production_env(tmp_path, **{name: value}),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert refused.returncode != 0
+    assert f"{name} is still the .env.example placeholder" in refused.stderr
+
+
 def test_json_logs_are_one_object_per_line(tmp_path):
     # A real code path that logs at INFO: a retention run over the embedded SQLite database.
     env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "REDIS_URL", "IOPS_STREAM")}
@@ -590,6 +608,7 @@ def _example_process_env(tmp_path: Path) -> dict[str, str]:
         if m:
             env[m.group(1)] = m.group(2)
     env["SECRET_KEY"] = secrets.token_urlsafe(64)  # the operator's step after `cp .env.example .env`
+    env["METRICS_TOKEN"] = secrets.token_urlsafe(32)  # ditto (README: set SECRET_KEY, hosts, METRICS_TOKEN)
     env["IOPS_VAR_DIR"] = str(tmp_path)
     return env
 
