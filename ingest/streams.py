@@ -31,6 +31,10 @@ class StreamUnavailable(Exception):
     """The stream backend cannot be reached; callers answer 503 / retry later."""
 
 
+class StreamNotDurable(Exception):
+    """The stream would lose accepted events on a restart (Redis without its append-only file)."""
+
+
 @dataclass
 class Delivery:
     token: str
@@ -107,6 +111,10 @@ class EventStream(ABC):
 
     @abstractmethod
     def ping(self) -> None: ...
+
+    def durability_problem(self) -> str | None:
+        """Why an accepted, unprocessed event would not survive a restart of the stream, or None."""
+        return None
 
 
 # --- database ---------------------------------------------------------------------------------
@@ -337,6 +345,44 @@ class RedisStream(EventStream):
             self.client.ping()
         except self._errors() as exc:
             raise StreamUnavailable(f"redis: {exc.__class__.__name__}") from exc
+
+    def persistence(self) -> dict[str, str]:
+        """The server's persistence: `aof_enabled` from INFO (answered where CONFIG is disabled, as on
+        managed Redis) and `appendfsync` from CONFIG GET when allowed ("unknown" otherwise)."""
+        try:
+            info = self.client.info("persistence")
+            try:
+                fsync = self.client.config_get("appendfsync").get("appendfsync", "unknown")
+            except self._redis_mod.ResponseError:
+                fsync = "unknown"
+        except self._errors() as exc:
+            raise StreamUnavailable(f"redis: {exc.__class__.__name__}") from exc
+        return {"aof_enabled": str(info.get("aof_enabled", 0)), "appendfsync": str(fsync)}
+
+    def durability_problem(self) -> str | None:
+        if self.persistence()["aof_enabled"] == "1":
+            return None
+        return "redis persistence off (appendonly no): accepted events are lost on a restart"
+
+
+def stream_require_durable() -> None:
+    """At the start of a role that accepts or consumes events: refuse to run on a stream that would lose
+    what it accepted (REDIS_REQUIRE_AOF, on in production). A stream that cannot be reached at start does
+    not stop the role (ingest answers 503 until it is back); /healthz then reports it."""
+    if not settings.REDIS_REQUIRE_AOF:
+        return
+    try:
+        problem = get_stream().durability_problem()
+    except StreamUnavailable as exc:
+        logger.warning("stream durability not checked at start: unreachable", extra={"error": str(exc)[:200]})
+        return
+    if problem:
+        from django.core.exceptions import ImproperlyConfigured
+
+        raise ImproperlyConfigured(
+            f"{problem}. Run Redis with --appendonly yes (README: Production roles), "
+            "or set REDIS_REQUIRE_AOF=false to accept that loss"
+        )
 
 
 @cache

@@ -16,10 +16,12 @@ from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 
 from dashboard.routing import websocket_urlpatterns  # noqa: E402
 from ingest.asgi import IngestRoute  # noqa: E402
+from ingest.streams import stream_require_durable  # noqa: E402
 from iops.lib import daphne_guard  # noqa: E402
 from iops.lib.origin import SameOriginValidator  # noqa: E402
 
 daphne_guard.install()  # body limits, early 401 and read timeouts before daphne reads a body (issue 21)
+stream_require_durable()  # a web role must not answer 202 for events a Redis restart would lose
 
 application = ProtocolTypeRouter(
     {

@@ -71,8 +71,10 @@ class StreamConsumerStep(bootsteps.StartStopStep):
 
         if not getattr(settings, "IOPS_CONSUME_IN_CELERY", True):
             return
+        from ingest.streams import stream_require_durable
         from ingest.worker import StreamWorker
 
+        stream_require_durable()  # REDIS_REQUIRE_AOF: no worker on a Redis that loses what it holds
         self.stop_event = threading.Event()
         self.thread = threading.Thread(
             target=StreamWorker().run, args=(self.stop_event,), name="iops-stream-consumer", daemon=True

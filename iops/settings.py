@@ -134,6 +134,9 @@ IOPS_STREAM = env_choice(
 )
 if IOPS_STREAM == "redis" and not REDIS_URL:
     raise ImproperlyConfigured("IOPS_STREAM=redis needs REDIS_URL")
+# A production start refuses a Redis stream without its append-only file (everything accepted and not
+# yet processed would be lost on a Redis restart); /healthz reports it (issue 21).
+REDIS_REQUIRE_AOF = env_bool("REDIS_REQUIRE_AOF", PRODUCTION)
 IOPS_STREAM_KEY = env_str("IOPS_STREAM_KEY", "iops:events") or "iops:events"
 IOPS_STREAM_GROUP = env_str("IOPS_STREAM_GROUP", "iops-workers") or "iops-workers"
 KINESIS_STREAM_NAME = env_str("KINESIS_STREAM_NAME")

@@ -12,7 +12,7 @@ from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.utils import timezone
 from django.views.decorators.http import require_GET
 
-from ingest.streams import StreamUnavailable, get_stream
+from ingest.streams import StreamNotDurable, StreamUnavailable, get_stream
 from iops.lib.http import json_error
 
 logger = logging.getLogger(__name__)
@@ -25,7 +25,12 @@ def _check_database() -> str:
 
 
 def _check_stream() -> str:
-    get_stream().ping()
+    stream = get_stream()
+    stream.ping()
+    if settings.REDIS_REQUIRE_AOF:
+        problem = stream.durability_problem()
+        if problem:
+            raise StreamNotDurable(problem)
     return "ok"
 
 
@@ -96,7 +101,7 @@ def healthz(request: HttpRequest) -> JsonResponse:
     for name, check in named:
         try:
             checks[name] = check()
-        except StaleWorker as exc:
+        except (StaleWorker, StreamNotDurable) as exc:
             logger.warning("health check failed", extra={"check": name, "error": str(exc)})
             checks[name] = f"error: {exc}"
         except (StreamUnavailable, Exception) as exc:  # noqa: BLE001 - any failure is reported, never raised
