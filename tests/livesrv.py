@@ -67,7 +67,8 @@ def start(
     )
     _manage(env, "migrate", "--noinput", "-v", "0")
     _manage(env, "createsuperuser", "--noinput", "--username", "ops", "--email", "ops@example.com")
-    key = _manage(env, "create_api_key", "browser").strip()
+    # Tests send events and read the API back with it (a new key may only ingest: issue 21).
+    key = _manage(env, "create_api_key", "browser", "--scopes", "ingest,read").strip()
     server = LiveServer("", key, "ops", "ops-pass-123", None, env, simulate=simulate)  # type: ignore[arg-type]
     _launch(server, tmp, port or free_port())
     return server

@@ -31,7 +31,7 @@ def _validator(document: dict, schema: dict) -> jsonschema.Draft202012Validator:
 def test_document_is_valid_openapi_and_has_the_ingest_operation(document):
     validate(document)
     op = document["paths"]["/api/ingest"]["post"]
-    assert set(op["responses"]) == {"202", "400", "401", "405", "413", "415", "429", "503"}
+    assert set(op["responses"]) == {"202", "400", "401", "403", "405", "413", "415", "429", "503"}
     assert (
         "Retry-After" in op["responses"]["429"]["headers"]
         and "Retry-After" in op["responses"]["503"]["headers"]
