@@ -128,6 +128,8 @@ def decode_cursor(cursor: str, *, model: type[Model], field: str) -> tuple[Any, 
         value, pk = json.loads(base64.urlsafe_b64decode(cursor.encode()))
         if type(pk) is not int or not 0 <= pk < 2**63 or isinstance(value, dict | list | bool):
             raise TypeError
+        if value is None:  # the last row had no value in the ordered field (a page of the nulls)
+            return None, pk
         model_field = model._meta.get_field(field)
         if model_field.get_internal_type() == "DateTimeField":
             value = datetime.fromisoformat(value)
