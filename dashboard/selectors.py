@@ -6,8 +6,10 @@ database, never a query per row): the page cost must not grow with the data.
 
 from __future__ import annotations
 
+import base64
+import json
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from django.conf import settings
@@ -41,10 +43,7 @@ from metrics.models import (
     TutorSnapshot,
 )
 from metrics.selectors import (
-    BadCursor,
     active_students,
-    decode_cursor,
-    encode_cursor,
     entity_history,
     health_overview,
     students_at_risk,
@@ -388,7 +387,27 @@ class BadFeedCursor(ValueError):
 
 
 def _feed_cursor(alert: Alert) -> str:
-    return encode_cursor([SEVERITY_RANK[alert.severity], alert.last_seen.isoformat()], alert.pk)
+    key = [SEVERITY_RANK[alert.severity], alert.last_seen.isoformat(), alert.pk]
+    return base64.urlsafe_b64encode(json.dumps(key).encode()).decode()
+
+
+def _decode_feed_cursor(cursor: str) -> tuple[int, datetime, int]:
+    """(severity rank, last_seen, id) of the row a feed cursor names; BadFeedCursor for anything else."""
+    try:
+        rank, seen, pk = json.loads(base64.urlsafe_b64decode(cursor.encode()))
+        seen = datetime.fromisoformat(seen)
+        if (
+            type(rank) is not int
+            or rank not in SEVERITY_RANK.values()
+            or type(pk) is not int
+            or not 0 <= pk < 2**63
+            or seen.tzinfo is None
+        ):
+            raise TypeError
+        seen.astimezone(UTC)  # OverflowError: no UTC instant
+    except (ValueError, TypeError, OverflowError, UnicodeDecodeError):
+        raise BadFeedCursor("invalid cursor") from None
+    return rank, seen, pk
 
 
 def alert_feed_page(
@@ -398,12 +417,7 @@ def alert_feed_page(
     last row's severity, last_seen and id) continues after the last row, however the rows move."""
     qs = with_insight_risk(filters.apply(Alert.objects.all())).annotate(severity_rank=_SEVERITY_ORDER)
     if cursor:
-        try:
-            (rank, seen), pk = decode_cursor(cursor, model=Alert, field="id")
-            seen = datetime.fromisoformat(seen)
-            rank = int(rank)
-        except (BadCursor, TypeError, ValueError):
-            raise BadFeedCursor("invalid cursor") from None
+        rank, seen, pk = _decode_feed_cursor(cursor)
         qs = qs.filter(
             Q(severity_rank__lt=rank)
             | Q(severity_rank=rank, last_seen__lt=seen)

@@ -346,7 +346,13 @@ def test_the_feed_pages_instead_of_cutting_at_fifty(staff_client):
         html = resp.content.decode()
         seen += _feed_ids(html)
     assert seen == [a.pk for a in made]  # every alert once, in order
-    assert staff_client.get("/alerts/feed?cursor=garbage").status_code == 400
+    import base64
+    import json
+
+    for bad in ("garbage", [[1, 2], 1], [9, now.isoformat(), 1], [1, "9999-12-31T23:59:59-23:59", 1]):
+        raw = bad if isinstance(bad, str) else base64.urlsafe_b64encode(json.dumps(bad).encode()).decode()
+        resp = staff_client.get(f"/alerts/feed?cursor={raw}")
+        assert resp.status_code == 400 and resp.json()["errors"][0]["field"] == "cursor", bad
 
 
 def test_alerts_raised_together_are_one_expandable_row(staff_client):
