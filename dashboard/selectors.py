@@ -774,6 +774,6 @@ def entity_search(*, query: str, limit: int = 20) -> list[tuple[str, str]]:
 
 
 def students_at_risk_ids(*, now: datetime, range_key: str = DEFAULT_RANGE) -> list[str]:
-    """The students the at-risk KPI counts for this range (bench/signal.py scores this set)."""
+    """The students the at-risk KPI counts for this range (bench/signal_quality.py scores this set)."""
     since = now - RANGES[parse_range(range_key)]
     return list(students_at_risk(since=since).values_list("student_id", flat=True))

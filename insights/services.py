@@ -301,7 +301,7 @@ def insights_score_riskiest(*, now: datetime, top_n: int) -> dict[str, int]:
 
 def student_risks(*, now: datetime) -> list[tuple[str, float, float]]:
     """(student, churn risk, DOMAIN's sanity-formula risk 0–1) for every scored student updated in 30
-    days: what bench/signal.py calibrates against the simulator's truth. The sanity formula reads the
+    days: what bench/signal_quality.py calibrates against the simulator's truth. The sanity formula reads the
     platform's health where there is one (as the prototype did), else ours."""
     snaps = StudentSnapshot.objects.filter(
         updated_at__gte=now - timedelta(days=30), health_score__isnull=False

@@ -30,7 +30,7 @@ CAPS = {
 # Calls a student makes when we know nothing of them: one per 14 days, weighing as 14 days of history.
 PRIOR_CALLS, PRIOR_DAYS = 1.0, 14.0
 FIRST_SESSION_FADE_DAYS = 30.0  # a failed first session weighs less as the student books on
-# Churn probability from health (logistic): 0.22 at 70, 0.5 at 60, 0.78 at 50 (bench/signal.py checks it).
+# Churn probability from health (logistic): 0.22 at 70, 0.5 at 60, 0.78 at 50 (bench/signal_quality.py checks it).
 CHURN_MIDPOINT, CHURN_SCALE = 60.0, 8.0
 
 

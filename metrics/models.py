@@ -54,9 +54,10 @@ class StudentHourly(models.Model):
     ib_billing_question = models.IntegerField(default=0)
     ib_general_inquiry = models.IntegerField(default=0)
     ib_other = models.IntegerField(default=0)
-    # The platform's health readings in the hour (their sum and count): a new reading is compared with
-    # the mean of the student's readings from 8 to 30 days ago.
-    health_sum = models.FloatField(default=0)
+    # The platform's health readings in the hour, their sum in hundredths of a point (integers: the sum
+    # is exact whatever the order events are folded in, so a rebuild equals live processing) and count;
+    # a new reading is compared with the mean of the student's readings from 8 to 30 days ago.
+    health_sum = models.BigIntegerField(default=0)
     health_count = models.IntegerField(default=0)
 
     class Meta:

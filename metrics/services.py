@@ -396,7 +396,7 @@ def _fold_buckets(deltas: list[dict[str, Any]], events: list[dict[str, Any]]) ->
                 srow = student.get(key)
                 if srow is None:
                     srow = student[key] = zero_student.copy()
-                srow[health_sum] += float(score)
+                srow[health_sum] += round(float(score) * 100)  # hundredths: exact, order-free sums
                 srow[health_count] += 1
             continue
         if e["event_type"] != "ib_call_logged":
@@ -991,15 +991,15 @@ def _coverage_start() -> datetime | None:
 def _platform_baseline(w: tuple, latest: float | None, latest_at, now) -> float | None:
     """Mean of the student's platform readings from 8 to 30 days ago (the latest one left out): what
     the platform usually said of them, before whatever is happening this week."""
-    health_sum = float(w[_SW["health_sum_30d"]]) - float(w[_SW["health_sum_7d"]])
+    hundredths = int(w[_SW["health_sum_30d"]]) - int(w[_SW["health_sum_7d"]])
     count = int(w[_SW["health_count_30d"]]) - int(w[_SW["health_count_7d"]])
     if (
         latest is not None
         and latest_at is not None
         and window_start(now, 30) <= latest_at < window_start(now, 7)
     ):
-        health_sum, count = health_sum - latest, count - 1
-    return round(health_sum / count, 1) if count > 0 else None
+        hundredths, count = hundredths - round(latest * 100), count - 1
+    return round(hundredths / count / 100, 1) if count > 0 else None
 
 
 def _refresh_students(ids: list[str], now: datetime) -> dict[str, SimpleNamespace]:

@@ -104,7 +104,7 @@ TUTOR_MIX = {"reliable": 85, "overloaded": 15}
 # A marketplace's event rate is about one event per student per day (~2 sessions a week each, with
 # their starts and completions, calls and readings); tutors are about a tenth of the students, so an
 # average tutor teaches the ~20 hours a week their availability is drawn around. Callers that pace a
-# population (the live simulator, bench/signal.py) derive their rate or the population from these.
+# population (the live simulator, bench/signal_quality.py) derive their rate or the population from these.
 STUDENT_EVENTS_PER_DAY = 1.0
 STUDENTS_PER_TUTOR = 10
 HEALTH_FLOOR = 51.0  # outside churn_wave nobody is scored critical (< 50)

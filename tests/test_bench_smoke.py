@@ -52,3 +52,21 @@ def test_aggregate_bench_smoke_prints_throughput_baseline_and_phases():
 def test_growth_bench_smoke_prints_both_points_and_the_grown_statements():
     out = _smoke("growth.py", "--events", "10000", "--students", "1000")  # half its --smoke
     assert "(baseline)" in out and "ms per batch" in out and "grew most" in out
+
+
+def test_signal_bench_smoke_scores_a_scenario_against_the_simulators_truth():
+    # A few simulated hours of one scenario (its --smoke runs all four over a day).
+    out = _smoke(
+        "signal_quality.py",
+        "--scenario",
+        "churn_wave",
+        "--students",
+        "300",
+        "--history-days",
+        "2",
+        "--live-days",
+        "0.25",
+        "--jobs",
+        "1",
+    )
+    assert "churn_wave     ALL" in out and "notifications" in out and "at risk @ end" in out

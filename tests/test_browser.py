@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import time
 import uuid
+from datetime import UTC, datetime, timedelta
 from urllib.parse import quote
 
 import httpx
@@ -81,11 +82,27 @@ def ingest(server, *events):
     return resp
 
 
+def history(student_id: str) -> dict:
+    """A platform reading of 85 twenty days ago: weeks of history, so the student's next reading is
+    judged (a new student is "not enough data yet")."""
+    then = (datetime.now(UTC) - timedelta(days=20)).isoformat()
+    return {
+        "event_type": "customer_health_update",
+        "student_id": student_id,
+        "health_score": 85,
+        "timestamp": then,
+    }
+
+
 def test_kpi_changes_live_after_a_post(server, page):
     login(page, server)
     page.evaluate("window.__noReload = true")
     before = page.text_content('[data-kpi="events_per_min"]')
-    ingest(server, {"event_type": "customer_health_update", "student_id": "stu_live", "health_score": 35})
+    ingest(
+        server,
+        history("stu_live"),
+        {"event_type": "customer_health_update", "student_id": "stu_live", "health_score": 35},
+    )
     page.wait_for_function(
         "before => document.querySelector('[data-kpi=\"events_per_min\"]').textContent.trim() !== before.trim()",
         arg=before,
@@ -100,7 +117,11 @@ def test_acknowledge_in_one_browser_is_seen_in_another(server, new_page):
     first, second = new_page(), new_page()
     login(first, server)
     login(second, server)
-    ingest(server, {"event_type": "customer_health_update", "student_id": "stu_ack", "health_score": 41})
+    ingest(
+        server,
+        history("stu_ack"),
+        {"event_type": "customer_health_update", "student_id": "stu_ack", "health_score": 41},
+    )
     row = '#alert-feed li[data-alert-id]:has(.id:text-is("stu_ack"))'
     first.wait_for_selector(row)
     second.wait_for_selector(row)
@@ -184,6 +205,7 @@ def test_entity_page_renders_its_chart(server, page):
 def test_event_strings_with_html_never_run_as_script(server, page):
     ingest(
         server,
+        history(XSS_IMG),
         {"event_type": "customer_health_update", "student_id": XSS_IMG, "health_score": 20},
         {
             "event_type": "session_completed",
@@ -263,6 +285,7 @@ def test_server_stops_cleanly_on_sigterm(tmp_path):
     resp = httpx.post(
         f"{srv.url}/api/ingest",
         json={"events": [
+            history("s"),
             {"event_type": "ib_call_logged", "student_id": "s"},
             {"event_type": "customer_health_update", "student_id": "s", "health_score": 20},
         ]},

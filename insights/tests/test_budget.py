@@ -125,13 +125,15 @@ def test_concurrent_workers_make_exactly_the_budgeted_calls(fake_bedrock, bedroc
 
     from django.db import connection
 
-    from conftest import event
+    from conftest import event, watched_student
 
     if connection.vendor != "postgresql":
         pytest.skip("concurrent writers need PostgreSQL (the SQLite test database is in memory)")
     limit, workers = 3, 10
     bedrock_settings.INSIGHTS_BEDROCK_MAX_PER_MINUTE = limit
     students = [f"stu_c{i}" for i in range(workers)]
+    for s in students:
+        watched_student(post, drain, s)  # weeks of history: scored, so there is an insight to ask for
     body = {"events": [event("customer_health_update", student_id=s, health_score=35) for s in students]}
     assert post(body).status_code == 202
     drain()

@@ -40,7 +40,7 @@ class Migration(migrations.Migration):
         migrations.AddField(
             model_name="studenthourly",
             name="health_sum",
-            field=models.FloatField(default=0),
+            field=models.BigIntegerField(default=0),
         ),
         migrations.AddField(
             model_name="studentsnapshot",

@@ -21,43 +21,26 @@ day, criticals, precision and recall against the truth, and the time from the tr
 alert; the at-risk set against the cohort; notifications sent per day; risk calibration (Brier score,
 reliability table) and the rank agreement with DOMAIN's sanity formula.
 
-    .venv/bin/python bench/signal.py                         # 4 scenarios, 3,000 students, 30 + 3 days
-    .venv/bin/python bench/signal.py --scenario churn_wave   # one
-    .venv/bin/python bench/signal.py --smoke                 # 300 students, 3 + 1 days (CI)
+    .venv/bin/python bench/signal_quality.py                         # 4 scenarios, 3,000 students, 30 + 3 days
+    .venv/bin/python bench/signal_quality.py --scenario churn_wave   # one
+    .venv/bin/python bench/signal_quality.py --smoke                 # 300 students, 3 + 1 days (CI)
 """
 
-# ruff: noqa: E402 - the path fix below must run before the other imports
 from __future__ import annotations
-
-# This file's name is the standard library's `signal`: its folder leaves the import path before anything
-# imports the real one (subprocess, asyncio, Celery); the sibling bench helpers load by their file path.
-import os
-import sys
-
-sys.path[:] = [
-    p for p in sys.path if os.path.realpath(p or ".") != os.path.dirname(os.path.realpath(__file__))
-]
 
 import argparse
 import json
 import math
+import os
 import subprocess
+import sys
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-_BENCH = Path(__file__).resolve().parent
-sys.path.insert(0, str(_BENCH.parent))
-
-
-def _bench_module(name: str):
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location(f"bench_{name}", _BENCH / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 
 SCENARIOS = ("steady", "churn_wave", "ib_spike", "tutor_shortage")
@@ -467,9 +450,7 @@ def calibration(truth: Truth, now: datetime) -> dict:
 
 def run_one(cfg: Config) -> dict:
     import numpy as np
-
-    aggregate = _bench_module("aggregate")
-    drop_database, setup_django = aggregate.drop_database, aggregate.setup_django
+    from aggregate import drop_database, setup_django
 
     setup_django(cfg.database)
     try:
