@@ -331,7 +331,8 @@ def score(cfg: Config, truth: Truth, checkpoints: dict) -> dict:
         elif alert_type == "supply_demand_imbalance":
             truth_set = {truth.shortage_cell} if truth.shortage_cell else set()
         elif alert_type == "rate_anomaly":
-            spike = {"ib_calls"} if cfg.scenario == "ib_spike" else set()
+            # the spike's calls are also more events: ingest volume rises with them
+            spike = {"ib_calls", "ingest_volume"} if cfg.scenario == "ib_spike" else set()
             truth_set = spike
             # an anomaly alert counts where it fired: inside the spike window it is the spike
             in_spike = {
@@ -375,7 +376,19 @@ def score(cfg: Config, truth: Truth, checkpoints: dict) -> dict:
                 row["median_alert_h"] = _hours(firsts[len(firsts) // 2])
                 row["within_1d"] = round(sum(f <= timedelta(days=1) for f in firsts) / len(truth_set), 3)
         rows.append(row)
+    anomalies = [
+        {
+            "first_seen": a.first_seen.isoformat(),
+            "series": a.entity_id,
+            "severity": a.severity,
+            "message": a.message,
+        }
+        for a in alerts
+        if a.type == "rate_anomaly"
+    ]
     deliveries = AlertDelivery.objects.filter(created_at__gte=LIVE_START, created_at__lt=truth.live_end)
+    messages = _messages(deliveries)
+    evidence = evidence_since(truth, checkpoints)
     risk = {}
     for name, reached in checkpoints.items():
         if not isinstance(reached, tuple):
@@ -398,12 +411,54 @@ def score(cfg: Config, truth: Truth, checkpoints: dict) -> dict:
         "new_per_100_day": _rate(len(new), active, live_days),
         "critical_new": sum(a.severity == "critical" for a in new),
         "open_at_end": sum(1 for a in alerts if a.status in ("open", "acknowledged")),
-        "notifications": deliveries.count(),
-        "notifications_per_day": round(deliveries.count() / live_days, 1),
+        "deliveries": deliveries.count(),
+        "notifications": messages,
+        "notifications_per_day": round(messages / live_days, 1),
+        "anomalies": anomalies,
+        "evidence_ceiling": evidence,
         "types": rows,
         "at_risk": risk,
         "calibration": calibration(truth, truth.live_end),
     }
+
+
+def _messages(deliveries) -> int:
+    """Notifications sent: delivery rows grouped as the sender groups them (one message per group)."""
+    from alerts.delivery import _GROUP_FIELDS, _groups
+
+    return len(_groups(deliveries.values_list(*_GROUP_FIELDS)))
+
+
+def evidence_since(truth: Truth, checkpoints: dict) -> dict:
+    """The recall no detector can beat: the share of the cohort that sent any event after the onset,
+    by each checkpoint (nothing can be known of a student who has been silent since)."""
+    from ingest.models import Event
+
+    if not truth.cohort or truth.onset is None:
+        return {}
+    out = {}
+    for name, reached in checkpoints.items():
+        if not isinstance(reached, tuple):
+            continue
+        when = reached[0]
+        heard = set(
+            Event.objects.filter(
+                student_id__in=truth.cohort, occurred_at__gte=truth.onset, occurred_at__lt=when
+            ).values_list("student_id", flat=True)
+        )
+        readings = set(
+            Event.objects.filter(
+                student_id__in=truth.cohort,
+                event_type="customer_health_update",
+                occurred_at__gte=truth.onset,
+                occurred_at__lt=when,
+            ).values_list("student_id", flat=True)
+        )
+        out[name] = {
+            "any_event": round(len(heard) / len(truth.cohort), 3),
+            "platform_reading": round(len(readings) / len(truth.cohort), 3),
+        }
+    return out
 
 
 def calibration(truth: Truth, now: datetime) -> dict:
@@ -469,7 +524,8 @@ def run_one(cfg: Config) -> dict:
         history(cfg, factory, driver, rng)
         checkpoints = {"end": truth.live_end - timedelta(seconds=cfg.tick)}
         if cfg.scenario == "churn_wave":
-            checkpoints["onset+1d"] = _at(cfg, CHURN_START) + timedelta(days=1)
+            for days in (1, 2, 3, 5):
+                checkpoints[f"onset+{days}d"] = _at(cfg, CHURN_START) + timedelta(days=days)
         t0 = time.perf_counter()
         live(cfg, factory, driver, truth, rng, checkpoints)
         print(f"  live: {time.perf_counter() - t0:.0f}s", file=sys.stderr, flush=True)
@@ -506,13 +562,22 @@ def print_table(results: list[dict]) -> None:
         print(
             f"{r['scenario']:<15}{'ALL':<25}{r['new_alerts']:>5}{r['new_per_100_day']:>8.2f}"
             f"{r['critical_new']:>5}   open at end {r['open_at_end']}, active students {r['active']}, "
-            f"notifications {r['notifications_per_day']}/day"
+            f"notifications {r['notifications_per_day']}/day ({r['deliveries']} deliveries)"
         )
-        for name, a in r["at_risk"].items():
+        for name, a in sorted(r["at_risk"].items(), key=lambda kv: kv[1]["at"]):
+            ceiling = r.get("evidence_ceiling", {}).get(name)
+            heard = (
+                f"  (cohort heard from since onset: {ceiling['any_event']:.0%}, a platform reading: "
+                f"{ceiling['platform_reading']:.0%})"
+                if ceiling
+                else ""
+            )
             print(
                 f"{'':<15}at risk @ {name:<14} {a['at_risk']:>5} ({_f(a['share_of_active'], '{:.1%}')} of active)"
-                f"  precision {_f(a['precision'])} recall {_f(a['recall'])}"
+                f"  precision {_f(a['precision'])} recall {_f(a['recall'])}{heard}"
             )
+        for an in r.get("anomalies", []):
+            print(f"{'':<15}anomaly {an['first_seen'][:16]} {an['severity']:<8} {an['message']}")
         c = r["calibration"]
         if c:
             rel = "  ".join(
