@@ -17,9 +17,9 @@ volume expected.
 History and gaps, the rules:
 - no judgement until the short baseline has ALERT_ANOMALY_MIN_HISTORY_MINUTES observed minutes (a fresh
   install, or the first minutes after a long outage, raise nothing);
-- a gap — a minute in which nothing at all happened by event time while the marketplace's usual volume
-  makes an empty minute implausible (≥ GAP_MIN_RATE events a minute) — is a restart, an outage or data
-  not yet arrived: gaps and their neighbours leave the baselines, and a window touching one is not judged;
+- a gap — a run of minutes in which nothing at all happened by event time, too long to be chance at the
+  marketplace's usual volume (GAP_CHANCE) — is a restart, an outage or data not yet arrived: gaps and
+  their neighbours leave the baselines, and a window touching one is not judged;
 - drops are judged one minute later than spikes, once a later minute has data (a lagging worker makes
   the latest minute look low, never high);
 - while an anomaly of a series is active, its baselines end where the anomaly began (the anomaly does not
@@ -51,7 +51,7 @@ SERIES = {
 WINDOWS = (1, 5, 15)
 LONG = timedelta(hours=24)
 LONG_MIN_OBSERVED = 6 * 60
-GAP_MIN_RATE = 3.0  # events a minute (all types) above which an empty minute is a gap, not chance
+GAP_CHANCE = 1e-3  # a run of empty minutes less likely than this at the usual volume is a gap
 _NORMAL = NormalDist()
 
 
@@ -156,6 +156,25 @@ def judge(
     )
 
 
+def _gaps(empty: np.ndarray, usual: float) -> np.ndarray:
+    """The runs of empty minutes (no event at all) too long to be chance at the usual volume —
+    e^(−usual·length) below GAP_CHANCE: one minute at 7 events a minute, 4 at 2, 14 at 0.5."""
+    gap = np.zeros_like(empty)
+    longest_chance = -math.log(GAP_CHANCE) / usual  # runs at least this long are not chance
+    i, n = 0, len(empty)
+    while i < n:
+        if not empty[i]:
+            i += 1
+            continue
+        j = i
+        while j < n and empty[j]:
+            j += 1
+        if j - i >= longest_chance:
+            gap[i:j] = True
+        i = j
+    return gap
+
+
 def rate_candidates(*, now: datetime) -> tuple[list[Candidate], set[str], datetime]:
     """Evaluate every series at the latest complete minute before `now`: candidates, the fingerprints
     decided (an active anomaly not found again is clear) and the minute evaluated."""
@@ -179,12 +198,11 @@ def rate_candidates(*, now: datetime) -> tuple[list[Candidate], set[str], dateti
     start = 0 if older else (int(with_data[0]) if with_data.size else span)
     # The marketplace's usual volume (all events), for telling gaps from quiet minutes.
     recent = totals[max(start, span - size - biggest) :]
-    nonzero = recent[recent > 0]
-    gap_rate = float(nonzero.mean()) if recent.size and nonzero.size >= recent.size // 2 else 0.0
+    usual = float(recent.mean()) if recent.size else 0.0
     observed = np.ones(span, dtype=bool)
     observed[:start] = False
-    if gap_rate >= GAP_MIN_RATE:  # a gap and its neighbours (partial minutes at a restart's edges)
-        gap = totals == 0
+    if usual > 0:  # gaps, and their neighbours (partial minutes at a restart's edges)
+        gap = _gaps(totals == 0, usual)
         near = gap.copy()
         near[1:] |= gap[:-1]
         near[:-1] |= gap[1:]

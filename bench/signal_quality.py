@@ -353,8 +353,7 @@ def score(cfg: Config, truth: Truth, checkpoints: dict) -> dict:
             row["during_faults"] = sum(
                 1
                 for a in new_of_type
-                for _, fa, fb in truth.faults
-                if fa <= a.first_seen <= fb + timedelta(hours=1)
+                if any(fa <= a.first_seen <= fb + timedelta(hours=1) for _, fa, fb in truth.faults)
             )
             found = in_spike | {a.entity_id for a in of_type if a.entity_id not in spike}
         if truth_set is not None:

@@ -150,6 +150,17 @@ def test_an_outage_is_a_gap_not_a_drop(post, drain):
 
 
 @pytest.mark.django_db
+def test_a_quiet_marketplaces_outage_is_a_gap_too(post, drain, settings):
+    """At 2 events a minute an empty minute is chance, but 15 in a row are an outage: still not a drop."""
+    settings.ALERT_ANOMALY_MIN_VOLUME = 3
+    counts = {**hour_of(2, before=LAST - timedelta(minutes=15), minutes=120), LAST: 2}  # back after 15
+    with time_machine.travel(NOW, tick=False):
+        ingest(post, drain, per_minute(counts, "customer_health_update"))
+        sweep.apply()
+    assert not Alert.objects.filter(type="rate_anomaly").exists(), Alert.objects.values_list("message")
+
+
+@pytest.mark.django_db
 def test_a_backfill_lands_in_the_minutes_it_belongs_to(post, drain):
     """Seven hours of history arriving in one minute is not an ingest-volume spike: volume is judged by
     event time, and the backfill only fills past minutes."""
