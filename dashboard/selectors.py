@@ -44,6 +44,7 @@ from metrics.models import (
 )
 from metrics.selectors import (
     active_students,
+    data_coverage_start,
     entity_history,
     health_overview,
     students_at_risk,
@@ -136,7 +137,11 @@ def kpis(*, range_key: str, now: datetime) -> dict[str, Any]:
         .count()
     )
     health = health_overview(since=start)  # over the same active students as the card beside it
-    firsts = StudentSnapshot.objects.filter(first_session_at__gte=start).aggregate(
+    # Only sessions known to be firsts (a month of our own data before them): on a fresh install every
+    # established student's next session would otherwise count as a first.
+    coverage = data_coverage_start()
+    known_from = coverage + timedelta(days=settings.FIRST_SESSION_LOOKBACK_DAYS) if coverage else now
+    firsts = StudentSnapshot.objects.filter(first_session_at__gte=max(start, known_from)).aggregate(
         total=Count("id"), ok=Count("id", filter=Q(first_session_ok=True))
     )
     active_q = Q(status__in=ACTIVE_STATUSES)

@@ -70,7 +70,7 @@ TUTOR = Spec(
             12,
             8,
             0.4,
-            lambda v: f"{v:.0f} hours taught this week",
+            lambda v: f"{_n(v)} hour{'' if v == 1 else 's'} taught this week",
             "Schedule a day off in the next 7 days",
         ),
         Term(

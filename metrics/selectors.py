@@ -173,6 +173,11 @@ def keyset_page(
     return rows[:limit], encode_cursor(getattr(last, field), last.pk)
 
 
+def data_coverage_start() -> datetime | None:
+    """The earliest student hour bucket we hold: how far back our knowledge of students goes."""
+    return StudentHourly.objects.order_by("hour").values_list("hour", flat=True).first()
+
+
 def active_students(*, since: datetime) -> QuerySet:
     """Ids of the students with any activity (a session, a call, a health reading) in a bucket from the
     hour of `since` on: the "active students" of a range."""

@@ -36,6 +36,7 @@ from metrics.models import (
     TutorSnapshot,
 )
 from metrics.regions import REGION_TIMEZONES, region_label
+from metrics.selectors import data_coverage_start
 from metrics.windows import floor_hour, floor_minute, window_start
 
 SESSION_VALUES = [
@@ -983,9 +984,6 @@ _SW = {name: i for i, name in enumerate(STUDENT_WINDOWS)}
 _IB_REASON_WINDOWS = [(r, _SW[f"ib_{r}_14d"]) for r in IB_REASONS]
 
 
-def _coverage_start() -> datetime | None:
-    """The earliest student bucket we hold: how far back our knowledge of students goes."""
-    return _as_datetime(StudentHourly.objects.order_by("hour").values_list("hour", flat=True).first())
 
 
 def _platform_baseline(w: tuple, latest: float | None, latest_at, now) -> float | None:
@@ -1011,7 +1009,7 @@ def _refresh_students(ids: list[str], now: datetime) -> dict[str, SimpleNamespac
         if first_at is None or first_ok is not False:
             return False
         if not coverage:
-            coverage.append(_coverage_start())
+            coverage.append(data_coverage_start())
         return bool(coverage[0] and first_at >= coverage[0] + lookback)
 
     min_history = settings.HEALTH_MIN_HISTORY_DAYS

@@ -368,3 +368,23 @@ def test_alerts_raised_together_are_one_expandable_row(staff_client):
     assert html.count('class="alert-group') == 1
     assert '<span class="count">4</span> students: High IB call frequency' in html
     assert set(_feed_ids(html)) == {a.pk for a in group} | {single.pk}  # every alert row is still there
+
+
+@pytest.mark.django_db
+def test_first_session_success_counts_only_sessions_known_to_be_firsts(client, api_key, post, drain):
+    from conftest import event
+
+    auth = {"HTTP_AUTHORIZATION": f"Bearer {api_key}"}
+    now = timezone.now()
+    ok = event("session_completed", session_id="s1", student_id="stu_a", tutor_id="t", student_rating=5)
+    bad = event(
+        "session_completed", session_id="s2", student_id="stu_b", tutor_id="t", completed_successfully=False
+    )
+    post({"events": [ok, bad]})
+    drain()
+    # a fresh install: these may be anybody's next session, not their first
+    assert client.get("/api/kpis?range=24h", **auth).json()["first_session_success_rate"] is None
+    old = event("ib_call_logged", student_id="stu_z", timestamp=(now - timedelta(days=40)).isoformat())
+    post(old)  # a month and more of our own data before them: now they are firsts
+    drain()
+    assert client.get("/api/kpis?range=24h", **auth).json()["first_session_success_rate"] == 0.5
