@@ -146,8 +146,8 @@ def race(*jobs, timeout: float = 60) -> None:
 
 # Platform readings that put a watched student (see `watched_student`) at a known health score: the
 # reading's drop below the usual 85 and its level are the only evidence (metrics/health.py).
-READING_WARNING = 54  # health 69: at risk, low_health_score warning
-READING_WARNING_LOWER = 52  # health 64.6: still a warning
+READING_WARNING = 54  # health 59: at risk, low_health_score warning
+READING_WARNING_LOWER = 52  # health 53.8: still a warning
 READING_CRITICAL = 40  # health 40: critical
 
 

@@ -83,7 +83,7 @@ def _platform(e: Evidence) -> tuple[float, str]:
     if e.platform_baseline is None:
         return min(CAPS["platform"], level), f"platform reads {h:.0f} (no earlier reading to compare)"
     drop = e.platform_baseline - h
-    points = level + 1.2 * max(0.0, drop - 6.0)
+    points = level + 1.6 * max(0.0, drop - 6.0)
     return min(CAPS["platform"], points), f"platform reads {h:.0f} (usually {e.platform_baseline:.0f})"
 
 

@@ -16,8 +16,8 @@ pytestmark = pytest.mark.django_db
     ("reading", "health", "severity"),
     [
         (85, 100.0, None),
-        (57, 73.6, None),
-        (READING_WARNING, 69.0, "warning"),
+        (62, 72.8, None),
+        (READING_WARNING, 59.0, "warning"),
         (READING_CRITICAL, 40.0, "critical"),
     ],
 )

@@ -117,8 +117,8 @@ def test_engaged_student_is_low_risk_with_calm_advice():
 @pytest.mark.parametrize(
     ("evidence", "level"),
     [
-        ({"platform_health": 60.0}, "low"),
-        ({"platform_health": 50.0}, "medium"),
+        ({"platform_health": 65.0}, "low"),
+        ({"platform_health": 55.0}, "medium"),
         ({"platform_health": 38.0}, "high"),
     ],
 )

@@ -148,8 +148,8 @@ def test_health_components_are_stored_with_their_inputs(post, drain):
     snap = student()
     c = {name: part["points"] for name, part in snap.health_components.items()}
     assert snap.platform_health_baseline == 80 and snap.observed_since is not None
-    # platform: 30 below its usual 80 → 1.2 × (30 − 6), and 5 below 55 → 5
-    assert c["platform"] == pytest.approx(1.2 * 24 + 5, abs=0.05)
+    # platform: 30 below its usual 80 → 1.6 × (30 − 6), and 5 below 55 → 5
+    assert c["platform"] == pytest.approx(1.6 * 24 + 5, abs=0.05)
     # support: 2 calls this week against 7 × 1/37 usual → 7 × (2 − 0.19 − 1), + 2 unresolved, + 2 high priority
     assert c["support"] == pytest.approx(7 * (2 - 7 / 37 - 1) + 2 + 2, abs=0.05)
     assert c["satisfaction"] == pytest.approx(8 * (3.5 - 3.0), abs=0.05)  # rates sessions 3.0/5
