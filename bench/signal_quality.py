@@ -388,6 +388,14 @@ def score(cfg: Config, truth: Truth, checkpoints: dict) -> dict:
     deliveries = AlertDelivery.objects.filter(created_at__gte=LIVE_START, created_at__lt=truth.live_end)
     messages = _messages(deliveries)
     evidence = evidence_since(truth, checkpoints)
+    from metrics.models import StudentSnapshot
+
+    calls = dict(StudentSnapshot.objects.values_list("student_id", "ib_calls_14d"))
+    ib_sweep = []
+    for threshold in range(2, 8):  # what ALERT_IB_CALLS_14D would flag at the end, against the truth
+        flagged = {sid for sid, n in calls.items() if n >= threshold}
+        p, r = _pr(flagged, truth.high_ib)
+        ib_sweep.append({"threshold": threshold, "flagged": len(flagged), "precision": p, "recall": r})
     risk = {}
     for name, reached in checkpoints.items():
         if not isinstance(reached, tuple):
@@ -414,6 +422,7 @@ def score(cfg: Config, truth: Truth, checkpoints: dict) -> dict:
         "notifications": messages,
         "notifications_per_day": round(messages / live_days, 1),
         "anomalies": anomalies,
+        "ib_threshold_sweep": ib_sweep,
         "evidence_ceiling": evidence,
         "types": rows,
         "at_risk": risk,
@@ -574,6 +583,15 @@ def print_table(results: list[dict]) -> None:
             print(
                 f"{'':<15}at risk @ {name:<14} {a['at_risk']:>5} ({_f(a['share_of_active'], '{:.1%}')} of active)"
                 f"  precision {_f(a['precision'])} recall {_f(a['recall'])}{heard}"
+            )
+        sweep = r.get("ib_threshold_sweep")
+        if sweep:
+            print(
+                f"{'':<15}high IB calls in 14 days ≥ t at the end, against the high-propensity truth: "
+                + "  ".join(
+                    f"t={x['threshold']}: {x['flagged']} P {_f(x['precision'])} R {_f(x['recall'])}"
+                    for x in sweep
+                )
             )
         for an in r.get("anomalies", []):
             print(f"{'':<15}anomaly {an['first_seen'][:16]} {an['severity']:<8} {an['message']}")
