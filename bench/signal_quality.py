@@ -356,6 +356,19 @@ def score(cfg: Config, truth: Truth, checkpoints: dict) -> dict:
                 if any(fa <= a.first_seen <= fb + timedelta(hours=1) for _, fa, fb in truth.faults)
             )
             found = in_spike | {a.entity_id for a in of_type if a.entity_id not in spike}
+            if truth.spike_end:  # how long after the spike began a channel was first told of it
+                told = (
+                    AlertDelivery.objects.filter(
+                        alert__type="rate_anomaly",
+                        alert__entity_id="ib_calls",
+                        created_at__gte=truth.onset,
+                        created_at__lt=truth.spike_end,
+                    )
+                    .order_by("created_at")
+                    .values_list("created_at", flat=True)
+                    .first()
+                )
+                row["notified_min"] = round((told - truth.onset).total_seconds() / 60, 1) if told else None
         if truth_set is not None:
             row["precision"], row["recall"] = _pr(found, truth_set)
             if row["precision"] is None and not truth_set:
@@ -561,6 +574,8 @@ def print_table(results: list[dict]) -> None:
             notes = []
             if "outside_truth" in t:
                 notes.append(f"outside truth {t['outside_truth']}, during faults {t['during_faults']}")
+            if t.get("notified_min") is not None:
+                notes.append(f"spike notified {t['notified_min']} min after it began")
             print(
                 f"{r['scenario']:<15}{t['type']:<25}{t['new']:>5}{t['per_100_day']:>8.2f}{t['critical']:>5}"
                 f"{t['open_at_start']:>6}{_f(t['precision']):>6}{_f(t['recall']):>7}"
