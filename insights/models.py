@@ -33,6 +33,23 @@ class Insight(models.Model):
     def __str__(self) -> str:
         return f"{self.entity_type} {self.entity_id}: {self.level} ({self.risk:.2f}, {self.model})"
 
+    @classmethod
+    def from_score(cls, score, *, entity_type: str, entity_id: str, scored_at, **fields) -> Insight:
+        """An unsaved insight holding a model's `Score` (insights.local_model)."""
+        return cls(
+            entity_type=entity_type,
+            entity_id=entity_id,
+            risk=score.risk,
+            level=score.level,
+            explanation=score.explanation,
+            recommendations=score.recommendations,
+            drivers=score.drivers,
+            features=score.features,
+            model=score.model,
+            scored_at=scored_at,
+            **fields,
+        )
+
 
 class BedrockBudget(models.Model):
     """Bedrock calls claimed in one window (the minute or the UTC day that starts at `start`).

@@ -85,15 +85,6 @@ def current_insight(*, entity_type: str, snapshot: Any, latest: Insight | None) 
         return latest
     entity_id = snapshot.student_id if entity_type == "student" else snapshot.tutor_id
     score = local_model.score(entity_type=entity_type, entity_id=entity_id, features=features)
-    return Insight(
-        entity_type=entity_type,
-        entity_id=entity_id,
-        risk=score.risk,
-        level=score.level,
-        explanation=score.explanation,
-        recommendations=score.recommendations,
-        drivers=score.drivers,
-        features=features,
-        model=score.model,
-        scored_at=snapshot.updated_at,
+    return Insight.from_score(
+        score, entity_type=entity_type, entity_id=entity_id, scored_at=snapshot.updated_at
     )

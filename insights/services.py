@@ -158,19 +158,13 @@ def _new_insight(
                     recommendations=reply.recommendations,
                     model=f"{BEDROCK_PREFIX}{settings.BEDROCK_MODEL_ID}",
                 )
-    return Insight(
+    return Insight.from_score(
+        replace(result, features=features),
         entity_type=entity_type,
         entity_id=entity_id,
-        alert_id=alert_id,
-        risk=result.risk,
-        level=result.level,
-        explanation=result.explanation,
-        recommendations=result.recommendations,
-        drivers=result.drivers,
-        features=features,
-        model=result.model,
-        fallback_reason=fallback_reason,
         scored_at=now,
+        alert_id=alert_id,
+        fallback_reason=fallback_reason,
     )
 
 
