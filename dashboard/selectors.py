@@ -29,6 +29,7 @@ from django.db.models import (
 )
 from django.db.models.functions import TruncDay, TruncHour
 
+from alerts.delivery import GROUP_MIN
 from alerts.models import ACTIVE_STATUSES, SEVERITY_RANK, Alert
 from insights.models import Insight
 from insights.selectors import current_insight
@@ -440,8 +441,8 @@ def alert_feed(*, filters: FeedFilters, limit: int = FEED_LIMIT) -> list[Alert]:
 
 
 # Alerts of one type and severity first raised within the same hour are shown as one expandable row
-# once there are this many of them on a page (as Alertmanager groups by labels).
-GROUP_MIN = 3
+# once there are GROUP_MIN of them on a page (as Alertmanager groups by labels; the same number makes
+# a group notification).
 
 
 @dataclass
