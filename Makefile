@@ -69,6 +69,7 @@ bench-smoke: install-dev
 	$(BENCH) bench/e2e.py --smoke
 	$(BENCH) bench/scaling.py --smoke
 	$(BENCH) bench/sustained.py --smoke
+	$(BENCH) bench/signal_quality.py --smoke
 
 vendor:
 	cd /tmp && rm -rf iops-vendor && mkdir iops-vendor && cd iops-vendor && npm init -y >/dev/null && \
