@@ -984,8 +984,6 @@ _SW = {name: i for i, name in enumerate(STUDENT_WINDOWS)}
 _IB_REASON_WINDOWS = [(r, _SW[f"ib_{r}_14d"]) for r in IB_REASONS]
 
 
-
-
 def _platform_baseline(w: tuple, latest: float | None, latest_at, now) -> float | None:
     """Mean of the student's platform readings from 8 to 30 days ago (the latest one left out): what
     the platform usually said of them, before whatever is happening this week."""
