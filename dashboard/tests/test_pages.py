@@ -368,6 +368,12 @@ def test_alerts_raised_together_are_one_expandable_row(staff_client):
     assert html.count('class="alert-group') == 1
     assert '<span class="count">4</span> students: High IB call frequency' in html
     assert set(_feed_ids(html)) == {a.pk for a in group} | {single.pk}  # every alert row is still there
+    assert "<details>" in html  # a warning group starts folded...
+    for i in range(3):
+        make_alert(entity_id=f"stu_c{i}", type="velocity_drop", severity="critical")
+    assert (
+        "<details open>" in staff_client.get("/").content.decode()
+    )  # ...a critical one never hides its rows
 
 
 @pytest.mark.django_db

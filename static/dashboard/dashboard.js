@@ -165,15 +165,17 @@
     var feed = document.getElementById("alert-feed");
     if (!feed) return;
     var refocus = null;
-    Array.prototype.slice.call(feed.querySelectorAll(":scope > li[data-alert-id]")).forEach(function (li) {
+    var kept = {};
+    // In document order: a pushed row arrives on top, so on a tie the first copy is the newest.
+    Array.prototype.slice.call(feed.querySelectorAll("li[data-alert-id]")).forEach(function (li) {
       var id = li.getAttribute("data-alert-id");
-      Array.prototype.slice.call(feed.querySelectorAll('li[data-alert-id="' + id + '"]')).forEach(function (old) {
-        if (old === li) return;
-        var newer = (+old.dataset.lastSeen > +li.dataset.lastSeen) ? old : li;
-        var gone = newer === li ? old : li;
-        if (gone.contains(document.activeElement)) refocus = newer;
-        gone.remove();
-      });
+      var other = kept[id];
+      if (!other) { kept[id] = li; return; }
+      var keep = (+li.dataset.lastSeen > +other.dataset.lastSeen) ? li : other;
+      var gone = keep === li ? other : li;
+      if (gone.contains(document.activeElement)) refocus = keep;
+      gone.remove();
+      kept[id] = keep;
     });
     Array.prototype.slice.call(feed.querySelectorAll(":scope > li[data-group]")).forEach(function (group) {
       var n = group.querySelectorAll("li[data-alert-id]").length;
