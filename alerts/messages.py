@@ -9,6 +9,8 @@ from urllib.parse import quote
 
 from django.conf import settings
 
+from alerts.models import ENTITY_PLURALS
+
 # An insight scored for the entity this recently is attached when none is linked to the alert itself.
 INSIGHT_MAX_AGE = timedelta(days=1)
 
@@ -71,11 +73,9 @@ def group_message(*, alerts: list, now: datetime, trigger: str = "opened") -> di
     the first alert's message, summarised for all of them, each listed with its own link."""
     first = alerts[0]
     message = alert_message(alert=first, now=now, trigger=trigger)
-    nouns = {"student": "students", "tutor": "tutors", "subject_region": "subject × region cells"}
-    label = first.get_type_display() if hasattr(first, "get_type_display") else first.type
     message.update(
         {
-            "summary": f"{len(alerts)} {nouns.get(first.entity_type, 'entities')}: {label}",
+            "summary": f"{len(alerts)} {ENTITY_PLURALS.get(first.entity_type, 'entities')}: {first.get_type_display()}",
             "group": {"size": len(alerts), "type": first.type, "severity": first.severity},
             "alerts": [
                 {

@@ -41,6 +41,10 @@ class EntityType(models.TextChoices):
     GLOBAL = "global", "Global series"
 
 
+# How a group of alerts names its entities ("23 students: …"), in the feed and in notifications.
+ENTITY_PLURALS = {"student": "students", "tutor": "tutors", "subject_region": "subject × region cells"}
+
+
 class Alert(models.Model):
     fingerprint = models.CharField(max_length=200, help_text="type:entity_type:entity_id")
     type = models.CharField(max_length=40, choices=AlertType.choices)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -11,6 +10,7 @@ from typing import Any
 from django.conf import settings
 
 from alerts.models import AlertType, EntityType, Severity
+from metrics.health import poisson_cdf
 from metrics.selectors import subject_region_key
 
 
@@ -37,14 +37,6 @@ VELOCITY_LIVE_WINDOW = timedelta(hours=1)
 
 # A failed first session raises its alert while it is news, not when a backfill brings it weeks later.
 FIRST_SESSION_NEWS = timedelta(days=7)
-
-
-def _poisson_cdf(k: int, lam: float) -> float:
-    term = total = math.exp(-lam)
-    for i in range(1, k + 1):
-        term *= lam / i
-        total += term
-    return min(1.0, total)
 
 
 def health_reasons(components: dict | None, *, top: int = 2) -> list[str]:
@@ -115,7 +107,7 @@ def student_rules(snap, *, judge_velocity: bool = True, now: datetime | None = N
         and prior >= settings.ALERT_VELOCITY_MIN_PRIOR_WEEKLY
         and velocity < settings.ALERT_VELOCITY_DROP_RATIO
         # A quiet week is common for a student of a few sessions a week: only an unlikely one alarms.
-        and (chance := _poisson_cdf(snap.sessions_7d, prior)) <= settings.ALERT_VELOCITY_MAX_CHANCE
+        and (chance := poisson_cdf(snap.sessions_7d, prior)) <= settings.ALERT_VELOCITY_MAX_CHANCE
     ):
         yield Candidate(
             AlertType.VELOCITY_DROP,

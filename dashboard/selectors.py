@@ -30,7 +30,7 @@ from django.db.models import (
 from django.db.models.functions import TruncDay, TruncHour
 
 from alerts.delivery import GROUP_MIN
-from alerts.models import ACTIVE_STATUSES, SEVERITY_RANK, Alert
+from alerts.models import ACTIVE_STATUSES, ENTITY_PLURALS, SEVERITY_RANK, Alert
 from insights.models import Insight
 from insights.selectors import current_insight
 from metrics.models import (
@@ -461,8 +461,7 @@ class FeedGroup:
 
     @property
     def entity_label(self) -> str:
-        nouns = {"student": "students", "tutor": "tutors", "subject_region": "subject × region cells"}
-        return nouns.get(self.alerts[0].entity_type, "series")
+        return ENTITY_PLURALS.get(self.alerts[0].entity_type, "series")
 
     @property
     def last_seen(self) -> datetime:

@@ -58,7 +58,6 @@ class Evidence:
 class Assessment:
     score: float | None  # None: not enough data yet
     components: dict[str, dict[str, float | str]]
-    why_unscored: str = ""
 
 
 def _n(value: float, one: str, many: str | None = None) -> str:
@@ -67,7 +66,8 @@ def _n(value: float, one: str, many: str | None = None) -> str:
     return f"{shown} {one if value == 1 else (many or one + 's')}"
 
 
-def _poisson_cdf(k: int, lam: float) -> float:
+def poisson_cdf(k: int, lam: float) -> float:
+    """P(X ≤ k) for a Poisson count of mean `lam` (how unlikely so few events are at a usual pace)."""
     term = total = math.exp(-lam)
     for i in range(1, k + 1):
         term *= lam / i
@@ -102,7 +102,7 @@ def _engagement(e: Evidence) -> tuple[float, str]:
     prior = e.prior_weekly_mean
     if prior < 1:
         return 0.0, "no usual weekly pace yet (fewer than 3 sessions in the 3 weeks before this one)"
-    surprise = -math.log10(max(_poisson_cdf(e.sessions_7d, prior), 1e-12))
+    surprise = -math.log10(max(poisson_cdf(e.sessions_7d, prior), 1e-12))
     points = 8 * max(0.0, surprise - 0.5)
     return min(CAPS["engagement"], points), f"{_n(e.sessions_7d, 'session')} this week (usually {prior:.1f})"
 
@@ -161,10 +161,7 @@ def assess(evidence: Evidence, *, min_history_days: float) -> Assessment:
         components[name] = {"points": round(points, 1), "why": why}
     observed = evidence.observed_days
     if (observed is None or observed < min_history_days) and not components["first_session"]["points"]:
-        seen = "nothing yet" if observed is None else f"{observed:.1f} days of activity"
-        return Assessment(
-            None, components, f"not enough data yet: {seen}, a score needs {min_history_days:g}"
-        )
+        return Assessment(None, components)  # not enough data yet
     lost = sum(float(c["points"]) for c in components.values())
     return Assessment(round(max(0.0, 100.0 - lost), 1), components)
 
