@@ -34,6 +34,7 @@ from alerts.rules import (
 from iops import realtime
 from iops.lib.sql import insert_rows, pg_execute, update_rows
 from metrics.models import StudentSnapshot, SubjectRegionSnapshot, TutorSnapshot
+from metrics.vocabulary import cell_key, cell_parse
 
 logger = logging.getLogger(__name__)
 
@@ -219,7 +220,7 @@ def _candidates(
             q |= Q(subject=subject, region=region)
         for snap in SubjectRegionSnapshot.objects.filter(q):
             if (snap.subject, snap.region) in wanted:
-                decided(EntityType.SUBJECT_REGION, f"{snap.subject}|{snap.region}")
+                decided(EntityType.SUBJECT_REGION, cell_key(snap.subject, snap.region))
                 candidates.extend(subject_region_rules(snap, now))
     return candidates, evaluated
 
@@ -414,8 +415,9 @@ def alerts_recheck_active(*, now: datetime) -> list[Raised]:
     cells: set[tuple[str, str]] = set()
     rows = Alert.objects.filter(status__in=ACTIVE_STATUSES, entity_type=EntityType.SUBJECT_REGION)
     for entity_id in rows.values_list("entity_id", flat=True).distinct():
-        subject, _, region = entity_id.rpartition("|")
-        cells.add((subject, region))
+        cell = cell_parse(entity_id)
+        if cell is not None:
+            cells.add(cell)
     candidates, evaluated = _candidates(students=(), tutors=(), subject_regions=cells, now=now)
     return alerts_record(candidates=candidates, evaluated=evaluated, now=now, count_repeats=False)
 

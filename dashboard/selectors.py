@@ -34,7 +34,6 @@ from alerts.models import ACTIVE_STATUSES, ENTITY_PLURALS, SEVERITY_RANK, Alert
 from insights.models import Insight
 from insights.selectors import current_insight
 from metrics.models import (
-    IB_REASONS,
     GlobalMinute,
     Session,
     StudentHourly,
@@ -50,6 +49,7 @@ from metrics.selectors import (
     health_overview,
     students_at_risk,
 )
+from metrics.vocabulary import IB_REASONS, cell_parse
 
 RANGES = {
     "1h": timedelta(hours=1),
@@ -621,8 +621,7 @@ def alert_panel(*, alert_id: int) -> dict[str, Any] | None:
 
 
 def split_subject_region(entity_id: str) -> tuple[str, str]:
-    subject, _, region = entity_id.rpartition("|")
-    return (subject, region) if subject else (entity_id, "")
+    return cell_parse(entity_id) or (entity_id, "")
 
 
 def _days(now: datetime, days: int) -> list[datetime]:

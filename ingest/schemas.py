@@ -14,6 +14,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError
 
 from iops.lib.text import printable, unstorable_text
+from metrics.vocabulary import IbReason, cell_key
 
 # No control characters (PostgreSQL text and jsonb refuse NUL; none belongs in an id or a label).
 Id = Annotated[
@@ -71,17 +72,7 @@ class SessionCompleted(EventFields):
 class IbCallLogged(EventFields):
     student_id: Id
     call_id: Id | None = None
-    reason: (
-        Literal[
-            "scheduling_issue",
-            "technical_problem",
-            "tutor_concern",
-            "billing_question",
-            "general_inquiry",
-            "other",
-        ]
-        | None
-    ) = None
+    reason: IbReason | None = None
     duration_seconds: Annotated[int, Field(ge=0, le=86_400)] | None = None
     resolved: bool | None = None
     priority: Literal["low", "medium", "high"] | None = None
@@ -286,5 +277,5 @@ def partition_key(event: dict[str, Any]) -> str:
         if payload.get(key):
             return str(payload[key])
     if payload.get("subject"):
-        return f"{payload['subject']}|{payload.get('region', '')}"
+        return cell_key(payload["subject"], payload.get("region", ""))
     return event["event_id"]

@@ -4,15 +4,6 @@ from __future__ import annotations
 
 from django.db import models
 
-IB_REASONS = (
-    "scheduling_issue",
-    "technical_problem",
-    "tutor_concern",
-    "billing_question",
-    "general_inquiry",
-    "other",
-)
-
 
 class Session(models.Model):
     """One row per session_id: a session counts once, whichever of its events arrive (and twice)."""

@@ -16,13 +16,13 @@ from django.db.models import Avg, Count, F, Model, Q, QuerySet
 from iops.lib.text import unstorable_text
 from metrics.burnout import burnout_level
 from metrics.models import (
-    IB_REASONS,
     StudentHourly,
     StudentSnapshot,
     SubjectRegionSnapshot,
     TutorHourly,
     TutorSnapshot,
 )
+from metrics.vocabulary import IB_REASONS, cell_key, cell_parse
 
 ENTITY_MODELS: dict[str, tuple[type[Model], str]] = {
     "student": (StudentSnapshot, "student_id"),
@@ -88,7 +88,7 @@ def snapshot_as_dict(entity_type: str, obj: Model) -> dict[str, Any]:
 
 def subject_region_key(subject: str, region: str) -> str:
     """The public id of a subject × region row: "Mathematics|west" (url-quote it in a path)."""
-    return f"{subject}|{region}"
+    return cell_key(subject, region)
 
 
 def subject_region_as_dict(obj: SubjectRegionSnapshot) -> dict[str, Any]:
@@ -109,10 +109,10 @@ def entity_get(entity_type: str, entity_id: str) -> Model | None:
 
 
 def subject_region_get(entity_id: str) -> SubjectRegionSnapshot | None:
-    subject, sep, region = entity_id.rpartition("|")
-    if not sep:
+    cell = cell_parse(entity_id)
+    if cell is None:
         return None
-    return SubjectRegionSnapshot.objects.filter(subject=subject, region=region).first()
+    return SubjectRegionSnapshot.objects.filter(subject=cell[0], region=cell[1]).first()
 
 
 def encode_cursor(value: Any, pk: int) -> str:

@@ -24,7 +24,6 @@ from metrics.burnout import burnout_components, burnout_risk
 from metrics.health import Evidence as HealthEvidence
 from metrics.health import assess as health_assess
 from metrics.models import (
-    IB_REASONS,
     GlobalMinute,
     Session,
     StudentHourly,
@@ -37,6 +36,7 @@ from metrics.models import (
 )
 from metrics.regions import REGION_TIMEZONES, region_label
 from metrics.selectors import data_coverage_start
+from metrics.vocabulary import IB_REASONS
 from metrics.windows import floor_hour, floor_minute, window_start
 
 SESSION_VALUES = [

@@ -35,6 +35,8 @@ from typing import Any
 
 from faker import Faker
 
+from metrics.vocabulary import IB_REASONS
+
 SUBJECTS = [
     "Mathematics",
     "Physics",
@@ -54,14 +56,6 @@ TIMEZONES = {
     "west": "America/Los_Angeles",
     "southwest": "America/Phoenix",
 }
-IB_REASONS = [
-    "scheduling_issue",
-    "technical_problem",
-    "tutor_concern",
-    "billing_question",
-    "general_inquiry",
-    "other",
-]
 SCENARIOS = ("steady", "churn_wave", "ib_spike", "tutor_shortage")
 SHORTAGE_CELL = ("Mathematics", "west")
 SPIKE_REASON = "technical_problem"
