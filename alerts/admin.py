@@ -20,7 +20,6 @@ from alerts.models import (
 )
 from alerts.notifiers import NOTIFIERS, TransportError
 from alerts.services import TransitionNotAllowed, alert_transition
-from iops.realtime import publish_alert_change
 
 
 class TransitionInline(admin.TabularInline):
@@ -65,7 +64,6 @@ class AlertAdmin(admin.ModelAdmin):
             except TransitionNotAllowed:
                 skipped += 1
                 continue
-            publish_alert_change(alert_id)
             done += 1
         past = {"acknowledge": "Acknowledged", "resolve": "Resolved", "dismiss": "Dismissed"}[action]
         note = f" ({skipped} skipped: already closed or not in a state that allows it)" if skipped else ""

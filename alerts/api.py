@@ -11,7 +11,6 @@ from alerts.selectors import alert_as_dict, alert_list
 from alerts.services import TransitionNotAllowed, alert_transition
 from iops.lib.http import FieldHttpError
 from iops.lib.text import unstorable_text
-from iops.realtime import publish_alert_change
 
 router = Router(tags=["alerts"])
 
@@ -86,7 +85,6 @@ def _act(request, alert_id: int, action: str, reason: str = ""):
         raise FieldHttpError(
             400, "a reason is required to dismiss", [{"field": "reason", "message": "is required"}]
         ) from None
-    publish_alert_change(alert.pk)
     return alert_as_dict(alert)
 
 

@@ -72,33 +72,34 @@ def _groups(rows: Iterable[tuple]) -> list[list[int]]:
 _GROUP_FIELDS = ("pk", "channel_id", "alert__type", "severity", "trigger", "created_at")
 
 
-def _schedule(delivery_ids: list[int]) -> None:
-    """Fast path for production: a Celery task per message (a group's rows in one task), after commit.
-
-    Embedded mode runs Celery eagerly inside the stream worker thread; there the sweep thread sends
-    instead, so a slow channel can never hold up event processing."""
+def deliveries_dispatch(delivery_ids: list[int]) -> None:
+    """Fast path for production: a Celery task per message (a group's rows in one task). Call after the
+    rows are committed. Embedded mode runs Celery eagerly inside the stream worker thread; there the
+    sweep thread sends instead, so a slow channel can never hold up event processing."""
     if not delivery_ids or settings.CELERY_TASK_ALWAYS_EAGER:
         return
     from alerts.tasks import deliver_alert, deliver_alerts
 
-    groups = _groups(AlertDelivery.objects.filter(pk__in=delivery_ids).values_list(*_GROUP_FIELDS))
-
-    def dispatch() -> None:
-        for ids in groups:
-            try:
-                if len(ids) == 1:
-                    deliver_alert.delay(ids[0])
-                else:
-                    deliver_alerts.delay(ids)
-            except Exception:  # noqa: BLE001 - broker down: the sweep sends it a few seconds later
-                logger.warning("deliver_alert not queued; left to the sweep", extra={"delivery_ids": ids})
-                return
-
-    transaction.on_commit(dispatch)
+    for ids in _groups(AlertDelivery.objects.filter(pk__in=delivery_ids).values_list(*_GROUP_FIELDS)):
+        try:
+            if len(ids) == 1:
+                deliver_alert.delay(ids[0])
+            else:
+                deliver_alerts.delay(ids)
+        except Exception:  # noqa: BLE001 - broker down: the sweep sends it a few seconds later
+            logger.warning("deliver_alert not queued; left to the sweep", extra={"delivery_ids": ids})
+            return
 
 
-def deliveries_enqueue(*, alert_ids: Iterable[int], now: datetime) -> list[int]:
-    """Route new or escalated alerts: one pending delivery per enabled channel that wants each alert.
+def _schedule(delivery_ids: list[int]) -> None:
+    if delivery_ids:
+        transaction.on_commit(lambda: deliveries_dispatch(delivery_ids))
+
+
+def deliveries_enqueue(*, alert_ids: Iterable[int], now: datetime, dispatch: bool = True) -> list[int]:
+    """Route new or escalated alerts: one pending delivery per enabled channel that wants each alert
+    (an outbox: the rows commit with the caller's transaction). `dispatch` queues the fast path after
+    commit; the pipeline passes False and dispatches in its own after-commit order.
 
     Idempotent: a trigger already enqueued (same alert, channel and severity) is not enqueued again."""
     ids = sorted(set(alert_ids))
@@ -136,7 +137,8 @@ def deliveries_enqueue(*, alert_ids: Iterable[int], now: datetime) -> list[int]:
         ).values_list("pk", flat=True)
     )
     logger.info("alert deliveries enqueued", extra={"alerts": len(alerts), "deliveries": len(queued)})
-    _schedule(queued)
+    if dispatch:
+        _schedule(queued)
     return queued
 
 

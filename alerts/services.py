@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Iterable
-from contextlib import nullcontext
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from types import SimpleNamespace
@@ -31,7 +30,7 @@ from alerts.rules import (
     subject_region_rules,
     tutor_rules,
 )
-from iops import realtime
+from iops.lib import realtime
 from iops.lib.sql import insert_rows, pg_execute, update_rows
 from metrics.models import StudentSnapshot, SubjectRegionSnapshot, TutorSnapshot
 from metrics.vocabulary import cell_key, cell_parse
@@ -322,6 +321,47 @@ def _cooling_down(candidates: list[Candidate], now: datetime) -> set[str]:
     return {fp for fp, sev in closed.items() if SEVERITY_RANK[by_fp[fp].severity] <= SEVERITY_RANK[sev]}
 
 
+def _strongest(candidates: list[Candidate], evaluated: set[str]) -> dict[str, Candidate]:
+    """One candidate per fingerprint (the most severe); a once-per-entity type raised before is dropped
+    from the evaluation (neither repeated nor cleared)."""
+    by_fp: dict[str, Candidate] = {}
+    for c in candidates:
+        held = by_fp.get(c.fingerprint)
+        if held is None or SEVERITY_RANK[c.severity] > SEVERITY_RANK[held.severity]:
+            by_fp[c.fingerprint] = c
+    once = sorted(fp for fp, c in by_fp.items() if c.type in ONCE_PER_ENTITY)
+    if once:
+        for fp in _seen_ever(once):
+            del by_fp[fp]
+            evaluated.discard(fp)
+    return by_fp
+
+
+def _escalation(alert: SimpleNamespace, c: Candidate, now: datetime) -> AlertTransition | None:
+    if SEVERITY_RANK[c.severity] <= SEVERITY_RANK[alert.severity]:
+        return None
+    transition = AlertTransition(
+        alert_id=alert.id,
+        at=now,
+        from_status=alert.status,
+        to_status=alert.status,
+        note=f"escalated {alert.severity} → {c.severity}",
+    )
+    alert.severity = c.severity
+    return transition
+
+
+def _insert_new(new: list[Candidate], now: datetime) -> list[Raised]:
+    try:
+        with transaction.atomic():
+            created = _insert_alerts(new, now)
+    except IntegrityError:
+        # Another worker opened one of these a moment ago: one at a time, counting ours as repeats.
+        return [alert_raise(candidate=c, now=now) for c in new]
+    _log_created(created)
+    return [Raised(a.pk, created=True, escalated=False) for a in created]
+
+
 def alerts_record(
     *, candidates: list[Candidate], evaluated: set[str], now: datetime, count_repeats: bool = True
 ) -> list[Raised]:
@@ -330,59 +370,34 @@ def alerts_record(
 
     `evaluated` holds every fingerprint the evaluation decided; an active one without a candidate is
     clear. `count_repeats=False` (the sweep's re-check) escalates and clears without counting a repeat."""
-    by_fp: dict[str, Candidate] = {}
-    for c in candidates:
-        if (
-            c.fingerprint not in by_fp
-            or SEVERITY_RANK[c.severity] > SEVERITY_RANK[by_fp[c.fingerprint].severity]
-        ):
-            by_fp[c.fingerprint] = c
-    once = sorted(fp for fp, c in by_fp.items() if c.type in ONCE_PER_ENTITY)
-    if once:
-        for fp in _seen_ever(once):  # raised once, ever: neither repeated nor cleared
-            del by_fp[fp]
-            evaluated.discard(fp)
+    by_fp = _strongest(candidates, evaluated)
     fps = sorted(set(by_fp) | evaluated)
     if not fps:
         return []
-    active = _lock_active(fps)
     raised: list[Raised] = []
     changed: list[SimpleNamespace] = []
     cleared: list[int] = []
     transitions: list[AlertTransition] = []
-    for fp, alert in active.items():
+    for fp, alert in _lock_active(fps).items():
         c = by_fp.pop(fp, None)
         if c is None:
             if fp in evaluated and alert.clear_since is None:
                 cleared.append(alert.id)
             continue
-        escalated = SEVERITY_RANK[c.severity] > SEVERITY_RANK[alert.severity]
-        if escalated:
-            transitions.append(
-                AlertTransition(
-                    alert_id=alert.id,
-                    at=now,
-                    from_status=alert.status,
-                    to_status=alert.status,
-                    note=f"escalated {alert.severity} → {c.severity}",
-                )
-            )
-            alert.severity = c.severity
+        escalation = _escalation(alert, c, now)
+        if escalation is not None:
+            transitions.append(escalation)
         # A time-driven re-check rewrites the row only when something shows: an escalation, a condition
         # back after a clear, or figures that moved (the message must quote what the page shows).
-        if (
-            not count_repeats
-            and not escalated
-            and alert.clear_since is None
-            and alert.message == c.message[:300]
-        ):
+        quiet = escalation is None and alert.clear_since is None and alert.message == c.message[:300]
+        if not count_repeats and quiet:
             continue
         if count_repeats:
             alert.occurrences += 1
             alert.last_seen = max(alert.last_seen, now)
         alert.message, alert.details, alert.clear_since = c.message[:300], c.details, None
         changed.append(alert)
-        raised.append(Raised(alert.pk, created=False, escalated=escalated))
+        raised.append(Raised(alert.pk, created=False, escalated=escalation is not None))
     update_rows(
         model=Alert,
         key="id",
@@ -395,15 +410,7 @@ def alerts_record(
     cooling = _cooling_down(list(by_fp.values()), now)
     new = [c for fp, c in sorted(by_fp.items()) if fp not in cooling]
     if new:
-        try:
-            with transaction.atomic():
-                created = _insert_alerts(new, now)
-        except IntegrityError:
-            # Another worker opened one of these a moment ago: one at a time, counting ours as repeats.
-            raised.extend(alert_raise(candidate=c, now=now) for c in new)
-        else:
-            _log_created(created)
-            raised.extend(Raised(a.pk, created=True, escalated=False) for a in created)
+        raised.extend(_insert_new(new, now))
     return raised
 
 
@@ -424,9 +431,7 @@ def alerts_recheck_active(*, now: datetime) -> list[Raised]:
 
 def alerts_auto_resolve(*, now: datetime) -> list[int]:
     """Resolve active alerts whose condition has been clear for ALERT_AUTO_RESOLVE_MINUTES (by nobody,
-    note "auto-resolved"), and push each change to open dashboards after commit."""
-    from iops.realtime import publish_alert_change
-
+    note "auto-resolved"); the caller (pipeline.periodic) pushes the ids to open dashboards."""
     cutoff = now - timedelta(minutes=settings.ALERT_AUTO_RESOLVE_MINUTES)
     resolved: list[int] = []
     with transaction.atomic():
@@ -449,8 +454,6 @@ def alerts_auto_resolve(*, now: datetime) -> list[int]:
                     )
                 )
         AlertTransition.objects.bulk_create(transitions)
-        for pk in resolved:
-            transaction.on_commit(lambda pk=pk: publish_alert_change(pk))
     if resolved:
         logger.info("alerts auto-resolved", extra={"count": len(resolved)})
     return resolved
@@ -482,100 +485,9 @@ def alert_transition(*, alert_id: int, action: str, user, now: datetime, reason:
     AlertTransition.objects.create(
         alert=alert, at=now, by=user, from_status=from_status, to_status=to_status, note=reason.strip()[:500]
     )
+    # Every open dashboard swaps the row once the change is committed, whoever made it (page, API, admin).
+    transaction.on_commit(lambda: realtime.publish_change(realtime.Change(alerts_updated=[alert.pk])))
     return alert
-
-
-def alerts_raised(raised: list[Raised], *, now: datetime, events: int = 0) -> None:
-    """Call inside the transaction that raised these alerts (a batch, the sweep, the stale refresh).
-
-    New and escalated alerts are routed to the notification channels right here, so their delivery
-    rows commit together with the alerts (an outbox: a crash just after the commit loses no
-    notification; the delivery sweep sends whatever is pending). A routing failure is confined to a
-    savepoint and logged: it never rolls back the events or the alerts. After commit, in order: churn
-    scoring (queued before the deliveries' fast path, so an insight usually makes it into the
-    message), then the live push of the change."""
-    from alerts.delivery import deliveries_enqueue
-
-    if not raised and not events:
-        return
-    change = realtime.Change(
-        events=events,
-        alerts_created=[r.alert_id for r in raised if r.created],
-        alerts_updated=[r.alert_id for r in raised if not r.created],
-    )
-    transaction.on_commit(lambda: alerts_committed(change=change, raised=raised))
-    fresh = [r.alert_id for r in raised if r.created or r.escalated]
-    if fresh:
-        try:
-            with transaction.atomic():
-                deliveries_enqueue(alert_ids=fresh, now=now)
-        except Exception:  # noqa: BLE001 - never lose a batch over notifications
-            logger.exception("alert deliveries not enqueued", extra={"alerts": len(fresh)})
-
-
-def alerts_committed(*, change: realtime.Change, raised: list[Raised]) -> None:
-    """After-commit side effects (registered by `alerts_raised`): churn scoring for the alerts raised or
-    updated, then the live push. Each step logs its failure and never raises: the alerts are committed
-    and must not be undone by a side effect."""
-    # Every alert this pass raised, repeated or re-worded: its insight is re-scored when a figure it
-    # cites changed (an unchanged entity keeps its cached insight, so this costs one read).
-    if raised:
-        _insights_enqueue_safe(alert_ids=sorted({r.alert_id for r in raised}))
-    realtime.publish_change(change)
-
-
-def _insights_enqueue_safe(*, alert_ids: list[int]) -> None:
-    """Churn/burnout scoring for new or escalated student/tutor alerts (issue 6): one task for all
-    of them (insights.score_alerts scores them together). Eager (embedded) Celery scores inline, in
-    one transaction; should the batch fail, each alert is scored on its own in a savepoint, so a
-    failure stays with its alert. Failures are logged, never raised: the alerts are committed."""
-    try:
-        from insights.tasks import score_alerts, score_churn
-
-        rows = [
-            list(row)
-            for row in Alert.objects.filter(
-                pk__in=alert_ids, entity_type__in=(EntityType.STUDENT, EntityType.TUTOR)
-            ).values_list("entity_type", "entity_id", "pk")
-        ]
-    except Exception:  # noqa: BLE001 - logged; the alerts are already committed
-        logger.exception("insight scoring not enqueued", extra={"alerts": len(alert_ids)})
-        return
-    if not rows:
-        return
-    eager = settings.CELERY_TASK_ALWAYS_EAGER
-    try:
-        with transaction.atomic() if eager else nullcontext():
-            score_alerts.delay(rows)
-        return
-    except Exception:  # noqa: BLE001 - logged; retried one by one below when eager
-        logger.exception("insight scoring not enqueued", extra={"alerts": len(rows)})
-    if not eager:
-        return
-    with transaction.atomic():
-        for entity_type, entity_id, pk in rows:
-            try:
-                with transaction.atomic():
-                    score_churn.delay(entity_type, entity_id, pk)
-            except Exception:  # noqa: BLE001 - logged; the next alert still gets its insight
-                logger.exception("insight not scored", extra={"alert_id": pk})
-
-
-def alerts_refresh_stale(*, now: datetime) -> dict[str, int]:
-    """The time-driven pass (every SNAPSHOT_REFRESH_SECONDS): refresh the snapshots whose windows
-    have decayed since they were last touched, then run the rules over them — a student who simply
-    stops booking shows a velocity collapse without sending a single event. Side effects after commit."""
-    from metrics.services import snapshots_refresh_stale
-
-    with transaction.atomic():
-        refreshed = snapshots_refresh_stale(now=now)
-        raised = alerts_evaluate(touched=refreshed, now=now, count_repeats=False) if refreshed else []
-        alerts_raised(raised, now=now)
-    return {
-        "refreshed": len(refreshed.students) + len(refreshed.tutors),
-        "created": sum(r.created for r in raised),
-        "updated": sum(not r.created for r in raised),
-    }
 
 
 def _claim_rate_minute(minute: datetime) -> bool:
@@ -592,21 +504,13 @@ def _claim_rate_minute(minute: datetime) -> bool:
     return True
 
 
-def alerts_sweep(*, now: datetime) -> dict[str, int]:
-    """The periodic pass (every ALERT_SWEEP_SECONDS): re-check active alerts, rate anomalies at most once
-    per minute, then auto-resolve. Changes are pushed to open dashboards after commit."""
+def alerts_rate_pass(*, now: datetime) -> list[Raised]:
+    """Rate anomalies for the minute that just ended, judged by exactly one sweep whichever worker runs
+    it (`_claim_rate_minute`). Call inside the sweep's transaction."""
     from alerts.anomaly import rate_candidates
 
-    with transaction.atomic():
-        raised = alerts_recheck_active(now=now)
-        minute = now.replace(second=0, microsecond=0) - timedelta(minutes=1)
-        if _claim_rate_minute(minute):
-            candidates, evaluated, _ = rate_candidates(now=now)
-            raised += alerts_record(candidates=candidates, evaluated=evaluated, now=now)
-        alerts_raised(raised, now=now)
-    resolved = alerts_auto_resolve(now=now)
-    return {
-        "created": sum(r.created for r in raised),
-        "updated": sum(not r.created for r in raised),
-        "resolved": len(resolved),
-    }
+    minute = now.replace(second=0, microsecond=0) - timedelta(minutes=1)
+    if not _claim_rate_minute(minute):
+        return []
+    candidates, evaluated, _ = rate_candidates(now=now)
+    return alerts_record(candidates=candidates, evaluated=evaluated, now=now)

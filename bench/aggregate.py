@@ -1,5 +1,5 @@
 """Aggregation throughput: simulated events folded in batches through the real processing function
-(ingest.pipeline.process_batch: store, fold, snapshot refresh, alert rules) into PostgreSQL, against a
+(pipeline.batch.process_batch: store, fold, snapshot refresh, alert rules) into PostgreSQL, against a
 per-event ORM baseline (get_or_create + save per event, as the prototype's per-event DynamoDB updates).
 
 Uses its own database `iops_bench` on 127.0.0.1 (dropped and created by the script; --database to
@@ -438,32 +438,32 @@ def main() -> None:
     setup_django(args.database)
     from django.db import connection
 
-    import alerts.services
-    from ingest.pipeline import process_batch
+    import pipeline.batch
+    import pipeline.effects
+    from pipeline.batch import process_batch
 
     # After-commit side effects run inside process_batch (insight scoring is inline with eager Celery,
     # as in the embedded worker): counted in the rate, and reported on their own line (their time is
     # the "after commit" phase below).
     scored = {"insights": 0}
-    committed = alerts.services.alerts_committed
+    committed = pipeline.effects.committed
 
-    def counted_committed(*, change, raised):
-        scored["insights"] += sum(1 for r in raised if r.created or r.escalated)
-        committed(change=change, raised=raised)
+    def counted_committed(*, change, alert_ids, deliveries):
+        scored["insights"] += len(alert_ids)
+        committed(change=change, alert_ids=alert_ids, deliveries=deliveries)
 
-    alerts.services.alerts_committed = counted_committed
+    pipeline.effects.committed = counted_committed
 
-    import ingest.pipeline
     import metrics.services
 
     phases = Phases()
     for module, attr, name in (
-        (ingest.pipeline, "_store_events", "store"),
-        (ingest.pipeline, "fold_events", "fold"),
+        (pipeline.batch, "_store_events", "store"),
+        (pipeline.batch, "fold_events", "fold"),
         (metrics.services, "snapshots_refresh", "refresh"),
-        (ingest.pipeline, "alerts_evaluate", "rules"),
-        (ingest.pipeline, "alerts_raised", "routing"),
-        (alerts.services, "alerts_committed", "after commit"),
+        (pipeline.batch, "alerts_evaluate", "rules"),
+        (pipeline.effects, "_route", "routing"),
+        (pipeline.effects, "committed", "after commit"),
     ):
         phases.wrap(module, attr, name)
 
@@ -540,7 +540,7 @@ def main() -> None:
         after_commit = phases.totals["after commit"][0]  # wall seconds
         print(
             f"of which after commit:  {after_commit / n_batches * 1000:.1f} ms per batch "
-            f"({scored['insights'] / n_batches:.0f} new/escalated alerts scored inline per batch, live push); "
+            f"({scored['insights'] / n_batches:.0f} alerts raised or updated scored inline per batch, live push); "
             f"without it {folded / (busy - after_commit):,.0f} events/s"
         )
         print(f"peak RSS:               {rss_mb():.0f} MB")

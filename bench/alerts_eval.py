@@ -41,8 +41,8 @@ def main() -> None:
 
     from alerts.models import Alert
     from alerts.services import _candidates, alert_raise, alerts_evaluate
-    from ingest.pipeline import _store_events, process_batch
     from metrics.services import fold_events
+    from pipeline.batch import _store_events, process_batch
 
     try:
         total = args.warmup + args.batches * args.batch_size

@@ -48,7 +48,7 @@ def main() -> None:
     aggregate.setup_django(args.database)
     from django.db import connection
 
-    from ingest.pipeline import process_batch
+    from pipeline.batch import process_batch
 
     stats: dict[str, float] = defaultdict(float)
 

@@ -1,5 +1,5 @@
 """Batch cost against history size: the same 1,000-event batches through the real processing function
-(`ingest.pipeline.process_batch`) with 1,000,000 and then 10,000,000 events of history stored.
+(`pipeline.batch.process_batch`) with 1,000,000 and then 10,000,000 events of history stored.
 
 History goes straight into the tables with INSERT … SELECT FROM generate_series (raw events, sessions,
 hourly and per-minute buckets built from them, supply–demand readings, snapshots, resolved alerts),
@@ -580,7 +580,7 @@ def measured_set(*, students: int, start: datetime, prefix: str, batches: int, w
     batch, the SQL timer and where the timeline ends."""
     from django.db import connection
 
-    from ingest.pipeline import process_batch
+    from pipeline.batch import process_batch
 
     total = (warmup + batches) * size
     gen = aggregate.Generator(total=total, students=students, end=END, seed=7)
@@ -726,7 +726,7 @@ def main() -> int:
     first, last = results[0], results[-1]
     control = results[1]
     print()
-    print(f"RESULT per-batch cost of {args.batch:,}-event batches through ingest.pipeline.process_batch:")
+    print(f"RESULT per-batch cost of {args.batch:,}-event batches through pipeline.batch.process_batch:")
     for name, _size, times, sql, _ in results:
         print(
             f"  {name:<28} median {statistics.median(times) * 1000:7.1f} ms  p95 {pct(times, 95) * 1000:7.1f} ms  "

@@ -3,7 +3,7 @@
 Each scenario runs in a process and a PostgreSQL database of its own, on a simulated clock (time-machine):
 
 1. history — `--history-days` of the steady marketplace, delivered at once as a backfill (validated by the
-   ingest schemas, then `ingest.pipeline.process_batch` in batches of 500, all processed at the live start);
+   ingest schemas, then `pipeline.batch.process_batch` in batches of 500, all processed at the live start);
 2. live — `--live-days` of the scenario, in ticks of `--tick` simulated seconds: the tick's events
    (Poisson arrivals at the population's rate × the scenario's intensity) are processed at the tick's
    end, then the periodic tasks run as beat would run them (alert sweep every tick, stale refresh every
@@ -137,10 +137,10 @@ class Driver:
     def __init__(self, cfg: Config):
         import time_machine
 
-        from alerts.periodic import refresh_stale, sweep
-        from ingest.pipeline import process_batch
         from ingest.services import events_validate
         from insights.tasks import score_riskiest
+        from pipeline.batch import process_batch
+        from pipeline.tasks import refresh_stale, sweep
 
         self.cfg = cfg
         self.time_machine = time_machine

@@ -19,7 +19,7 @@ from django.utils import timezone
 
 from dashboard.rendering import render_entity, render_state, render_update
 from dashboard.selectors import ENTITY_TYPES, FeedFilters, parse_range
-from iops.realtime import DASHBOARD_GROUP
+from iops.lib.realtime import DASHBOARD_GROUP
 
 
 class _LiveConsumer(AsyncWebsocketConsumer):

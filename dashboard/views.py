@@ -26,7 +26,6 @@ from dashboard.selectors import (
     parse_range,
 )
 from dashboard.templatetags.dashboard import entity_path
-from iops.realtime import publish_alert_change
 
 staff_required = staff_member_required(login_url="/accounts/login/")
 ACTIONS = ("acknowledge", "resolve", "dismiss")
@@ -110,7 +109,6 @@ def alert_action(request: HttpRequest, alert_id: int, action: str) -> HttpRespon
         return HttpResponse(str(exc), status=409, content_type="text/plain")
     except ValueError:
         return HttpResponse("A reason is required to dismiss.", status=400, content_type="text/plain")
-    publish_alert_change(alert.pk)  # every open dashboard swaps the row
     if not _is_htmx(request):
         return HttpResponseRedirect(f"/alerts/{alert.pk}")
     alert = alerts_by_ids(ids=[alert.pk])[0]  # the row shows its insight's risk

@@ -14,9 +14,9 @@ from django.conf import settings
 from django.db import InterfaceError, OperationalError, close_old_connections
 from django.utils import timezone
 
-from ingest.pipeline import process_batch
 from ingest.streams import Delivery, EventStream, StreamUnavailable, get_stream
 from iops.lib.request_id import request_id_var
+from pipeline.batch import process_batch
 
 logger = logging.getLogger(__name__)
 

@@ -18,7 +18,7 @@ from insights.budget import budget_claim, budget_purge
 from insights.features import ENTITY_TYPES, student_features, tutor_features
 from insights.models import Insight
 from insights.selectors import BEDROCK_FAILED_PREFIX, BEDROCK_PREFIX
-from iops import realtime
+from iops.lib import realtime
 from metrics.health import churn_probability
 from metrics.models import StudentSnapshot, TutorSnapshot
 

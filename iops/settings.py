@@ -68,6 +68,7 @@ INSTALLED_APPS = [
     "metrics",
     "alerts",
     "insights",
+    "pipeline",
     "simulator",
     "dashboard",
 ]
@@ -318,7 +319,6 @@ ALERT_ANOMALY_MIN_RATIO = env_float("ALERT_ANOMALY_MIN_RATIO", 2.0)
 ALERT_ANOMALY_CRITICAL_RATIO = env_float("ALERT_ANOMALY_CRITICAL_RATIO", 5.0)
 ALERT_ANOMALY_MIN_HISTORY_MINUTES = env_int("ALERT_ANOMALY_MIN_HISTORY_MINUTES", 45, minimum=1)
 # The alert sweep's Celery task lives outside alerts/tasks.py (owned by the delivery work).
-CELERY_IMPORTS = ("alerts.periodic",)
 
 # --- alert routing and delivery (issue 5, notify) ----------------------------------------------
 # A delivery is tried this many times (exponential backoff with jitter from the base) before it

@@ -238,7 +238,7 @@ def test_metrics_counts_refusals_and_waiting_backlog(client, settings, post):
 
 
 def test_request_id_is_carried_into_the_worker_batch_logs(post, client, api_key, drain, caplog):
-    caplog.set_level(logging.DEBUG, logger="ingest.pipeline")
+    caplog.set_level(logging.DEBUG, logger="pipeline.batch")
     caplog.handler.addFilter(RequestIdFilter())
     resp = client.post(
         "/api/ingest",

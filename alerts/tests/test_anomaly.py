@@ -13,8 +13,8 @@ from django.core.cache import cache
 
 from alerts.anomaly import judge
 from alerts.models import Alert
-from alerts.periodic import sweep
 from conftest import event
+from pipeline.tasks import sweep
 
 
 @pytest.fixture(autouse=True)

@@ -38,7 +38,7 @@ def batch(worker: int, now) -> list[dict]:
 @pytest.mark.postgres
 @pytest.mark.django_db(transaction=True)
 def test_workers_raising_the_same_alerts_at_once_open_each_once_and_count_every_sighting():
-    from ingest.pipeline import process_batch
+    from pipeline.batch import process_batch
 
     if connection.vendor != "postgresql":
         pytest.skip("concurrent transactions: PostgreSQL")

@@ -13,8 +13,8 @@ from django.test import TestCase
 from django.test.utils import CaptureQueriesContext
 
 from alerts.models import Alert
-from alerts.periodic import sweep
 from conftest import READING_CRITICAL, READING_WARNING, READING_WARNING_LOWER, event, platform_reading
+from pipeline.tasks import sweep
 
 pytestmark = pytest.mark.django_db
 T = datetime(2026, 3, 20, 12, 0, tzinfo=UTC)
@@ -46,7 +46,7 @@ def run_sweep(minute: float):
 def pushed(monkeypatch):
     """Changes pushed to open dashboards (the channel layer is the edge)."""
     sent = []
-    monkeypatch.setattr("iops.realtime.publish_change", sent.append)
+    monkeypatch.setattr("iops.lib.realtime._publish_now", sent.append)
     return sent
 
 
@@ -89,7 +89,7 @@ def test_acknowledged_alerts_auto_resolve_too(client, staff_user, post, drain):
 
 
 def test_the_stale_refresh_sees_an_alert_clear_without_new_events(post, drain, settings):
-    from alerts.periodic import refresh_stale
+    from pipeline.tasks import refresh_stale
 
     health(post, drain, READING_WARNING)
     settings.ALERT_LOW_HEALTH_WARNING = 50  # the condition no longer holds: nothing new arrives

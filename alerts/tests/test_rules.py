@@ -162,7 +162,7 @@ def test_history_arriving_late_is_not_judged_on_velocity_until_the_clock_does(po
     the current week arrives. Late history leaves velocity to the clock (the stale refresh), which
     judges the settled data: no alert for a student whose current week then arrives, an alert for one
     who really stopped."""
-    from alerts.periodic import refresh_stale
+    from pipeline.tasks import refresh_stale
 
     older = [completed(f"p{i}{s}", days_ago=8 + i, student=s) for i in range(18) for s in ("stu_1", "stu_2")]
     send(post, drain, *older)
@@ -180,7 +180,7 @@ def test_a_student_who_stops_booking_raises_velocity_drop_without_any_new_event(
     """Time alone collapses the velocity: the periodic stale refresh (beat `alerts.refresh_stale`)
     re-runs the rules for snapshots it refreshed, and the new alert is routed like any other."""
     from alerts.models import AlertDelivery
-    from alerts.periodic import refresh_stale
+    from pipeline.tasks import refresh_stale
 
     channel = make_channel("email", min_severity="warning")
     days = [0.5 + d * 0.8 for d in range(25)]  # every 0.8 days for 20 days: ~8.75 a week

@@ -81,12 +81,15 @@ def test_action_from_the_panel_returns_the_panel_and_an_oob_row(staff_client):
     assert f'id="alert-{alert.pk}"' in html and 'hx-swap-oob="true"' in html
 
 
-def test_action_publishes_a_change_note(staff_client, monkeypatch):
+def test_action_publishes_one_change_note_after_commit(
+    staff_client, monkeypatch, django_capture_on_commit_callbacks
+):
     sent = []
-    monkeypatch.setattr("dashboard.views.publish_alert_change", sent.append)
+    monkeypatch.setattr("iops.lib.realtime._publish_now", sent.append)
     alert = make_alert()
-    staff_client.post(f"/alerts/{alert.pk}/resolve", **HX)
-    assert sent == [alert.pk]
+    with django_capture_on_commit_callbacks(execute=True):
+        staff_client.post(f"/alerts/{alert.pk}/resolve", **HX)
+    assert [c.alerts_updated for c in sent] == [[alert.pk]]
 
 
 def test_panel_shows_the_linked_insight_drivers_and_health_components(staff_client):

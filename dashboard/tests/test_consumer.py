@@ -60,7 +60,7 @@ async def test_cross_origin_socket_is_refused():
 
 @database_sync_to_async
 def _process(events):
-    from ingest.pipeline import process_batch
+    from pipeline.batch import process_batch
 
     return process_batch(events, now=timezone.now())
 
@@ -109,7 +109,7 @@ import time  # noqa: E402
 from channels.layers import get_channel_layer  # noqa: E402
 
 from dashboard.tests.conftest import make_alert  # noqa: E402
-from iops.realtime import DASHBOARD_GROUP  # noqa: E402
+from iops.lib.realtime import DASHBOARD_GROUP  # noqa: E402
 
 ROW_RE = re.compile(r'<li id="alert-(\d+)"')
 

@@ -28,8 +28,8 @@ def test_sending_the_same_event_id_again_has_no_further_effect(post, drain):
 
 def test_kinesis_redelivery_after_a_consumer_died_is_processed_once(post, kinesis_stream):
     from ingest.kinesis import KinesisStream
-    from ingest.pipeline import process_batch
     from ingest.worker import drain
+    from pipeline.batch import process_batch
 
     _client, name = kinesis_stream
     post({"events": [event("ib_call_logged", student_id="stu_k", event_id=f"k-{i}") for i in range(3)]})

@@ -71,7 +71,7 @@ def dump() -> dict:
 @pytest.mark.postgres
 @pytest.mark.django_db(transaction=True)
 def test_concurrent_batches_over_the_same_sessions_equal_a_rebuild():
-    from ingest.pipeline import process_batch
+    from pipeline.batch import process_batch
 
     if connection.vendor != "postgresql":
         pytest.skip("concurrent transactions: PostgreSQL")

@@ -51,7 +51,7 @@ def simulate(scenario: str, *, events: int, days: float) -> None:
 
 
 def sweep(at: datetime) -> None:
-    from alerts.periodic import sweep as sweep_task
+    from pipeline.tasks import sweep as sweep_task
 
     with time_machine.travel(at, tick=False):
         sweep_task.apply()

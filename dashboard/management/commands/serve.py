@@ -76,7 +76,7 @@ class Command(BaseCommand):
         from daphne.server import Server, twisted_loop
 
         from iops.asgi import application
-        from iops.realtime import register_server_loop
+        from iops.lib.realtime import register_server_loop
 
         stop = threading.Event()
         threads = []

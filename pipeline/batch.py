@@ -1,5 +1,5 @@
-"""The processing step, the same function in the embedded thread and in Celery workers:
-store new events (exactly once by event_id) → fold metrics → evaluate alerts → after commit, broadcast.
+"""A batch of events, the same function in the embedded thread and in Celery workers: store the new ones
+(exactly once by event_id) → fold metrics → evaluate alerts → route → after commit: pipeline.effects.
 """
 
 from __future__ import annotations
@@ -14,10 +14,11 @@ from typing import Any
 from django.db import transaction
 
 from alerts.rules import VELOCITY_LIVE_WINDOW
-from alerts.services import Raised, alerts_evaluate, alerts_raised
-from ingest.models import Event
+from alerts.services import Raised, alerts_evaluate
+from ingest.models import Event  # the raw event table: the one named exception to the import direction
 from iops.lib.sql import insert_returning_new
 from metrics.services import fold_events, retention_horizon
+from pipeline.effects import after_pass
 
 logger = logging.getLogger(__name__)
 
@@ -93,7 +94,7 @@ def process_batch(events: list[dict[str, Any]], *, now: datetime) -> BatchResult
             if touched
             else []
         )
-        alerts_raised(raised, now=now, events=len(new))  # routing in this transaction; push and scoring after
+        after_pass(raised, now=now, events=len(new))  # routing in this transaction; the rest after commit
     result = BatchResult(
         received=len(events),
         new=len(new),
