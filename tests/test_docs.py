@@ -1,8 +1,8 @@
-"""README's configuration table names exactly the environment variables the code reads.
+"""docs/configuration.md names exactly the environment variables the code reads; doc links resolve.
 
 The variables are found by parsing the source with `ast` (calls of the strict readers in
 iops/lib/env.py, `os.environ.get`, `os.getenv`, `os.environ[...]`), the documented ones by reading the
-first column of the tables under README's "## Configuration" heading.
+first column of the tables in docs/configuration.md.
 """
 
 from __future__ import annotations
@@ -13,7 +13,10 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 SETTINGS = ROOT / "iops" / "settings.py"
-APPS = ("iops", "ingest", "metrics", "alerts", "insights", "simulator", "dashboard")
+CONFIGURATION = ROOT / "docs" / "configuration.md"
+APPS = ("iops", "metrics", "alerts", "insights", "pipeline", "ingest", "simulator", "dashboard")
+# The Markdown a reader follows links through (relative links must name a file or folder that exists).
+DOC_PAGES = ("README.md", "ARCHITECTURE.md", "CHANGELOG.md", "docs/*.md")
 ENV_READERS = {"env_str", "env_bool", "env_int", "env_float", "env_list", "env_choice", "getenv"}
 
 
@@ -74,17 +77,23 @@ def code_variables() -> dict[str, list[str]]:
     return found
 
 
-def readme_variables() -> set[str]:
-    """Variables named in the first column of the table rows under README's "## Configuration"."""
-    text = (ROOT / "README.md").read_text()
-    start = text.index("\n## Configuration")
-    end = text.find("\n## ", start + 1)
-    section = text[start : end if end != -1 else None]
+def documented_variables() -> set[str]:
+    """Variables named in the first column of the table rows of docs/configuration.md."""
     names: set[str] = set()
-    for line in section.splitlines():
+    for line in CONFIGURATION.read_text().splitlines():
         if line.startswith("| `"):
             names |= set(re.findall(r"`([A-Z][A-Z0-9_]+)`", line.split("|")[1]))
     return names
+
+
+def relative_links(text: str) -> set[str]:
+    """Targets of Markdown links and images that point inside the repository (no scheme, no anchor-only)."""
+    targets = set()
+    for target in re.findall(r"\]\(([^)\s]+)\)", text):
+        if "://" in target or target.startswith(("#", "mailto:")):
+            continue
+        targets.add(target.split("#", 1)[0])
+    return targets
 
 
 def test_env_reads_finds_every_way_of_reading_the_environment():
@@ -107,19 +116,37 @@ def test_settings_read_many_variables():
     assert len(env_reads(SETTINGS.read_text())) > 50
 
 
-def test_every_variable_the_code_reads_is_in_the_readme_configuration_table():
-    documented = readme_variables()
+def test_every_variable_the_code_reads_is_in_the_configuration_table():
+    documented = documented_variables()
     missing = {name: files for name, files in code_variables().items() if name not in documented}
-    assert not missing, f"add these to README's Configuration tables: {missing}"
+    assert not missing, f"add these to the tables of docs/configuration.md: {missing}"
 
 
-def test_readme_configuration_table_names_only_variables_the_code_reads():
-    unknown = sorted(readme_variables() - set(code_variables()))
-    assert not unknown, f"README documents variables no code reads: {unknown}"
+def test_configuration_table_names_only_variables_the_code_reads():
+    unknown = sorted(documented_variables() - set(code_variables()))
+    assert not unknown, f"docs/configuration.md documents variables no code reads: {unknown}"
+
+
+def test_relative_links_finds_repository_links_only():
+    text = "[a](docs/x.md) ![b](docs/s.png) [c](https://e.com/y) [d](#top) [e](bench/RESULTS.md#ingest)"
+    assert relative_links(text) == {"docs/x.md", "docs/s.png", "bench/RESULTS.md"}
+
+
+def test_every_relative_link_in_the_docs_points_to_an_existing_file():
+    pages = [p for pattern in DOC_PAGES for p in sorted(ROOT.glob(pattern))]
+    assert len(pages) >= 4, pages
+    broken = {
+        str(page.relative_to(ROOT)): sorted(
+            t for t in relative_links(page.read_text()) if not (page.parent / t).exists()
+        )
+        for page in pages
+    }
+    broken = {page: targets for page, targets in broken.items() if targets}
+    assert not broken, f"links to files that do not exist: {broken}"
 
 
 def test_env_example_names_only_documented_variables():
-    documented = readme_variables()
+    documented = documented_variables()
     names = set()
     for line in (ROOT / ".env.example").read_text().splitlines():
         m = re.match(r"^#?\s*([A-Z][A-Z0-9_]+)=", line.strip())
