@@ -380,7 +380,7 @@ def stream_require_durable() -> None:
         from django.core.exceptions import ImproperlyConfigured
 
         raise ImproperlyConfigured(
-            f"{problem}. Run Redis with --appendonly yes (README: Production roles), "
+            f"{problem}. Run Redis with --appendonly yes (docs/operations.md: Production roles), "
             "or set REDIS_REQUIRE_AOF=false to accept that loss"
         )
 

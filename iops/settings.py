@@ -1,4 +1,4 @@
-"""IOps settings: one module, driven by the environment (see README "Configuration").
+"""IOps settings: one module, driven by the environment (see docs/configuration.md).
 
 With no variables set it runs embedded: SQLite under var/, the `database` stream, the in-memory
 channel layer and an in-process worker. DATABASE_URL, REDIS_URL and IOPS_STREAM switch roles.
@@ -193,7 +193,7 @@ if HTTP_READ_TIMEOUT_SECONDS <= 0:
     raise ImproperlyConfigured("HTTP_READ_TIMEOUT_SECONDS must be > 0")
 EVENT_RETENTION_DAYS = env_int("EVENT_RETENTION_DAYS", 45, minimum=31)
 
-# --- alert thresholds (README "Alert thresholds") -------------------------------------------
+# --- alert thresholds (docs/configuration.md "Alert rules and lifecycle") -------------------------------------------
 ALERT_LOW_HEALTH_WARNING = env_float("ALERT_LOW_HEALTH_WARNING", 70.0)
 ALERT_LOW_HEALTH_CRITICAL = env_float("ALERT_LOW_HEALTH_CRITICAL", 50.0)
 ALERT_IB_CALLS_14D = env_int("ALERT_IB_CALLS_14D", 3, minimum=1)
@@ -369,8 +369,8 @@ CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_WORKER_CANCEL_LONG_RUNNING_TASKS_ON_CONNECTION_LOSS = True
 
 # --- churn insights (issue 6) --------------------------------------------------------------------
-# An entity is not re-scored within this window unless its features moved materially (half a
-# scale unit on any feature, insights/local_model.py); 0 turns the cache off.
+# An entity is not re-scored within this window unless a figure its insight quotes changed
+# (insights/local_model.features_moved); 0 turns the cache off.
 INSIGHTS_CACHE_MINUTES = env_int("INSIGHTS_CACHE_MINUTES", 30, minimum=0)
 # Bedrock budget per calendar minute and UTC day, claimed atomically in the database before each
 # call (insights/budget.py), so it holds across workers; over it the local model answers with

@@ -1,4 +1,4 @@
-"""Tutor burnout risk (0–1): three explainable components, documented in ARCHITECTURE.md."""
+"""Tutor burnout risk (0–1): three explainable components, documented in docs/metrics-and-alerts.md."""
 
 from __future__ import annotations
 

@@ -182,7 +182,7 @@ class SubjectRegionSnapshot(models.Model):
     demand_supply_ratio = models.FloatField(null=True, blank=True)
     balance_status = models.CharField(max_length=20, default="balanced")
     status_since = models.DateTimeField(null=True, blank=True)
-    # Our own figures from our data (sessions and tutor availability), see ARCHITECTURE.md.
+    # Our own figures from our data (sessions and tutor availability), see docs/metrics-and-alerts.md.
     active_students = models.IntegerField(default=0, help_text="distinct students with a session in 7 days")
     available_tutors = models.IntegerField(default=0, help_text="tutors offering the subject with hours > 0")
     available_hours = models.FloatField(default=0)
