@@ -175,11 +175,22 @@ def _gaps(empty: np.ndarray, usual: float) -> np.ndarray:
     return gap
 
 
-def rate_candidates(*, now: datetime) -> tuple[list[Candidate], set[str], datetime]:
-    """Evaluate every series at the latest complete minute before `now`: candidates, the fingerprints
-    decided (an active anomaly not found again is clear) and the minute evaluated."""
+@dataclass
+class _Grid:
+    """The series minute by minute, oldest first, with which minutes count as observed history."""
+
+    first: datetime  # the minute at index 0
+    series: np.ndarray  # one row per SERIES entry
+    observed: np.ndarray  # minute usable as history (not before the first data, not in or next to a gap)
+    latest_with_data: int  # index of the newest minute with any event (-1: none)
+
+    @property
+    def last(self) -> int:
+        return self.series.shape[1] - 1
+
+
+def _load_grid(minute: datetime) -> _Grid:
     one = timedelta(minutes=1)
-    minute = now.replace(second=0, microsecond=0) - one
     size = settings.ALERT_ANOMALY_WINDOW_MINUTES
     biggest = max(WINDOWS)
     span = int(LONG / one) + size + biggest + 2
@@ -207,79 +218,98 @@ def rate_candidates(*, now: datetime) -> tuple[list[Candidate], set[str], dateti
         near[1:] |= gap[:-1]
         near[:-1] |= gap[1:]
         observed &= ~near
-    latest_with_data = int(with_data[-1]) if with_data.size else -1
+    return _Grid(first, series, observed, int(with_data[-1]) if with_data.size else -1)
+
+
+def _stronger(f: Finding | None, than: Finding | None) -> bool:
+    return f is not None and (
+        than is None or (SEVERITY_RANK[f.severity], f.z) > (SEVERITY_RANK[than.severity], than.z)
+    )
+
+
+def _judge_series(values: np.ndarray, grid: _Grid, cut: int | None) -> tuple[Finding | None, bool]:
+    """The strongest finding over the windows and both directions, and whether any window had enough
+    history to be judged. `cut`: an active anomaly's baselines end there."""
+    size = settings.ALERT_ANOMALY_WINDOW_MINUTES
+    observed = grid.observed
+    found: Finding | None = None
+    judged = False
+    for direction, end in (("spike", grid.last), ("drop", grid.last - 1)):
+        if direction == "drop" and grid.latest_with_data <= end:
+            continue  # a lagging worker makes the latest minute look low: wait for a later one
+        for k in WINDOWS:
+            lo = end - k + 1
+            if lo < 0 or not observed[lo : end + 1].all():
+                continue
+            base_end = min(lo, cut) if cut is not None else lo
+            if base_end <= 0:
+                continue
+            short_idx = np.arange(max(0, base_end - size), base_end)
+            short = values[short_idx[observed[short_idx]]]
+            if short.size < settings.ALERT_ANOMALY_MIN_HISTORY_MINUTES:
+                continue
+            long = values[:base_end][observed[:base_end]]
+            judged = True
+            f = judge(
+                window=values[lo : end + 1],
+                short=short,
+                long=long if long.size >= LONG_MIN_OBSERVED else None,
+                direction=direction,
+            )
+            if _stronger(f, found):
+                found = f
+    return found, judged
+
+
+def _candidate(name: str, found: Finding, minute: datetime) -> Candidate:
+    per_min = found.expected / found.window
+    factor = found.observed / found.expected if found.expected else math.inf
+    return Candidate(
+        AlertType.RATE_ANOMALY,
+        EntityType.GLOBAL,
+        name,
+        found.severity,
+        f"{name.replace('_', ' ')} {found.direction}: {found.observed:.0f} in the {found.window} min "
+        f"to {minute:%H:%M} vs {found.expected:.1f} expected ({per_min:.1f}/min, "
+        f"×{factor:.1f}, z {found.z:.0f})",
+        {
+            "series": name,
+            "direction": found.direction,
+            "minute": minute.isoformat(),
+            "window_minutes": found.window,
+            "expected": found.expected,
+            "observed": found.observed,
+            "z": found.z,
+            "baseline_per_minute": found.baseline_short,
+            "baseline_24h_per_minute": found.baseline_long,
+            "by": "event time",
+        },
+    )
+
+
+def rate_candidates(*, now: datetime) -> tuple[list[Candidate], set[str], datetime]:
+    """Evaluate every series at the latest complete minute before `now`: candidates, the fingerprints
+    decided (an active anomaly not found again is clear) and the minute evaluated."""
+    one = timedelta(minutes=1)
+    minute = now.replace(second=0, microsecond=0) - one
+    grid = _load_grid(minute)
     active = dict(
         Alert.objects.filter(
             type=AlertType.RATE_ANOMALY, entity_type=EntityType.GLOBAL, status__in=ACTIVE_STATUSES
         ).values_list("entity_id", "first_seen")
     )
-    last = span - 1  # index of `minute`
     candidates: list[Candidate] = []
     decided: set[str] = set()
     for row, name in enumerate(SERIES):
         fp = f"{AlertType.RATE_ANOMALY}:{EntityType.GLOBAL}:{name}"
-        values = series[row]
         began = active.get(name)
         # While an anomaly is active, its baselines end where it began (minus the widest window).
-        cut = None if began is None else int((began.replace(second=0, microsecond=0) - first) / one) - biggest
-        found: Finding | None = None
-        judged = False
-        for direction, end in (("spike", last), ("drop", last - 1)):
-            if direction == "drop" and latest_with_data <= end:
-                continue  # a lagging worker makes the latest minute look low: wait for a later one
-            for k in WINDOWS:
-                lo = end - k + 1
-                if lo < 0 or not observed[lo : end + 1].all():
-                    continue
-                base_end = min(lo, cut) if cut is not None else lo
-                if base_end <= 0:
-                    continue
-                short_idx = np.arange(max(0, base_end - size), base_end)
-                short = values[short_idx[observed[short_idx]]]
-                if short.size < settings.ALERT_ANOMALY_MIN_HISTORY_MINUTES:
-                    continue
-                long_mask = observed[:base_end]
-                long = values[:base_end][long_mask]
-                judged = True
-                f = judge(
-                    window=values[lo : end + 1],
-                    short=short,
-                    long=long if long.size >= LONG_MIN_OBSERVED else None,
-                    direction=direction,
-                )
-                if f is not None and (
-                    found is None
-                    or (SEVERITY_RANK[f.severity], f.z) > (SEVERITY_RANK[found.severity], found.z)
-                ):
-                    found = f
-        if judged or began is not None and minute - began > LONG:
+        cut = None
+        if began is not None:
+            cut = int((began.replace(second=0, microsecond=0) - grid.first) / one) - max(WINDOWS)
+        found, judged = _judge_series(grid.series[row], grid, cut)
+        if judged or found is not None or (began is not None and minute - began > LONG):
             decided.add(fp)
-        if found is None:
-            continue
-        decided.add(fp)
-        per_min = found.expected / found.window
-        factor = found.observed / found.expected if found.expected else math.inf
-        candidates.append(
-            Candidate(
-                AlertType.RATE_ANOMALY,
-                EntityType.GLOBAL,
-                name,
-                found.severity,
-                f"{name.replace('_', ' ')} {found.direction}: {found.observed:.0f} in the {found.window} min "
-                f"to {minute:%H:%M} vs {found.expected:.1f} expected ({per_min:.1f}/min, "
-                f"×{factor:.1f}, z {found.z:.0f})",
-                {
-                    "series": name,
-                    "direction": found.direction,
-                    "minute": minute.isoformat(),
-                    "window_minutes": found.window,
-                    "expected": found.expected,
-                    "observed": found.observed,
-                    "z": found.z,
-                    "baseline_per_minute": found.baseline_short,
-                    "baseline_24h_per_minute": found.baseline_long,
-                    "by": "event time",
-                },
-            )
-        )
+        if found is not None:
+            candidates.append(_candidate(name, found, minute))
     return candidates, decided, minute

@@ -193,7 +193,7 @@ if HTTP_READ_TIMEOUT_SECONDS <= 0:
     raise ImproperlyConfigured("HTTP_READ_TIMEOUT_SECONDS must be > 0")
 EVENT_RETENTION_DAYS = env_int("EVENT_RETENTION_DAYS", 45, minimum=31)
 
-# --- alert thresholds (docs/configuration.md "Alert rules and lifecycle") -------------------------------------------
+# --- alert thresholds (docs/configuration.md "Alert rules and lifecycle") ----------------------------
 ALERT_LOW_HEALTH_WARNING = env_float("ALERT_LOW_HEALTH_WARNING", 70.0)
 ALERT_LOW_HEALTH_CRITICAL = env_float("ALERT_LOW_HEALTH_CRITICAL", 50.0)
 ALERT_IB_CALLS_14D = env_int("ALERT_IB_CALLS_14D", 3, minimum=1)
