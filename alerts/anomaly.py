@@ -127,20 +127,15 @@ def judge(
     rate = max(rates) if direction == "spike" else min(rates)
     expected = rate * k
     dispersion = _dispersion(short)
-    if direction == "spike":
-        if observed < settings.ALERT_ANOMALY_MIN_VOLUME:
-            return None
-        ratio = observed / expected if expected > 0 else math.inf
-        if ratio < settings.ALERT_ANOMALY_MIN_RATIO:
-            return None
-        z = _tail_z(observed, expected, dispersion, upper=True)
-    else:
-        if expected < settings.ALERT_ANOMALY_MIN_VOLUME:
-            return None
-        ratio = expected / observed if observed > 0 else math.inf
-        if ratio < settings.ALERT_ANOMALY_MIN_RATIO:
-            return None
-        z = _tail_z(observed, expected, dispersion, upper=False)
+    upper = direction == "spike"
+    # A spike is judged on what came, a drop on what should have come; the ratio is the larger over the smaller.
+    big, small = (observed, expected) if upper else (expected, observed)
+    if big < settings.ALERT_ANOMALY_MIN_VOLUME:
+        return None
+    ratio = big / small if small > 0 else math.inf
+    if ratio < settings.ALERT_ANOMALY_MIN_RATIO:
+        return None
+    z = _tail_z(observed, expected, dispersion, upper=upper)
     if z < settings.ALERT_ANOMALY_Z_WARNING:
         return None
     critical = z >= settings.ALERT_ANOMALY_Z_CRITICAL and ratio >= settings.ALERT_ANOMALY_CRITICAL_RATIO

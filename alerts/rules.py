@@ -192,7 +192,7 @@ def subject_region_rules(snap, now: datetime) -> Iterable[Candidate]:
 
 
 # The alert types each entity's evaluation decides: an active one not raised again is seen clear.
-RULE_TYPES = {
+RULE_TYPES: dict[str, tuple[str, ...]] = {
     EntityType.STUDENT: (
         AlertType.LOW_HEALTH_SCORE,
         AlertType.HIGH_IB_CALL_FREQUENCY,

@@ -8,6 +8,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from types import SimpleNamespace
+from typing import Any
 
 from django.conf import settings
 from django.db import IntegrityError, connection, transaction
@@ -157,7 +158,7 @@ def _insert_alerts(new: list[Candidate], now: datetime) -> list[SimpleNamespace]
     return created
 
 
-def _log_created(alerts: Iterable[Alert]) -> None:
+def _log_created(alerts: Iterable[Any]) -> None:
     for a in alerts:
         logger.info("alert raised", extra={"alert_id": a.pk, "type": a.type, "severity": a.severity})
 
@@ -316,7 +317,7 @@ def _cooling_down(candidates: list[Candidate], now: datetime) -> set[str]:
             .values_list("alert__fingerprint", "alert__severity")
         )
         for fp, severity in rows:
-            if SEVERITY_RANK[severity] > SEVERITY_RANK.get(closed.get(fp), -1):
+            if SEVERITY_RANK[severity] > SEVERITY_RANK.get(closed.get(fp, ""), -1):
                 closed[fp] = severity
     return {fp for fp, sev in closed.items() if SEVERITY_RANK[by_fp[fp].severity] <= SEVERITY_RANK[sev]}
 

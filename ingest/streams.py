@@ -18,6 +18,7 @@ from functools import cache
 from typing import Any
 
 from django.conf import settings
+from django.core.exceptions import ImproperlyConfigured
 from django.db import DataError, InterfaceError, OperationalError, connection, transaction
 from django.db.models import F, Q
 from django.utils import timezone
@@ -250,7 +251,8 @@ class RedisStream(EventStream):
                     count=count - len(deliveries),
                     block=block_ms or None,
                 )
-                for _key, entries in resp or []:
+                read: list[tuple[Any, list[tuple[Any, dict]]]] = resp or []  # type: ignore[assignment]
+                for _key, entries in read:
                     for msg_id, fields in entries:
                         deliveries.append(self._decode(msg_id, fields, 1))
             return deliveries
@@ -289,11 +291,11 @@ class RedisStream(EventStream):
         entries = [(mid, f) for mid, f in resp[1] if f is not None]
         if not entries:
             return []
-        counts = {}
+        counts: dict[Any, int] = {}
         for item in self.client.xpending_range(
             self.key, self.group, min=entries[0][0], max=entries[-1][0], count=len(entries) * 2
         ):
-            counts[item["message_id"]] = item["times_delivered"]
+            counts[item["message_id"]] = int(item["times_delivered"])
         return [self._decode(mid, fields, counts.get(mid, 2)) for mid, fields in entries]
 
     def ack(self, deliveries: list[Delivery]) -> None:
@@ -388,9 +390,13 @@ def stream_require_durable() -> None:
 @cache
 def get_stream() -> EventStream:
     if settings.IOPS_STREAM == "redis":
+        if not settings.REDIS_URL:
+            raise ImproperlyConfigured("IOPS_STREAM=redis needs REDIS_URL")
         return RedisStream(settings.REDIS_URL, settings.IOPS_STREAM_KEY, settings.IOPS_STREAM_GROUP)
     if settings.IOPS_STREAM == "kinesis":
         from ingest.kinesis import KinesisStream
 
+        if not settings.KINESIS_STREAM_NAME:
+            raise ImproperlyConfigured("IOPS_STREAM=kinesis needs KINESIS_STREAM_NAME")
         return KinesisStream(settings.KINESIS_STREAM_NAME)
     return DatabaseStream()

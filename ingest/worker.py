@@ -9,6 +9,7 @@ import socket
 import threading
 import time
 from contextlib import suppress
+from typing import Any
 
 from django.conf import settings
 from django.db import InterfaceError, OperationalError, close_old_connections
@@ -30,9 +31,14 @@ SUSPECT_SPLIT = 16
 BATCH_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 
 
+def _events(deliveries: list[Delivery]) -> list[dict[str, Any]]:
+    """The event bodies of decoded deliveries (undecodable ones are dead-lettered before processing)."""
+    return [d.event for d in deliveries if d.event is not None]
+
+
 def batch_request_id(events: list[dict]) -> str:
     """The request id(s) a batch came from, for its log lines: `rid` or `rid+N` when it mixes requests."""
-    ids = list(dict.fromkeys(e.get("request_id") for e in events if e.get("request_id")))
+    ids = list(dict.fromkeys(str(e["request_id"]) for e in events if e.get("request_id")))
     if not ids:
         return "-"
     return ids[0] if len(ids) == 1 else f"{ids[0]}+{len(ids) - 1}"
@@ -149,7 +155,7 @@ class StreamWorker:
     def _settle(self, deliveries: list[Delivery]) -> None:
         """Process these as one batch (isolating failing events if it fails) and ack what was processed."""
         try:
-            self._process([d.event for d in deliveries])
+            self._process(_events(deliveries))
         except TRANSIENT:
             raise
         except Exception:  # noqa: BLE001 - isolate the poison message, keep the rest flowing
@@ -226,7 +232,7 @@ class StreamWorker:
         if len(deliveries) == 1:
             d = deliveries[0]
             try:
-                self._process([d.event])
+                self._process(_events([d]))
                 return [d]
             except TRANSIENT:
                 raise
@@ -236,7 +242,7 @@ class StreamWorker:
                 else:
                     logger.warning(
                         "event failed, left for redelivery",
-                        extra={"message_id": d.token, "request_id": d.event.get("request_id", "-")},
+                        extra={"message_id": d.token, "request_id": (d.event or {}).get("request_id", "-")},
                     )
                 return []
         settled: list[Delivery] = []
@@ -246,7 +252,7 @@ class StreamWorker:
                 settled.extend(self._isolate(half))
                 continue
             try:
-                self._process([d.event for d in half])
+                self._process(_events(half))
                 settled.extend(half)
             except TRANSIENT:
                 raise
