@@ -156,7 +156,7 @@ class NotificationChannelForm(forms.ModelForm):
         return self.cleaned_data.get("secret") or (self.instance.secret if self.instance.pk else "")
 
     def clean(self):
-        cleaned = super().clean()
+        cleaned = super().clean() or {}
         if cleaned.get("generate_secret"):
             self.generated_secret = secrets.token_urlsafe(32)
             cleaned["secret"] = self.generated_secret
@@ -236,7 +236,7 @@ class _DeliveryAdminBase(admin.ModelAdmin):
         "duration_ms",
         "short_error",
     )
-    list_filter = ("status", "channel__kind", "channel", "trigger", "severity", "created_at")
+    list_filter = ["status", "channel__kind", "channel", "trigger", "severity", "created_at"]
     search_fields = ("=alert__id", "=alert__entity_id", "channel__name", "last_error")
     list_select_related = ("alert", "channel")
     readonly_fields = [f.name for f in AlertDelivery._meta.fields]
@@ -277,7 +277,7 @@ class AlertDeliveryAdmin(_DeliveryAdminBase):
 
 @admin.register(AlertDeadLetter)
 class AlertDeadLetterAdmin(_DeliveryAdminBase):
-    list_filter = ("channel__kind", "channel", "severity", "dead_at")
+    list_filter = ["channel__kind", "channel", "severity", "dead_at"]
 
     def get_queryset(self, request):
         return super().get_queryset(request).filter(status=DeliveryStatus.DEAD)

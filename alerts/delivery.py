@@ -196,7 +196,7 @@ def _attempt(delivery_ids: list[int], now: datetime) -> tuple[str | None, int]:
         logger.exception("notifier crashed", extra={"delivery_ids": claimed})
         error = TransportError(f"internal error: {exc.__class__.__name__}: {exc}")
     duration_ms = round((time.perf_counter() - started) * 1000)
-    outcome = DeliveryStatus.SENT
+    outcome: str = DeliveryStatus.SENT
     for delivery in deliveries:
         status = _settle(delivery, error, now=now, duration_ms=duration_ms, group=len(deliveries))
         if status != DeliveryStatus.SENT:

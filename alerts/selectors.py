@@ -26,7 +26,9 @@ def alert_as_dict(alert: Alert) -> dict[str, Any]:
     }
 
 
-def alert_list(*, filters: dict[str, str], before_id: int | None, limit: int) -> tuple[list[Alert], bool]:
+def alert_list(
+    *, filters: dict[str, str | None], before_id: int | None, limit: int
+) -> tuple[list[Alert], bool]:
     qs = Alert.objects.select_related("acknowledged_by", "closed_by").filter(
         **{k: v for k, v in filters.items() if v}
     )

@@ -111,7 +111,7 @@ def generic_admin(model: type[models.Model]) -> type[admin.ModelAdmin]:
 
 def register_gaps() -> list[str]:
     added = []
-    candidates = [LogEntry]
+    candidates: list[type[models.Model]] = [LogEntry]
     for app in PROJECT_APPS:
         candidates += list(apps.get_app_config(app).get_models())
     for model in candidates:

@@ -64,8 +64,9 @@ class _LiveConsumer(AsyncWebsocketConsumer):
         return None
 
     async def disconnect(self, code):
-        if getattr(self, "_pending", None):
-            self._pending.cancel()
+        pending = getattr(self, "_pending", None)
+        if pending is not None:
+            pending.cancel()
         await self.channel_layer.group_discard(DASHBOARD_GROUP, self.channel_name)
 
     async def receive(self, text_data=None, bytes_data=None):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from functools import wraps
 from urllib.parse import urlparse
 
@@ -27,7 +28,9 @@ from dashboard.selectors import (
 )
 from dashboard.templatetags.dashboard import entity_path
 
-staff_required = staff_member_required(login_url="/accounts/login/")
+staff_required: Callable[[Callable[..., HttpResponse]], Callable[..., HttpResponse]] = staff_member_required(
+    login_url="/accounts/login/"
+)
 ACTIONS = ("acknowledge", "resolve", "dismiss")
 
 
@@ -115,6 +118,8 @@ def alert_action(request: HttpRequest, alert_id: int, action: str) -> HttpRespon
     target = request.headers.get("HX-Target")
     if target in ("panel-body", "alert-page"):
         panel = alert_panel(alert_id=alert.pk)
+        if panel is None:
+            raise Http404("no such alert")
         html = render_to_string(
             "dashboard/_alert_panel.html", {**panel, "in_panel": target == "panel-body"}, request=request
         )

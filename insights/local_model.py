@@ -189,18 +189,16 @@ def _score_student(*, entity_id: str, features: dict[str, Any]) -> Score:
     health = float(features["health"])
     risk = churn_probability(health)
     level = student_level(health)
-    drivers = sorted(
-        (
-            {
-                "feature": name,
-                "value": float(features.get(name) or 0.0),
-                "contribution": float(features.get(name) or 0.0),
-                "why": str(features.get(f"{name}_why") or ""),
-            }
-            for name in HEALTH_COMPONENTS
-        ),
-        key=lambda d: -d["contribution"],
-    )[:MAX_DRIVERS]
+    drivers: list[dict[str, Any]] = [
+        {
+            "feature": name,
+            "value": float(features.get(name) or 0.0),
+            "contribution": float(features.get(name) or 0.0),
+            "why": str(features.get(f"{name}_why") or ""),
+        }
+        for name in HEALTH_COMPONENTS
+    ]
+    drivers = sorted(drivers, key=lambda d: -d["contribution"])[:MAX_DRIVERS]
     raising = [d for d in drivers if d["contribution"] >= 1]
     head = f"{level.capitalize()} churn risk ({risk:.0%}) for student {entity_id}: health {health:.0f}/100"
     if raising:

@@ -135,7 +135,8 @@ def _new_insight(
     answers) into an unsaved Insight."""
     result = local_model.score(entity_type=entity_type, entity_id=entity_id, features=features)
     fallback_reason = ""
-    if bedrock_enabled():
+    model_id = settings.BEDROCK_MODEL_ID
+    if model_id and bedrock_enabled():
         fallback_reason = bedrock.unavailable_reason() or budget_claim(now=now)
         if not fallback_reason:
             try:
@@ -144,7 +145,7 @@ def _new_insight(
                     entity_id=entity_id,
                     features=features,
                     local=result,
-                    model_id=settings.BEDROCK_MODEL_ID,
+                    model_id=model_id,
                 )
             except bedrock.BedrockError as exc:
                 fallback_reason = f"{BEDROCK_FAILED_PREFIX}: {exc}"[:300]
@@ -286,7 +287,9 @@ def insights_score_riskiest(*, now: datetime, top_n: int) -> dict[str, int]:
     for entity_type in ENTITY_TYPES:
         ranked = riskiest(entity_type=entity_type, top_n=top_n, now=now)
         out["ranked"] += len(ranked)
-        items = [(entity_type, entity_id, None) for entity_id, _risk in ranked]
+        items: list[tuple[str, str, int | None]] = [
+            (entity_type, entity_id, None) for entity_id, _risk in ranked
+        ]
         for insight in insights_score_alerts(items=items, now=now):
             out["scored" if insight.scored_at == now else "cached"] += 1
     logger.info("riskiest scored", extra=out)
@@ -302,6 +305,8 @@ def student_risks(*, now: datetime) -> list[tuple[str, float, float]]:
     ).only("student_id", "health_score", "platform_health_score", "ib_calls_14d", "sessions_7d")
     out = []
     for snap in snaps:
+        if snap.health_score is None:  # excluded by the query; the type cannot know
+            continue
         health = snap.platform_health_score if snap.platform_health_score is not None else snap.health_score
         sanity = 0.5 * (100 - health) + min(5 * snap.ib_calls_14d, 30) + 4 * max(0, 5 - snap.sessions_7d)
         out.append((snap.student_id, churn_probability(snap.health_score), min(sanity, 100) / 100))

@@ -34,7 +34,7 @@ def _column_types(table: str) -> dict[str, str]:
 
     for model in apps.get_models():
         if model._meta.db_table == table:
-            return {f.column: f.db_type(connection) or "text" for f in model._meta.concrete_fields}
+            return {str(f.column): f.db_type(connection) or "text" for f in model._meta.concrete_fields}
     raise LookupError(f"no model for table {table}")
 
 
@@ -64,7 +64,7 @@ def pg_execute(sql: str, params: Sequence[Any], *, fetch: bool = False) -> list[
     raw = psycopg.Cursor(connection.connection)  # Django's connection never auto-prepares
     # Wrapped like any Django cursor: execute wrappers, query logging, Django's database errors.
     wrap = connection.make_debug_cursor if connection.queries_logged else connection.make_cursor
-    with wrap(raw) as cursor:
+    with wrap(raw) as cursor:  # type: ignore[arg-type]  # psycopg's cursor is what Django wraps too
         cursor.execute(sql, params)
         return cursor.fetchall() if fetch else []
 
@@ -84,7 +84,7 @@ def _insert(
     col_sql = ", ".join(q(c) for c in columns)
     row_sql = "(" + ", ".join(["%s"] * len(columns)) + ")"
     single = isinstance(returning, str)
-    ret_cols = [returning] if single else list(returning or ())
+    ret_cols = [returning] if isinstance(returning, str) else list(returning or ())
     suffix = f" RETURNING {', '.join(q(c) for c in ret_cols)}" if ret_cols else ""
     returned: list[Any] = []
     if connection.vendor == "postgresql":
