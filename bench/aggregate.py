@@ -413,6 +413,63 @@ def baseline(gen: Generator, *, events: int) -> float:
     return n / (time.perf_counter() - started)
 
 
+def copy_ceiling(gen: Generator, *, batch: int) -> tuple[float, int]:
+    """The floor of any design that stores every event exactly once (issue 20): per batch, COPY into a
+    staging table, then INSERT … SELECT … ON CONFLICT (event_id) DO NOTHING RETURNING into a table shaped
+    like ingest_event with all its indexes, one transaction per batch. Only the database work is timed
+    (the events are generated outside the clock). Returns (events/s, events stored)."""
+    import json
+
+    from django.db import connection, transaction
+
+    from ingest.models import Event
+    from metrics.services import retention_horizon
+
+    table = Event._meta.db_table
+    cols = "event_id, event_type, occurred_at, received_at, processed_at, student_id, tutor_id, late, payload"
+    with connection.cursor() as cursor:
+        cursor.execute("DROP TABLE IF EXISTS bench_ceiling")
+        cursor.execute(f"CREATE TABLE bench_ceiling (LIKE {table} INCLUDING ALL)")
+        cursor.execute(f"CREATE TEMP TABLE bench_staging AS SELECT {cols} FROM {table} WITH NO DATA")  # noqa: S608
+    busy, stored = 0.0, 0
+    for now, events in gen.batches(batch):
+        horizon = retention_horizon(now)
+        rows = []
+        for e in events:
+            occurred = datetime.fromisoformat(e["timestamp"])
+            p = e["payload"]
+            rows.append(
+                (
+                    e["event_id"],
+                    e["event_type"],
+                    occurred,
+                    datetime.fromisoformat(e["received_at"]),
+                    now,
+                    str(p.get("student_id", "")),
+                    str(p.get("tutor_id", "")),
+                    occurred < horizon,
+                    json.dumps(p, separators=(",", ":")),
+                )
+            )
+        t0 = time.perf_counter()
+        with transaction.atomic(), connection.cursor() as cursor:
+            raw = cursor.cursor  # psycopg's own cursor: COPY
+            with raw.copy(f"COPY bench_staging ({cols}) FROM STDIN") as copy:
+                for row in rows:
+                    copy.write_row(row)
+            cursor.execute(
+                f"INSERT INTO bench_ceiling ({cols}) SELECT {cols} FROM bench_staging "  # noqa: S608 - constants
+                "ON CONFLICT (event_id) DO NOTHING RETURNING event_id"
+            )
+            stored += len(cursor.fetchall())
+            cursor.execute("TRUNCATE bench_staging")
+        busy += time.perf_counter() - t0
+    with connection.cursor() as cursor:
+        cursor.execute("DROP TABLE bench_ceiling")
+        cursor.execute("DROP TABLE bench_staging")
+    return stored / busy, stored
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -478,6 +535,12 @@ def main() -> None:
             f"baseline (per-event get_or_create + save): {args.baseline_events:,} events, {base_rate:,.0f} events/s"
         )
         reset_tables()
+        ceiling, ceiling_events = copy_ceiling(
+            Generator(total=args.events, students=args.students, end=end, seed=1), batch=args.batch
+        )
+        print(
+            f"COPY ceiling: {ceiling_events:,} events, {ceiling:,.0f} events/s (the same events, stored only)"
+        )
 
         gen = Generator(total=args.events, students=args.students, end=end, seed=1)
         checkpoints = {max(1, args.events // 10 // args.batch), args.events // args.batch}
@@ -536,6 +599,11 @@ def main() -> None:
             f"baseline:               {base_rate:,.0f} events/s (per-event ORM, {args.baseline_events:,} events)"
         )
         print(f"ratio:                  {rate / base_rate:.1f}x")
+        print(
+            f"COPY ceiling:           {ceiling:,.0f} events/s (COPY + INSERT … ON CONFLICT DO NOTHING into a table "
+            f"shaped like {'ingest_event'}, same events, same run); pipeline / ceiling {rate / ceiling:.2f} "
+            f"(issue 20 bar: ≥ 0.33 with 2 workers)"
+        )
         n_batches = len(batch_times)
         after_commit = phases.totals["after commit"][0]  # wall seconds
         print(
