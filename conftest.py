@@ -14,9 +14,11 @@ import pytest  # noqa: E402
 
 @pytest.fixture(autouse=True)
 def _fresh_state(settings):
+    from alerts import thresholds
     from ingest.ratelimit import buckets, shared_buckets
     from ingest.streams import get_stream
 
+    thresholds.invalidate()  # each test starts from its own database's thresholds
     buckets.reset()
     get_stream.cache_clear()
     shared_buckets.cache_clear()

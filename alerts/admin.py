@@ -10,12 +10,14 @@ from django.utils import timezone
 from django.utils.html import format_html
 
 from alerts.delivery import channel_send_test, deliveries_replay
+from alerts.feedback import dismiss_text
 from alerts.models import (
     Alert,
     AlertDeadLetter,
     AlertDelivery,
     AlertTransition,
     DeliveryStatus,
+    DismissReason,
     NotificationChannel,
 )
 from alerts.notifiers import NOTIFIERS, TransportError
@@ -82,7 +84,8 @@ class AlertAdmin(admin.ModelAdmin):
         """A dismissal needs a reason: an intermediate page asks for it, as delete does for confirmation."""
         form = DismissForm(request.POST if "apply" in request.POST else None)
         if form.is_bound and form.is_valid():
-            self._bulk(request, queryset, "dismiss", reason=form.cleaned_data["reason"])
+            reason = dismiss_text(reason=form.cleaned_data["reason"], note=form.cleaned_data["note"])
+            self._bulk(request, queryset, "dismiss", reason=reason)
             return None
         return TemplateResponse(
             request,
@@ -101,12 +104,13 @@ class AlertAdmin(admin.ModelAdmin):
 
 
 class DismissForm(forms.Form):
-    reason = forms.CharField(
-        max_length=500,
-        strip=True,
-        widget=forms.Textarea(attrs={"rows": 3, "cols": 60}),
-        help_text="Recorded on every dismissed alert (who, when, why). A dismissed alert is not raised "
-        "again during the cooldown.",
+    reason = forms.ChoiceField(
+        choices=[("", "---------"), *DismissReason.choices],
+        help_text="Recorded on every dismissed alert (who, when, why) and counted on the model-quality "
+        "page. A dismissed alert is not raised again during the cooldown.",
+    )
+    note = forms.CharField(
+        max_length=400, required=False, strip=True, widget=forms.Textarea(attrs={"rows": 2, "cols": 60})
     )
 
 
@@ -281,3 +285,6 @@ class AlertDeadLetterAdmin(_DeliveryAdminBase):
 
     def get_queryset(self, request):
         return super().get_queryset(request).filter(status=DeliveryStatus.DEAD)
+
+
+from alerts import admin_thresholds  # noqa: E402, F401 - registers the runtime thresholds' admin

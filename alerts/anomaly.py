@@ -37,6 +37,7 @@ from statistics import NormalDist
 import numpy as np
 from django.conf import settings
 
+from alerts import thresholds
 from alerts.models import ACTIVE_STATUSES, SEVERITY_RANK, Alert, AlertType, EntityType, Severity
 from alerts.rules import Candidate
 from metrics.models import GlobalMinute
@@ -111,14 +112,31 @@ def _dispersion(values: Sequence[float] | np.ndarray) -> float:
     return max(1.0, float(np.var(values, ddof=1)) / mean)
 
 
+LIMIT_NAMES = (
+    "ALERT_ANOMALY_MIN_VOLUME",
+    "ALERT_ANOMALY_MIN_RATIO",
+    "ALERT_ANOMALY_Z_WARNING",
+    "ALERT_ANOMALY_Z_CRITICAL",
+    "ALERT_ANOMALY_CRITICAL_RATIO",
+)
+
+
+def anomaly_limits() -> dict[str, float]:
+    """The runtime values of the anomaly thresholds, read once per evaluation (alerts.thresholds)."""
+    return {name: thresholds.get(name) for name in LIMIT_NAMES}
+
+
 def judge(
     *,
     window: Sequence[float] | np.ndarray,
     short: Sequence[float] | np.ndarray,
     long: Sequence[float] | np.ndarray | None,
     direction: str,
+    limits: dict[str, float] | None = None,
 ) -> Finding | None:
-    """One series, one window of k minutes, its baselines (observed minutes only). Pure: numbers in."""
+    """One series, one window of k minutes, its baselines (observed minutes only). Pure: numbers in;
+    `limits` are the ALERT_ANOMALY_* thresholds (`anomaly_limits()`; the environment's when absent)."""
+    lim = limits or {name: getattr(settings, name) for name in LIMIT_NAMES}
     k = len(window)
     observed = float(np.sum(window))
     short_rate = _rate(short)
@@ -130,15 +148,15 @@ def judge(
     upper = direction == "spike"
     # A spike is judged on what came, a drop on what should have come; the ratio is the larger over the smaller.
     big, small = (observed, expected) if upper else (expected, observed)
-    if big < settings.ALERT_ANOMALY_MIN_VOLUME:
+    if big < lim["ALERT_ANOMALY_MIN_VOLUME"]:
         return None
     ratio = big / small if small > 0 else math.inf
-    if ratio < settings.ALERT_ANOMALY_MIN_RATIO:
+    if ratio < lim["ALERT_ANOMALY_MIN_RATIO"]:
         return None
     z = _tail_z(observed, expected, dispersion, upper=upper)
-    if z < settings.ALERT_ANOMALY_Z_WARNING:
+    if z < lim["ALERT_ANOMALY_Z_WARNING"]:
         return None
-    critical = z >= settings.ALERT_ANOMALY_Z_CRITICAL and ratio >= settings.ALERT_ANOMALY_CRITICAL_RATIO
+    critical = z >= lim["ALERT_ANOMALY_Z_CRITICAL"] and ratio >= lim["ALERT_ANOMALY_CRITICAL_RATIO"]
     return Finding(
         direction=direction,
         severity=Severity.CRITICAL if critical else Severity.WARNING,
@@ -222,9 +240,11 @@ def _stronger(f: Finding | None, than: Finding | None) -> bool:
     )
 
 
-def _judge_series(values: np.ndarray, grid: _Grid, cut: int | None) -> tuple[Finding | None, bool]:
+def _judge_series(
+    values: np.ndarray, grid: _Grid, cut: int | None, limits: dict[str, float]
+) -> tuple[Finding | None, bool]:
     """The strongest finding over the windows and both directions, and whether any window had enough
-    history to be judged. `cut`: an active anomaly's baselines end there."""
+    history to be judged. `cut`: an active anomaly's baselines end there; `limits`: anomaly_limits()."""
     size = settings.ALERT_ANOMALY_WINDOW_MINUTES
     observed = grid.observed
     found: Finding | None = None
@@ -250,6 +270,7 @@ def _judge_series(values: np.ndarray, grid: _Grid, cut: int | None) -> tuple[Fin
                 short=short,
                 long=long if long.size >= LONG_MIN_OBSERVED else None,
                 direction=direction,
+                limits=limits,
             )
             if _stronger(f, found):
                 found = f
@@ -288,6 +309,7 @@ def rate_candidates(*, now: datetime) -> tuple[list[Candidate], set[str], dateti
     one = timedelta(minutes=1)
     minute = now.replace(second=0, microsecond=0) - one
     grid = _load_grid(minute)
+    limits = anomaly_limits()  # the runtime thresholds, read once for every series
     active = dict(
         Alert.objects.filter(
             type=AlertType.RATE_ANOMALY, entity_type=EntityType.GLOBAL, status__in=ACTIVE_STATUSES
@@ -302,7 +324,7 @@ def rate_candidates(*, now: datetime) -> tuple[list[Candidate], set[str], dateti
         cut = None
         if began is not None:
             cut = int((began.replace(second=0, microsecond=0) - grid.first) / one) - max(WINDOWS)
-        found, judged = _judge_series(grid.series[row], grid, cut)
+        found, judged = _judge_series(grid.series[row], grid, cut, limits)
         if judged or found is not None or (began is not None and minute - began > LONG):
             decided.add(fp)
         if found is not None:

@@ -6,7 +6,8 @@ from ninja import Field, Router, Schema
 from ninja.errors import HttpError
 from pydantic import field_validator
 
-from alerts.models import Alert, EntityType, Severity, Status
+from alerts.feedback import dismiss_text
+from alerts.models import Alert, DismissReason, EntityType, Severity, Status
 from alerts.selectors import alert_as_dict, alert_list
 from alerts.services import TransitionNotAllowed, alert_transition
 from iops.lib.http import FieldHttpError
@@ -16,9 +17,10 @@ router = Router(tags=["alerts"])
 
 
 class DismissIn(Schema):
-    reason: str = Field(description="why; stored up to 500 characters")
+    reason: DismissReason = Field(description="why, one of the fixed list (graded on /quality)")
+    note: str = Field("", max_length=400, description="optional free text, stored after the reason")
 
-    @field_validator("reason")
+    @field_validator("note")
     @classmethod
     def _storable(cls, value: str) -> str:
         problem = unstorable_text(value)  # a NUL or a lone surrogate is a 400, not a database error
@@ -81,9 +83,9 @@ def _act(request, alert_id: int, action: str, reason: str = ""):
         )
     except TransitionNotAllowed as exc:
         raise HttpError(409, str(exc)) from None
-    except ValueError:
+    except ValueError as exc:
         raise FieldHttpError(
-            400, "a reason is required to dismiss", [{"field": "reason", "message": "is required"}]
+            400, "invalid dismissal reason", [{"field": "reason", "message": str(exc)}]
         ) from None
     return alert_as_dict(alert)
 
@@ -100,4 +102,4 @@ def resolve(request, alert_id: int):
 
 @router.post("/{alert_id}/dismiss", openapi_extra=CONFLICT, summary="Dismiss an alert, with a reason")
 def dismiss(request, alert_id: int, body: DismissIn):
-    return _act(request, alert_id, "dismiss", body.reason)
+    return _act(request, alert_id, "dismiss", dismiss_text(reason=body.reason.value, note=body.note))

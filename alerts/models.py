@@ -238,3 +238,78 @@ class AlertDeadLetter(AlertDelivery):
         proxy = True
         verbose_name = "alert dead letter"
         verbose_name_plural = "alert dead letters"
+
+
+# --- operator feedback and runtime thresholds (issue 19) ----------------------------------------------
+
+
+class LabelKind(models.TextChoices):
+    ACTED_ON = "acted_on", "Acted on"
+    DISMISSED = "dismissed", "Dismissed"
+
+
+class DismissReason(models.TextChoices):
+    FALSE_POSITIVE = "false_positive", "False positive"
+    DUPLICATE = "duplicate", "Duplicate"
+    KNOWN_ISSUE = "known_issue", "Known issue"
+    NOT_ACTIONABLE = "not_actionable", "Not actionable"
+    OTHER = "other", "Other"
+
+
+class AlertLabel(models.Model):
+    """What an operator made of an alert: acted on (acknowledged or resolved) or dismissed, with a reason.
+
+    One row per alert, the latest word wins (acknowledged then dismissed is a dismissal). Its insight
+    (insights.Insight.alert_id) carries the same label through this row: the model-quality page grades
+    each model by the labels of the alerts it scored."""
+
+    alert = models.OneToOneField(Alert, on_delete=models.CASCADE, related_name="label")
+    label = models.CharField(max_length=10, choices=LabelKind.choices)
+    action = models.CharField(max_length=12)  # acknowledge | resolve | dismiss
+    reason = models.CharField(max_length=20, choices=DismissReason.choices, blank=True, default="")
+    by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL)
+    at = models.DateTimeField(db_index=True)
+
+    def __str__(self) -> str:
+        why = f" ({self.reason})" if self.reason else ""
+        return f"alert {self.alert_id}: {self.label}{why}"
+
+
+class ThresholdSet(models.Model):
+    """The alert thresholds staff changed at runtime (one row, id 1): `values` maps a setting name to its
+    value; a name absent from it takes the environment's default. `version` grows with every save, so
+    each process reloads the values when it sees a new one (alerts.thresholds)."""
+
+    values = models.JSONField(default=dict, blank=True)
+    version = models.PositiveIntegerField(default=0)
+    updated_at = models.DateTimeField(null=True, blank=True)
+    updated_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+
+    class Meta:
+        verbose_name = "alert thresholds"
+        verbose_name_plural = "alert thresholds"
+
+    def __str__(self) -> str:
+        return f"alert thresholds (version {self.version}, {len(self.values)} changed from the environment)"
+
+
+class ThresholdChange(models.Model):
+    """The audit: who changed which threshold, when, from what to what (null = the environment default)."""
+
+    at = models.DateTimeField(db_index=True)
+    by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL)
+    name = models.CharField(max_length=60, db_index=True)
+    old_value = models.FloatField(null=True, blank=True)
+    new_value = models.FloatField(null=True, blank=True)
+    version = models.PositiveIntegerField()
+
+    class Meta:
+        ordering = ["-at", "-id"]
+
+    def __str__(self) -> str:
+        def show(v):
+            return "default" if v is None else f"{v:g}"
+
+        return f"{self.name}: {show(self.old_value)} → {show(self.new_value)}"

@@ -1,4 +1,5 @@
-"""Alert rules: pure functions from metrics snapshots to candidates. Thresholds are settings."""
+"""Alert rules: pure functions from metrics snapshots to candidates. Thresholds come from
+alerts.thresholds (the environment's defaults, or what staff set in the admin)."""
 
 from __future__ import annotations
 
@@ -7,8 +8,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from django.conf import settings
-
+from alerts import thresholds
 from alerts.models import AlertType, EntityType, Severity
 from metrics.health import poisson_cdf
 from metrics.selectors import subject_region_key
@@ -50,9 +50,13 @@ def health_reasons(components: dict | None, *, top: int = 2) -> list[str]:
 
 def student_rules(snap, *, judge_velocity: bool = True, now: datetime | None = None) -> Iterable[Candidate]:
     health = snap.health_score
-    if health is not None and health < settings.ALERT_LOW_HEALTH_WARNING:
-        critical = health < settings.ALERT_LOW_HEALTH_CRITICAL
-        threshold = settings.ALERT_LOW_HEALTH_CRITICAL if critical else settings.ALERT_LOW_HEALTH_WARNING
+    if health is not None and health < thresholds.get("ALERT_LOW_HEALTH_WARNING"):
+        critical = health < thresholds.get("ALERT_LOW_HEALTH_CRITICAL")
+        threshold = (
+            thresholds.get("ALERT_LOW_HEALTH_CRITICAL")
+            if critical
+            else thresholds.get("ALERT_LOW_HEALTH_WARNING")
+        )
         reasons = health_reasons(snap.health_components)
         yield Candidate(
             AlertType.LOW_HEALTH_SCORE,
@@ -70,7 +74,7 @@ def student_rules(snap, *, judge_velocity: bool = True, now: datetime | None = N
                 "platform_churn_risk": snap.platform_churn_risk,
             },
         )
-    if snap.ib_calls_14d >= settings.ALERT_IB_CALLS_14D:
+    if snap.ib_calls_14d >= thresholds.get("ALERT_IB_CALLS_14D"):
         yield Candidate(
             AlertType.HIGH_IB_CALL_FREQUENCY,
             EntityType.STUDENT,
@@ -80,7 +84,7 @@ def student_rules(snap, *, judge_velocity: bool = True, now: datetime | None = N
             {
                 "ib_calls_14d": snap.ib_calls_14d,
                 "reasons": snap.ib_reasons_14d,
-                "threshold": settings.ALERT_IB_CALLS_14D,
+                "threshold": thresholds.get("ALERT_IB_CALLS_14D"),
                 "unresolved_14d": snap.ib_unresolved_14d,
             },
         )
@@ -104,10 +108,10 @@ def student_rules(snap, *, judge_velocity: bool = True, now: datetime | None = N
     if (
         judge_velocity
         and velocity is not None
-        and prior >= settings.ALERT_VELOCITY_MIN_PRIOR_WEEKLY
-        and velocity < settings.ALERT_VELOCITY_DROP_RATIO
+        and prior >= thresholds.get("ALERT_VELOCITY_MIN_PRIOR_WEEKLY")
+        and velocity < thresholds.get("ALERT_VELOCITY_DROP_RATIO")
         # A quiet week is common for a student of a few sessions a week: only an unlikely one alarms.
-        and (chance := poisson_cdf(snap.sessions_7d, prior)) <= settings.ALERT_VELOCITY_MAX_CHANCE
+        and (chance := poisson_cdf(snap.sessions_7d, prior)) <= thresholds.get("ALERT_VELOCITY_MAX_CHANCE")
     ):
         yield Candidate(
             AlertType.VELOCITY_DROP,
@@ -121,7 +125,7 @@ def student_rules(snap, *, judge_velocity: bool = True, now: datetime | None = N
                 "prior_weekly_mean": prior,
                 "velocity": velocity,
                 "chance": round(chance, 4),
-                "threshold": settings.ALERT_VELOCITY_DROP_RATIO,
+                "threshold": thresholds.get("ALERT_VELOCITY_DROP_RATIO"),
             },
         )
 
@@ -129,13 +133,13 @@ def student_rules(snap, *, judge_velocity: bool = True, now: datetime | None = N
 def tutor_rules(snap) -> Iterable[Candidate]:
     reasons = []
     util = snap.utilisation
-    if util is not None and util > settings.ALERT_TUTOR_UTILISATION:
+    if util is not None and util > thresholds.get("ALERT_TUTOR_UTILISATION"):
         reasons.append(f"utilisation {util:.0%}")
     rating = snap.avg_rating
     if (
         rating is not None
-        and snap.rated_sessions >= settings.ALERT_TUTOR_MIN_RATED
-        and rating < settings.ALERT_TUTOR_RATING
+        and snap.rated_sessions >= thresholds.get("ALERT_TUTOR_MIN_RATED")
+        and rating < thresholds.get("ALERT_TUTOR_RATING")
     ):
         reasons.append(f"mean rating {rating:.2f} over {snap.rated_sessions} sessions")
     if reasons:
@@ -152,8 +156,8 @@ def tutor_rules(snap) -> Iterable[Candidate]:
                 "avg_rating": rating,
                 "rated_sessions": snap.rated_sessions,
                 "burnout_risk": snap.burnout_risk,
-                "utilisation_threshold": settings.ALERT_TUTOR_UTILISATION,
-                "rating_threshold": settings.ALERT_TUTOR_RATING,
+                "utilisation_threshold": thresholds.get("ALERT_TUTOR_UTILISATION"),
+                "rating_threshold": thresholds.get("ALERT_TUTOR_RATING"),
             },
         )
 
@@ -164,9 +168,9 @@ def subject_region_rules(snap, now: datetime) -> Iterable[Candidate]:
     ratio = snap.demand_supply_ratio
     sustained_for = (now - snap.status_since) if snap.status_since else timedelta(0)
     no_tutors = snap.platform_available_tutors == 0 and (snap.platform_active_students or 0) > 0
-    if no_tutors or (ratio is not None and ratio >= settings.ALERT_IMBALANCE_SEVERE_RATIO):
+    if no_tutors or (ratio is not None and ratio >= thresholds.get("ALERT_IMBALANCE_SEVERE_RATIO")):
         severity, level = Severity.CRITICAL, "severe shortage"
-    elif sustained_for >= timedelta(minutes=settings.ALERT_IMBALANCE_SUSTAINED_MINUTES):
+    elif sustained_for >= timedelta(minutes=thresholds.get("ALERT_IMBALANCE_SUSTAINED_MINUTES")):
         severity, level = Severity.WARNING, "sustained high demand"
     else:
         severity, level = Severity.INFO, "high demand"
@@ -185,8 +189,8 @@ def subject_region_rules(snap, now: datetime) -> Iterable[Candidate]:
             "status_since": snap.status_since.isoformat() if snap.status_since else None,
             "minutes_in_status": round(sustained_for.total_seconds() / 60, 1),
             "own_ratio": snap.own_ratio,
-            "sustained_minutes": settings.ALERT_IMBALANCE_SUSTAINED_MINUTES,
-            "severe_ratio": settings.ALERT_IMBALANCE_SEVERE_RATIO,
+            "sustained_minutes": thresholds.get("ALERT_IMBALANCE_SUSTAINED_MINUTES"),
+            "severe_ratio": thresholds.get("ALERT_IMBALANCE_SEVERE_RATIO"),
         },
     )
 

@@ -14,6 +14,7 @@ from django.conf import settings
 from django.db import IntegrityError, connection, transaction
 from django.db.models import Q
 
+from alerts.feedback import label_record
 from alerts.models import (
     ACTIVE_STATUSES,
     SEVERITY_RANK,
@@ -486,6 +487,7 @@ def alert_transition(*, alert_id: int, action: str, user, now: datetime, reason:
     AlertTransition.objects.create(
         alert=alert, at=now, by=user, from_status=from_status, to_status=to_status, note=reason.strip()[:500]
     )
+    label_record(alert=alert, action=action, reason=reason, user=user, now=now)  # operator feedback
     # Every open dashboard swaps the row once the change is committed, whoever made it (page, API, admin).
     transaction.on_commit(lambda: realtime.publish_change(realtime.Change(alerts_updated=[alert.pk])))
     return alert

@@ -29,6 +29,7 @@ from django.db.models import (
 )
 from django.db.models.functions import TruncDay, TruncHour
 
+from alerts import thresholds
 from alerts.delivery import GROUP_MIN
 from alerts.models import ACTIVE_STATUSES, ENTITY_PLURALS, SEVERITY_RANK, Alert
 from insights.models import Insight
@@ -137,7 +138,11 @@ def kpis(*, range_key: str, now: datetime) -> dict[str, Any]:
         .distinct()
         .count()
     )
-    health = health_overview(since=start)  # over the same active students as the card beside it
+    health = health_overview(
+        since=start,
+        at_risk_below=thresholds.get("ALERT_LOW_HEALTH_WARNING"),
+        critical_below=thresholds.get("ALERT_LOW_HEALTH_CRITICAL"),
+    )  # over the same active students as the card beside it
     # Only sessions known to be firsts (a month of our own data before them): on a fresh install every
     # established student's next session would otherwise count as a first.
     coverage = data_coverage_start()
@@ -170,7 +175,7 @@ def kpis(*, range_key: str, now: datetime) -> dict[str, Any]:
         "students_critical": health["critical"],
         "students_not_scored": health["unscored"],
         "students_scored": health["scored"],
-        "risk_threshold": settings.ALERT_LOW_HEALTH_WARNING,
+        "risk_threshold": thresholds.get("ALERT_LOW_HEALTH_WARNING"),
         "open_alerts": sum(by_severity.values()),
         "open_alerts_by_severity": by_severity,
         "alerts_new": alerts["new"],
@@ -613,7 +618,7 @@ def alert_panel(*, alert_id: int) -> dict[str, Any] | None:
         "drivers_chart": drivers_chart(insight),
         "snapshot": snapshot,
         "components": health_components(components),
-        "risk_threshold": settings.ALERT_LOW_HEALTH_WARNING,
+        "risk_threshold": thresholds.get("ALERT_LOW_HEALTH_WARNING"),
     }
 
 
@@ -734,7 +739,7 @@ def entity_page(*, entity_type: str, entity_id: str, now: datetime) -> dict[str,
         "history": history,
         "sessions": sessions,
         "components": components,
-        "risk_threshold": settings.ALERT_LOW_HEALTH_WARNING,
+        "risk_threshold": thresholds.get("ALERT_LOW_HEALTH_WARNING"),
         "alerts": alerts,
         "insight": insight,
         "insights": [i for i in insights if insight is None or i.pk != insight.pk],
@@ -780,4 +785,8 @@ def entity_search(*, query: str, limit: int = 20) -> list[tuple[str, str]]:
 def students_at_risk_ids(*, now: datetime, range_key: str = DEFAULT_RANGE) -> list[str]:
     """The students the at-risk KPI counts for this range (bench/signal_quality.py scores this set)."""
     since = now - RANGES[parse_range(range_key)]
-    return list(students_at_risk(since=since).values_list("student_id", flat=True))
+    return list(
+        students_at_risk(since=since, below=thresholds.get("ALERT_LOW_HEALTH_WARNING")).values_list(
+            "student_id", flat=True
+        )
+    )

@@ -13,6 +13,7 @@ from django.template.loader import render_to_string
 from django.utils import timezone
 from django.views.decorators.http import require_GET, require_POST
 
+from alerts.feedback import dismiss_text
 from alerts.models import Alert
 from alerts.services import TransitionNotAllowed, alert_transition
 from dashboard.rendering import feed_context, live_context
@@ -98,20 +99,19 @@ def alert_detail(request: HttpRequest, alert_id: int) -> HttpResponse:
 def alert_action(request: HttpRequest, alert_id: int, action: str) -> HttpResponse:
     if action not in ACTIONS:
         raise Http404("no such action")
+    reason = ""
+    if action == "dismiss":
+        reason = dismiss_text(reason=request.POST.get("reason", ""), note=request.POST.get("note", "")[:400])
     try:
         alert = alert_transition(
-            alert_id=alert_id,
-            action=action,
-            user=request.user,
-            now=timezone.now(),
-            reason=request.POST.get("reason", ""),
+            alert_id=alert_id, action=action, user=request.user, now=timezone.now(), reason=reason
         )
     except Alert.DoesNotExist:
         raise Http404("no such alert") from None
     except TransitionNotAllowed as exc:
         return HttpResponse(str(exc), status=409, content_type="text/plain")
-    except ValueError:
-        return HttpResponse("A reason is required to dismiss.", status=400, content_type="text/plain")
+    except ValueError as exc:
+        return HttpResponse(f"Dismissal reason: {exc}.", status=400, content_type="text/plain")
     if not _is_htmx(request):
         return HttpResponseRedirect(f"/alerts/{alert.pk}")
     alert = alerts_by_ids(ids=[alert.pk])[0]  # the row shows its insight's risk

@@ -176,19 +176,22 @@ STUDENT_FIGURES = (
 )
 
 
-def student_level(health: float) -> str:
-    """The level of a health score, on the same thresholds as the alert and the at-risk KPI."""
+def student_level(health: float, cuts: tuple[float, float] | None = None) -> str:
+    """The level of a health score, on the same thresholds as the alert and the at-risk KPI: `cuts` is
+    (critical, warning) at runtime (alerts.thresholds, passed by the services); the environment's
+    values when absent, so the model stays a pure function."""
     from django.conf import settings
 
-    if health < settings.ALERT_LOW_HEALTH_CRITICAL:
+    critical, warning = cuts or (settings.ALERT_LOW_HEALTH_CRITICAL, settings.ALERT_LOW_HEALTH_WARNING)
+    if health < critical:
         return "high"
-    return "medium" if health < settings.ALERT_LOW_HEALTH_WARNING else "low"
+    return "medium" if health < warning else "low"
 
 
-def _score_student(*, entity_id: str, features: dict[str, Any]) -> Score:
+def _score_student(*, entity_id: str, features: dict[str, Any], cuts: tuple[float, float] | None) -> Score:
     health = float(features["health"])
     risk = churn_probability(health)
-    level = student_level(health)
+    level = student_level(health, cuts)
     drivers: list[dict[str, Any]] = [
         {
             "feature": name,
@@ -313,9 +316,12 @@ def explain(
     return text, actions
 
 
-def score(*, entity_type: str, entity_id: str, features: dict[str, Any]) -> Score:
+def score(
+    *, entity_type: str, entity_id: str, features: dict[str, Any], cuts: tuple[float, float] | None = None
+) -> Score:
+    """`cuts`: the runtime (critical, warning) health thresholds for a student's level (`health_cuts()`)."""
     if entity_type == "student":
-        return _score_student(entity_id=entity_id, features=features)
+        return _score_student(entity_id=entity_id, features=features, cuts=cuts)
     spec = SPECS[entity_type]
     contrib = contributions(entity_type=entity_type, features=features)
     risk = risk_of(entity_type=entity_type, features=features)

@@ -7,6 +7,7 @@ from typing import Any
 
 from django.db.models import Count, Q, QuerySet
 
+from alerts.thresholds import health_cuts
 from insights.models import Insight
 
 BEDROCK_PREFIX = "bedrock:"
@@ -84,7 +85,9 @@ def current_insight(*, entity_type: str, snapshot: Any, latest: Insight | None) 
     if latest is not None and latest.features == features:
         return latest
     entity_id = snapshot.student_id if entity_type == "student" else snapshot.tutor_id
-    score = local_model.score(entity_type=entity_type, entity_id=entity_id, features=features)
+    score = local_model.score(
+        entity_type=entity_type, entity_id=entity_id, features=features, cuts=health_cuts()
+    )
     return Insight.from_score(
         score, entity_type=entity_type, entity_id=entity_id, scored_at=snapshot.updated_at
     )

@@ -13,6 +13,7 @@ from django.conf import settings
 from django.db import connection, transaction
 from django.db.models import Q
 
+from alerts.thresholds import health_cuts
 from insights import bedrock, local_model
 from insights.budget import budget_claim, budget_purge
 from insights.features import ENTITY_TYPES, student_features, tutor_features
@@ -133,7 +134,9 @@ def _new_insight(
 ) -> Insight:
     """Score one entity (local model; Bedrock instead when enabled, a budget slot is claimed and it
     answers) into an unsaved Insight."""
-    result = local_model.score(entity_type=entity_type, entity_id=entity_id, features=features)
+    result = local_model.score(
+        entity_type=entity_type, entity_id=entity_id, features=features, cuts=health_cuts()
+    )
     fallback_reason = ""
     model_id = settings.BEDROCK_MODEL_ID
     if model_id and bedrock_enabled():

@@ -202,6 +202,16 @@ ALERT_IB_CALLS_14D = env_int("ALERT_IB_CALLS_14D", 3, minimum=1)
 HEALTH_MIN_HISTORY_DAYS = env_int("HEALTH_MIN_HISTORY_DAYS", 14, minimum=1)
 FIRST_SESSION_LOOKBACK_DAYS = env_int("FIRST_SESSION_LOOKBACK_DAYS", 30, minimum=0)
 
+# Thresholds staff may override at runtime in the admin (alerts/thresholds.py): each process re-reads
+# the stored version at most this often, so a change reaches every worker within it.
+THRESHOLDS_CACHE_SECONDS = env_float("THRESHOLDS_CACHE_SECONDS", 5.0)
+if THRESHOLDS_CACHE_SECONDS < 0:
+    raise ImproperlyConfigured("THRESHOLDS_CACHE_SECONDS must be >= 0")
+# Model quality (/quality): a precision needs this many labelled alerts, a calibration bin this many
+# scored students; fewer is shown as "not enough data".
+QUALITY_MIN_LABELS = env_int("QUALITY_MIN_LABELS", 5, minimum=1)
+QUALITY_MIN_BIN = env_int("QUALITY_MIN_BIN", 5, minimum=1)
+
 # --- churn model ----------------------------------------------------------------------------
 BEDROCK_MODEL_ID = env_str("BEDROCK_MODEL_ID")
 

@@ -27,21 +27,33 @@ def test_bulk_dismiss_asks_for_a_reason_then_records_it_on_each_alert(admin_clie
     blank = admin_client.post(
         CHANGELIST, {"action": "dismiss", "_selected_action": selected, "apply": "1", "reason": "  "}
     )
-    assert blank.status_code == 200 and "This field is required" in blank.content.decode()
+    assert blank.status_code == 200 and "Select a valid choice" in blank.content.decode()
+    assert 'value="false_positive"' in blank.content.decode()  # the fixed list is offered
     assert Alert.objects.filter(status="dismissed").count() == 0
 
     done = admin_client.post(
         CHANGELIST,
-        {"action": "dismiss", "_selected_action": selected, "apply": "1", "reason": "known outage"},
+        {
+            "action": "dismiss",
+            "_selected_action": selected,
+            "apply": "1",
+            "reason": "known_issue",
+            "note": "known outage",
+        },
         follow=True,
     )
     assert "Dismissed 2 alert(s) (1 skipped" in done.content.decode()
     statuses = dict(Alert.objects.values_list("pk", "status"))
     assert statuses == {open_.pk: "dismissed", acked.pk: "dismissed", resolved.pk: "resolved"}
     for alert in Alert.objects.filter(status="dismissed"):
-        assert alert.dismiss_reason == "known outage" and alert.closed_by == admin_user
+        assert alert.dismiss_reason == "known_issue: known outage" and alert.closed_by == admin_user
         last = alert.transitions.last()
-        assert (last.to_status, last.note, last.by) == ("dismissed", "known outage", admin_user)
+        assert (last.to_status, last.note, last.by) == ("dismissed", "known_issue: known outage", admin_user)
+        assert (alert.label.label, alert.label.reason, alert.label.by) == (
+            "dismissed",
+            "known_issue",
+            admin_user,
+        )
 
 
 def test_bulk_acknowledge_and_resolve_report_what_they_did(admin_client, make_alert):

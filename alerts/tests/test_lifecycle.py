@@ -106,7 +106,7 @@ def test_cooldown_after_dismissal(client, staff_user, post, drain):
     alert = Alert.objects.get()
     with time_machine.travel(at(1), tick=False):
         resp = client.post(
-            f"/api/alerts/{alert.pk}/dismiss", {"reason": "known"}, content_type="application/json"
+            f"/api/alerts/{alert.pk}/dismiss", {"reason": "known_issue"}, content_type="application/json"
         )
     assert resp.status_code == 200
     health(post, drain, READING_WARNING, minute=30)  # within ALERT_COOLDOWN_MINUTES of the dismissal
@@ -119,7 +119,9 @@ def test_a_higher_severity_breaks_through_the_cooldown(client, staff_user, post,
     health(post, drain, READING_WARNING)
     client.force_login(staff_user)
     alert = Alert.objects.get()
-    client.post(f"/api/alerts/{alert.pk}/dismiss", {"reason": "noise"}, content_type="application/json")
+    client.post(
+        f"/api/alerts/{alert.pk}/dismiss", {"reason": "false_positive"}, content_type="application/json"
+    )
     health(post, drain, READING_CRITICAL, minute=5)
     assert Alert.objects.get(status="open").severity == "critical"
 
@@ -198,7 +200,7 @@ def test_illegal_transitions_are_refused_with_409(client, staff_user, post, drai
     health(post, drain, READING_WARNING)
     alert = Alert.objects.get()
     client.force_login(staff_user)
-    body = {"reason": "because"}
+    body = {"reason": "other", "note": "because"}
     assert (
         client.post(f"/api/alerts/{alert.pk}/{first}", body, content_type="application/json").status_code
         == 200

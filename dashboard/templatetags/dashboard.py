@@ -76,3 +76,11 @@ def pretty(value) -> str:
 @register.filter
 def humanize(value) -> str:
     return str(value).replace("_", " ")
+
+
+@register.simple_tag
+def dismiss_reasons() -> list[tuple[str, str]]:
+    """The fixed list a dismissal picks its reason from (alerts.models.DismissReason)."""
+    from alerts.models import DismissReason
+
+    return list(DismissReason.choices)

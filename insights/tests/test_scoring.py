@@ -282,10 +282,10 @@ def test_a_failing_alert_does_not_cost_the_others_their_insights(
 
     real = local_model.score
 
-    def flaky(*, entity_type, entity_id, features):
+    def flaky(*, entity_type, entity_id, features, **kwargs):
         if entity_id == "stu_bad":
             raise RuntimeError("model exploded")
-        return real(entity_type=entity_type, entity_id=entity_id, features=features)
+        return real(entity_type=entity_type, entity_id=entity_id, features=features, **kwargs)
 
     monkeypatch.setattr(local_model, "score", flaky)
     send(
