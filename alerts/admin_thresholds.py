@@ -6,8 +6,6 @@ from __future__ import annotations
 
 from django import forms
 from django.contrib import admin
-from django.http import HttpResponseRedirect
-from django.urls import reverse
 from django.utils import timezone
 from django.utils.html import format_html_join
 
@@ -71,10 +69,12 @@ class ThresholdSetAdmin(admin.ModelAdmin):
     def has_delete_permission(self, request, obj=None):
         return False
 
+    list_display = ("__str__", "version", "updated_at", "updated_by")
+
     def changelist_view(self, request, extra_context=None):
-        """One set of thresholds: the list is its form."""
+        """One set of thresholds, made on first sight: the list shows it, its form edits every value."""
         ThresholdSet.objects.get_or_create(pk=1)
-        return HttpResponseRedirect(reverse("admin:alerts_thresholdset_change", args=[1]))
+        return super().changelist_view(request, extra_context)
 
     def save_model(self, request, obj, form, change):
         thresholds.thresholds_update(overrides=form.overrides(), user=request.user, now=timezone.now())

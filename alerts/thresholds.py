@@ -2,7 +2,7 @@
 
 Every reader asks `get(NAME)`. Each process keeps the overrides in memory and, at most once every
 THRESHOLDS_CACHE_SECONDS (a per-process TTL, default 5 s), reads the one-row version number
-(`SELECT version`, one indexed row); only when it moved does it read the values again. So a change made
+(one primary-key row: its version and a small JSON of overrides). So a change made
 in the admin reaches every worker's next batch within that time, without a restart, and the rules
 never query per event. The process that saves a change forgets its copy at once."""
 
@@ -66,7 +66,7 @@ def default(name: str) -> float:
 
 
 def _refresh() -> dict:
-    """The overrides, re-read when the TTL has passed and the stored version moved."""
+    """The overrides, re-read (one query) when the TTL has passed."""
     now = time.monotonic()
     with _lock:
         if now - _cache["checked"] < settings.THRESHOLDS_CACHE_SECONDS:
@@ -75,11 +75,10 @@ def _refresh() -> dict:
     from alerts.models import ThresholdSet
 
     try:
-        version = ThresholdSet.objects.filter(pk=1).values_list("version", flat=True).first() or 0
-        if version != _cache["version"]:
-            values = ThresholdSet.objects.filter(pk=1).values_list("values", flat=True).first() or {}
-            with _lock:
-                _cache["version"], _cache["values"] = version, {k: v for k, v in values.items() if k in SPECS}
+        row = ThresholdSet.objects.filter(pk=1).values_list("version", "values").first()
+        version, values = row or (0, {})
+        with _lock:
+            _cache["version"], _cache["values"] = version, {k: v for k, v in values.items() if k in SPECS}
     except DatabaseError:  # e.g. before migrations: the environment's values, and retry after the TTL
         logger.warning("alert thresholds not readable; using the environment's", exc_info=True)
     return _cache["values"]

@@ -1,6 +1,6 @@
 from django.urls import path
 
-from dashboard import views
+from dashboard import quality, views
 
 urlpatterns = [
     path("alerts/feed", views.feed_page, name="dashboard-feed"),
@@ -9,4 +9,5 @@ urlpatterns = [
     # The link alert messages carry: /entities/{entity_type}/{entity_id} (ids may contain "/" and "|").
     path("entities/<str:entity_type>/<path:entity_id>", views.entity, name="dashboard-entity"),
     path("search", views.search, name="dashboard-search"),
+    path("quality", views.staff_required(quality.page), name="dashboard-quality"),
 ]

@@ -7,7 +7,7 @@ from typing import Literal
 
 from ninja import Field, Query, Router, Schema
 
-from insights.selectors import insight_as_dict, insight_list
+from insights.selectors import insight_as_dict, insight_labels, insight_list
 
 router = Router(tags=["insights"])
 
@@ -31,6 +31,11 @@ class InsightOut(Schema):
     model: str = Field(description='"local:…" or "bedrock:<model id>"')
     fallback_reason: str = Field(description="why the local model answered instead of Bedrock, if it did")
     scored_at: datetime
+    label: Literal["acted_on", "dismissed"] | None = Field(
+        None,
+        description="what an operator made of the alert it scored: acted on or dismissed (null: not yet)",
+    )
+    label_reason: str | None = Field(None, description="the dismissal reason, one of the fixed list")
     cached_from: int | None = Field(
         None, description="set when a cached insight answered this alert: the id of the scored original"
     )
@@ -55,4 +60,5 @@ def list_insights(request, filters: Query[InsightFilters]):
         alert_id=filters.alert_id,
         limit=filters.limit,
     )
-    return {"results": [insight_as_dict(i) for i in rows]}
+    labels = insight_labels(rows)
+    return {"results": [insight_as_dict(i, labels) for i in rows]}

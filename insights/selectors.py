@@ -32,8 +32,20 @@ def insight_list(
     return list(qs.order_by("-scored_at", "-pk")[:limit])
 
 
-def insight_as_dict(insight: Insight) -> dict[str, Any]:
+def insight_labels(insights: list[Insight]) -> dict[int, tuple[str, str]]:
+    """The operator's label of each insight's alert (alerts.AlertLabel): {alert_id: (label, reason)}."""
+    from alerts.models import AlertLabel
+
+    ids = {i.alert_id for i in insights if i.alert_id is not None}
+    rows = AlertLabel.objects.filter(alert_id__in=ids).values_list("alert_id", "label", "reason")
+    return {a: (label, reason) for a, label, reason in rows}
+
+
+def insight_as_dict(insight: Insight, labels: dict[int, tuple[str, str]] | None = None) -> dict[str, Any]:
+    label, reason = (labels or {}).get(insight.alert_id, (None, None))
     return {
+        "label": label,
+        "label_reason": reason or None,
         "id": insight.pk,
         "entity_type": insight.entity_type,
         "entity_id": insight.entity_id,

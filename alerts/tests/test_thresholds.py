@@ -23,7 +23,7 @@ def _form(**values) -> dict:
 def test_the_admin_list_opens_the_one_set_of_thresholds_with_the_environment_defaults(admin_client, settings):
     settings.ALERT_LOW_HEALTH_WARNING = 70.0
     resp = admin_client.get("/admin/alerts/thresholdset/")
-    assert resp.status_code == 302 and resp["Location"] == CHANGE
+    assert resp.status_code == 200 and f'href="{CHANGE}"' in resp.content.decode()
     page = admin_client.get(CHANGE).content.decode()
     assert 'name="ALERT_LOW_HEALTH_WARNING"' in page and "Environment default: 70" in page
 
@@ -107,8 +107,5 @@ def test_another_workers_change_is_seen_after_the_ttl_with_one_query_per_ttl(
     with django_assert_num_queries(0):  # within the TTL: no query, however many reads (events)
         assert all(thresholds.get("ALERT_TUTOR_RATING") == settings.ALERT_TUTOR_RATING for _ in range(100))
     clock[0] += 0.2
-    with django_assert_num_queries(2):  # the version, then (it moved) the values
-        assert thresholds.get("ALERT_TUTOR_RATING") == 4.2
-    clock[0] += 5.1
-    with django_assert_num_queries(1):  # the version only: unchanged
+    with django_assert_num_queries(1):  # one row read per TTL, not per event
         assert thresholds.get("ALERT_TUTOR_RATING") == 4.2
