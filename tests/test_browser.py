@@ -139,7 +139,8 @@ def test_acknowledge_in_one_browser_is_seen_in_another(server, new_page):
     second.wait_for_selector("#panel:not([hidden]) #panel-title:focus")
     assert "Low health score" in second.text_content("#panel-title")
     second.click("#panel-body details.dismiss summary")
-    second.fill("#panel-body input[name=reason]", "called the student")
+    second.select_option("#panel-body select[name=reason]", "known_issue")
+    second.fill("#panel-body input[name=note]", "called the student")
     second.click('#panel-body button[data-action="dismiss"]')
     first.wait_for_selector(f'#alert-{alert_id}[data-status="dismissed"]', timeout=5_000)
     second.keyboard.press("Escape")
@@ -301,3 +302,18 @@ def test_server_stops_cleanly_on_sigterm(tmp_path):
     text = log.read_text()
     assert "stopped" in text and "alert raised" in text
     assert "succeeded in" not in text
+
+
+def test_the_model_quality_page_renders_its_reliability_chart(server, page):
+    login(page, server)
+    page.click('nav.mainnav a[href="/quality"]')
+    page.wait_for_url("**/quality")
+    page.wait_for_function(
+        """() => {
+            const chart = Chart.getChart(document.querySelector('canvas[data-chart="chart-reliability"]'));
+            return chart && chart.data.labels.length === 10 && chart.data.datasets.length === 2;
+        }"""
+    )
+    assert page.locator("#quality-types h2").text_content() == "By alert type"
+    page.click('nav.ranges a:text-is("30d")')
+    page.wait_for_selector('[data-quality-range="30d"] canvas[data-chart="chart-reliability"]')
