@@ -10,7 +10,8 @@ per insight model, and how well the churn risk foretold what students did next.
   Brier score.
 - The suggested health cut (ALERT_LOW_HEALTH_WARNING): the whole-number cut that maximises F1 of
   "health below the cut → stops booking" on the same sample, with its precision and recall; only when
-  the sample has enough students who stopped and who did not."""
+  the sample has enough students who stopped and who did not, and only when that cut's precision is at
+  least MIN_LIFT × the sample's stop rate (else no cut separates them better than chance)."""
 
 from __future__ import annotations
 
@@ -30,6 +31,8 @@ from metrics.models import GlobalMinute, Session
 
 HORIZON = timedelta(days=30)
 BINS = 10
+# A suggested cut must flag students who stop at least this many times as often as the sample does.
+MIN_LIFT = 1.5
 _CHUNK = 500
 
 
@@ -183,7 +186,8 @@ def reliability(outcomes: list[Outcome]) -> dict[str, Any]:
 
 def suggested_health_cut(outcomes: list[Outcome]) -> dict[str, Any] | None:
     """The whole-number health cut maximising F1 of "below the cut → stopped", ties to the higher
-    precision; None without QUALITY_MIN_BIN students on each side of the outcome."""
+    precision; None without QUALITY_MIN_BIN students on each side of the outcome; `cut` None when the
+    best cut's precision is under MIN_LIFT × the base rate (it would flag nearly at random)."""
     sample = [(o.health, o.stopped) for o in outcomes if o.health is not None]
     positives = sum(s for _, s in sample)
     minimum = settings.QUALITY_MIN_BIN
@@ -200,13 +204,22 @@ def suggested_health_cut(outcomes: list[Outcome]) -> dict[str, Any] | None:
         key = (round(f1, 6), round(precision, 6))
         if best is None or key > best[0]:
             best = (key, cut, precision, recall, f1, len(flagged))
-    if best is None:
-        return None
+    base_rate = positives / len(sample)
+    current = thresholds.get("ALERT_LOW_HEALTH_WARNING")
+    if best is None or best[2] < MIN_LIFT * base_rate:
+        # The best F1 is then little more than flagging everyone: no cut separates them on this evidence.
+        return {
+            "setting": "ALERT_LOW_HEALTH_WARNING",
+            "cut": None,
+            "current": current,
+            "base_rate": round(base_rate, 3),
+        }
     _, cut, precision, recall, f1, flagged = best
     return {
         "setting": "ALERT_LOW_HEALTH_WARNING",
         "cut": cut,
-        "current": thresholds.get("ALERT_LOW_HEALTH_WARNING"),
+        "current": current,
+        "base_rate": round(base_rate, 3),
         "precision": round(precision, 3),
         "recall": round(recall, 3),
         "f1": round(f1, 3),

@@ -149,9 +149,8 @@ def _page_queries(client) -> int:
 
 
 def test_dashboard_query_count_does_not_grow_with_alerts_or_entities(staff_client, settings):
-    from metrics.models import StudentHourly, SubjectRegionSnapshot
-
     from alerts import thresholds
+    from metrics.models import StudentHourly, SubjectRegionSnapshot
 
     # A running server's thresholds are cached (one read per TTL): warm, and kept out of the count.
     settings.THRESHOLDS_CACHE_SECONDS = 3600

@@ -203,7 +203,21 @@ def test_calibration_bins_brier_and_suggested_cut_from_known_outcomes(client, st
     # below 61 (up to 85) flags the 13 students at health 40 and 60: 9 stopped of 13, 9 of the 10 who
     # stopped — F1 0.78, better than flagging only health 40 (7/10, 7/10) or everyone (10/23, 10/10)
     assert (s["cut"], s["precision"], s["recall"]) == (61, round(9 / 13, 3), 0.9)
-    assert s["setting"] == "ALERT_LOW_HEALTH_WARNING"
+    assert s["setting"] == "ALERT_LOW_HEALTH_WARNING" and s["base_rate"] == round(10 / 23, 3)
+
+
+def test_no_cut_is_suggested_when_none_beats_chance(client, staff_user, settings):
+    """Health tells nothing here: at 40 and at 85 alike, half the students stop."""
+    settings.QUALITY_MIN_BIN = 5
+    client.force_login(staff_user)
+    now = timezone.now()
+    GlobalMinute.objects.create(minute=now.replace(second=0, microsecond=0), events=1)
+    for g, (risk, health) in enumerate([(0.85, 40), (0.15, 85)]):
+        for i in range(10):
+            _scored(f"flat_{g}_{i}", risk=risk, health=health, stopped=i < 5, at=now - timedelta(days=40))
+    s = client.get("/api/quality?range=30d").json()["suggested_threshold"]
+    assert s["cut"] is None and s["base_rate"] == 0.5
+    assert "No health cut separates" in client.get("/quality?range=30d").content.decode()
 
 
 def test_thin_data_is_not_enough_data(client, staff_user, outcomes, settings):
