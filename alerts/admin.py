@@ -288,3 +288,6 @@ class AlertDeadLetterAdmin(_DeliveryAdminBase):
 
 
 from alerts import admin_thresholds  # noqa: E402, F401 - registers the runtime thresholds' admin
+from alerts.admin_feedback import AlertLabelInline  # noqa: E402
+
+AlertAdmin.inlines = [*AlertAdmin.inlines, AlertLabelInline]

@@ -250,3 +250,10 @@ def test_the_page_shows_precision_bins_and_suggestion_to_staff_only(
     assert client.get("/quality").status_code == 302
     client.logout()
     assert client.get("/api/quality").status_code == 401
+
+
+def test_labels_are_listed_in_the_admin_and_on_their_alert(admin_client, labelled):
+    html = admin_client.get("/admin/alerts/alertlabel/?reason=duplicate").content.decode()
+    assert html.count("duplicate") >= 1 and f"alert {labelled['local'][5].pk}" in html
+    page = admin_client.get(f"/admin/alerts/alert/{labelled['local'][4].pk}/change/").content.decode()
+    assert "false_positive" in page or "False positive" in page
