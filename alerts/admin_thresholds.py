@@ -14,14 +14,17 @@ from alerts.models import ThresholdChange, ThresholdSet
 
 
 def _field(spec: thresholds.Spec) -> forms.Field:
-    cls = forms.IntegerField if spec.kind is int else forms.FloatField
-    return cls(
-        required=False,
-        min_value=spec.minimum,
-        max_value=spec.maximum,
-        label=spec.name,
-        help_text=f"{spec.help}. Environment default: {thresholds.default(spec.name):g}; "
-        "leave blank to use it.",
+    help_text = f"{spec.help}. Environment default: {thresholds.default(spec.name):g}; leave blank to use it."
+    if spec.kind is int:
+        return forms.IntegerField(
+            required=False,
+            min_value=int(spec.minimum),
+            max_value=int(spec.maximum),
+            label=spec.name,
+            help_text=help_text,
+        )
+    return forms.FloatField(
+        required=False, min_value=spec.minimum, max_value=spec.maximum, label=spec.name, help_text=help_text
     )
 
 

@@ -85,7 +85,7 @@ def by_model(*, start: datetime, end: datetime) -> list[dict[str, Any]]:
     pairs = set(
         Insight.objects.filter(alert_id__in=alert_ids).values_list("model", "alert_id").distinct().order_by()
     )
-    labels = dict(
+    labels: dict[int | None, str] = dict(
         AlertLabel.objects.filter(alert_id__in={a for _, a in pairs}).values_list("alert_id", "label")
     )
     counts: dict[str, dict[str, int]] = defaultdict(lambda: {"alerts": 0, "acted": 0, "dismissed": 0})
@@ -214,7 +214,7 @@ def suggested_health_cut(outcomes: list[Outcome]) -> dict[str, Any] | None:
             "current": current,
             "base_rate": round(base_rate, 3),
         }
-    _, cut, precision, recall, f1, flagged = best
+    _, cut, precision, recall, f1, n_flagged = best
     return {
         "setting": "ALERT_LOW_HEALTH_WARNING",
         "cut": cut,
@@ -223,7 +223,7 @@ def suggested_health_cut(outcomes: list[Outcome]) -> dict[str, Any] | None:
         "precision": round(precision, 3),
         "recall": round(recall, 3),
         "f1": round(f1, 3),
-        "flagged": flagged,
+        "flagged": n_flagged,
         "sample": len(sample),
     }
 
