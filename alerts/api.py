@@ -17,10 +17,15 @@ router = Router(tags=["alerts"])
 
 
 class DismissIn(Schema):
-    reason: DismissReason = Field(description="why, one of the fixed list (graded on /quality)")
+    reason: str = Field(
+        min_length=1,
+        max_length=100,
+        description="why: one of " + ", ".join(DismissReason.values) + " (graded on /quality); "
+        "any other text is kept as written and counted as other",
+    )
     note: str = Field("", max_length=400, description="optional free text, stored after the reason")
 
-    @field_validator("note")
+    @field_validator("reason", "note")
     @classmethod
     def _storable(cls, value: str) -> str:
         problem = unstorable_text(value)  # a NUL or a lone surrogate is a 400, not a database error
@@ -102,4 +107,4 @@ def resolve(request, alert_id: int):
 
 @router.post("/{alert_id}/dismiss", openapi_extra=CONFLICT, summary="Dismiss an alert, with a reason")
 def dismiss(request, alert_id: int, body: DismissIn):
-    return _act(request, alert_id, "dismiss", dismiss_text(reason=body.reason.value, note=body.note))
+    return _act(request, alert_id, "dismiss", dismiss_text(reason=body.reason.strip(), note=body.note))

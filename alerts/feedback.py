@@ -2,7 +2,9 @@
 
 Acknowledged or resolved is "acted on"; dismissed is "dismissed" with a reason from a fixed list. The
 dismissal's text is `"<reason>"` or `"<reason>: <note>"`, so the alert's `dismiss_reason` and its
-transition note stay readable while the reason itself is a code the model-quality page can count."""
+transition note stay readable while the reason itself is a code the model-quality page can count.
+A free-text reason (what API clients sent before the list existed, and still may: the CONTRACT's
+`{"reason": ...}`) is kept as written and counted as `other`."""
 
 from __future__ import annotations
 
@@ -28,11 +30,11 @@ def dismiss_text(*, reason: str, note: str = "") -> str:
 
 
 def reason_code(text: str) -> str:
-    """The reason code at the head of a dismissal text; InvalidReason when it is not one of REASONS."""
+    """The reason code at the head of a dismissal text; `other` for free text; InvalidReason when empty."""
+    if not text.strip():
+        raise InvalidReason("")
     code = text.split(":", 1)[0].strip()
-    if code not in REASONS:
-        raise InvalidReason(text.strip())
-    return code
+    return code if code in REASONS else DismissReason.OTHER.value
 
 
 def label_record(*, alert: Alert, action: str, reason: str, user, now: datetime) -> AlertLabel:

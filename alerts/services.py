@@ -475,7 +475,7 @@ def alert_transition(*, alert_id: int, action: str, user, now: datetime, reason:
     if alert.status not in allowed_from:
         raise TransitionNotAllowed(f"cannot {action} an alert that is {alert.status}")
     if action == "dismiss" and not reason.strip():
-        raise ValueError("reason")
+        raise ValueError("a reason is required to dismiss")
     from_status = alert.status
     alert.status = to_status
     if action == "acknowledge":
