@@ -11,8 +11,9 @@ from datetime import datetime
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 
-from ingest import counters, operations
+from ingest import counters
 from ingest.worker import BATCH_BUCKETS
+from iops.ops import Figures, figures
 
 
 class IOpsCollector:
@@ -20,14 +21,15 @@ class IOpsCollector:
         self.now = now
 
     def collect(self):
-        yield from self._ingest()
-        yield from self._workers()
-        yield from self._stream()
-        yield from self._alerts()
-        yield from self._insights()
-
-    def _ingest(self):
         counters.flush()
+        f = figures(now=self.now)
+        yield from self._ingest(f)
+        yield from self._workers(f)
+        yield from self._stream(f)
+        yield from self._alerts(f)
+        yield from self._insights(f)
+
+    def _ingest(self, f: Figures):
         totals = counters.totals()
         for name, doc in (
             ("events_accepted", "Events accepted by POST /api/ingest (answered 202)."),
@@ -40,11 +42,11 @@ class IOpsCollector:
         c = CounterMetricFamily(
             "iops_events_processed", "Events stored by the workers (sum of the per-minute series)."
         )
-        c.add_metric([], operations.events_received_total())
+        c.add_metric([], f.metrics.events_processed)
         yield c
 
-    def _workers(self):
-        rows = operations.workers(now=self.now)
+    def _workers(self, f: Figures):
+        rows = f.ingest.workers
         processed = CounterMetricFamily(
             "iops_worker_events_processed",
             "Events processed by each stream worker since it started.",
@@ -73,8 +75,8 @@ class IOpsCollector:
         hist.add_metric([], [*pairs, ("+Inf", total_count)], total_sum)
         yield hist
 
-    def _stream(self):
-        b = operations.backlog(now=self.now)
+    def _stream(self, f: Figures):
+        b = f.ingest.stream
         up = GaugeMetricFamily("iops_stream_up", "1 when the stream backend answered this scrape.")
         up.add_metric([], 1 if b["available"] else 0)
         yield up
@@ -100,45 +102,41 @@ class IOpsCollector:
             lag.add_metric([], b["millis_behind_latest"])
             yield lag
         dead = GaugeMetricFamily("iops_stream_dead_letters", "Stream messages parked as dead letters.")
-        dead.add_metric([], operations.stream_dead_letters())
+        dead.add_metric([], f.ingest.stream_dead_letters)
         yield dead
 
-    def _alerts(self):
+    def _alerts(self, f: Figures):
         alerts = GaugeMetricFamily(
             "iops_alerts", "Alerts by severity and status.", labels=["severity", "status"]
         )
-        for severity, status, n in operations.alert_counts():
+        for severity, status, n in f.alerts.by_severity_status:
             alerts.add_metric([severity, status], n)
         yield alerts
-        deliveries = operations.delivery_counts()
-        if deliveries is not None:
-            g = GaugeMetricFamily("iops_alert_deliveries", "Alert deliveries by status.", labels=["status"])
-            for status, n in sorted(deliveries.items()):
-                g.add_metric([status], n)
-            yield g
-            dead = GaugeMetricFamily("iops_alert_dead_letters", "Alert deliveries given up (dead letters).")
-            dead.add_metric([], deliveries.get("dead", 0))
-            yield dead
+        g = GaugeMetricFamily("iops_alert_deliveries", "Alert deliveries by status.", labels=["status"])
+        for status, n in sorted(f.alerts.deliveries.items()):
+            g.add_metric([status], n)
+        yield g
+        dead = GaugeMetricFamily("iops_alert_dead_letters", "Alert deliveries given up (dead letters).")
+        dead.add_metric([], f.alerts.dead_deliveries)
+        yield dead
 
-    def _insights(self):
+    def _insights(self, f: Figures):
         g = GaugeMetricFamily(
             "iops_insights",
             "Stored insights by model and whether the rules fallback scored them.",
             labels=["model", "fallback"],
         )
-        for model, fell_back, n in operations.insight_counts():
+        for model, fell_back, n in f.insights.stored:
             g.add_metric([model, "true" if fell_back else "false"], n)
         yield g
-        calls = operations.model_call_counts(now=self.now)
-        if calls is not None:
-            c = GaugeMetricFamily(
-                "iops_churn_model_calls",
-                "Churn scorings in the last 24 hours by model, and fallbacks.",
-                labels=["outcome"],
-            )
-            for outcome, n in sorted(calls.items()):
-                c.add_metric([outcome], n)
-            yield c
+        c = GaugeMetricFamily(
+            "iops_churn_model_calls",
+            "Churn scorings in the last 24 hours by model, and fallbacks.",
+            labels=["outcome"],
+        )
+        for outcome, n in sorted(f.insights.model_calls.items()):
+            c.add_metric([outcome], n)
+        yield c
 
 
 def _le(bound: float) -> str:

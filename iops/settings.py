@@ -71,6 +71,7 @@ INSTALLED_APPS = [
     "pipeline",
     "simulator",
     "dashboard",
+    "iops",  # the composition root, last: operations, retention, the launchers serve and bootstrap
 ]
 
 MIDDLEWARE = [

@@ -14,6 +14,7 @@ from django.views.decorators.http import require_GET
 
 from ingest.streams import StreamNotDurable, StreamUnavailable, get_stream
 from iops.lib.http import json_error
+from iops.ops import worker_heartbeat_age
 
 logger = logging.getLogger(__name__)
 
@@ -59,9 +60,7 @@ def _check_worker() -> str:
     Run only when a worker is expected (WORKER_EXPECTED, on unless IOPS_TESTING); a deployment that
     runs no stream consumer on purpose sets it false and /healthz leaves the check out.
     """
-    from ingest.operations import freshest_heartbeat_age
-
-    age = freshest_heartbeat_age(now=timezone.now())
+    age = worker_heartbeat_age(now=timezone.now())
     if age is None:
         raise StaleWorker("no worker heartbeat yet")
     if age > settings.WORKER_HEARTBEAT_MAX_AGE_SECONDS:

@@ -347,9 +347,9 @@ def test_retention_task_deletes_expired_rows_in_bounded_batches(settings):
     from datetime import UTC, datetime
 
     from ingest.models import Event, SuspectDelivery
-    from ingest.tasks import retention
     from insights.models import Insight
     from iops.celery import app
+    from iops.tasks import retention
     from metrics.models import GlobalMinute, StudentHourly, TutorHourly
 
     settings.RETENTION_BATCH_SIZE = 3
@@ -413,7 +413,7 @@ def test_retention_stops_when_time_is_up_and_the_next_run_continues(settings):
     from datetime import UTC, datetime
 
     from ingest.models import Event
-    from ingest.retention import retention_run
+    from iops.retention import retention_run
 
     now = datetime(2026, 6, 1, tzinfo=UTC)
     old = now - timedelta(days=60)
@@ -531,7 +531,7 @@ def test_json_logs_are_one_object_per_line(tmp_path):
         [sys.executable, "manage.py", "migrate", "-v", "0"], cwd=ROOT, env=env, check=True, timeout=120
     )
     code = (
-        "import logging; from django.utils import timezone; from ingest.retention import retention_run;"
+        "import logging; from django.utils import timezone; from iops.retention import retention_run;"
         "from iops.lib.request_id import request_id_var; request_id_var.set('rid-json-1');"
         "retention_run(now=timezone.now()); logging.getLogger('ops.test').warning('two\\nlines')"
     )
@@ -546,7 +546,7 @@ def test_json_logs_are_one_object_per_line(tmp_path):
     assert out.returncode == 0, out.stderr
     lines = [line for line in out.stderr.splitlines() if line.strip()]
     records = [json.loads(line) for line in lines]  # every line is one JSON object
-    retention = next(r for r in records if r["logger"] == "ingest.retention")
+    retention = next(r for r in records if r["logger"] == "iops.retention")
     assert retention["level"] == "INFO" and retention["message"].startswith("retention: deleted 0 rows")
     assert retention["request_id"] == "rid-json-1" and "ts" in retention
     assert retention["complete"] is True
@@ -759,8 +759,8 @@ def test_celery_worker_logs_through_the_project_logging_config(tmp_path):
 def test_every_beat_entry_names_a_registered_task_and_serve_runs_them_all():
     """Beat (production) and `serve` (embedded) share one schedule: a renamed or missing task fails here,
     not silently at run time. Retention and churn scoring of the riskiest entities included."""
-    from dashboard.management.commands.serve import beat_entries
     from iops.celery import app
+    from iops.management.commands.serve import beat_entries
 
     entries = dict(beat_entries())
     assert {

@@ -412,7 +412,7 @@ def test_beat_runs_the_delivery_sweep():
 
 @pytest.mark.django_db(transaction=True)
 def test_the_embedded_sweep_thread_of_serve_sends_due_deliveries(settings, make_channel, make_alert):
-    from dashboard.management.commands.serve import _periodic, beat_entries
+    from iops.management.commands.serve import _periodic, beat_entries
 
     assert ("alerts.send_due_deliveries", 5.0) in beat_entries()  # serve runs every beat entry
     with WebhookPeer() as peer:

@@ -7,33 +7,7 @@ import json
 from django.core.management.base import BaseCommand
 from django.utils import timezone
 
-from ingest import operations
-
-
-def status(*, now) -> dict:
-    backlog = operations.backlog(now=now)
-    deliveries = operations.delivery_counts()
-    return {
-        "as_of": now.isoformat(),
-        "stream": backlog,
-        "events_per_second_1m": round(operations.events_per_second(now=now, seconds=60), 2),
-        "dead_letters": {
-            "stream": operations.stream_dead_letters(),
-            "deliveries": None if deliveries is None else deliveries.get("dead", 0),
-        },
-        "workers": [
-            {
-                "name": w.name,
-                "backend": w.backend,
-                "last_seen": w.last_seen.isoformat(),
-                "age_seconds": round(w.age_seconds, 1),
-                "processed": w.processed,
-                "batches": w.batches,
-                "mean_batch_ms": round(1000 * w.batch_seconds_sum / w.batches, 1) if w.batches else None,
-            }
-            for w in operations.workers(now=now)
-        ],
-    }
+from iops.ops import pipeline_status
 
 
 class Command(BaseCommand):
@@ -43,7 +17,7 @@ class Command(BaseCommand):
         parser.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
 
     def handle(self, *args, **opts):
-        data = status(now=timezone.now())
+        data = pipeline_status(now=timezone.now())
         if opts["json"]:
             self.stdout.write(json.dumps(data, indent=2))
             return
@@ -60,10 +34,9 @@ class Command(BaseCommand):
         else:
             stream = f"UNAVAILABLE ({s['error']})"
         dead = data["dead_letters"]
-        deliveries = "n/a" if dead["deliveries"] is None else dead["deliveries"]
         self.stdout.write(f"stream ({s['backend']}): {stream}")
         self.stdout.write(f"throughput: {data['events_per_second_1m']} events/s over the last minute")
-        self.stdout.write(f"dead letters: stream {dead['stream']}, deliveries {deliveries}")
+        self.stdout.write(f"dead letters: stream {dead['stream']}, deliveries {dead['deliveries']}")
         if not data["workers"]:
             self.stdout.write("workers: no heartbeat recorded")
             return

@@ -1,22 +1,25 @@
-"""Read-only figures about the running pipeline, shared by /healthz, /metrics and `pipeline_status`.
+"""Operations entry points of the ingest edge: its figures (stream backlog and lag, throughput, dead
+letters, worker heartbeats) and its retention (raw events, heartbeats, suspect records).
 
-Everything is computed from the database and the stream at call time, so every process (web, worker,
-an operator's shell) reports the same numbers. Parts owned by other apps are read when present.
+Figures are computed from the database and the stream at call time, so every process (web, worker,
+an operator's shell) reports the same numbers. iops/ops.py and iops/retention.py compose them.
 """
 
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from django.db.models import Count, Sum
+from django.conf import settings
 
-from ingest.models import StreamDeadLetter, WorkerHeartbeat
-from ingest.streams import StreamUnavailable, get_stream
+from ingest.models import Event, PendingEvent, StreamDeadLetter, SuspectDelivery, WorkerHeartbeat
+from ingest.streams import DatabaseStream, EventStream, RedisStream, StreamUnavailable, get_stream
+from iops.lib.prune import PruneBudget
 
-logger = logging.getLogger(__name__)
+HEARTBEAT_RETENTION = timedelta(days=7)
+# Left only when a worker died between settling a slice and removing its record.
+SUSPECT_RETENTION = timedelta(days=7)
 
 
 @dataclass
@@ -70,19 +73,17 @@ def backlog(*, now: datetime | None = None) -> dict[str, Any]:
     return result
 
 
-def oldest_unprocessed_seconds(stream, *, now: datetime) -> float | None:
+def oldest_unprocessed_seconds(stream: EventStream, *, now: datetime) -> float | None:
     """Age of the oldest accepted event not yet acked (waiting or in flight), or None.
 
     database: the first `PendingEvent` row (acked rows are deleted). redis: the first entry of the
     stream (acked and dead-lettered entries are XDEL'd), aged by its id's millisecond time, which is
     the Redis server's clock. kinesis: None (`millis_behind_latest` says it).
     """
-    if stream.name == "database":
-        from ingest.models import PendingEvent
-
+    if isinstance(stream, DatabaseStream):
         first = PendingEvent.objects.order_by("id").values_list("enqueued_at", flat=True).first()
         return None if first is None else round(max(0.0, (now - first).total_seconds()), 3)
-    if stream.name == "redis":
+    if isinstance(stream, RedisStream):
         import redis
 
         try:
@@ -99,77 +100,37 @@ def oldest_unprocessed_seconds(stream, *, now: datetime) -> float | None:
 
 def events_per_second(*, now: datetime, seconds: int = 60) -> float:
     """Events stored over the last `seconds` (by processing time; uses the processed_at index)."""
-    from ingest.models import Event
-
     n = Event.objects.filter(processed_at__gt=now - timedelta(seconds=seconds), processed_at__lte=now).count()
     return n / seconds
-
-
-def events_received_total() -> int:
-    """Events stored, from the per-minute series (cheap: one row a minute, not one a event)."""
-    from metrics.models import GlobalMinute
-
-    return GlobalMinute.objects.aggregate(n=Sum("received"))["n"] or 0
 
 
 def stream_dead_letters() -> int:
     return StreamDeadLetter.objects.count()
 
 
-def alert_counts() -> list[tuple[str, str, int]]:
-    """(severity, status, count) for every alert."""
-    try:
-        from alerts.models import Alert
-    except ImportError:  # pragma: no cover - alerts always exists today
-        return []
-    return [
-        (r["severity"], r["status"], r["n"])
-        for r in Alert.objects.values("severity", "status").annotate(n=Count("id")).order_by()
-    ]
+@dataclass(frozen=True)
+class IngestCounts:
+    stream: dict[str, Any]  # backlog(now=...)
+    events_per_second_1m: float
+    stream_dead_letters: int
+    workers: list[WorkerRow]
 
 
-def delivery_counts() -> dict[str, int] | None:
-    """Alert deliveries by status (`dead` are the dead letters); None while deliveries do not exist."""
-    try:
-        from alerts.models import AlertDelivery
-    except ImportError:
-        return None
-    return dict(AlertDelivery.objects.values_list("status").annotate(n=Count("id")).order_by())
-
-
-def insight_counts() -> list[tuple[str, bool, int]]:
-    """(model, fell back?, count) of stored insights: churn model calls and fallbacks."""
-    try:
-        from insights.models import Insight
-    except ImportError:  # pragma: no cover
-        return []
-    rows = (  # copies (a cached insight answering another alert) are not scorings
-        Insight.objects.filter(cached_from__isnull=True)
-        .values("model", "fallback_reason")
-        .annotate(n=Count("id"))
-        .order_by()
+def ingest_counts(*, now: datetime) -> IngestCounts:
+    return IngestCounts(
+        stream=backlog(now=now),
+        events_per_second_1m=events_per_second(now=now, seconds=60),
+        stream_dead_letters=stream_dead_letters(),
+        workers=workers(now=now),
     )
-    merged: dict[tuple[str, bool], int] = {}
-    for r in rows:
-        key = (r["model"], bool(r["fallback_reason"]))
-        merged[key] = merged.get(key, 0) + r["n"]
-    return [(model, fell_back, n) for (model, fell_back), n in sorted(merged.items())]
 
 
-def model_call_counts(*, now: datetime) -> dict[str, int] | None:
-    """insights.selectors.model_call_counts when the churn work provides it (live call outcomes)."""
-    try:
-        from insights import selectors
-    except ImportError:
-        return None
-    fn = getattr(selectors, "model_call_counts", None)
-    if fn is None:
-        return None
-    try:
-        result = fn(now=now)
-    except TypeError:
-        result = fn()
-    except Exception as exc:  # noqa: BLE001 - someone else's code must not break a scrape
-        logger.warning("model_call_counts failed", extra={"error": exc.__class__.__name__})
-        return None
-    return {str(k): int(v) for k, v in dict(result).items() if isinstance(v, int | float)}
+def ingest_prune(*, now: datetime, budget: PruneBudget) -> int:
+    """Raw events past EVENT_RETENTION_DAYS (kept longer than the 30-day windows they feed), worker
+    heartbeats and suspect-slice records past a week; the number of rows deleted."""
+    plan = (
+        (Event, "occurred_at", now - timedelta(days=settings.EVENT_RETENTION_DAYS)),
+        (WorkerHeartbeat, "last_seen", now - HEARTBEAT_RETENTION),
+        (SuspectDelivery, "started_at", now - SUSPECT_RETENTION),
+    )
+    return sum(budget.delete_older(model, column=column, cutoff=cutoff) for model, column, cutoff in plan)
