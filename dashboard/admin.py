@@ -14,6 +14,7 @@ from django.db import models
 from django.utils.html import format_html
 
 from dashboard.templatetags.dashboard import entity_path
+from iops.lib.admin import ReadOnlyAdmin
 
 admin.site.site_header = "IOps operations"
 admin.site.site_title = "IOps admin"
@@ -21,18 +22,6 @@ admin.site.index_title = "Operations data"
 admin.site.site_url = "/"
 
 PROJECT_APPS = ("ingest", "metrics", "alerts", "insights")
-
-
-class ReadOnlyAdmin(admin.ModelAdmin):
-    """Derived or audit rows: look, filter, search; never edit by hand."""
-
-    show_full_result_count = False
-
-    def has_add_permission(self, request):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
 
 
 class InsightAdmin(ReadOnlyAdmin):

@@ -78,16 +78,8 @@ class StreamDeadLetterAdmin(admin.ModelAdmin):
     list_display = ("message_id", "backend", "created_at", "deliveries", "short_error", "replayed_at")
     list_filter = ("backend", ("replayed_at", admin.EmptyFieldListFilter))
     search_fields = ("message_id", "error")
-    readonly_fields = (
-        "backend",
-        "message_id",
-        "body",
-        "raw",
-        "error",
-        "deliveries",
-        "created_at",
-        "replayed_at",
-    )
+    # A dead letter is evidence: every column is shown and none is edited (replay is the action).
+    readonly_fields = tuple(f.name for f in StreamDeadLetter._meta.concrete_fields if not f.primary_key)
     actions = ["replay"]
 
     @admin.display(description="error")
@@ -140,16 +132,7 @@ class ApiKeyAdmin(admin.ModelAdmin):
     list_filter = (("revoked_at", admin.EmptyFieldListFilter),)
     search_fields = ("name", "prefix")
     readonly_fields = ("prefix", "key_hash", "created_at", "last_used_at", "revoked_at")
-    fields = (
-        "name",
-        "scopes",
-        "rate_limit_per_sec",
-        "prefix",
-        "key_hash",
-        "created_at",
-        "last_used_at",
-        "revoked_at",
-    )
+    fields = ("name", "scopes", "rate_limit_per_sec", *readonly_fields)
     actions = ["revoke"]
 
     @admin.display(description="scopes")

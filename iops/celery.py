@@ -5,39 +5,11 @@ import os
 from celery import Celery, bootsteps
 from celery.signals import setup_logging
 
-from iops.lib.env import env_float, env_int
-
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "iops.settings")
 
 app = Celery("iops")
 app.config_from_object("django.conf:settings", namespace="CELERY")
-app.autodiscover_tasks()
-app.conf.beat_schedule = {
-    # Windows decay with time: stale snapshots refreshed and their alert rules run (SNAPSHOT_REFRESH_SECONDS).
-    "refresh-stale-snapshots": {
-        "task": "alerts.refresh_stale",
-        "schedule": float(env_int("SNAPSHOT_REFRESH_SECONDS", 300, minimum=30)),
-    },
-    # A no-op unless SIMULATOR_ENABLED is true (off by default, like the prototype's disabled schedule).
-    "simulate-tick": {"task": "simulator.simulate_tick", "schedule": 60.0},
-    # Alert deliveries due now: first attempts the fast path missed, and retries (issue 5).
-    "send-due-alert-deliveries": {
-        "task": "alerts.send_due_deliveries",
-        "schedule": env_float("ALERT_DELIVERY_SWEEP_SECONDS", 5.0),
-    },
-    # Alert re-checks, rate anomalies (once a minute) and auto-resolve (issue 5); ALERT_SWEEP_SECONDS.
-    "alerts-sweep": {
-        "task": "alerts.sweep",
-        "schedule": float(env_int("ALERT_SWEEP_SECONDS", 30, minimum=5)),
-    },
-    # Retention (issue 9): expired raw events, buckets and insights, in bounded batches.
-    "retention": {"task": "ingest.retention", "schedule": 3600.0},
-    # Churn/burnout insights for the N riskiest entities by the local model (issue 6).
-    "insights-score-riskiest": {
-        "task": "insights.score_riskiest",
-        "schedule": float(env_int("INSIGHTS_BEAT_SECONDS", 900, minimum=60)),
-    },
-}
+app.autodiscover_tasks()  # the beat schedule is CELERY_BEAT_SCHEDULE in iops/settings.py
 
 
 @setup_logging.connect

@@ -7,20 +7,38 @@ flushed before reading), so every process serving /metrics reports the same clus
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable, Iterator
 from datetime import datetime
 
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 
 from ingest import counters
 from ingest.worker import BATCH_BUCKETS
 from iops.ops import Figures, figures
+
+Samples = Iterable[tuple[tuple[str, ...], float]]  # (label values, value)
+
+
+def _family(kind: type[Metric], name: str, doc: str, samples: Samples, labels: tuple[str, ...] = ()):
+    family = kind(name, doc, labels=list(labels))
+    for values, value in samples:
+        family.add_metric(list(values), value)
+    return family
+
+
+def gauge(name: str, doc: str, samples: Samples, labels: tuple[str, ...] = ()) -> GaugeMetricFamily:
+    return _family(GaugeMetricFamily, name, doc, samples, labels)
+
+
+def counter(name: str, doc: str, samples: Samples, labels: tuple[str, ...] = ()) -> CounterMetricFamily:
+    return _family(CounterMetricFamily, name, doc, samples, labels)
 
 
 class IOpsCollector:
     def __init__(self, *, now: datetime):
         self.now = now
 
-    def collect(self):
+    def collect(self) -> Iterator[Metric]:
         counters.flush()
         f = figures(now=self.now)
         yield from self._ingest(f)
@@ -29,114 +47,104 @@ class IOpsCollector:
         yield from self._alerts(f)
         yield from self._insights(f)
 
-    def _ingest(self, f: Figures):
+    def _ingest(self, f: Figures) -> Iterator[Metric]:
         totals = counters.totals()
         for name, doc in (
             ("events_accepted", "Events accepted by POST /api/ingest (answered 202)."),
             ("events_rejected", "Events rejected by POST /api/ingest (validation or stream refusal)."),
             ("requests_unavailable", "Ingest requests refused with 503 (stream unavailable)."),
         ):
-            c = CounterMetricFamily(f"iops_ingest_{name}", doc)
-            c.add_metric([], totals[name])
-            yield c
-        c = CounterMetricFamily(
-            "iops_events_processed", "Events stored by the workers (sum of the per-minute series)."
+            yield counter(f"iops_ingest_{name}", doc, [((), totals[name])])
+        yield counter(
+            "iops_events_processed",
+            "Events stored by the workers (sum of the per-minute series).",
+            [((), f.metrics.events_processed)],
         )
-        c.add_metric([], f.metrics.events_processed)
-        yield c
 
-    def _workers(self, f: Figures):
+    def _workers(self, f: Figures) -> Iterator[Metric]:
         rows = f.ingest.workers
-        processed = CounterMetricFamily(
+        yield counter(
             "iops_worker_events_processed",
             "Events processed by each stream worker since it started.",
-            labels=["worker"],
+            [((row.name,), row.processed) for row in rows],
+            labels=("worker",),
         )
-        age = GaugeMetricFamily(
+        yield gauge(
             "iops_worker_heartbeat_age_seconds",
             "Seconds since each worker's last heartbeat.",
-            labels=["worker"],
+            [((row.name,), row.age_seconds) for row in rows],
+            labels=("worker",),
         )
-        buckets = [0] * len(BATCH_BUCKETS)
-        total_sum, total_count = 0.0, 0
-        for row in rows:
-            processed.add_metric([row.name], row.processed)
-            age.add_metric([row.name], row.age_seconds)
-            for i, bound in enumerate(BATCH_BUCKETS):
-                buckets[i] += int(row.batch_buckets.get(repr(bound), 0))
-            total_sum += row.batch_seconds_sum
-            total_count += row.batches
-        yield processed
-        yield age
+        buckets = [sum(int(row.batch_buckets.get(repr(bound), 0)) for row in rows) for bound in BATCH_BUCKETS]
         hist = HistogramMetricFamily(
             "iops_batch_duration_seconds", "Time to process one batch (all workers)."
         )
         pairs = [(_le(b), n) for b, n in zip(BATCH_BUCKETS, buckets, strict=True)]
-        hist.add_metric([], [*pairs, ("+Inf", total_count)], total_sum)
+        total_count = sum(row.batches for row in rows)
+        hist.add_metric([], [*pairs, ("+Inf", total_count)], sum(row.batch_seconds_sum for row in rows))
         yield hist
 
-    def _stream(self, f: Figures):
+    def _stream(self, f: Figures) -> Iterator[Metric]:
         b = f.ingest.stream
-        up = GaugeMetricFamily("iops_stream_up", "1 when the stream backend answered this scrape.")
-        up.add_metric([], 1 if b["available"] else 0)
-        yield up
-        backlog = GaugeMetricFamily(
-            "iops_stream_backlog", "Stream entries waiting or delivered but not acked.", labels=["state"]
+        yield gauge(
+            "iops_stream_up", "1 when the stream backend answered this scrape.", [((), int(b["available"]))]
         )
-        if b["available"]:
-            for state in ("waiting", "in_flight"):
-                if state in b:
-                    backlog.add_metric([state], b[state])
-        yield backlog
+        states = [s for s in ("waiting", "in_flight") if s in b] if b["available"] else []
+        yield gauge(
+            "iops_stream_backlog",
+            "Stream entries waiting or delivered but not acked.",
+            [((s,), b[s]) for s in states],
+            labels=("state",),
+        )
         if b.get("oldest_seconds") is not None:
-            oldest = GaugeMetricFamily(
+            yield gauge(
                 "iops_stream_oldest_unprocessed_seconds",
                 "Age of the oldest accepted event not yet processed (absent when none waits).",
+                [((), b["oldest_seconds"])],
             )
-            oldest.add_metric([], b["oldest_seconds"])
-            yield oldest
         if b.get("millis_behind_latest") is not None:
-            lag = GaugeMetricFamily(
-                "iops_stream_millis_behind_latest", "Kinesis consumer lag (this process)."
+            yield gauge(
+                "iops_stream_millis_behind_latest",
+                "Kinesis consumer lag (this process).",
+                [((), b["millis_behind_latest"])],
             )
-            lag.add_metric([], b["millis_behind_latest"])
-            yield lag
-        dead = GaugeMetricFamily("iops_stream_dead_letters", "Stream messages parked as dead letters.")
-        dead.add_metric([], f.ingest.stream_dead_letters)
-        yield dead
-
-    def _alerts(self, f: Figures):
-        alerts = GaugeMetricFamily(
-            "iops_alerts", "Alerts by severity and status.", labels=["severity", "status"]
+        yield gauge(
+            "iops_stream_dead_letters",
+            "Stream messages parked as dead letters.",
+            [((), f.ingest.stream_dead_letters)],
         )
-        for severity, status, n in f.alerts.by_severity_status:
-            alerts.add_metric([severity, status], n)
-        yield alerts
-        g = GaugeMetricFamily("iops_alert_deliveries", "Alert deliveries by status.", labels=["status"])
-        for status, n in sorted(f.alerts.deliveries.items()):
-            g.add_metric([status], n)
-        yield g
-        dead = GaugeMetricFamily("iops_alert_dead_letters", "Alert deliveries given up (dead letters).")
-        dead.add_metric([], f.alerts.dead_deliveries)
-        yield dead
 
-    def _insights(self, f: Figures):
-        g = GaugeMetricFamily(
+    def _alerts(self, f: Figures) -> Iterator[Metric]:
+        a = f.alerts
+        yield gauge(
+            "iops_alerts",
+            "Alerts by severity and status.",
+            [((severity, status), n) for severity, status, n in a.by_severity_status],
+            labels=("severity", "status"),
+        )
+        yield gauge(
+            "iops_alert_deliveries",
+            "Alert deliveries by status.",
+            [((status,), n) for status, n in sorted(a.deliveries.items())],
+            labels=("status",),
+        )
+        yield gauge(
+            "iops_alert_dead_letters", "Alert deliveries given up (dead letters).", [((), a.dead_deliveries)]
+        )
+
+    def _insights(self, f: Figures) -> Iterator[Metric]:
+        yield gauge(
             "iops_insights",
             "Stored insights by model and whether the rules fallback scored them.",
-            labels=["model", "fallback"],
+            [((model, "true" if fell_back else "false"), n) for model, fell_back, n in f.insights.stored],
+            labels=("model", "fallback"),
         )
-        for model, fell_back, n in f.insights.stored:
-            g.add_metric([model, "true" if fell_back else "false"], n)
-        yield g
-        c = GaugeMetricFamily(
+        yield gauge(
             "iops_churn_model_calls",
             "Churn scorings in the last 24 hours by model, and fallbacks.",
-            labels=["outcome"],
+            [((outcome,), n) for outcome, n in sorted(f.insights.model_calls.items())],
+            labels=("outcome",),
         )
-        for outcome, n in sorted(f.insights.model_calls.items()):
-            c.add_metric([outcome], n)
-        yield c
 
 
 def _le(bound: float) -> str:

@@ -401,3 +401,24 @@ if INSIGHTS_BEDROCK_TIMEOUT_SECONDS <= 0 or INSIGHTS_BEDROCK_BACKOFF_SECONDS < 0
     raise ImproperlyConfigured(
         "INSIGHTS_BEDROCK_TIMEOUT_SECONDS must be > 0 and INSIGHTS_BEDROCK_BACKOFF_SECONDS >= 0"
     )
+
+
+# --- beat: one schedule for `celery -A iops beat` and the threads of `manage.py serve` -------------
+def _every(task: str, seconds: float) -> dict[str, str | float]:
+    return {"task": task, "schedule": float(seconds)}
+
+
+CELERY_BEAT_SCHEDULE = {
+    # Windows decay with time: stale snapshots refreshed and their alert rules run.
+    "refresh-stale-snapshots": _every("alerts.refresh_stale", SNAPSHOT_REFRESH_SECONDS),
+    # A no-op unless SIMULATOR_ENABLED is true (off by default, like the prototype's disabled schedule).
+    "simulate-tick": _every("simulator.simulate_tick", 60),
+    # Alert deliveries due now: first attempts the fast path missed, and retries (issue 5).
+    "send-due-alert-deliveries": _every("alerts.send_due_deliveries", ALERT_DELIVERY_SWEEP_SECONDS),
+    # Alert re-checks, rate anomalies (once a minute) and auto-resolve (issue 5).
+    "alerts-sweep": _every("alerts.sweep", ALERT_SWEEP_SECONDS),
+    # Retention (issue 9): expired raw events, buckets and insights in bounded batches (iops/tasks.py).
+    "retention": _every("ingest.retention", 3600),
+    # Churn/burnout insights for the N riskiest entities by the local model (issue 6).
+    "insights-score-riskiest": _every("insights.score_riskiest", INSIGHTS_BEAT_SECONDS),
+}

@@ -135,30 +135,8 @@ class Population:
         rng = random.Random(seed)
         names = _Names(seed)
         pop = cls(seed=seed)
-        for i in range(students):
-            profile = rng.choices(list(STUDENT_MIX), weights=list(STUDENT_MIX.values()))[0]
-            pop.students.append(
-                Student(
-                    f"stu_{i + 1:05d}",
-                    names.next(),
-                    rng.choice(REGIONS),
-                    rng.sample(SUBJECTS, k=rng.randint(1, 3)),
-                    profile,
-                    health_offset=round(rng.uniform(-6, 6), 1),
-                )
-            )
-        for i in range(tutors):
-            profile = rng.choices(list(TUTOR_MIX), weights=list(TUTOR_MIX.values()))[0]
-            pop.tutors.append(
-                Tutor(
-                    f"tut_{i + 1:04d}",
-                    names.next(),
-                    REGIONS[i % len(REGIONS)],  # round robin: every region has tutors
-                    rng.sample(SUBJECTS, k=rng.randint(1, 4)),
-                    profile,
-                    0.0,
-                )
-            )
+        pop.students = [_draw_student(i, rng, names) for i in range(students)]
+        pop.tutors = [_draw_tutor(i, rng, names) for i in range(tutors)]
         # Every subject × region has at least one tutor, so a steady marketplace has no empty cell.
         for region in REGIONS:
             local = [t for t in pop.tutors if t.region == region]
@@ -177,6 +155,29 @@ class Population:
 
     def cells(self) -> list[tuple[str, str]]:
         return [(s, r) for s in SUBJECTS for r in REGIONS]
+
+
+def _draw_profile(rng: random.Random, mix: dict[str, int]) -> str:
+    return rng.choices(list(mix), weights=list(mix.values()))[0]
+
+
+def _draw_subjects(rng: random.Random, *, most: int) -> list[str]:
+    return rng.sample(SUBJECTS, k=rng.randint(1, most))
+
+
+def _draw_student(i: int, rng: random.Random, names: _Names) -> Student:
+    profile = _draw_profile(rng, STUDENT_MIX)
+    region = rng.choice(REGIONS)
+    subjects = _draw_subjects(rng, most=3)
+    offset = round(rng.uniform(-6, 6), 1)
+    return Student(f"stu_{i + 1:05d}", names.next(), region, subjects, profile, health_offset=offset)
+
+
+def _draw_tutor(i: int, rng: random.Random, names: _Names) -> Tutor:
+    """Hours are set once every tutor is drawn (they depend on the others' popularity)."""
+    profile = _draw_profile(rng, TUTOR_MIX)
+    region = REGIONS[i % len(REGIONS)]  # round robin: every region has tutors
+    return Tutor(f"tut_{i + 1:04d}", names.next(), region, _draw_subjects(rng, most=4), profile, hours=0.0)
 
 
 class _Names:

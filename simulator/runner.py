@@ -143,6 +143,91 @@ def population_for_rate(rate: float) -> tuple[int, int]:
     return students, max(30, students // STUDENTS_PER_TUTOR)
 
 
+@dataclass
+class _Run:
+    """One run's shared state: what each producer stream reads (pacing, bounds) and writes (summary)."""
+
+    sender: Any
+    pop: Population
+    sim: SimClock
+    seed: int
+    scenario: str
+    streams: int
+    events_per_stream: int | None  # a counted run (no duration)
+    duration: float | None
+    per_stream_interval: float  # seconds between one stream's events; 0: as fast as possible
+    batch_size: int
+    stream_offset: int
+    stop: threading.Event
+    summary: Summary = field(default_factory=Summary)
+    started: float = field(default_factory=time.monotonic)
+
+    def flush(self, batch: list[dict[str, Any]]) -> None:
+        try:
+            self.sender.send(batch, self.summary)
+        except Exception as exc:  # noqa: BLE001 - counted and reported, never lost silently
+            logger.exception("simulator send failed")
+            self.summary.add(sent=len(batch), failed=len(batch))
+            self.summary.errors.append(f"{exc.__class__.__name__}: {exc}"[:300])
+
+    def produce(self, index: int) -> None:
+        try:
+            self._produce(index)
+        finally:
+            getattr(
+                self.sender, "thread_done", lambda: None
+            )()  # optional: DirectSender closes its connection
+
+    def _done(self, produced: int, elapsed: float) -> bool:
+        if self.duration:
+            return elapsed >= self.duration
+        return produced >= (self.events_per_stream or 0)
+
+    def _progress(self, produced: int, elapsed: float) -> float:
+        """0 → 1 through the run: by position for a counted run, by elapsed time for a timed one."""
+        if self.duration:
+            return min(1.0, elapsed / self.duration)
+        return produced / (self.events_per_stream or 1)
+
+    def _wait_until(self, next_at: float, batch: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """Sleep until this stream's next event is due, sending what is batched first when the wait is
+        long (a slow rate must not hold events back); the batch still to fill."""
+        delay = next_at - time.monotonic()
+        if delay > 0 and batch and delay > 0.2:
+            self.flush(batch)
+            batch = []
+            delay = next_at - time.monotonic()
+        if delay > 0:
+            self.stop.wait(delay)
+        return batch
+
+    def _produce(self, index: int) -> None:
+        factory = EventFactory(
+            self.pop, seed=self.seed, scenario=self.scenario, stream=self.stream_offset + index
+        )
+        interval = self.per_stream_interval
+        produced = 0
+        batch: list[dict[str, Any]] = []
+        next_at = self.started + (index / self.streams) * interval
+        while not self.stop.is_set():
+            elapsed = time.monotonic() - self.started
+            if self._done(produced, elapsed):
+                break
+            if interval:
+                batch = self._wait_until(next_at, batch)
+                next_at += interval
+            progress = self._progress(produced, elapsed)
+            if interval:  # a spike adds events at its own rate, it does not displace others
+                next_at += interval * (1 / factory.intensity(progress) - 1)
+            batch.append(factory.next_event(self.sim.at(progress), progress))
+            produced += 1
+            if len(batch) >= self.batch_size:
+                self.flush(batch)
+                batch = []
+        if batch:
+            self.flush(batch)
+
+
 def run(
     *,
     sender,
@@ -168,74 +253,35 @@ def run(
     (0 → 1) drives the scenario: by elapsed time for a timed run, by position for a counted one.
     Stream i draws event ids from stream number `stream_offset + i`: runs that must not repeat each
     other's ids (the beat tick) give distinct offsets."""
-    pop = population or Population.build(seed=seed, students=students, tutors=tutors)
-    summary = Summary()
-    stop = stop or threading.Event()
-    counted = not duration
-    total = streams * (events_per_stream or 0) if counted else None
-    if counted and not total:
+    total = None if duration else streams * (events_per_stream or 0)
+    if total == 0:
         raise ValueError("a run needs a duration or events per stream")
-    real_span = duration if duration else (total / rate if rate else total / NOMINAL_RATE)
-    sim = SimClock(start=datetime.now(UTC), real_span=real_span, speed=speed, days=days)
-    started = time.monotonic()
-    per_stream_interval = (streams / rate) if rate else 0.0
-
-    def flush(batch: list[dict[str, Any]]) -> None:
-        try:
-            sender.send(batch, summary)
-        except Exception as exc:  # noqa: BLE001 - counted and reported, never lost silently
-            logger.exception("simulator send failed")
-            summary.add(sent=len(batch), failed=len(batch))
-            summary.errors.append(f"{exc.__class__.__name__}: {exc}"[:300])
-
-    def produce(index: int) -> None:
-        try:
-            _produce(index)
-        finally:
-            getattr(sender, "thread_done", lambda: None)()
-
-    def _produce(index: int) -> None:
-        factory = EventFactory(pop, seed=seed, scenario=scenario, stream=stream_offset + index)
-        produced = 0
-        batch: list[dict[str, Any]] = []
-        next_at = started + (index / streams) * per_stream_interval
-        while not stop.is_set():
-            elapsed = time.monotonic() - started
-            if duration and elapsed >= duration:
-                break
-            if counted and produced >= events_per_stream:
-                break
-            if per_stream_interval:
-                delay = next_at - time.monotonic()
-                if delay > 0:
-                    if batch and delay > 0.2:
-                        flush(batch)
-                        batch = []
-                        delay = next_at - time.monotonic()
-                    if delay > 0:
-                        stop.wait(delay)
-                next_at += per_stream_interval
-            progress = produced / events_per_stream if counted else min(1.0, elapsed / duration)
-            if per_stream_interval:  # a spike adds events at its own rate, it does not displace others
-                next_at += per_stream_interval * (1 / factory.intensity(progress) - 1)
-            batch.append(factory.next_event(sim.at(progress), progress))
-            produced += 1
-            if len(batch) >= batch_size:
-                flush(batch)
-                batch = []
-        if batch:
-            flush(batch)
-
+    real_span = duration or (total or 0) / (rate or NOMINAL_RATE)
+    state = _Run(
+        sender=sender,
+        pop=population or Population.build(seed=seed, students=students, tutors=tutors),
+        sim=SimClock(start=datetime.now(UTC), real_span=real_span, speed=speed, days=days),
+        seed=seed,
+        scenario=scenario,
+        streams=streams,
+        events_per_stream=events_per_stream,
+        duration=duration,
+        per_stream_interval=(streams / rate) if rate else 0.0,
+        batch_size=batch_size,
+        stream_offset=stream_offset,
+        stop=stop or threading.Event(),
+    )
     threads = [
-        threading.Thread(target=produce, args=(i,), daemon=True, name=f"sim-{i}") for i in range(streams)
+        threading.Thread(target=state.produce, args=(i,), daemon=True, name=f"sim-{i}")
+        for i in range(streams)
     ]
     for t in threads:
         t.start()
     while any(t.is_alive() for t in threads):
         for t in threads:
             t.join(timeout=1.0)
-            summary.seconds = time.monotonic() - started
+            state.summary.seconds = time.monotonic() - state.started
             if on_progress:
-                on_progress(summary)
-    summary.seconds = time.monotonic() - started
-    return summary
+                on_progress(state.summary)
+    state.summary.seconds = time.monotonic() - state.started
+    return state.summary

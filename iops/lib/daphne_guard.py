@@ -80,103 +80,112 @@ def _disarm_idle(channel) -> None:
         pending.cancel()
 
 
+class RequestGuard:
+    """Mixed in before daphne's `WebRequest` (install): decides from the request line and headers, and
+    counts the body as it arrives, before daphne hands anything to the application."""
+
+    _iops_guarded = True
+
+    def __init__(self, *args, **kwargs):
+        from twisted.internet import reactor
+
+        super().__init__(*args, **kwargs)
+        self._iops_refused = False
+        self._iops_received = False
+        self._iops_read = 0
+        _disarm_idle(self.channel)
+        self._iops_deadline = reactor.callLater(settings.HTTP_READ_TIMEOUT_SECONDS, self._iops_too_slow)
+
+    def _iops_refuse(self, status: int, message: str, field: str, detail: str) -> None:
+        self._iops_refused = True
+        self._iops_stop_deadline()
+        self.requestHeaders.removeHeader(b"expect")  # no "100 Continue" after the answer
+        transport = self.channel.transport if self.channel is not None else None
+        if transport is not None and not transport.disconnecting:
+            transport.write(refusal(status, message, field, detail))
+            transport.loseConnection()  # stops reading: the rest of the body is never taken in
+
+    def _iops_stop_deadline(self) -> None:
+        if self._iops_deadline.active():
+            self._iops_deadline.cancel()
+
+    def _iops_too_slow(self) -> None:
+        if not self._iops_received and not self._iops_refused:
+            timeout = settings.HTTP_READ_TIMEOUT_SECONDS
+            logger.info("request not received in time", extra={"timeout": timeout})
+            self._iops_refuse(
+                408, "request timeout", "body", f"send the whole request within {timeout:g} seconds"
+            )
+
+    def _iops_too_large(self) -> None:
+        limit = settings.INGEST_MAX_BODY_BYTES
+        self._iops_refuse(413, "body too large", "body", f"must be at most {limit} bytes")
+
+    def gotLength(self, length):
+        super().gotLength(length)  # all headers are in: decide before any body is read
+        method = getattr(self.channel, "_command", b"")
+        target = getattr(self.channel, "_path", b"").split(b"?", 1)[0].decode("latin-1")
+        if (
+            method in BODY_METHODS
+            and target not in ANONYMOUS_POST_PATHS
+            and not _has_credential(self.requestHeaders)
+        ):
+            self._iops_refuse(
+                401,
+                "authentication required",
+                "Authorization",
+                "missing API key (Bearer KEY or X-API-Key) or staff session",
+            )
+        elif length is not None and length > settings.INGEST_MAX_BODY_BYTES:
+            self._iops_too_large()
+
+    def handleContentChunk(self, data):
+        if self._iops_refused:
+            return
+        self._iops_read += len(data)
+        if self._iops_read > settings.INGEST_MAX_BODY_BYTES:
+            self._iops_too_large()
+            return
+        super().handleContentChunk(data)
+
+    def requestReceived(self, command, path, version):
+        if self._iops_refused:
+            return
+        self._iops_received = True
+        self._iops_stop_deadline()
+        super().requestReceived(command, path, version)
+
+    def finish(self):
+        channel = self.channel
+        super().finish()
+        if channel is not None and not channel.requests and getattr(channel, "transport", None):
+            _arm_idle(channel)  # a kept-alive connection must start its next request in time
+
+    def connectionLost(self, reason):
+        self._iops_stop_deadline()
+        super().connectionLost(reason)
+
+
+class FactoryGuard:
+    """Mixed in before daphne's `HTTPFactory`: a new connection must send its request line in time."""
+
+    def buildProtocol(self, addr):
+        protocol = super().buildProtocol(addr)
+        channel = getattr(protocol, "_channel", None)
+        if channel is not None:
+            _arm_idle(channel)
+        return protocol
+
+
 def install() -> None:
     """Swap daphne's request and HTTP factory classes for the guarded ones (idempotent)."""
     from daphne import http_protocol, server
 
     if getattr(http_protocol.WebRequest, "_iops_guarded", False):
         return
-
-    class GuardedRequest(http_protocol.WebRequest):
-        _iops_guarded = True
-
-        def __init__(self, *args, **kwargs):
-            from twisted.internet import reactor
-
-            super().__init__(*args, **kwargs)
-            self._iops_refused = False
-            self._iops_received = False
-            self._iops_read = 0
-            _disarm_idle(self.channel)
-            self._iops_deadline = reactor.callLater(settings.HTTP_READ_TIMEOUT_SECONDS, self._iops_too_slow)
-
-        def _iops_refuse(self, status: int, message: str, field: str, detail: str) -> None:
-            self._iops_refused = True
-            self._iops_stop_deadline()
-            self.requestHeaders.removeHeader(b"expect")  # no "100 Continue" after the answer
-            transport = self.channel.transport if self.channel is not None else None
-            if transport is not None and not transport.disconnecting:
-                transport.write(refusal(status, message, field, detail))
-                transport.loseConnection()  # stops reading: the rest of the body is never taken in
-
-        def _iops_stop_deadline(self) -> None:
-            if self._iops_deadline.active():
-                self._iops_deadline.cancel()
-
-        def _iops_too_slow(self) -> None:
-            if not self._iops_received and not self._iops_refused:
-                timeout = settings.HTTP_READ_TIMEOUT_SECONDS
-                logger.info("request not received in time", extra={"timeout": timeout})
-                self._iops_refuse(
-                    408, "request timeout", "body", f"send the whole request within {timeout:g} seconds"
-                )
-
-        def gotLength(self, length):
-            super().gotLength(length)  # all headers are in: decide before any body is read
-            method = getattr(self.channel, "_command", b"")
-            target = getattr(self.channel, "_path", b"").split(b"?", 1)[0].decode("latin-1")
-            limit = settings.INGEST_MAX_BODY_BYTES
-            if (
-                method in BODY_METHODS
-                and target not in ANONYMOUS_POST_PATHS
-                and not _has_credential(self.requestHeaders)
-            ):
-                self._iops_refuse(
-                    401,
-                    "authentication required",
-                    "Authorization",
-                    "missing API key (Bearer KEY or X-API-Key) or staff session",
-                )
-            elif length is not None and length > limit:
-                self._iops_refuse(413, "body too large", "body", f"must be at most {limit} bytes")
-
-        def handleContentChunk(self, data):
-            if self._iops_refused:
-                return
-            self._iops_read += len(data)
-            limit = settings.INGEST_MAX_BODY_BYTES
-            if self._iops_read > limit:
-                self._iops_refuse(413, "body too large", "body", f"must be at most {limit} bytes")
-                return
-            super().handleContentChunk(data)
-
-        def requestReceived(self, command, path, version):
-            if self._iops_refused:
-                return
-            self._iops_received = True
-            self._iops_stop_deadline()
-            super().requestReceived(command, path, version)
-
-        def finish(self):
-            channel = self.channel
-            super().finish()
-            if channel is not None and not channel.requests and getattr(channel, "transport", None):
-                _arm_idle(channel)  # a kept-alive connection must start its next request in time
-
-        def connectionLost(self, reason):
-            self._iops_stop_deadline()
-            super().connectionLost(reason)
-
-    class GuardedHTTPFactory(http_protocol.HTTPFactory):
-        def buildProtocol(self, addr):
-            protocol = super().buildProtocol(addr)
-            channel = getattr(protocol, "_channel", None)
-            if channel is not None:
-                _arm_idle(channel)
-            return protocol
-
     # daphne's factory builds `WebRequest` and its server builds `HTTPFactory`, both looked up by name
     # when a connection or the server starts: the subclasses replace them for everything started after.
-    http_protocol.WebRequest = GuardedRequest
-    http_protocol.HTTPFactory = GuardedHTTPFactory
-    server.HTTPFactory = GuardedHTTPFactory
+    http_protocol.WebRequest = type("GuardedRequest", (RequestGuard, http_protocol.WebRequest), {})
+    guarded_factory = type("GuardedHTTPFactory", (FactoryGuard, http_protocol.HTTPFactory), {})
+    http_protocol.HTTPFactory = guarded_factory
+    server.HTTPFactory = guarded_factory

@@ -68,22 +68,14 @@ class DatabaseErrorsMiddleware:
 
     def process_exception(self, request, exception):
         if isinstance(exception, OperationalError | InterfaceError):
-            logger.warning(
-                "database unavailable", extra={"path": request.path, "error": str(exception)[:200]}
-            )
-            return json_error(
-                503,
-                "service unavailable",
-                [{"field": "database", "message": "the database cannot be reached; try again shortly"}],
-                Retry_After=RETRY_AFTER_UNAVAILABLE,
-            )
-        if isinstance(exception, DataError | OverflowError) and request.method in ("GET", "HEAD"):
-            logger.info(
-                "read refused by the database", extra={"path": request.path, "error": str(exception)[:200]}
-            )
-            return json_error(
-                400,
-                "invalid request",
-                [{"field": "query", "message": "a parameter is out of the range the database can hold"}],
-            )
-        return None
+            level, note, status, error = logging.WARNING, "database unavailable", 503, "service unavailable"
+            fault = {"field": "database", "message": "the database cannot be reached; try again shortly"}
+            headers = {"Retry_After": RETRY_AFTER_UNAVAILABLE}
+        elif isinstance(exception, DataError | OverflowError) and request.method in ("GET", "HEAD"):
+            level, note, status, error = logging.INFO, "read refused by the database", 400, "invalid request"
+            fault = {"field": "query", "message": "a parameter is out of the range the database can hold"}
+            headers = {}
+        else:
+            return None
+        logger.log(level, note, extra={"path": request.path, "error": str(exception)[:200]})
+        return json_error(status, error, [fault], **headers)

@@ -1,0 +1,13 @@
+from django.contrib import admin
+
+
+class ReadOnlyAdmin(admin.ModelAdmin):
+    """Derived or audit rows: look, filter, search; never edit by hand."""
+
+    show_full_result_count = False  # no COUNT(*) over a large table on every changelist
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
