@@ -92,8 +92,9 @@ def oldest_unprocessed_seconds(stream: EventStream, *, now: datetime) -> float |
             return None
         if not entries:
             return None
-        entry_id = entries[0][0]
-        millis = int((entry_id.decode() if isinstance(entry_id, bytes) else entry_id).split("-")[0])
+        first_id = entries[0][0]
+        entry_id = first_id.decode() if isinstance(first_id, bytes) else str(first_id)
+        millis = int(entry_id.split("-")[0])
         return round(max(0.0, now.timestamp() - millis / 1000), 3)
     return None
 

@@ -54,7 +54,7 @@ class StreamConsumerStep(bootsteps.StartStopStep):
         self.thread.start()
 
     def stop(self, parent):
-        if self.stop_event is not None:
+        if self.stop_event is not None and self.thread is not None:
             self.stop_event.set()
             self.thread.join(timeout=30)
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Iterator
 from datetime import datetime
+from typing import TypeVar
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 
@@ -17,21 +18,21 @@ from ingest.worker import BATCH_BUCKETS
 from iops.ops import Figures, figures
 
 Samples = Iterable[tuple[tuple[str, ...], float]]  # (label values, value)
+Family = TypeVar("Family", GaugeMetricFamily, CounterMetricFamily)
 
 
-def _family(kind: type[Metric], name: str, doc: str, samples: Samples, labels: tuple[str, ...] = ()):
-    family = kind(name, doc, labels=list(labels))
+def _filled(family: Family, samples: Samples) -> Family:
     for values, value in samples:
         family.add_metric(list(values), value)
     return family
 
 
 def gauge(name: str, doc: str, samples: Samples, labels: tuple[str, ...] = ()) -> GaugeMetricFamily:
-    return _family(GaugeMetricFamily, name, doc, samples, labels)
+    return _filled(GaugeMetricFamily(name, doc, labels=list(labels)), samples)
 
 
 def counter(name: str, doc: str, samples: Samples, labels: tuple[str, ...] = ()) -> CounterMetricFamily:
-    return _family(CounterMetricFamily, name, doc, samples, labels)
+    return _filled(CounterMetricFamily(name, doc, labels=list(labels)), samples)
 
 
 class IOpsCollector:

@@ -324,7 +324,7 @@ class EventFactory:
     def type_weights(self, progress: float) -> dict[str, float]:
         """Relative event rates by type at this point of the run (a spike multiplies IB calls, a
         shortage the cell's readings; every other type keeps its rate)."""
-        weights = dict(self.TYPE_WEIGHTS)
+        weights: dict[str, float] = dict(self.TYPE_WEIGHTS)
         if self.spike(progress):
             weights["ib_call_logged"] *= 10
         if self.shortage(progress) > 0:

@@ -25,10 +25,17 @@ from __future__ import annotations
 import json
 import logging
 from http import HTTPStatus
+from typing import TYPE_CHECKING
 
 from django.conf import settings
 
 logger = logging.getLogger(__name__)
+
+if TYPE_CHECKING:  # the mixins' bases as a type checker sees them; at run time install() combines them
+    from daphne.http_protocol import HTTPFactory as _Factory
+    from daphne.http_protocol import WebRequest as _Request
+else:
+    _Factory = _Request = object
 
 BODY_METHODS = {b"POST", b"PUT", b"PATCH", b"DELETE"}
 # Forms an anonymous visitor must be able to post (to obtain a session at all).
@@ -80,7 +87,7 @@ def _disarm_idle(channel) -> None:
         pending.cancel()
 
 
-class RequestGuard:
+class RequestGuard(_Request):
     """Mixed in before daphne's `WebRequest` (install): decides from the request line and headers, and
     counts the body as it arrives, before daphne hands anything to the application."""
 
@@ -166,7 +173,7 @@ class RequestGuard:
         super().connectionLost(reason)
 
 
-class FactoryGuard:
+class FactoryGuard(_Factory):
     """Mixed in before daphne's `HTTPFactory`: a new connection must send its request line in time."""
 
     def buildProtocol(self, addr):
