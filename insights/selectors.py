@@ -42,7 +42,8 @@ def insight_labels(insights: list[Insight]) -> dict[int, tuple[str, str]]:
 
 
 def insight_as_dict(insight: Insight, labels: dict[int, tuple[str, str]] | None = None) -> dict[str, Any]:
-    label, reason = (labels or {}).get(insight.alert_id, (None, None))
+    found = (labels or {}).get(insight.alert_id) if insight.alert_id is not None else None
+    label, reason = found if found is not None else (None, None)
     return {
         "label": label,
         "label_reason": reason or None,

@@ -25,7 +25,7 @@ from __future__ import annotations
 import json
 import logging
 from http import HTTPStatus
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from django.conf import settings
 
@@ -72,8 +72,15 @@ def _close_if_idle(channel) -> None:
         transport.loseConnection()
 
 
-def _arm_idle(channel) -> None:
+def _reactor() -> Any:
+    """Twisted's global reactor (its interfaces type `callLater` for zope, not for mypy)."""
     from twisted.internet import reactor
+
+    return reactor
+
+
+def _arm_idle(channel) -> None:
+    reactor = _reactor()
 
     pending = getattr(channel, "_iops_idle", None)
     if pending is not None and pending.active():
@@ -94,7 +101,7 @@ class RequestGuard(_Request):
     _iops_guarded = True
 
     def __init__(self, *args, **kwargs):
-        from twisted.internet import reactor
+        reactor = _reactor()
 
         super().__init__(*args, **kwargs)
         self._iops_refused = False

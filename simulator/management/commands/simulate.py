@@ -53,6 +53,7 @@ class Command(BaseCommand):
         parser.add_argument("--seed", type=int, default=42)
 
     def handle(self, *args, **opts):
+        sender: runner.HttpSender | runner.DirectSender
         if opts["target"]:
             if not opts["api_key"]:
                 raise CommandError("--target needs --api-key")
