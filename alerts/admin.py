@@ -19,9 +19,12 @@ from alerts.models import (
     DeliveryStatus,
     DismissReason,
     NotificationChannel,
+    Silence,
 )
 from alerts.notifiers import NOTIFIERS, TransportError
 from alerts.services import TransitionNotAllowed, alert_transition
+from alerts.silences import SNOOZE, silence_alert_ids, silence_expire, silence_state
+from iops.lib.realtime import Change, publish_change
 
 
 class TransitionInline(admin.TabularInline):
@@ -145,7 +148,17 @@ class NotificationChannelForm(forms.ModelForm):
 
     class Meta:
         model = NotificationChannel
-        fields = ("name", "kind", "enabled", "min_severity", "alert_types", "config", "secret")
+        fields = (
+            "name",
+            "kind",
+            "enabled",
+            "min_severity",
+            "alert_types",
+            "digest",
+            "digest_max_severity",
+            "config",
+            "secret",
+        )
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
@@ -170,8 +183,8 @@ class NotificationChannelForm(forms.ModelForm):
 @admin.register(NotificationChannel)
 class NotificationChannelAdmin(admin.ModelAdmin):
     form = NotificationChannelForm
-    list_display = ("name", "kind", "enabled", "min_severity", "types", "secret_set", "updated_at")
-    list_filter = ("kind", "enabled", "min_severity")
+    list_display = ("name", "kind", "enabled", "min_severity", "types", "digest", "secret_set", "updated_at")
+    list_filter = ("kind", "enabled", "min_severity", "digest")
     search_fields = ("name",)
     actions = ["send_test", "enable", "disable"]
 
@@ -291,3 +304,83 @@ from alerts import admin_thresholds  # noqa: E402, F401 - registers the runtime 
 from alerts.admin_feedback import AlertLabelInline  # noqa: E402
 
 AlertAdmin.inlines = [*AlertAdmin.inlines, AlertLabelInline]
+
+
+# --- silences (issue 19) ----------------------------------------------------------------------------
+
+
+def _publish(silence: Silence) -> None:
+    """Open dashboards re-render the rows a silence mutes (or no longer mutes)."""
+    ids = silence_alert_ids(silence)
+    if ids:
+        publish_change(Change(alerts_updated=ids))
+
+
+class SilenceStateFilter(admin.SimpleListFilter):
+    title = "state"
+    parameter_name = "state"
+
+    def lookups(self, request, model_admin):
+        return [("active", "Active"), ("pending", "Not started yet"), ("expired", "Expired")]
+
+    def queryset(self, request, queryset):
+        now = timezone.now()
+        if self.value() == "active":
+            return queryset.filter(starts_at__lte=now, ends_at__gt=now)
+        if self.value() == "pending":
+            return queryset.filter(starts_at__gt=now)
+        if self.value() == "expired":
+            return queryset.filter(ends_at__lte=now)
+        return queryset
+
+
+@admin.register(Silence)
+class SilenceAdmin(admin.ModelAdmin):
+    list_display = (
+        "id",
+        "matchers",
+        "starts_at",
+        "ends_at",
+        "state",
+        "reason",
+        "created_by",
+        "muted_deliveries",
+    )
+    list_filter = (SilenceStateFilter, "alert_type", "entity_type", "ends_at")
+    search_fields = ("=entity_id", "cell", "reason")
+    fields = ("alert_type", "entity_type", "entity_id", "cell", "starts_at", "ends_at", "reason")
+    list_select_related = ("created_by",)
+    actions = ["expire_now"]
+
+    @admin.display(description="matches")
+    def matchers(self, obj):
+        return obj.matchers_label()
+
+    @admin.display(description="state")
+    def state(self, obj):
+        return silence_state(obj, now=timezone.now())
+
+    @admin.display(description="deliveries held back")
+    def muted_deliveries(self, obj):
+        url = reverse("admin:alerts_alertdelivery_changelist") + f"?silence__id__exact={obj.pk}"
+        return format_html('<a href="{}">{}</a>', url, obj.deliveries.count())
+
+    def get_changeform_initial_data(self, request):
+        now = timezone.now().replace(second=0, microsecond=0)
+        initial = {"starts_at": now, "ends_at": now + SNOOZE}
+        return {**initial, **super().get_changeform_initial_data(request)}
+
+    def save_model(self, request, obj, form, change):
+        if not change:
+            obj.created_by = request.user
+            obj.created_at = timezone.now()
+        super().save_model(request, obj, form, change)
+        _publish(obj)
+
+    @admin.action(description="Expire selected silences now")
+    def expire_now(self, request, queryset):
+        now = timezone.now()
+        expired = [silence_expire(silence=s, now=now) for s in queryset.filter(ends_at__gt=now)]
+        for silence in expired:
+            _publish(silence)
+        self.message_user(request, f"Expired {len(expired)} silence(s).", messages.SUCCESS)

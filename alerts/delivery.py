@@ -30,6 +30,7 @@ from alerts.models import (
     Status,
 )
 from alerts.notifiers import TransportError, dead_letter_mirror, notifier_for
+from alerts.silences import silences_for
 
 logger = logging.getLogger(__name__)
 
@@ -96,6 +97,51 @@ def _schedule(delivery_ids: list[int]) -> None:
         transaction.on_commit(lambda: deliveries_dispatch(delivery_ids))
 
 
+def _row(
+    alert: Alert, channel: NotificationChannel, silence, *, now: datetime, escalated: bool
+) -> AlertDelivery:
+    """A new delivery: pending (due now), silenced (never sent; the row says which silence), or waiting
+    for the channel's digest (due when its period ends, alerts/digests.py)."""
+    row = AlertDelivery(
+        alert=alert,
+        channel=channel,
+        severity=alert.severity,
+        trigger="escalated" if escalated else "opened",
+        status=DeliveryStatus.PENDING,
+        next_attempt_at=now,
+        created_at=now,
+    )
+    if silence is not None:
+        row.status, row.silence, row.next_attempt_at = DeliveryStatus.SILENCED, silence, None
+        row.last_error = f"silenced by silence {silence.pk}: {silence.reason}"[:2000]
+    elif channel.digests(severity=alert.severity):
+        row.status, row.next_attempt_at = DeliveryStatus.DIGEST, channel.digest_due(now=now)
+    return row
+
+
+def deliveries_silence(deliveries: list[AlertDelivery], *, now: datetime) -> list[AlertDelivery]:
+    """Claimed rows whose alert a silence now mutes (one created after they were enqueued) are marked
+    silenced and left out; the rest are returned, to be sent."""
+    silenced = silences_for({d.alert for d in deliveries}, now=now)
+    kept = []
+    for delivery in deliveries:
+        silence = silenced.get(delivery.alert_id)
+        if silence is None:
+            kept.append(delivery)
+            continue
+        AlertDelivery.objects.filter(pk=delivery.pk, attempts=delivery.attempts).update(
+            status=DeliveryStatus.SILENCED,
+            silence=silence,
+            next_attempt_at=None,
+            last_error=f"silenced by silence {silence.pk}: {silence.reason}"[:2000],
+        )
+        logger.info(
+            "alert delivery silenced",
+            extra={"delivery_id": delivery.pk, "alert_id": delivery.alert_id, "silence_id": silence.pk},
+        )
+    return kept
+
+
 def deliveries_enqueue(*, alert_ids: Iterable[int], now: datetime, dispatch: bool = True) -> list[int]:
     """Route new or escalated alerts: one pending delivery per enabled channel that wants each alert
     (an outbox: the rows commit with the caller's transaction). `dispatch` queues the fast path after
@@ -114,16 +160,9 @@ def deliveries_enqueue(*, alert_ids: Iterable[int], now: datetime, dispatch: boo
             "alert_id", flat=True
         )
     )
+    silenced = silences_for(alerts, now=now)
     rows = [
-        AlertDelivery(
-            alert=alert,
-            channel=channel,
-            severity=alert.severity,
-            trigger="escalated" if alert.pk in escalated else "opened",
-            status=DeliveryStatus.PENDING,
-            next_attempt_at=now,
-            created_at=now,
-        )
+        _row(alert, channel, silenced.get(alert.pk), now=now, escalated=alert.pk in escalated)
         for alert in alerts
         for channel in channels
         if channel.wants(alert_type=alert.type, severity=alert.severity)
@@ -131,6 +170,8 @@ def deliveries_enqueue(*, alert_ids: Iterable[int], now: datetime, dispatch: boo
     if not rows:
         return []
     AlertDelivery.objects.bulk_create(rows, ignore_conflicts=True)
+    if silenced:
+        logger.info("alert deliveries silenced", extra={"alerts": len(silenced)})
     queued = list(
         AlertDelivery.objects.filter(
             alert_id__in=[a.pk for a in alerts], status=DeliveryStatus.PENDING, attempts=0
@@ -172,8 +213,9 @@ def deliveries_attempt(*, delivery_ids: list[int], now: datetime) -> str | None:
     return _attempt(delivery_ids, now)[0]
 
 
-def _attempt(delivery_ids: list[int], now: datetime) -> tuple[str | None, int]:
-    """deliveries_attempt, and how many of the rows were claimed (sent, failed or dead)."""
+def _attempt(delivery_ids: list[int], now: datetime) -> tuple[str | None, int, int]:
+    """deliveries_attempt, how many of the rows were claimed (sent, failed or dead), and how many of
+    those a silence kept back."""
     claimed = [
         pk
         for pk in sorted(delivery_ids)
@@ -182,10 +224,13 @@ def _attempt(delivery_ids: list[int], now: datetime) -> tuple[str | None, int]:
         )
     ]
     if not claimed:
-        return None, 0
+        return None, 0, 0
     deliveries = list(
         AlertDelivery.objects.select_related("alert", "channel").filter(pk__in=claimed).order_by("pk")
     )
+    deliveries = deliveries_silence(deliveries, now=now)
+    if not deliveries:
+        return DeliveryStatus.SILENCED, 0, len(claimed)
     started = time.perf_counter()
     error: TransportError | None = None
     try:
@@ -201,7 +246,7 @@ def _attempt(delivery_ids: list[int], now: datetime) -> tuple[str | None, int]:
         status = _settle(delivery, error, now=now, duration_ms=duration_ms, group=len(deliveries))
         if status != DeliveryStatus.SENT:
             outcome = status
-    return outcome, len(deliveries)
+    return outcome, len(deliveries), len(claimed) - len(deliveries)
 
 
 def _settle(
@@ -301,11 +346,13 @@ def deliveries_send_due(*, now: datetime, limit: int = 200) -> dict[str, int]:
         if channel_of[ids[0]] in failing:
             outcome["deferred"] += len(ids)
             continue
-        status, claimed = _attempt(ids, now)
+        status, claimed, silenced = _attempt(ids, now)
         if claimed:
             outcome[str(status)] += claimed
-        if claimed < len(ids):
-            outcome["skipped"] += len(ids) - claimed
+        if silenced:
+            outcome[DeliveryStatus.SILENCED.value] += silenced
+        if claimed + silenced < len(ids):
+            outcome["skipped"] += len(ids) - claimed - silenced
         if status == DeliveryStatus.FAILED:
             failing.add(channel_of[ids[0]])
     return dict(outcome)

@@ -9,7 +9,7 @@ from urllib.parse import quote
 
 from django.conf import settings
 
-from alerts.models import ENTITY_PLURALS
+from alerts.models import ENTITY_PLURALS, SEVERITY_RANK
 
 # An insight scored for the entity this recently is attached when none is linked to the alert itself.
 INSIGHT_MAX_AGE = timedelta(days=1)
@@ -92,6 +92,58 @@ def group_message(*, alerts: list, now: datetime, trigger: str = "opened") -> di
     return message
 
 
+def alert_url(alert_id: int) -> str:
+    """The dashboard's page of one alert."""
+    return f"{(settings.DASHBOARD_BASE_URL or '').rstrip('/')}/alerts/{alert_id}"
+
+
+def digest_message(*, channel, alerts: list, now: datetime) -> dict[str, Any]:
+    """One notification for a channel's digest (issue 19): every alert raised in its period, grouped by
+    type (most alerts first), each with a link. Carries the keys every notifier reads (type, severity,
+    entity, summary, trigger), the highest severity among the alerts as its severity."""
+    by_type: dict[str, list] = {}
+    for alert in alerts:
+        by_type.setdefault(alert.type, []).append(alert)
+    severity = max((a.severity for a in alerts), key=lambda s: SEVERITY_RANK[s])
+    period = "hour" if channel.digest == "hourly" else "day"
+    return {
+        "alert_id": None,
+        "trigger": "digest",
+        "type": "digest",
+        "severity": severity,
+        "status": "digest",
+        "entity": {"type": "digest", "id": channel.name},
+        "summary": f"{len(alerts)} alert{'' if len(alerts) == 1 else 's'} raised in the last {period} (digest)",
+        "digest": {
+            "channel": channel.name,
+            "period": channel.digest,
+            "since": min(a.first_seen for a in alerts).isoformat(),
+            "sent_at": now.isoformat(),
+            "size": len(alerts),
+        },
+        "groups": [
+            {
+                "type": type_,
+                "label": members[0].get_type_display(),
+                "count": len(members),
+                "alerts": [
+                    {
+                        "alert_id": a.pk,
+                        "severity": a.severity,
+                        "entity": {"type": a.entity_type, "id": a.entity_id},
+                        "summary": a.message,
+                        "first_seen": a.first_seen.isoformat(),
+                        "url": alert_url(a.pk),
+                    }
+                    for a in members
+                ],
+            }
+            for type_, members in sorted(by_type.items(), key=lambda kv: (-len(kv[1]), kv[0]))
+        ],
+        "url": f"{(settings.DASHBOARD_BASE_URL or '').rstrip('/')}/",
+    }
+
+
 def message_subject(message: dict[str, Any], *, limit: int = 200, ascii_only: bool = False) -> str:
     prefix = "[IOps TEST] " if message.get("trigger") == "test" else "[IOps] "
     escalated = "escalated to " if message.get("trigger") == "escalated" else ""
@@ -103,7 +155,19 @@ def message_subject(message: dict[str, Any], *, limit: int = 200, ascii_only: bo
     return subject if len(subject) <= limit else subject[: limit - len(ellipsis)] + ellipsis
 
 
+def _digest_text(message: dict[str, Any]) -> str:
+    lines = [message["summary"], ""]
+    for group in message["groups"]:
+        lines.append(f"{group['label']} ({group['count']})")
+        lines += [f"- [{a['severity']}] {a['summary']}\n  {a['url']}" for a in group["alerts"]]
+        lines.append("")
+    lines.append(f"Dashboard: {message['url']}")
+    return "\n".join(lines) + "\n"
+
+
 def message_text(message: dict[str, Any]) -> str:
+    if message.get("digest"):
+        return _digest_text(message)
     if message.get("group"):
         lines = [message["summary"], "", f"Type: {message['type']}   Severity: {message['severity']}", ""]
         lines += [f"- {a['summary']}\n  {a['url']}" for a in message["alerts"]]

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
+
 from django.conf import settings
 from django.db import models
 from django.db.models import Q
@@ -135,6 +137,12 @@ def notifier_kind_choices():
     return notifier_choices()
 
 
+class DigestPeriod(models.TextChoices):
+    OFF = "off", "Off (one message per alert)"
+    HOURLY = "hourly", "Hourly"
+    DAILY = "daily", "Daily"
+
+
 class NotificationChannel(models.Model):
     """Where alerts go. `kind` picks the notifier class; its settings live in `config`."""
 
@@ -153,6 +161,19 @@ class NotificationChannel(models.Model):
     config = models.JSONField(default=dict, blank=True)
     # Stored as is: the webhook needs the clear value to sign. Never shown back in the admin.
     secret = models.CharField(max_length=200, blank=True, default="", help_text="webhook signing secret")
+    # Issue 19: low-severity alerts gathered into one message per period instead of one each.
+    digest = models.CharField(
+        max_length=10,
+        choices=DigestPeriod.choices,
+        default=DigestPeriod.OFF,
+        help_text="send alerts up to the digest severity as one message per hour or day (off: one each)",
+    )
+    digest_max_severity = models.CharField(
+        max_length=10,
+        choices=Severity.choices,
+        default=Severity.INFO,
+        help_text="with a digest: alerts at this severity or below wait for it; more severe go at once",
+    )
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -193,12 +214,29 @@ class NotificationChannel(models.Model):
             return False
         return not self.alert_types or alert_type in self.alert_types
 
+    def digest_due(self, *, now: datetime) -> datetime:
+        """When the digest of the period `now` falls in goes: the end of this hour or this day (UTC)."""
+        start = now.astimezone(UTC).replace(minute=0, second=0, microsecond=0)
+        if self.digest == DigestPeriod.DAILY:
+            return start.replace(hour=0) + timedelta(days=1)
+        return start + timedelta(hours=1)
+
+    def digests(self, *, severity: str) -> bool:
+        """An alert of this severity waits for the channel's digest instead of going at once."""
+        return (
+            self.digest != DigestPeriod.OFF
+            and SEVERITY_RANK[Severity(severity)] <= SEVERITY_RANK[Severity(self.digest_max_severity)]
+        )
+
 
 class DeliveryStatus(models.TextChoices):
     PENDING = "pending", "Pending"
     FAILED = "failed", "Failed, retry scheduled"
     SENT = "sent", "Sent"
     DEAD = "dead", "Dead letter"
+    # Issue 19: not sent, by design.
+    SILENCED = "silenced", "Not sent: silenced"
+    DIGEST = "digest", "Waiting for the channel's digest"
 
 
 class AlertDelivery(models.Model):
@@ -218,6 +256,14 @@ class AlertDelivery(models.Model):
     dead_at = models.DateTimeField(null=True, blank=True)
     duration_ms = models.PositiveIntegerField(null=True, blank=True, help_text="last attempt")
     created_at = models.DateTimeField()
+    silence = models.ForeignKey(
+        "Silence",
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="deliveries",
+        help_text="the silence that kept this delivery from being sent",
+    )
 
     class Meta:
         constraints = [
@@ -313,3 +359,53 @@ class ThresholdChange(models.Model):
             return "default" if v is None else f"{v:g}"
 
         return f"{self.name}: {show(self.old_value)} → {show(self.new_value)}"
+
+
+# --- silences (issue 19) -------------------------------------------------------------------------
+
+
+class Silence(models.Model):
+    """Mutes notifications of the alerts it matches between starts_at and ends_at (as Alertmanager's
+    silences): they are still raised, recorded and shown (muted), but not sent. Every matcher given must
+    match; at least one is required. Expired early by setting ends_at; expires by itself at ends_at."""
+
+    alert_type = models.CharField(max_length=40, choices=AlertType.choices, blank=True, default="")
+    entity_type = models.CharField(max_length=20, choices=EntityType.choices, blank=True, default="")
+    entity_id = models.CharField(max_length=200, blank=True, default="")
+    cell = models.CharField(
+        max_length=200, blank=True, default="", help_text='a subject × region cell, e.g. "Mathematics|west"'
+    )
+    starts_at = models.DateTimeField()
+    ends_at = models.DateTimeField(db_index=True)
+    reason = models.CharField(max_length=500)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    created_at = models.DateTimeField()
+
+    class Meta:
+        ordering = ["-ends_at", "-id"]
+
+    def __str__(self) -> str:
+        return f"silence {self.pk}: {self.matchers_label()} until {self.ends_at:%Y-%m-%d %H:%M}"
+
+    def matchers_label(self) -> str:
+        parts = []
+        if self.alert_type:
+            parts.append(f"type={self.alert_type}")
+        if self.entity_type:
+            parts.append(f"entity={self.entity_type}:{self.entity_id}")
+        if self.cell:
+            parts.append(f"cell={self.cell}")
+        return ", ".join(parts) or "nothing"
+
+    def clean(self) -> None:
+        from django.core.exceptions import ValidationError
+
+        from alerts.silences import silence_errors
+
+        errors: dict[str, list[str]] = {}
+        for field, message in silence_errors(self):
+            errors.setdefault(field if field != "matchers" else "__all__", []).append(message)
+        if errors:
+            raise ValidationError(errors)

@@ -23,3 +23,11 @@ def deliver_alerts(delivery_ids: list[int]) -> str | None:
 def send_due_deliveries(limit: int = 200) -> dict[str, int]:
     """Beat, every ALERT_DELIVERY_SWEEP_SECONDS: first attempts the fast path missed, and the retries."""
     return deliveries_send_due(now=timezone.now(), limit=limit)
+
+
+@shared_task(name="alerts.send_digests", ignore_result=True)
+def send_digests() -> dict[str, int]:
+    """Beat, every minute: each digest channel's message for the period that ended."""
+    from alerts.digests import digests_send_due
+
+    return digests_send_due(now=timezone.now())

@@ -415,6 +415,8 @@ CELERY_BEAT_SCHEDULE = {
     "simulate-tick": _every("simulator.simulate_tick", 60),
     # Alert deliveries due now: first attempts the fast path missed, and retries (issue 5).
     "send-due-alert-deliveries": _every("alerts.send_due_deliveries", ALERT_DELIVERY_SWEEP_SECONDS),
+    # Digests (issue 19): each digest channel's one message once its hour or day has ended.
+    "send-alert-digests": _every("alerts.send_digests", 60),
     # Alert re-checks, rate anomalies (once a minute) and auto-resolve (issue 5).
     "alerts-sweep": _every("alerts.sweep", ALERT_SWEEP_SECONDS),
     # Retention (issue 9): expired raw events, buckets and insights in bounded batches (iops/tasks.py).
