@@ -95,7 +95,7 @@ class _LiveConsumer(AsyncWebsocketConsumer):
 
 
 class DashboardConsumer(_LiveConsumer):
-    """/ws/dashboard/?range=…&severity=…&status=…: KPIs, charts and the alert feed."""
+    """/ws/dashboard/?range=…&severity=…&status=…&muted=…: KPIs, charts and the alert feed."""
 
     def setup(self) -> bool:
         query = parse_qs(self.scope.get("query_string", b"").decode())
@@ -104,7 +104,7 @@ class DashboardConsumer(_LiveConsumer):
             return (query.get(name) or [None])[0]
 
         self.range_key = parse_range(first("range"))
-        self.filters = FeedFilters.parse(first("severity"), first("status"))
+        self.filters = FeedFilters.parse(first("severity"), first("status"), first("muted"))
         self._created: set[int] = set()
         self._updated: set[int] = set()
         self._insights: set[int] = set()

@@ -12,6 +12,7 @@ from urllib.parse import urlencode
 from django.template.loader import render_to_string
 
 from dashboard.selectors import (
+    MUTED_FILTERS,
     RANGES,
     SEVERITIES,
     STATUS_FILTERS,
@@ -54,6 +55,7 @@ def live_context(*, range_key: str, filters: FeedFilters, now: datetime) -> dict
         "ranges": [{"key": r, "query": live_query(range_key=r, filters=filters)} for r in RANGES],
         "severities": SEVERITIES,
         "statuses": STATUS_FILTERS,
+        "muted_filters": MUTED_FILTERS,
         "live_query": live_query(range_key=range_key, filters=filters),
         "panel": True,
     }

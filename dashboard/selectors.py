@@ -28,10 +28,12 @@ from django.db.models import (
     When,
 )
 from django.db.models.functions import TruncDay, TruncHour
+from django.utils import timezone
 
 from alerts import thresholds
 from alerts.delivery import GROUP_MIN
 from alerts.models import ACTIVE_STATUSES, ENTITY_PLURALS, SEVERITY_RANK, Alert
+from alerts.silences import silences_for, with_muted
 from insights.models import Insight
 from insights.selectors import current_insight
 from metrics.models import (
@@ -75,6 +77,7 @@ KPI_NAMES = (
 )
 SEVERITIES = ("critical", "warning", "info")
 STATUS_FILTERS = ("all", "active", "open", "acknowledged", "resolved", "dismissed")
+MUTED_FILTERS = ("show", "hide")
 FEED_LIMIT = 50
 HISTORY_DAYS = 30
 ENTITY_TYPES = ("student", "tutor", "subject_region", "global")
@@ -346,16 +349,19 @@ def charts(*, range_key: str, now: datetime) -> dict[str, Any]:
 
 @dataclass(frozen=True)
 class FeedFilters:
-    """Severity and status filters of the alert feed (from the URL; unknown values mean "all")."""
+    """Severity, status and muted filters of the alert feed (from the URL; unknown values mean "all";
+    muted alerts — an active silence matches them — are shown, marked, unless muted=hide)."""
 
     severity: str = "all"
     status: str = "all"
+    muted: str = "show"
 
     @classmethod
-    def parse(cls, severity: str | None, status: str | None) -> FeedFilters:
+    def parse(cls, severity: str | None, status: str | None, muted: str | None = None) -> FeedFilters:
         return cls(
             severity=severity if severity in SEVERITIES else "all",
             status=status if status in STATUS_FILTERS else "all",
+            muted=muted if muted in MUTED_FILTERS else "show",
         )
 
     def _statuses(self) -> tuple[str, ...] | None:
@@ -368,17 +374,22 @@ class FeedFilters:
     def apply(self, qs: QuerySet[Alert]) -> QuerySet[Alert]:
         if self.severity != "all":
             qs = qs.filter(severity=self.severity)
+        if self.muted == "hide":  # the queryset carries `muted` (alerts.silences.with_muted)
+            qs = qs.filter(muted=False)
         statuses = self._statuses()
         return qs.filter(status__in=statuses) if statuses else qs
 
     def matches(self, alert: Alert) -> bool:
         statuses = self._statuses()
-        return (self.severity == "all" or alert.severity == self.severity) and (
-            statuses is None or alert.status in statuses
+        return (
+            (self.severity == "all" or alert.severity == self.severity)
+            and (statuses is None or alert.status in statuses)
+            and not (self.muted == "hide" and getattr(alert, "muted", False))
         )
 
     def as_query(self) -> dict[str, str]:
-        return {k: v for k, v in (("severity", self.severity), ("status", self.status)) if v != "all"}
+        query = {k: v for k, v in (("severity", self.severity), ("status", self.status)) if v != "all"}
+        return {**query, "muted": self.muted} if self.muted != "show" else query
 
 
 def with_insight_risk(qs: QuerySet[Alert]) -> QuerySet[Alert]:
@@ -426,7 +437,8 @@ def alert_feed_page(
 ) -> tuple[list[Alert], str | None]:
     """One page of the feed, most severe first, then the most recently seen; the cursor (opaque, the
     last row's severity, last_seen and id) continues after the last row, however the rows move."""
-    qs = with_insight_risk(filters.apply(Alert.objects.all())).annotate(severity_rank=_SEVERITY_ORDER)
+    muted = with_muted(Alert.objects.all(), now=timezone.now())
+    qs = with_insight_risk(filters.apply(muted)).annotate(severity_rank=_SEVERITY_ORDER)
     if cursor:
         rank, seen, pk = _decode_feed_cursor(cursor)
         qs = qs.filter(
@@ -497,7 +509,8 @@ def recent_alerts(*, limit: int = FEED_LIMIT) -> list[Alert]:
 
 
 def alerts_by_ids(*, ids: list[int]) -> list[Alert]:
-    return list(with_insight_risk(Alert.objects.filter(pk__in=ids)).order_by("last_seen", "id"))
+    muted = with_muted(Alert.objects.filter(pk__in=ids), now=timezone.now())
+    return list(with_insight_risk(muted).order_by("last_seen", "id"))
 
 
 # Drawers refreshed per push at most (each costs the drawer's insight lookup).
@@ -611,8 +624,11 @@ def alert_panel(*, alert_id: int) -> dict[str, Any] | None:
         components = getattr(snapshot, "health_components", None) or getattr(
             snapshot, "burnout_components", None
         )
+    silence = silences_for([alert], now=timezone.now()).get(alert.pk)
+    alert.muted = silence is not None
     return {
         "alert": alert,
+        "silence": silence,
         "transitions": list(alert.transitions.select_related("by").order_by("at", "id")),
         "insight": insight,
         "drivers_chart": drivers_chart(insight),
@@ -718,9 +734,9 @@ def entity_page(*, entity_type: str, entity_id: str, now: datetime) -> dict[str,
     elif entity_type != "global":
         return None
     alerts = list(
-        with_insight_risk(Alert.objects.filter(entity_type=entity_type, entity_id=entity_id)).order_by(
-            "-last_seen"
-        )[:50]
+        with_insight_risk(
+            with_muted(Alert.objects.filter(entity_type=entity_type, entity_id=entity_id), now=now)
+        ).order_by("-last_seen")[:50]
     )
     insights = list(  # copies (a cached insight answering another alert) are not new scorings
         Insight.objects.filter(

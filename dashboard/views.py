@@ -62,7 +62,9 @@ def staff_action(view):
 @staff_required
 def index(request: HttpRequest) -> HttpResponse:
     range_key = parse_range(request.GET.get("range"))
-    filters = FeedFilters.parse(request.GET.get("severity"), request.GET.get("status"))
+    filters = FeedFilters.parse(
+        request.GET.get("severity"), request.GET.get("status"), request.GET.get("muted")
+    )
     context = live_context(range_key=range_key, filters=filters, now=timezone.now())
     if _is_htmx(request) and request.headers.get("HX-Target") == "live":
         return _vary_on_htmx(render(request, "dashboard/_live.html", context))
@@ -73,7 +75,9 @@ def index(request: HttpRequest) -> HttpResponse:
 @staff_required
 def feed_page(request: HttpRequest) -> HttpResponse:
     """The next page of the alert feed (the "show more" link): its rows and the next link, as list items."""
-    filters = FeedFilters.parse(request.GET.get("severity"), request.GET.get("status"))
+    filters = FeedFilters.parse(
+        request.GET.get("severity"), request.GET.get("status"), request.GET.get("muted")
+    )
     try:
         context = feed_context(filters=filters, cursor=request.GET.get("cursor") or None)
     except BadFeedCursor:
@@ -112,9 +116,14 @@ def alert_action(request: HttpRequest, alert_id: int, action: str) -> HttpRespon
         return HttpResponse(str(exc), status=409, content_type="text/plain")
     except ValueError as exc:
         return HttpResponse(f"Dismissal reason: {exc}.", status=400, content_type="text/plain")
+    return alert_changed(request, alert.pk)
+
+
+def alert_changed(request: HttpRequest, alert_id: int) -> HttpResponse:
+    """The answer to an action on an alert: its drawer or page and row re-rendered (htmx), or its page."""
     if not _is_htmx(request):
-        return HttpResponseRedirect(f"/alerts/{alert.pk}")
-    alert = alerts_by_ids(ids=[alert.pk])[0]  # the row shows its insight's risk
+        return HttpResponseRedirect(f"/alerts/{alert_id}")
+    alert = alerts_by_ids(ids=[alert_id])[0]  # the row shows its insight's risk and whether it is muted
     target = request.headers.get("HX-Target")
     if target in ("panel-body", "alert-page"):
         panel = alert_panel(alert_id=alert.pk)
