@@ -8,7 +8,7 @@ from typing import Literal
 
 from django.shortcuts import get_object_or_404
 from django.utils import timezone
-from ninja import Field, Router, Schema
+from ninja import Field, Router, Schema, Status
 from pydantic import field_validator
 
 from alerts.models import Silence
@@ -89,7 +89,7 @@ def create_silence(request, body: SilenceIn):
         errors = [{"field": field, "message": message} for field, message in exc.errors]
         raise FieldHttpError(400, "invalid silence", errors) from None
     _publish(silence)
-    return 201, silence_as_dict(silence, now=now)
+    return Status(201, silence_as_dict(silence, now=now))
 
 
 @router.post("/{silence_id}/expire", summary="End a silence now (no-op when it has ended)")
