@@ -17,8 +17,10 @@ from alerts.models import (
     AlertDelivery,
     AlertTransition,
     DeliveryStatus,
+    DigestPeriod,
     DismissReason,
     NotificationChannel,
+    Severity,
     Silence,
 )
 from alerts.notifiers import NOTIFIERS, TransportError
@@ -166,8 +168,16 @@ class NotificationChannelForm(forms.ModelForm):
         self.fields["config"].help_text = "; ".join(
             f"{cls.label}: {cls.config_help}" for cls in NOTIFIERS.values()
         )
+        for name in ("digest", "digest_max_severity"):
+            self.fields[name].required = False
         if self.instance.pk and self.instance.secret:
             self.fields["secret"].help_text = "A secret is set. " + self.fields["secret"].help_text
+
+    def clean_digest(self):
+        return self.cleaned_data.get("digest") or DigestPeriod.OFF  # absent: today's behaviour
+
+    def clean_digest_max_severity(self):
+        return self.cleaned_data.get("digest_max_severity") or Severity.INFO
 
     def clean_secret(self):
         return self.cleaned_data.get("secret") or (self.instance.secret if self.instance.pk else "")
