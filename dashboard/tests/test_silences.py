@@ -32,7 +32,11 @@ def test_snooze_with_the_pages_csrf_token_mutes_this_entity_and_type_for_4_hours
 
     assert resp.status_code == 200
     html = resp.content.decode()
-    assert f'data-alert-id="{alert.pk}"' in html and 'data-muted="true"' in html and "muted" in html
+    assert (
+        f'data-alert-id="{alert.pk}"' in html
+        and 'data-muted="true"' in html
+        and 'class="muted-badge"' in html
+    )
     assert 'data-action="snooze"' not in html  # already muted
     silence = Silence.objects.get()
     assert (silence.alert_type, silence.entity_type, silence.entity_id, silence.cell) == (
@@ -64,7 +68,7 @@ def test_silence_this_type_for_this_cell_until_a_time(staff_client):
 
     assert resp.status_code == 200
     html = resp.content.decode()
-    assert 'id="panel-title"' in html and "muted until" in html and "tutors hired" in html
+    assert 'id="panel-title"' in html and "Muted until" in html and "tutors hired" in html
     silence = Silence.objects.get()
     assert (silence.alert_type, silence.cell, silence.entity_type) == (
         "supply_demand_imbalance",
