@@ -25,6 +25,8 @@ logger = logging.getLogger(__name__)
 # The longest a silence may last: a forgotten silence must not mute an alert type for ever.
 MAX_DURATION = timedelta(days=90)
 SNOOZE = timedelta(hours=4)
+# The model's max_length of each free-text field, checked before the database sees the value.
+TEXT_LIMITS = {"entity_id": 200, "cell": 200, "reason": 500}
 
 
 class SilenceInvalid(ValueError):
@@ -49,9 +51,8 @@ def silence_errors(silence: Silence) -> list[tuple[str, str]]:
         errors.append((field, "entity_type and entity_id go together"))
     if silence.cell and cell_parse(silence.cell) is None:
         errors.append(("cell", 'a subject × region cell such as "Mathematics|west"'))
-    for field in ("entity_id", "cell", "reason"):
+    for field, limit in TEXT_LIMITS.items():
         value = getattr(silence, field) or ""
-        limit = Silence._meta.get_field(field).max_length
         problem = unstorable_text(value)
         if problem is not None:
             errors.append((field, problem))

@@ -3,7 +3,7 @@ alerts it matches; they are still raised and shown (muted) on the dashboard."""
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Literal
 
 from django.shortcuts import get_object_or_404
@@ -71,7 +71,7 @@ def create_silence(request, body: SilenceIn):
             [{"field": "ends_at", "message": "give exactly one of ends_at and duration_minutes"}],
         )
     starts_at = body.starts_at or now
-    ends_at = body.ends_at or starts_at + timezone.timedelta(minutes=body.duration_minutes or 0)
+    ends_at = body.ends_at or starts_at + timedelta(minutes=body.duration_minutes or 0)
     user = request.auth if getattr(request.auth, "is_staff", False) else None
     try:
         silence = silence_create(

@@ -40,9 +40,8 @@ def _create(request: HttpRequest, **matchers) -> HttpResponse | None:
     now = timezone.now()
     try:
         ends_at = matchers.pop("ends_at", None) or _until(request)
-        silence = silence_create(
-            reason=request.POST.get("reason", ""), ends_at=ends_at, now=now, user=request.user, **matchers
-        )
+        reason = matchers.pop("reason", None) or request.POST.get("reason", "")
+        silence = silence_create(reason=reason, ends_at=ends_at, now=now, user=request.user, **matchers)
     except SilenceInvalid as exc:
         return _invalid(exc.errors)
     ids = silence_alert_ids(silence)
@@ -63,11 +62,10 @@ def _alert(alert_id: int) -> Alert:
 def alert_snooze(request: HttpRequest, alert_id: int) -> HttpResponse:
     """Mute this entity's alerts of this type for 4 hours."""
     alert = _alert(alert_id)
-    if not request.POST.get("reason", "").strip():
-        request.POST = request.POST.copy()
-        request.POST["reason"] = f"snoozed 4 h from the dashboard (alert {alert.pk})"
+    reason = request.POST.get("reason", "").strip() or f"snoozed 4 h from the dashboard (alert {alert.pk})"
     failed = _create(
         request,
+        reason=reason,
         alert_type=alert.type,
         entity_type=alert.entity_type,
         entity_id=alert.entity_id,
