@@ -158,3 +158,20 @@ def test_an_email_digest_lists_each_type_with_links(make_channel, make_alert, se
     assert "Session velocity drop (2)" in mail.body and "First session failed (1)" in mail.body
     for alert in alerts:
         assert f"https://ops.example.com/alerts/{alert.pk}" in mail.body
+
+
+@pytest.mark.django_db(transaction=True)
+def test_concurrent_digest_runs_send_each_row_once(make_channel, make_alert):
+    from alerts.tests.conftest import WebhookPeer
+    from conftest import race
+
+    with WebhookPeer() as peer:
+        make_channel("webhook", config={"url": peer.url}, digest="hourly")
+        raise_alerts(make_alert, T0)
+        results: list[dict] = []
+        at = datetime(2026, 3, 2, 10, 0, 1, tzinfo=UTC)
+        race(*[lambda: results.append(digests_send_due(now=at)) for _ in range(3)])
+        listed = [a["alert_id"] for r in peer.received for g in r["body"]["groups"] for a in g["alerts"]]
+        assert sorted(listed) == sorted(set(listed)) and len(listed) == 3
+        assert sum(r.get("sent", 0) for r in results) == 3
+        assert set(AlertDelivery.objects.values_list("status", flat=True)) == {"sent"}
