@@ -12,7 +12,6 @@ from urllib.parse import urlencode
 from django.template.loader import render_to_string
 
 from dashboard.selectors import (
-    MUTED_FILTERS,
     RANGES,
     SEVERITIES,
     STATUS_FILTERS,
@@ -55,7 +54,6 @@ def live_context(*, range_key: str, filters: FeedFilters, now: datetime) -> dict
         "ranges": [{"key": r, "query": live_query(range_key=r, filters=filters)} for r in RANGES],
         "severities": SEVERITIES,
         "statuses": STATUS_FILTERS,
-        "muted_filters": MUTED_FILTERS,
         "live_query": live_query(range_key=range_key, filters=filters),
         "panel": True,
     }
