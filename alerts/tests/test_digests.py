@@ -91,6 +91,20 @@ def test_a_failed_digest_is_retried_as_one_message(digest_channel, make_alert, w
     assert len(webhook_peer.received) == 1 and webhook_peer.received[0]["body"]["digest"]["size"] == 3
 
 
+def test_a_silence_made_while_rows_wait_keeps_them_out_of_the_digest(
+    digest_channel, make_alert, webhook_peer
+):
+    from alerts.silences import silence_create
+
+    alerts = raise_alerts(make_alert, T0)
+    silence_create(alert_type="velocity_drop", ends_at=T0 + timedelta(days=1), reason="known", now=T0)
+    assert digests_send_due(now=datetime(2026, 3, 2, 10, 0, tzinfo=UTC)) == {"sent": 1}
+    body = webhook_peer.received[0]["body"]
+    assert [g["type"] for g in body["groups"]] == ["first_session_failed"] and body["digest"]["size"] == 1
+    statuses = dict(AlertDelivery.objects.values_list("alert_id", "status"))
+    assert statuses == {alerts[0].pk: "silenced", alerts[1].pk: "silenced", alerts[2].pk: "sent"}
+
+
 def test_a_daily_digest_goes_after_midnight_utc(make_channel, make_alert, webhook_peer):
     make_channel("webhook", config={"url": webhook_peer.url}, digest="daily", digest_max_severity="warning")
     warn = make_alert(severity="warning", entity_id="stu_w", now=T0)

@@ -117,6 +117,14 @@ def test_a_silenced_alert_is_recorded_but_not_sent_while_an_unmatched_one_is(
     assert held.status == "silenced" and held.sent_at is None and held.silence is not None
     assert "on a call" in held.last_error
     assert AlertDelivery.objects.get(alert=loud).status == "sent"
+    # The admin lists what each silence held back.
+    from django.contrib.auth import get_user_model
+
+    staff.force_login(get_user_model().objects.create_superuser("root", "r@example.com", "root-pass-123"))
+    page = staff.get(f"/admin/alerts/alertdelivery/?silence__id__exact={held.silence_id}")
+    assert page.status_code == 200
+    rows = page.content.decode()
+    assert "Not sent: silenced" in rows and "stu_quiet" in rows and "stu_loud" not in rows
 
 
 def test_a_silence_made_after_routing_still_holds_the_delivery_back(
