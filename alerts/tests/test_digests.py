@@ -123,7 +123,7 @@ def test_the_beat_task_sends_due_digests(digest_channel, make_alert, webhook_pee
 
 
 def test_send_digests_is_scheduled_in_beat_and_embedded():
-    from dashboard.management.commands.serve import beat_entries
+    from iops.management.commands.serve import beat_entries
 
     assert ("alerts.send_digests", 60.0) in beat_entries()
 
