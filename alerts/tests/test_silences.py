@@ -125,6 +125,10 @@ def test_a_silenced_alert_is_recorded_but_not_sent_while_an_unmatched_one_is(
     assert page.status_code == 200
     rows = page.content.decode()
     assert "Not sent: silenced" in rows and "stu_quiet" in rows and "stu_loud" not in rows
+    # ... and /metrics counts deliveries by status, the silenced ones included.
+    metrics = staff.get("/metrics").content.decode()
+    assert 'iops_alert_deliveries{status="silenced"} 1' in metrics
+    assert 'iops_alert_deliveries{status="sent"} 1' in metrics
 
 
 def test_a_silence_made_after_routing_still_holds_the_delivery_back(
