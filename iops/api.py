@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 from django.conf import settings
-from django.contrib.admin.views.decorators import staff_member_required
 from django.http import Http404, HttpRequest
 from ninja import NinjaAPI
 from ninja.errors import AuthenticationError, HttpError, ValidationError
 from ninja.operation import PathView
 from ninja.security import APIKeyHeader, HttpBearer, SessionAuth
 
-from ingest.keys import api_key_authenticate
+from ingest.keys import api_key_authenticate, key_from_headers
 from iops.lib.http import FieldHttpError, json_error
 
 SAFE_METHODS = ("GET", "HEAD", "OPTIONS")
@@ -63,6 +62,46 @@ class StaffSession(SessionAuth):
     def authenticate(self, request: HttpRequest, key: str | None):
         user = getattr(request, "user", None)
         return user if user is not None and user.is_authenticated and user.is_staff else None
+
+
+def _is_staff(request: HttpRequest) -> bool:
+    user = getattr(request, "user", None)
+    return bool(user is not None and user.is_authenticated and user.is_staff)
+
+
+def _unauthorized():
+    return json_error(
+        401,
+        "authentication required",
+        [{"field": "Authorization", "message": "API key or staff session required"}],
+    )
+
+
+def key_or_staff_required(view):
+    """/api/openapi.json and /api/docs: a staff session or an API key with the read scope (a script
+    reads the document with the key it calls the API with); anything else is the API's JSON 401 or 403,
+    never a login redirect."""
+
+    def wrapper(request: HttpRequest, *args, **kwargs):
+        if _is_staff(request):
+            return view(request, *args, **kwargs)
+        plaintext = key_from_headers(request.headers)
+        try:
+            key = _scoped_key(request, plaintext) if plaintext else None
+        except FieldHttpError as exc:
+            return json_error(exc.status_code, exc.message, exc.errors)
+        return view(request, *args, **kwargs) if key is not None else _unauthorized()
+
+    return wrapper
+
+
+def api_not_found(request: HttpRequest, rest: str = ""):
+    """Any path under /api/ no operation serves: JSON, 401 without a credential (as every operation
+    answers first), 404 with one — never Django's HTML page."""
+    plaintext = key_from_headers(request.headers)
+    if not _is_staff(request) and (not plaintext or api_key_authenticate(plaintext) is None):
+        return _unauthorized()
+    return json_error(404, "not found", [{"field": "path", "message": f"no API operation at {request.path}"}])
 
 
 class IopsAPI(NinjaAPI):
@@ -134,17 +173,13 @@ api = IopsAPI(
     description="Operations command center: ingest, KPIs, entities, alerts, insights.",
     auth=[BearerKey(), HeaderKey(), StaffSession()],
     urls_namespace="api",
-    docs_decorator=staff_member_required(login_url="/accounts/login/"),  # the spec and docs are not public
+    docs_decorator=key_or_staff_required,  # the spec and docs are not public
 )
 
 
 @api.exception_handler(AuthenticationError)
 def _unauthenticated(request, exc):
-    return json_error(
-        401,
-        "authentication required",
-        [{"field": "Authorization", "message": "API key or staff session required"}],
-    )
+    return _unauthorized()
 
 
 @api.exception_handler(ValidationError)
