@@ -33,7 +33,7 @@ class TransitionInline(admin.TabularInline):
     model = AlertTransition
     extra = 0
     can_delete = False
-    readonly_fields = ("at", "by", "from_status", "to_status", "note")
+    readonly_fields = ("at", "by", "by_key", "from_status", "to_status", "note")
 
     def has_add_permission(self, request, obj=None):
         return False

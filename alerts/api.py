@@ -8,7 +8,7 @@ from pydantic import field_validator
 
 from alerts.feedback import dismiss_text
 from alerts.models import Alert, DismissReason, EntityType, Severity, Status
-from alerts.selectors import alert_as_dict, alert_list
+from alerts.selectors import alert_as_dict, alert_history, alert_list
 from alerts.services import TransitionNotAllowed, alert_transition
 from iops.lib.http import FieldHttpError
 from iops.lib.text import unstorable_text
@@ -78,13 +78,33 @@ CONFLICT = {
 }
 
 
+def key_label(auth) -> str:
+    """The API key that authenticated the request, as recorded on the alert ("" for a staff session)."""
+    prefix = getattr(auth, "prefix", None)
+    return f"{auth.name} ({prefix}…)" if prefix else ""
+
+
+@router.get("/{alert_id}", summary="One alert, with its history (who acted: a user or an API key)")
+def get_alert(request, alert_id: int):
+    history = alert_history(alert_id=alert_id)
+    if history is None:
+        raise Http404(f"no alert {alert_id}")
+    alert = Alert.objects.select_related("acknowledged_by", "closed_by").get(pk=alert_id)
+    return {**alert_as_dict(alert), "history": history}
+
+
 def _act(request, alert_id: int, action: str, reason: str = ""):
     user = request.auth if getattr(request.auth, "is_staff", False) else None
     if not Alert.objects.filter(pk=alert_id).exists():
         raise Http404(f"no alert {alert_id}")
     try:
         alert = alert_transition(
-            alert_id=alert_id, action=action, user=user, now=timezone.now(), reason=reason
+            alert_id=alert_id,
+            action=action,
+            user=user,
+            now=timezone.now(),
+            reason=reason,
+            api_key=key_label(request.auth),
         )
     except TransitionNotAllowed as exc:
         raise HttpError(409, str(exc)) from None

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from alerts.models import Alert
+from alerts.models import Alert, AlertTransition
 
 
 def alert_as_dict(alert: Alert) -> dict[str, Any]:
@@ -22,8 +22,27 @@ def alert_as_dict(alert: Alert) -> dict[str, Any]:
         "acknowledged_by": alert.acknowledged_by.get_username() if alert.acknowledged_by else None,
         "closed_at": alert.closed_at.isoformat() if alert.closed_at else None,
         "closed_by": alert.closed_by.get_username() if alert.closed_by else None,
+        "acknowledged_by_key": alert.acknowledged_by_key or None,
+        "closed_by_key": alert.closed_by_key or None,
         "dismiss_reason": alert.dismiss_reason or None,
     }
+
+
+def alert_history(*, alert_id: int) -> list[dict[str, Any]] | None:
+    """The alert's transitions, oldest first (who acted: a user or an API key); None for no such alert."""
+    if not Alert.objects.filter(pk=alert_id).exists():
+        return None
+    return [
+        {
+            "at": t.at.isoformat(),
+            "from_status": t.from_status or None,
+            "to_status": t.to_status,
+            "by": t.by.get_username() if t.by else None,
+            "by_key": t.by_key or None,
+            "note": t.note,
+        }
+        for t in AlertTransition.objects.filter(alert_id=alert_id).select_related("by").order_by("at", "id")
+    ]
 
 
 def alert_list(

@@ -469,7 +469,11 @@ _ALLOWED = {
 
 
 @transaction.atomic
-def alert_transition(*, alert_id: int, action: str, user, now: datetime, reason: str = "") -> Alert:
+def alert_transition(
+    *, alert_id: int, action: str, user, now: datetime, reason: str = "", api_key: str = ""
+) -> Alert:
+    """`user` (a staff session) or `api_key` (the label of the key that acted through the API) is
+    recorded on the alert and on its transition row."""
     allowed_from, to_status = _ALLOWED[action]
     alert = Alert.objects.select_for_update().get(pk=alert_id)
     if alert.status not in allowed_from:
@@ -479,13 +483,19 @@ def alert_transition(*, alert_id: int, action: str, user, now: datetime, reason:
     from_status = alert.status
     alert.status = to_status
     if action == "acknowledge":
-        alert.acknowledged_at, alert.acknowledged_by = now, user
+        alert.acknowledged_at, alert.acknowledged_by, alert.acknowledged_by_key = now, user, api_key
     else:
-        alert.closed_at, alert.closed_by = now, user
+        alert.closed_at, alert.closed_by, alert.closed_by_key = now, user, api_key
         alert.dismiss_reason = reason.strip()[:500]
     alert.save()
     AlertTransition.objects.create(
-        alert=alert, at=now, by=user, from_status=from_status, to_status=to_status, note=reason.strip()[:500]
+        alert=alert,
+        at=now,
+        by=user,
+        by_key=api_key,
+        from_status=from_status,
+        to_status=to_status,
+        note=reason.strip()[:500],
     )
     label_record(alert=alert, action=action, reason=reason, user=user, now=now)  # operator feedback
     # Every open dashboard swaps the row once the change is committed, whoever made it (page, API, admin).

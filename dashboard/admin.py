@@ -37,9 +37,9 @@ class InsightAdmin(ReadOnlyAdmin):
 
 
 class AlertTransitionAdmin(ReadOnlyAdmin):
-    list_display = ("alert", "at", "from_status", "to_status", "by", "note")
+    list_display = ("alert", "at", "from_status", "to_status", "by", "by_key", "note")
     list_filter = ("to_status", "from_status", "at")
-    search_fields = ("=alert__id", "=alert__entity_id", "note")
+    search_fields = ("=alert__id", "=alert__entity_id", "note", "by_key")
     list_select_related = ("alert", "by")
     ordering = ("-at",)
 
