@@ -17,8 +17,7 @@ INSIGHT_MAX_AGE = timedelta(days=1)
 
 def entity_url(entity_type: str, entity_id: str) -> str:
     """The dashboard's entity page (ids such as "Computer Science|west" are URL-quoted)."""
-    base = (settings.DASHBOARD_BASE_URL or "").rstrip("/")
-    return f"{base}/entities/{quote(entity_type, safe='')}/{quote(entity_id, safe='')}"
+    return f"{settings.PUBLIC_BASE_URL}/entities/{quote(entity_type, safe='')}/{quote(entity_id, safe='')}"
 
 
 def _insight_for(alert, now: datetime) -> dict[str, Any] | None:
@@ -86,7 +85,7 @@ def group_message(*, alerts: list, now: datetime, trigger: str = "opened") -> di
                 }
                 for a in alerts
             ],
-            "url": f"{(settings.DASHBOARD_BASE_URL or '').rstrip('/')}/?severity={first.severity}&status=active",
+            "url": f"{settings.PUBLIC_BASE_URL}/?severity={first.severity}&status=active",
         }
     )
     return message

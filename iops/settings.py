@@ -12,7 +12,7 @@ from pathlib import Path
 import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
 
-from iops.lib.env import env_bool, env_choice, env_float, env_int, env_list, env_str
+from iops.lib.env import absolute_base_url, env_bool, env_choice, env_float, env_int, env_list, env_str
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 VAR_DIR = Path(env_str("IOPS_VAR_DIR", str(BASE_DIR / "var")) or BASE_DIR / "var")
@@ -257,7 +257,12 @@ WHITENOISE_USE_FINDERS = True  # embedded mode serves straight from static/ with
 
 EMAIL_BACKEND = env_str("EMAIL_BACKEND", "django.core.mail.backends.console.EmailBackend")
 DEFAULT_FROM_EMAIL = env_str("DEFAULT_FROM_EMAIL", "iops@localhost")
-DASHBOARD_BASE_URL = env_str("DASHBOARD_BASE_URL", "http://127.0.0.1:8000")
+# Where people reach IOps (behind its proxy): the base of every link sent out — alert messages, signed
+# embed links — never the address daphne binds. DASHBOARD_BASE_URL is its older name, still read.
+PUBLIC_BASE_URL = absolute_base_url(
+    "PUBLIC_BASE_URL",
+    env_str("PUBLIC_BASE_URL") or env_str("DASHBOARD_BASE_URL") or "http://127.0.0.1:8000",
+)
 METRICS_TOKEN = _not_a_placeholder("METRICS_TOKEN", env_str("METRICS_TOKEN"))
 
 # --- logging --------------------------------------------------------------------------------

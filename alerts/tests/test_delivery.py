@@ -343,7 +343,7 @@ def test_from_ingest_to_delivered_message_embedded(
     post, drain, django_capture_on_commit_callbacks, make_channel, webhook_peer, mailoutbox, settings
 ):
     """Embedded mode: the pipeline only writes delivery rows; the sweep thread sends them."""
-    settings.DASHBOARD_BASE_URL = "http://iops.test"
+    settings.PUBLIC_BASE_URL = "http://iops.test"
     assert settings.CELERY_TASK_ALWAYS_EAGER
     mail = make_channel("email", min_severity="critical", config={"recipients": ["oncall@example.com"]})
     hook = make_channel("webhook", min_severity="warning", config={"url": webhook_peer.url})

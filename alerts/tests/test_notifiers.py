@@ -57,7 +57,7 @@ def test_channel_kinds_come_from_the_notifier_registry():
 def test_sns_message_reaches_a_subscribed_sqs_queue_with_attributes_and_link(
     aws, sqs_queue, make_channel, make_alert, settings
 ):
-    settings.DASHBOARD_BASE_URL = "https://iops.example.com"
+    settings.PUBLIC_BASE_URL = "https://iops.example.com"
     queue_url, queue_arn, read = sqs_queue
     sns = aws("sns")
     topic = sns.create_topic(Name=f"iops-critical-{uuid.uuid4().hex[:8]}")["TopicArn"]

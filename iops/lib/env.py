@@ -69,3 +69,15 @@ def env_choice(name: str, default: str, choices: tuple[str, ...]) -> str:
     if value not in choices:
         raise ImproperlyConfigured(f"{name} must be one of {', '.join(choices)}, got {value!r}")
     return value
+
+
+def absolute_base_url(name: str, value: str) -> str:
+    """An absolute http(s) URL with a host and no query or fragment, without its trailing slash."""
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.hostname or parts.query or parts.fragment:
+        raise ImproperlyConfigured(
+            f"{name} must be an absolute http(s) URL such as https://iops.example.com, got {value!r}"
+        )
+    return value.rstrip("/")
