@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from django.http import Http404
 from django.utils import timezone
-from ninja import Field, Router, Schema
+from ninja import Field, Query, Router, Schema
 from ninja.errors import HttpError
 from pydantic import field_validator
 
@@ -44,6 +44,9 @@ def list_alerts(
     entity_id: str | None = None,
     limit: int = 50,
     cursor: str | None = None,
+    q: str | None = Query(
+        None, min_length=1, max_length=100, description="entity id or message contains this, any case"
+    ),
 ):
     before = None
     if cursor:
@@ -63,6 +66,7 @@ def list_alerts(
         },
         before_id=before,
         limit=limit,
+        q=q,
     )
     return {"results": [alert_as_dict(a) for a in rows], "next": str(rows[-1].pk) if more and rows else None}
 

@@ -2,6 +2,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from django.db.models import Q
+
 from alerts.models import Alert, AlertTransition
 
 
@@ -46,11 +48,15 @@ def alert_history(*, alert_id: int) -> list[dict[str, Any]] | None:
 
 
 def alert_list(
-    *, filters: dict[str, str | None], before_id: int | None, limit: int
+    *, filters: dict[str, str | None], before_id: int | None, limit: int, q: str | None = None
 ) -> tuple[list[Alert], bool]:
+    """Newest first. `q`: the entity id or the message contains it, case-insensitive (a scan bounded by
+    the page's LIMIT along the primary key, with the other filters narrowing it first)."""
     qs = Alert.objects.select_related("acknowledged_by", "closed_by").filter(
         **{k: v for k, v in filters.items() if v}
     )
+    if q:
+        qs = qs.filter(Q(entity_id__icontains=q) | Q(message__icontains=q))
     if before_id is not None:
         qs = qs.filter(pk__lt=before_id)
     rows = list(qs.order_by("-id")[: limit + 1])

@@ -764,7 +764,9 @@ def entity_page(*, entity_type: str, entity_id: str, now: datetime) -> dict[str,
 
 
 def entity_search(*, query: str, limit: int = 20) -> list[tuple[str, str]]:
-    """(entity_type, entity_id) matches: exact ids first, then id prefixes, then subjects/regions."""
+    """(entity_type, entity_id) matches: an exact id alone; otherwise ids containing the text and
+    subject × region cells whose subject or region contains it, case-insensitive ("math" finds the
+    Mathematics cells, "stu_12" stu_12, stu_120, …). Each kind is capped at `limit` rows, in id order."""
     q = query.strip()
     if not q:
         return []
@@ -783,14 +785,14 @@ def entity_search(*, query: str, limit: int = 20) -> list[tuple[str, str]]:
     ):
         found += [
             (etype, i)
-            for i in model.objects.filter(**{f"{key}__startswith": q})
+            for i in model.objects.filter(**{f"{key}__icontains": q})
             .order_by(key)
             .values_list(key, flat=True)[:limit]
         ]
     subject, region = split_subject_region(q)
-    places = SubjectRegionSnapshot.objects.filter(Q(subject__iexact=subject) | Q(region__iexact=q))
+    places = SubjectRegionSnapshot.objects.filter(Q(subject__icontains=q) | Q(region__icontains=q))
     if region:
-        places = SubjectRegionSnapshot.objects.filter(subject__iexact=subject, region__iexact=region)
+        places = SubjectRegionSnapshot.objects.filter(subject__icontains=subject, region__icontains=region)
     found += [
         ("subject_region", f"{s}|{r}")
         for s, r in places.order_by("subject", "region").values_list("subject", "region")[:limit]

@@ -136,6 +136,12 @@ class StudentFilters(Schema):
     health_below: float | None = Field(None, description="our health score below this")
     trend: Literal["rising", "steady", "falling", "new"] | None = Field(None, description="velocity trend")
     churn_risk: Literal["low", "medium", "high"] | None = Field(None, description="the platform's label")
+    q: str | None = Field(
+        None,
+        min_length=1,
+        max_length=100,
+        description='the student id contains this, case-insensitive ("stu_12")',
+    )
 
 
 class TutorFilters(Schema):
@@ -145,6 +151,12 @@ class TutorFilters(Schema):
     burnout_above: float | None = Field(None, ge=0, le=1)
     utilisation_above: float | None = Field(None, ge=0)
     region: str | None = Field(None, description="e.g. west (from the tutor's timezone)")
+    q: str | None = Field(
+        None,
+        min_length=1,
+        max_length=100,
+        description='the tutor id contains this, case-insensitive ("stu_12")',
+    )
 
 
 class SubjectRegionFilters(Schema):
@@ -154,6 +166,9 @@ class SubjectRegionFilters(Schema):
     status: Literal["balanced", "high_demand", "oversupplied"] | None = None
     subject: str | None = None
     region: str | None = None
+    q: str | None = Field(
+        None, min_length=1, max_length=100, description="subject or region contains this, case-insensitive"
+    )
 
 
 def _page(fetch, **kwargs) -> tuple[list[Any], str | None]:

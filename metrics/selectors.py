@@ -219,8 +219,11 @@ def student_list(
     health_below: float | None = None,
     trend: str | None = None,
     churn_risk: str | None = None,
+    q: str | None = None,
 ) -> tuple[list[StudentSnapshot], str | None]:
     qs = StudentSnapshot.objects.all()
+    if q:
+        qs = qs.filter(student_id__icontains=q)
     if health_below is not None:
         qs = qs.filter(health_score__lt=health_below)
     if trend:
@@ -238,8 +241,11 @@ def tutor_list(
     burnout_above: float | None = None,
     utilisation_above: float | None = None,
     region: str | None = None,
+    q: str | None = None,
 ) -> tuple[list[TutorSnapshot], str | None]:
     qs = TutorSnapshot.objects.all()
+    if q:
+        qs = qs.filter(tutor_id__icontains=q)
     if burnout_above is not None:
         qs = qs.filter(burnout_risk__gt=burnout_above)
     if utilisation_above is not None:
@@ -257,8 +263,11 @@ def subject_region_list(
     status: str | None = None,
     subject: str | None = None,
     region: str | None = None,
+    q: str | None = None,
 ) -> tuple[list[SubjectRegionSnapshot], str | None]:
     qs = SubjectRegionSnapshot.objects.all()
+    if q:
+        qs = qs.filter(Q(subject__icontains=q) | Q(region__icontains=q))
     if status:
         qs = qs.filter(balance_status=status)
     if subject:
