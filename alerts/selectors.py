@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from django.db.models import Q
+from django.db.models import Q, QuerySet
 
 from alerts.models import Alert, AlertTransition
 
@@ -47,16 +47,25 @@ def alert_history(*, alert_id: int) -> list[dict[str, Any]] | None:
     ]
 
 
+def alerts_filtered(*, filters: dict[str, Any], q: str | None = None, statuses=None) -> QuerySet[Alert]:
+    """The alerts the list's filters keep: exact fields, `q` (entity id or message contains it, any
+    case) and `statuses` (several at once, as the dashboard's "active")."""
+    qs = Alert.objects.select_related("acknowledged_by", "closed_by").filter(
+        **{k: v for k, v in filters.items() if v}
+    )
+    if statuses:
+        qs = qs.filter(status__in=statuses)
+    if q:
+        qs = qs.filter(Q(entity_id__icontains=q) | Q(message__icontains=q))
+    return qs
+
+
 def alert_list(
     *, filters: dict[str, str | None], before_id: int | None, limit: int, q: str | None = None
 ) -> tuple[list[Alert], bool]:
     """Newest first. `q`: the entity id or the message contains it, case-insensitive (a scan bounded by
     the page's LIMIT along the primary key, with the other filters narrowing it first)."""
-    qs = Alert.objects.select_related("acknowledged_by", "closed_by").filter(
-        **{k: v for k, v in filters.items() if v}
-    )
-    if q:
-        qs = qs.filter(Q(entity_id__icontains=q) | Q(message__icontains=q))
+    qs = alerts_filtered(filters=filters, q=q)
     if before_id is not None:
         qs = qs.filter(pk__lt=before_id)
     rows = list(qs.order_by("-id")[: limit + 1])

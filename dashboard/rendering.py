@@ -55,6 +55,7 @@ def live_context(*, range_key: str, filters: FeedFilters, now: datetime) -> dict
         "severities": SEVERITIES,
         "statuses": STATUS_FILTERS,
         "live_query": live_query(range_key=range_key, filters=filters),
+        "export_query": urlencode(filters.as_query()),
         "panel": True,
     }
 

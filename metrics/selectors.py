@@ -221,6 +221,18 @@ def student_list(
     churn_risk: str | None = None,
     q: str | None = None,
 ) -> tuple[list[StudentSnapshot], str | None]:
+    qs = students_filtered(health_below=health_below, trend=trend, churn_risk=churn_risk, q=q)
+    return keyset_page(qs, order=order, cursor=cursor, limit=limit)
+
+
+def students_filtered(
+    *,
+    health_below: float | None = None,
+    trend: str | None = None,
+    churn_risk: str | None = None,
+    q: str | None = None,
+) -> QuerySet[StudentSnapshot]:
+    """The students the list's filters keep (the list pages them, the CSV export streams them)."""
     qs = StudentSnapshot.objects.all()
     if q:
         qs = qs.filter(student_id__icontains=q)
@@ -230,7 +242,7 @@ def student_list(
         qs = qs.filter(velocity_trend=trend)
     if churn_risk:
         qs = qs.filter(platform_churn_risk=churn_risk)
-    return keyset_page(qs, order=order, cursor=cursor, limit=limit)
+    return qs
 
 
 def tutor_list(
@@ -243,6 +255,18 @@ def tutor_list(
     region: str | None = None,
     q: str | None = None,
 ) -> tuple[list[TutorSnapshot], str | None]:
+    qs = tutors_filtered(burnout_above=burnout_above, utilisation_above=utilisation_above, region=region, q=q)
+    return keyset_page(qs, order=order, cursor=cursor, limit=limit)
+
+
+def tutors_filtered(
+    *,
+    burnout_above: float | None = None,
+    utilisation_above: float | None = None,
+    region: str | None = None,
+    q: str | None = None,
+) -> QuerySet[TutorSnapshot]:
+    """The tutors the list's filters keep (the list pages them, the CSV export streams them)."""
     qs = TutorSnapshot.objects.all()
     if q:
         qs = qs.filter(tutor_id__icontains=q)
@@ -252,7 +276,7 @@ def tutor_list(
         qs = qs.filter(utilisation__gt=utilisation_above)
     if region:
         qs = qs.filter(region__contains=region)
-    return keyset_page(qs, order=order, cursor=cursor, limit=limit)
+    return qs
 
 
 def subject_region_list(
