@@ -10,6 +10,7 @@ once (leading edge); notes inside the interval wait for its end (trailing edge).
 from __future__ import annotations
 
 import asyncio
+import time
 from urllib.parse import parse_qs
 
 from channels.db import database_sync_to_async
@@ -17,6 +18,7 @@ from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
 from django.utils import timezone
 
+from dashboard.embed import EmbedRefused, embed_grant, render_embed_state
 from dashboard.rendering import render_entity, render_state, render_update
 from dashboard.selectors import ENTITY_TYPES, FeedFilters, parse_range
 from iops.lib.realtime import DASHBOARD_GROUP
@@ -28,8 +30,7 @@ class _LiveConsumer(AsyncWebsocketConsumer):
     is (`initial`) and what an update is (`update`, None for nothing to send)."""
 
     async def connect(self):
-        user = self.scope.get("user")
-        if user is None or not user.is_authenticated or not user.is_staff:
+        if not self.authorized():
             await self.close(code=4403)
             return
         if not self.setup():
@@ -43,6 +44,11 @@ class _LiveConsumer(AsyncWebsocketConsumer):
         html = await database_sync_to_async(self.initial)(now=timezone.now())
         if html:
             await self.send(text_data=html)
+
+    def authorized(self) -> bool:
+        """A staff session (the embed socket takes its signed link instead)."""
+        user = self.scope.get("user")
+        return user is not None and user.is_authenticated and user.is_staff
 
     def setup(self) -> bool:
         """Read the socket's parameters; False refuses it."""
@@ -67,6 +73,9 @@ class _LiveConsumer(AsyncWebsocketConsumer):
         pending = getattr(self, "_pending", None)
         if pending is not None:
             pending.cancel()
+        expiry = getattr(self, "_expiry", None)
+        if expiry is not None:
+            expiry.cancel()
         await self.channel_layer.group_discard(DASHBOARD_GROUP, self.channel_name)
 
     async def receive(self, text_data=None, bytes_data=None):
@@ -160,3 +169,31 @@ class EntityConsumer(_LiveConsumer):
         changed = [html for part, html in parts.items() if self._shown.get(part) != html]
         self._shown = parts
         return "".join(changed) or None
+
+
+class EmbedConsumer(_LiveConsumer):
+    """/ws/embed/{panel}/?t=TOKEN: one embedded panel (dashboard/embed.py), authorised by its signed
+    link rather than a session (the iframe is on another site: no cookie, and no staff), read-only,
+    closed with 4403 when the link expires."""
+
+    def authorized(self) -> bool:
+        query = parse_qs(self.scope.get("query_string", b"").decode())
+        panel = self.scope["url_route"]["kwargs"]["panel"]
+        try:
+            self.grant = embed_grant((query.get("t") or [None])[0], panel=panel)
+        except EmbedRefused:
+            return False
+        return True
+
+    def setup(self) -> bool:
+        remaining = self.grant.expires_at.timestamp() - time.time()
+        self._expiry = asyncio.get_running_loop().call_later(
+            max(0.0, remaining), lambda: asyncio.ensure_future(self.close(code=4403))
+        )
+        return True
+
+    def initial(self, *, now) -> str:
+        return render_embed_state(panel=self.grant.panel, range_key=self.grant.range_key, now=now)
+
+    def update(self, *, now, notes) -> str:
+        return self.initial(now=now)

@@ -1,6 +1,7 @@
 from django.urls import path
 
 from dashboard import quality, silence_views, views
+from dashboard.embed import embed_view
 
 urlpatterns = [
     path("alerts/feed", views.feed_page, name="dashboard-feed"),
@@ -13,4 +14,5 @@ urlpatterns = [
     path("entities/<str:entity_type>/<path:entity_id>", views.entity, name="dashboard-entity"),
     path("search", views.search, name="dashboard-search"),
     path("quality", views.staff_required(quality.page), name="dashboard-quality"),
+    path("embed/<str:panel>/", embed_view, name="dashboard-embed"),
 ]

@@ -208,6 +208,7 @@ def _http_error(request, exc: HttpError):
 from alerts.api import router as alerts_router  # noqa: E402
 from alerts.silences_api import router as silences_router  # noqa: E402
 from dashboard.api import router as dashboard_router  # noqa: E402
+from dashboard.embed import router as embed_router  # noqa: E402
 from dashboard.export import router as export_router  # noqa: E402
 from insights.api import router as insights_router  # noqa: E402
 from metrics.api import router as metrics_router  # noqa: E402
@@ -218,3 +219,4 @@ api.add_router("/alerts", alerts_router)
 api.add_router("/silences", silences_router)
 api.add_router("/insights", insights_router)
 api.add_router("/export", export_router)
+api.add_router("/", embed_router)

@@ -12,7 +12,16 @@ from pathlib import Path
 import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
 
-from iops.lib.env import absolute_base_url, env_bool, env_choice, env_float, env_int, env_list, env_str
+from iops.lib.env import (
+    absolute_base_url,
+    env_bool,
+    env_choice,
+    env_float,
+    env_int,
+    env_list,
+    env_str,
+    frame_ancestors,
+)
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 VAR_DIR = Path(env_str("IOPS_VAR_DIR", str(BASE_DIR / "var")) or BASE_DIR / "var")
@@ -75,6 +84,7 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    "iops.lib.http.FrameAncestorsMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "iops.lib.request_id.RequestIdMiddleware",
@@ -229,6 +239,10 @@ SECURE_HSTS_PRELOAD = env_bool("SECURE_HSTS_PRELOAD", False)
 SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https") if env_bool("BEHIND_TLS_PROXY", False) else None
 SECURE_CONTENT_TYPE_NOSNIFF = True
 X_FRAME_OPTIONS = "DENY"
+# Who may frame the embeddable panels (/embed/<panel>/): CSP frame-ancestors sources, e.g.
+# "https://admin.example.com"; every other page answers frame-ancestors 'none'.
+FRAME_ANCESTORS = frame_ancestors("FRAME_ANCESTORS", env_str("FRAME_ANCESTORS", "'none'"))
+EMBED_LINK_MAX_AGE_SECONDS = env_int("EMBED_LINK_MAX_AGE_SECONDS", 7 * 86400, minimum=60)
 SILENCED_SYSTEM_CHECKS = env_list("SILENCED_SYSTEM_CHECKS", [])
 
 AUTH_PASSWORD_VALIDATORS = [

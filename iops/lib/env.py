@@ -81,3 +81,22 @@ def absolute_base_url(name: str, value: str) -> str:
             f"{name} must be an absolute http(s) URL such as https://iops.example.com, got {value!r}"
         )
     return value.rstrip("/")
+
+
+def frame_ancestors(name: str, value: str) -> str:
+    """CSP frame-ancestors sources, space- or comma-separated: 'none', 'self', a scheme ("https:") or
+    an origin with an optional wildcard host ("https://*.example.com:8443"). Anything else — a ';'
+    that would start another directive, a path, a quote — stops start-up."""
+    import re
+
+    sources = [s for s in re.split(r"[\s,]+", value) if s]
+    keyword = {"'none'", "'self'"}
+    origin = re.compile(
+        r"^(https?:(//(\*\.)?[A-Za-z0-9.-]+(:(\d{1,5}|\*))?)?|(\*\.)?[A-Za-z0-9.-]+(:\d{1,5})?)$"
+    )
+    bad = [s for s in sources if s not in keyword and not origin.match(s)]
+    if not sources or bad or ("'none'" in sources and len(sources) > 1):
+        raise ImproperlyConfigured(
+            f"{name} must be 'none', or sources such as 'self' https://admin.example.com, got {value!r}"
+        )
+    return " ".join(sources)

@@ -53,6 +53,22 @@ class UnstorableInputMiddleware:
         return self.get_response(request)
 
 
+class FrameAncestorsMiddleware:
+    """Content-Security-Policy frame-ancestors on every response: 'none' (no site may frame IOps), or
+    what a view allowed by setting `response.frame_ancestors` (the embedded panels: FRAME_ANCESTORS).
+    First in the chain, so static files and early answers carry it too."""
+
+    def __init__(self, get_response):
+        self.get_response = get_response
+
+    def __call__(self, request):
+        response = self.get_response(request)
+        if "Content-Security-Policy" not in response:
+            ancestors = getattr(response, "frame_ancestors", None) or "'none'"
+            response["Content-Security-Policy"] = f"frame-ancestors {ancestors}"
+        return response
+
+
 class DatabaseErrorsMiddleware:
     """Database errors a client caused or can wait out, in the API's JSON shape instead of an HTML 500
     (issue 21): the database cannot be reached → 503 with Retry-After, as ingest answers; a read the
