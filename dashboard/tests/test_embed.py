@@ -142,7 +142,7 @@ async def test_socket_accepts_the_link_sends_the_panel_then_updates(settings):
     from asgiref.sync import sync_to_async
 
     from iops.asgi import application
-    from iops.realtime import publish_alert_change
+    from iops.lib.realtime import Change, publish_change
 
     settings.DASHBOARD_PUSH_INTERVAL_MS = 50
     token = await sync_to_async(_token)()
@@ -151,7 +151,7 @@ async def test_socket_accepts_the_link_sends_the_panel_then_updates(settings):
     assert connected
     first = await comm.receive_from(timeout=5)
     assert 'id="kpis"' in first and 'hx-swap-oob="true"' in first and "alert-feed" not in first
-    await sync_to_async(publish_alert_change)(1)
+    await sync_to_async(publish_change)(Change(alerts_updated=[1]))
     update = await comm.receive_from(timeout=5)
     assert 'data-kpi="open_alerts"' in update
     await comm.disconnect()
