@@ -13,6 +13,7 @@ from django.contrib.admin.models import LogEntry
 from django.db import models
 from django.utils.html import format_html
 
+from dashboard.models import Profile
 from dashboard.templatetags.dashboard import entity_path
 from iops.lib.admin import ReadOnlyAdmin
 
@@ -112,3 +113,10 @@ def register_gaps() -> list[str]:
 
 
 register_gaps()
+
+
+@admin.register(Profile)
+class ProfileAdmin(admin.ModelAdmin):
+    list_display = ("user", "time_zone")
+    search_fields = ("user__username",)
+    list_select_related = ("user",)

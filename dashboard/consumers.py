@@ -21,6 +21,7 @@ from django.utils import timezone
 from dashboard.embed import EmbedRefused, embed_grant, render_embed_state
 from dashboard.rendering import render_entity, render_state, render_update
 from dashboard.selectors import ENTITY_TYPES, FeedFilters, parse_range
+from dashboard.timezones import user_zone, zone_active
 from iops.lib.realtime import DASHBOARD_GROUP
 
 
@@ -39,9 +40,10 @@ class _LiveConsumer(AsyncWebsocketConsumer):
         self._pending: asyncio.Task | None = None
         self._dirty = False
         self._last_flush = float("-inf")
+        self.zone = await database_sync_to_async(user_zone)(self.scope.get("user"))
         await self.channel_layer.group_add(DASHBOARD_GROUP, self.channel_name)
         await self.accept()
-        html = await database_sync_to_async(self.initial)(now=timezone.now())
+        html = await database_sync_to_async(self._in_zone)(self.initial, now=timezone.now())
         if html:
             await self.send(text_data=html)
 
@@ -49,6 +51,11 @@ class _LiveConsumer(AsyncWebsocketConsumer):
         """A staff session (the embed socket takes its signed link instead)."""
         user = self.scope.get("user")
         return user is not None and user.is_authenticated and user.is_staff
+
+    def _in_zone(self, render, **kwargs):
+        """Render in the user's display zone, as their page request does (dates, labels, "today")."""
+        with zone_active(self.zone):
+            return render(**kwargs)
 
     def setup(self) -> bool:
         """Read the socket's parameters; False refuses it."""
@@ -98,7 +105,7 @@ class _LiveConsumer(AsyncWebsocketConsumer):
             self._dirty = False
             self._last_flush = loop.time()
             notes = self.take_notes()
-            html = await database_sync_to_async(self.update)(now=timezone.now(), notes=notes)
+            html = await database_sync_to_async(self._in_zone)(self.update, now=timezone.now(), notes=notes)
             if html:
                 await self.send(text_data=html)
 

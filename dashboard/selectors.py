@@ -120,7 +120,8 @@ def kpis(*, range_key: str, now: datetime) -> dict[str, Any]:
     )
     m = {k: int(v or 0) for k, v in agg.items()}
 
-    midnight = now.replace(hour=0, minute=0, second=0, microsecond=0)
+    # "Today" starts at midnight in the display zone (the request's or socket's active zone).
+    midnight = timezone.localtime(now).replace(hour=0, minute=0, second=0, microsecond=0)
     yesterday = midnight - timedelta(days=1)
     same_time_yesterday = now - timedelta(days=1)
     sessions = Session.objects.filter(
@@ -168,6 +169,7 @@ def kpis(*, range_key: str, now: datetime) -> dict[str, Any]:
         "events_in_range": m["cur__received"],
         "events_in_range_prev": m["prev__received"],
         "sessions_today": sessions["today"],
+        "today_since": midnight.isoformat(),
         "sessions_today_prev": sessions["yesterday"],
         "active_students": active,
         "active_students_prev": active_prev,
@@ -204,7 +206,7 @@ def events_series(*, now: datetime, minutes: int = 60) -> list[dict[str, Any]]:
     )
     return [
         {
-            "t": (start + timedelta(minutes=i)).strftime("%H:%M"),
+            "t": timezone.localtime(start + timedelta(minutes=i)).strftime("%H:%M"),
             "v": rows.get(start + timedelta(minutes=i), 0),
         }
         for i in range(minutes)
@@ -214,9 +216,9 @@ def events_series(*, now: datetime, minutes: int = 60) -> list[dict[str, Any]]:
 # range → (bucket step, database truncation or None for raw minutes, label format)
 _BUCKETS = {
     "1h": (timedelta(minutes=1), None, "%H:%M"),
-    "24h": (timedelta(hours=1), TruncHour, "%H:00"),
-    "7d": (timedelta(hours=1), TruncHour, "%a %H:00"),
-    "30d": (timedelta(days=1), TruncDay, "%b %d"),
+    "24h": (timedelta(hours=1), TruncHour, "%H:%M"),
+    "7d": (timedelta(hours=1), TruncHour, "%a %H:%M"),
+    "30d": (timedelta(days=1), TruncDay, "%b %d"),  # UTC days, labelled so on the page
 }
 
 
@@ -243,13 +245,13 @@ def sessions_series(*, range_key: str, now: datetime) -> dict[str, Any]:
     else:
         rows = {
             r[0]: r[1:]
-            for r in qs.annotate(bucket=trunc("minute"))
+            for r in qs.annotate(bucket=trunc("minute", tzinfo=UTC))  # UTC buckets whatever the display zone
             .values("bucket")
             .annotate(s=Sum("sessions_started"), c=Sum("sessions_completed"))
             .values_list("bucket", "s", "c")
         }
     return {
-        "labels": [b.strftime(fmt) for b in starts],
+        "labels": [(b if trunc is TruncDay else timezone.localtime(b)).strftime(fmt) for b in starts],
         "started": [int(rows.get(b, (0, 0))[0] or 0) for b in starts],
         "completed": [int(rows.get(b, (0, 0))[1] or 0) for b in starts],
     }
@@ -654,7 +656,7 @@ def _daily(qs: QuerySet, field: str, sums: dict[str, Any], days: list[datetime])
     rows = {
         r["day"]: r
         for r in qs.filter(**{f"{field}__gte": days[0]})
-        .annotate(day=TruncDay(field))
+        .annotate(day=TruncDay(field, tzinfo=UTC))
         .values("day")
         .annotate(**sums)
         .values("day", *sums)

@@ -2,6 +2,7 @@ from django.urls import path
 
 from dashboard import quality, silence_views, views
 from dashboard.embed import embed_view
+from dashboard.timezones import profile
 
 urlpatterns = [
     path("alerts/feed", views.feed_page, name="dashboard-feed"),
@@ -15,4 +16,5 @@ urlpatterns = [
     path("search", views.search, name="dashboard-search"),
     path("quality", views.staff_required(quality.page), name="dashboard-quality"),
     path("embed/<str:panel>/", embed_view, name="dashboard-embed"),
+    path("profile", profile, name="dashboard-profile"),
 ]

@@ -21,6 +21,7 @@ from iops.lib.env import (
     env_list,
     env_str,
     frame_ancestors,
+    time_zone_name,
 )
 
 BASE_DIR = Path(__file__).resolve().parent.parent
@@ -94,6 +95,7 @@ MIDDLEWARE = [
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "dashboard.timezones.DisplayTimeZoneMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
 ]
@@ -255,7 +257,8 @@ LOGIN_REDIRECT_URL = "/"
 LOGOUT_REDIRECT_URL = "/accounts/login/"
 
 LANGUAGE_CODE = "en-us"
-TIME_ZONE = "UTC"
+TIME_ZONE = "UTC"  # stored and computed times; pages show DISPLAY_TIME_ZONE or the user's own
+DISPLAY_TIME_ZONE = time_zone_name("DISPLAY_TIME_ZONE", env_str("DISPLAY_TIME_ZONE", "UTC"))
 USE_I18N = False
 USE_TZ = True
 

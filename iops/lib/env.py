@@ -100,3 +100,12 @@ def frame_ancestors(name: str, value: str) -> str:
             f"{name} must be 'none', or sources such as 'self' https://admin.example.com, got {value!r}"
         )
     return " ".join(sources)
+
+
+def time_zone_name(name: str, value: str) -> str:
+    """An IANA time zone name the system knows (Europe/Paris, America/New_York, UTC)."""
+    import zoneinfo
+
+    if value not in zoneinfo.available_timezones():
+        raise ImproperlyConfigured(f"{name} must be an IANA time zone such as Europe/Paris, got {value!r}")
+    return value
