@@ -56,3 +56,25 @@ def test_openapi_document_refuses_a_key_without_read_and_an_unknown_key(client):
     body = _json_error(client.get("/api/openapi.json", HTTP_X_API_KEY=ingest_only), 403)
     assert "read scope" in body["errors"][0]["message"]
     _json_error(client.get("/api/openapi.json", HTTP_X_API_KEY="iops_abcd_nonsense"), 401)
+
+
+def test_issue_19_operations_and_filters_are_in_the_document(client):
+    key = api_key_create(name="reader", scopes=["read"]).plaintext
+    paths = client.get("/api/openapi.json", HTTP_X_API_KEY=key).json()["paths"]
+    for path in (
+        "/api/alerts/{alert_id}",
+        "/api/export/alerts.csv",
+        "/api/export/students.csv",
+        "/api/export/tutors.csv",
+        "/api/export/history.csv",
+        "/api/embed-link",
+    ):
+        assert "get" in paths[path], path
+    assert "text/csv" in paths["/api/export/alerts.csv"]["get"]["responses"]["200"]["content"]
+    for path in (
+        "/api/alerts",
+        "/api/entities/student",
+        "/api/entities/tutor",
+        "/api/entities/subject_region",
+    ):
+        assert "q" in {p["name"] for p in paths[path]["get"]["parameters"]}, path
