@@ -69,8 +69,9 @@ class Alert(models.Model):
     )
     # The API key that acted through the API, as "name (prefix…)": the key outlives no revocation
     # question this way, and alerts need not import the ingest edge's model.
-    acknowledged_by_key = models.CharField(max_length=140, blank=True, default="")
-    closed_by_key = models.CharField(max_length=140, blank=True, default="")
+    # db_default: the rules' bulk INSERTs name only the columns they fill.
+    acknowledged_by_key = models.CharField(max_length=140, blank=True, default="", db_default="")
+    closed_by_key = models.CharField(max_length=140, blank=True, default="", db_default="")
     dismiss_reason = models.CharField(max_length=500, blank=True, default="")
     clear_since = models.DateTimeField(
         null=True, blank=True, help_text="when the condition was first seen clear again (for auto-resolve)"
@@ -110,7 +111,11 @@ class AlertTransition(models.Model):
     at = models.DateTimeField()
     by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL)
     by_key = models.CharField(
-        max_length=140, blank=True, default="", help_text="the API key that acted: name (prefix…)"
+        max_length=140,
+        blank=True,
+        default="",
+        db_default="",  # the rules' bulk INSERT of "raised" transitions names only its columns
+        help_text="the API key that acted: name (prefix…)",
     )
     from_status = models.CharField(max_length=15, blank=True, default="")
     to_status = models.CharField(max_length=15)
