@@ -122,7 +122,7 @@ def render_embed_state(*, panel: str, range_key: str, now: datetime) -> str:
     return render_to_string("dashboard/_embed_panel.html", context)
 
 
-def _request_grant(request: HttpRequest, panel: str) -> Grant | None:
+def _request_grant(request: HttpRequest, panel: str) -> Grant:
     """The token in the link; else a read key in the headers or a staff session (the range from the
     query), for which the page mints a short token for its socket."""
     token = request.GET.get("t")
@@ -189,7 +189,7 @@ class EmbedLink(Schema):
 def get_embed_link(
     request,
     panel: PanelName,
-    range: RangeName = DEFAULT_RANGE,  # noqa: A002 - the public name, as /api/kpis
+    range: RangeName = "24h",  # noqa: A002 - the public name, as /api/kpis
     ttl: int = Query(3600, ge=60, description="seconds the link stays valid (≤ EMBED_LINK_MAX_AGE_SECONDS)"),
 ):
     if ttl > settings.EMBED_LINK_MAX_AGE_SECONDS:

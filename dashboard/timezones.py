@@ -57,7 +57,9 @@ def profile(request: HttpRequest) -> HttpResponse:
     """/profile: the user's display time zone (empty: the site's DISPLAY_TIME_ZONE)."""
     from dashboard.models import Profile
 
-    prof, _ = Profile.objects.get_or_create(user=request.user)
+    user = request.user
+    assert user.is_authenticated  # staff_member_required let it through
+    prof, _ = Profile.objects.get_or_create(user=user)
     error = ""
     if request.method == "POST":
         name = request.POST.get("time_zone", "").strip()
