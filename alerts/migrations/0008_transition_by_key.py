@@ -5,7 +5,7 @@ from django.db import migrations, models
 
 class Migration(migrations.Migration):
     dependencies = [
-        ("alerts", "0006_feedback_and_thresholds"),
+        ("alerts", "0007_silences_digests"),
     ]
 
     operations = [
