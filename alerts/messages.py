@@ -93,7 +93,7 @@ def group_message(*, alerts: list, now: datetime, trigger: str = "opened") -> di
 
 def alert_url(alert_id: int) -> str:
     """The dashboard's page of one alert."""
-    return f"{(settings.DASHBOARD_BASE_URL or '').rstrip('/')}/alerts/{alert_id}"
+    return f"{settings.PUBLIC_BASE_URL}/alerts/{alert_id}"
 
 
 def digest_message(*, channel, alerts: list, now: datetime) -> dict[str, Any]:
@@ -139,7 +139,7 @@ def digest_message(*, channel, alerts: list, now: datetime) -> dict[str, Any]:
             }
             for type_, members in sorted(by_type.items(), key=lambda kv: (-len(kv[1]), kv[0]))
         ],
-        "url": f"{(settings.DASHBOARD_BASE_URL or '').rstrip('/')}/",
+        "url": f"{settings.PUBLIC_BASE_URL}/",
     }
 
 

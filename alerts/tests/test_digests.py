@@ -20,7 +20,7 @@ T0 = datetime(2026, 3, 2, 9, 20, tzinfo=UTC)
 
 @pytest.fixture
 def digest_channel(make_channel, webhook_peer, settings):
-    settings.DASHBOARD_BASE_URL = "https://ops.example.com"
+    settings.PUBLIC_BASE_URL = "https://ops.example.com"
     return make_channel(
         "webhook", config={"url": webhook_peer.url}, digest="hourly", digest_max_severity="info"
     )
@@ -162,7 +162,7 @@ def test_admin_sets_a_channels_digest(client, django_user_model, make_channel):
 
 
 def test_an_email_digest_lists_each_type_with_links(make_channel, make_alert, settings, mailoutbox):
-    settings.DASHBOARD_BASE_URL = "https://ops.example.com"
+    settings.PUBLIC_BASE_URL = "https://ops.example.com"
     make_channel("email", digest="hourly")
     alerts = raise_alerts(make_alert, T0)
     assert digests_send_due(now=datetime(2026, 3, 2, 10, 0, tzinfo=UTC)) == {"sent": 3}
