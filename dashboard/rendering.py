@@ -18,7 +18,6 @@ from dashboard.selectors import (
     FeedFilters,
     alert_feed_page,
     alerts_by_ids,
-    alerts_showing_insights,
     charts,
     drivers_chart,
     entity_page,
@@ -26,6 +25,7 @@ from dashboard.selectors import (
     insight_for_alert,
     kpis,
 )
+from insights.selectors import alerts_showing_insights
 
 
 def live_query(*, range_key: str, filters: FeedFilters) -> str:

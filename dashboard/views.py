@@ -15,19 +15,19 @@ from django.views.decorators.http import require_GET, require_POST
 
 from alerts.feedback import dismiss_text
 from alerts.models import Alert
+from alerts.selectors import BadFeedCursor
 from alerts.services import TransitionNotAllowed, alert_transition
 from dashboard.rendering import feed_context, live_context
 from dashboard.selectors import (
     ENTITY_TYPES,
-    BadFeedCursor,
     FeedFilters,
     alert_panel,
     alerts_by_ids,
     entity_page,
-    entity_search,
     parse_range,
 )
 from dashboard.templatetags.dashboard import entity_path
+from metrics.selectors import entity_search
 
 staff_required: Callable[[Callable[..., HttpResponse]], Callable[..., HttpResponse]] = staff_member_required(
     login_url="/accounts/login/"

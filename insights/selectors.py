@@ -1,18 +1,22 @@
-"""Reads of insights: the API list, the model-call counts for /metrics, the beat's riskiest set."""
+"""Reads of insights: the API list, the model-call counts for /metrics, the insight an alert or an
+entity page shows, the alerts an insight changes on the dashboard."""
 
 from __future__ import annotations
 
 from datetime import datetime, timedelta
 from typing import Any
 
-from django.db.models import Count, Q, QuerySet
+from django.db.models import Count, Exists, OuterRef, Q, QuerySet, Subquery
 
+from alerts.models import ACTIVE_STATUSES, Alert
 from alerts.thresholds import health_cuts
 from insights.models import Insight
 
 BEDROCK_PREFIX = "bedrock:"
 # fallback_reason prefix of a Bedrock call that was made and failed (it still spent its budget slot).
 BEDROCK_FAILED_PREFIX = "bedrock error"
+# Drawers refreshed per push at most (each costs the drawer's insight lookup).
+INSIGHT_PUSH_MAX_DRAWERS = 50
 
 
 def insight_list(
@@ -104,3 +108,55 @@ def current_insight(*, entity_type: str, snapshot: Any, latest: Insight | None) 
     return Insight.from_score(
         score, entity_type=entity_type, entity_id=entity_id, scored_at=snapshot.updated_at
     )
+
+
+def with_insight_risk(qs: QuerySet[Alert]) -> QuerySet[Alert]:
+    """Each alert's `insight_risk`: the risk of the latest insight scored for it (None without one),
+    shown on its feed row. One correlated subquery on the indexed alert_id, not a query per row."""
+    latest = Insight.objects.filter(alert_id=OuterRef("pk")).order_by("-scored_at", "-pk")
+    return qs.annotate(insight_risk=Subquery(latest.values("risk")[:1]))
+
+
+def insight_for_alert(alert: Alert) -> Insight | None:
+    """The insight scored for this alert, else the latest one for its entity."""
+    linked = Insight.objects.filter(alert_id=alert.pk).order_by("-scored_at").first()
+    if linked is not None:
+        return linked
+    return (
+        Insight.objects.filter(entity_type=alert.entity_type, entity_id=alert.entity_id)
+        .order_by("-scored_at")
+        .first()
+    )
+
+
+def entity_insights(*, entity_type: str, entity_id: str, limit: int = 10) -> list[Insight]:
+    """An entity's latest scorings, newest first; copies (a cached insight answering another alert)
+    are not new scorings."""
+    return list(
+        Insight.objects.filter(
+            entity_type=entity_type, entity_id=entity_id, cached_from__isnull=True
+        ).order_by("-scored_at")[:limit]
+    )
+
+
+def alerts_showing_insights(*, insight_ids: list[int]) -> tuple[list[int], list[Alert]]:
+    """For stored insights: (ids of the alerts they were scored for: their feed rows change, the
+    alerts whose drawer shows one of them: those, and the active alerts of an alert-less insight's
+    entity that have no insight of their own). Two queries whatever the number of insights."""
+    insights = list(
+        Insight.objects.filter(pk__in=insight_ids).values_list("alert_id", "entity_type", "entity_id")
+    )
+    linked = sorted({a for a, _, _ in insights if a is not None})
+    entities = Q()
+    for entity_type, entity_id in sorted({(t, e) for a, t, e in insights if a is None}):
+        entities |= Q(entity_type=entity_type, entity_id=entity_id)
+    drawers = Q(pk__in=linked)
+    if entities:
+        drawers |= (
+            entities
+            & Q(status__in=ACTIVE_STATUSES)
+            & ~Exists(Insight.objects.filter(alert_id=OuterRef("pk")))
+        )
+    if not linked and not entities:
+        return [], []
+    return linked, list(Alert.objects.filter(drawers).order_by("-last_seen")[:INSIGHT_PUSH_MAX_DRAWERS])

@@ -29,44 +29,9 @@ from metrics.selectors import (
     subject_region_list,
     tutor_list,
 )
+from metrics.vocabulary import StudentOrder, SubjectRegionOrder, TutorOrder
 
 router = Router(tags=["entities"])
-
-StudentOrder = Literal[
-    "health_score",
-    "-health_score",
-    "sessions_7d",
-    "-sessions_7d",
-    "ib_calls_14d",
-    "-ib_calls_14d",
-    "-days_since_last_session",
-    "platform_health_score",
-    "-updated_at",
-    "updated_at",
-    "student_id",
-]
-TutorOrder = Literal[
-    "avg_rating",
-    "-avg_rating",
-    "utilisation",
-    "-utilisation",
-    "-burnout_risk",
-    "burnout_risk",
-    "sessions_7d",
-    "-sessions_7d",
-    "-updated_at",
-    "updated_at",
-    "tutor_id",
-]
-SubjectRegionOrder = Literal[
-    "-own_ratio",
-    "own_ratio",
-    "-demand_supply_ratio",
-    "demand_supply_ratio",
-    "subject",
-    "region",
-    "-updated_at",
-]
 
 
 class Error(Schema):

@@ -1,5 +1,6 @@
 """Reads of snapshots for the API and the entity pages: lists with keyset pagination, one entity,
-its daily history from the hourly buckets, subject × region rows."""
+its daily history from the hourly buckets, its sessions, subject × region rows and their daily
+readings, the search. The dashboard's KPI and chart queries are in metrics/kpis.py."""
 
 from __future__ import annotations
 
@@ -9,61 +10,26 @@ import math
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
-from django.conf import settings
 from django.core.exceptions import ValidationError
-from django.db.models import Avg, Count, F, Model, Q, QuerySet
+from django.db.models import Avg, F, Model, Q, QuerySet
+from django.db.models.functions import TruncDay
 
 from iops.lib.text import unstorable_text
 from metrics.burnout import burnout_level
 from metrics.models import (
+    Session,
     StudentHourly,
     StudentSnapshot,
     SubjectRegionSnapshot,
+    SupplyDemandReading,
     TutorHourly,
     TutorSnapshot,
 )
-from metrics.vocabulary import IB_REASONS, cell_key, cell_parse
+from metrics.vocabulary import IB_VALUES, SESSION_VALUES, cell_key, cell_parse
 
 ENTITY_MODELS: dict[str, tuple[type[Model], str]] = {
     "student": (StudentSnapshot, "student_id"),
     "tutor": (TutorSnapshot, "tutor_id"),
-}
-ORDERABLE = {
-    "student": (
-        "health_score",
-        "-health_score",
-        "sessions_7d",
-        "-sessions_7d",
-        "ib_calls_14d",
-        "-ib_calls_14d",
-        "-days_since_last_session",
-        "platform_health_score",
-        "-updated_at",
-        "updated_at",
-        "student_id",
-    ),
-    "tutor": (
-        "avg_rating",
-        "-avg_rating",
-        "utilisation",
-        "-utilisation",
-        "-burnout_risk",
-        "burnout_risk",
-        "sessions_7d",
-        "-sessions_7d",
-        "-updated_at",
-        "updated_at",
-        "tutor_id",
-    ),
-    "subject_region": (
-        "-own_ratio",
-        "own_ratio",
-        "-demand_supply_ratio",
-        "demand_supply_ratio",
-        "subject",
-        "region",
-        "-updated_at",
-    ),
 }
 HISTORY_MAX_DAYS = 90
 
@@ -112,7 +78,11 @@ def subject_region_get(entity_id: str) -> SubjectRegionSnapshot | None:
     cell = cell_parse(entity_id)
     if cell is None:
         return None
-    return SubjectRegionSnapshot.objects.filter(subject=cell[0], region=cell[1]).first()
+    return subject_region_at(subject=cell[0], region=cell[1])
+
+
+def subject_region_at(*, subject: str, region: str) -> SubjectRegionSnapshot | None:
+    return SubjectRegionSnapshot.objects.filter(subject=subject, region=region).first()
 
 
 def encode_cursor(value: Any, pk: int) -> str:
@@ -178,37 +148,9 @@ def data_coverage_start() -> datetime | None:
     return StudentHourly.objects.order_by("hour").values_list("hour", flat=True).first()
 
 
-def active_students(*, since: datetime) -> QuerySet:
-    """Ids of the students with any activity (a session, a call, a health reading) in a bucket from the
-    hour of `since` on: the "active students" of a range."""
-    hour0 = since.replace(minute=0, second=0, microsecond=0)
-    return StudentHourly.objects.filter(hour__gte=hour0).values("student_id").distinct()
-
-
-def students_at_risk(*, since: datetime, below: float | None = None) -> QuerySet:
-    """The one at-risk set: students active since `since` whose health score is below `below` (the
-    caller's runtime ALERT_LOW_HEALTH_WARNING; a student with no score yet is never at risk)."""
-    below = settings.ALERT_LOW_HEALTH_WARNING if below is None else below
-    return StudentSnapshot.objects.filter(student_id__in=active_students(since=since), health_score__lt=below)
-
-
-def health_overview(
-    *, since: datetime, at_risk_below: float | None = None, critical_below: float | None = None
-) -> dict[str, Any]:
-    """Among the students active since `since`: how many, how many at risk, critical, not scored yet,
-    and their mean score — the KPI card's figures, all over the same set. The cuts are the caller's
-    runtime thresholds (alerts.thresholds), the environment's when not given."""
-    at_risk_below = settings.ALERT_LOW_HEALTH_WARNING if at_risk_below is None else at_risk_below
-    critical_below = settings.ALERT_LOW_HEALTH_CRITICAL if critical_below is None else critical_below
-    qs = StudentSnapshot.objects.filter(student_id__in=active_students(since=since))
-    agg = qs.aggregate(
-        scored=Count("id", filter=Q(health_score__isnull=False)),
-        unscored=Count("id", filter=Q(health_score__isnull=True)),
-        at_risk=Count("id", filter=Q(health_score__lt=at_risk_below)),
-        critical=Count("id", filter=Q(health_score__lt=critical_below)),
-        avg=Avg("health_score"),
-    )
-    return {**agg, "avg": round(agg["avg"], 1) if agg["avg"] is not None else None}
+def _filtered(qs: QuerySet, lookups: dict[str, Any]) -> QuerySet:
+    """The rows matching every lookup given a value (None and "" mean "any")."""
+    return qs.filter(**{k: v for k, v in lookups.items() if v is not None and v != ""})
 
 
 def student_list(
@@ -219,30 +161,10 @@ def student_list(
     health_below: float | None = None,
     trend: str | None = None,
     churn_risk: str | None = None,
-    q: str | None = None,
 ) -> tuple[list[StudentSnapshot], str | None]:
-    qs = students_filtered(health_below=health_below, trend=trend, churn_risk=churn_risk, q=q)
+    lookups = {"health_score__lt": health_below, "velocity_trend": trend, "platform_churn_risk": churn_risk}
+    qs = _filtered(StudentSnapshot.objects.all(), lookups)
     return keyset_page(qs, order=order, cursor=cursor, limit=limit)
-
-
-def students_filtered(
-    *,
-    health_below: float | None = None,
-    trend: str | None = None,
-    churn_risk: str | None = None,
-    q: str | None = None,
-) -> QuerySet[StudentSnapshot]:
-    """The students the list's filters keep (the list pages them, the CSV export streams them)."""
-    qs = StudentSnapshot.objects.all()
-    if q:
-        qs = qs.filter(student_id__icontains=q)
-    if health_below is not None:
-        qs = qs.filter(health_score__lt=health_below)
-    if trend:
-        qs = qs.filter(velocity_trend=trend)
-    if churn_risk:
-        qs = qs.filter(platform_churn_risk=churn_risk)
-    return qs
 
 
 def tutor_list(
@@ -253,30 +175,15 @@ def tutor_list(
     burnout_above: float | None = None,
     utilisation_above: float | None = None,
     region: str | None = None,
-    q: str | None = None,
 ) -> tuple[list[TutorSnapshot], str | None]:
-    qs = tutors_filtered(burnout_above=burnout_above, utilisation_above=utilisation_above, region=region, q=q)
-    return keyset_page(qs, order=order, cursor=cursor, limit=limit)
-
-
-def tutors_filtered(
-    *,
-    burnout_above: float | None = None,
-    utilisation_above: float | None = None,
-    region: str | None = None,
-    q: str | None = None,
-) -> QuerySet[TutorSnapshot]:
-    """The tutors the list's filters keep (the list pages them, the CSV export streams them)."""
-    qs = TutorSnapshot.objects.all()
-    if q:
-        qs = qs.filter(tutor_id__icontains=q)
-    if burnout_above is not None:
-        qs = qs.filter(burnout_risk__gt=burnout_above)
-    if utilisation_above is not None:
-        qs = qs.filter(utilisation__gt=utilisation_above)
-    if region:
-        qs = qs.filter(region__contains=region)
-    return qs
+    lookups = {
+        "burnout_risk__gt": burnout_above,
+        "utilisation__gt": utilisation_above,
+        "region__contains": region,
+    }
+    return keyset_page(
+        _filtered(TutorSnapshot.objects.all(), lookups), order=order, cursor=cursor, limit=limit
+    )
 
 
 def subject_region_list(
@@ -287,17 +194,10 @@ def subject_region_list(
     status: str | None = None,
     subject: str | None = None,
     region: str | None = None,
-    q: str | None = None,
 ) -> tuple[list[SubjectRegionSnapshot], str | None]:
-    qs = SubjectRegionSnapshot.objects.all()
-    if q:
-        qs = qs.filter(Q(subject__icontains=q) | Q(region__icontains=q))
-    if status:
-        qs = qs.filter(balance_status=status)
-    if subject:
-        qs = qs.filter(subject=subject)
-    if region:
-        qs = qs.filter(region=region)
+    qs = _filtered(
+        SubjectRegionSnapshot.objects.all(), {"balance_status": status, "subject": subject, "region": region}
+    )
     return keyset_page(qs, order=order, cursor=cursor, limit=limit)
 
 
@@ -306,16 +206,7 @@ def entity_history(*, entity_type: str, entity_id: str, days: int, now: datetime
     model, key = (StudentHourly, "student_id") if entity_type == "student" else (TutorHourly, "tutor_id")
     first = now.date() - timedelta(days=days - 1)
     start = datetime.combine(first, datetime.min.time(), tzinfo=now.tzinfo)
-    counters = [
-        "sessions_started",
-        "sessions_completed",
-        "sessions_unsuccessful",
-        "rating_sum",
-        "rating_count",
-        "minutes",
-    ]
-    if entity_type == "student":
-        counters += ["ib_calls", "ib_unresolved", "ib_high_priority", *[f"ib_{r}" for r in IB_REASONS]]
+    counters = SESSION_VALUES + IB_VALUES if entity_type == "student" else list(SESSION_VALUES)
     totals: dict[date, dict[str, int]] = {}
     for row in model.objects.filter(**{key: entity_id}, hour__gte=start, hour__lte=now).values(
         "hour", *counters
@@ -342,3 +233,54 @@ def entity_history(*, entity_type: str, entity_id: str, days: int, now: datetime
             point["ib_high_priority"] = t["ib_high_priority"]
         series.append(point)
     return series
+
+
+def entity_sessions(*, entity_type: str, entity_id: str, limit: int = 15) -> list[Session]:
+    """A student's or tutor's latest sessions, most recently started first."""
+    key = ENTITY_MODELS[entity_type][1]
+    return list(Session.objects.filter(**{key: entity_id}).order_by("-started_at", "-id")[:limit])
+
+
+def supply_demand_daily(*, subject: str, region: str, days: list[datetime]) -> dict[str, list[float]]:
+    """A cell's mean platform demand and supply scores per UTC day (`days`: the midnights, oldest
+    first); a day with no reading is 0."""
+    readings = SupplyDemandReading.objects.filter(subject=subject, region=region, reported_at__gte=days[0])
+    rows = {
+        r["day"]: r
+        for r in readings.annotate(day=TruncDay("reported_at"))
+        .values("day")
+        .annotate(demand=Avg("demand_score"), supply=Avg("supply_score"))
+        .values("day", "demand", "supply")
+    }
+    return {
+        k: [rows[d][k] if d in rows and rows[d][k] is not None else 0 for d in days]
+        for k in ("demand", "supply")
+    }
+
+
+def entity_search(*, query: str, limit: int = 20) -> list[tuple[str, str]]:
+    """(entity_type, entity_id) matches: exact ids first, then id prefixes, then subjects/regions."""
+    q = query.strip()
+    if not q:
+        return []
+    exact = [
+        (entity_type, i)
+        for entity_type, (model, key) in ENTITY_MODELS.items()
+        for i in model.objects.filter(**{key: q}).values_list(key, flat=True)[:1]
+    ]
+    if exact:
+        return exact
+    found = [
+        (entity_type, i)
+        for entity_type, (model, key) in ENTITY_MODELS.items()
+        for i in model.objects.filter(**{f"{key}__startswith": q})
+        .order_by(key)
+        .values_list(key, flat=True)[:limit]
+    ]
+    subject, region = cell_parse(q) or (q, "")
+    places = SubjectRegionSnapshot.objects.filter(Q(subject__iexact=subject) | Q(region__iexact=q))
+    if region:
+        places = SubjectRegionSnapshot.objects.filter(subject__iexact=subject, region__iexact=region)
+    cells = places.order_by("subject", "region").values_list("subject", "region")[:limit]
+    found += [("subject_region", cell_key(s, r)) for s, r in cells]
+    return found[: limit * 2]
