@@ -12,16 +12,8 @@ from django.db.models import Case, Count, IntegerField, Q, QuerySet, Value, When
 from alerts.models import ACTIVE_STATUSES, SEVERITY_RANK, Alert
 
 SEVERITIES = ("critical", "warning", "info")  # most severe first
-_PLAIN_FIELDS = (
-    "type",
-    "severity",
-    "status",
-    "entity_type",
-    "entity_id",
-    "message",
-    "details",
-    "occurrences",
-)
+# Fields shown as stored, in the order of the shape.
+_AS_IS = ("type", "severity", "status", "entity_type", "entity_id", "message", "details", "occurrences")
 
 
 def _iso(moment: datetime | None) -> str | None:
@@ -35,7 +27,7 @@ def _username(user: Any) -> str | None:
 def alert_as_dict(alert: Alert) -> dict[str, Any]:
     return {
         "id": alert.pk,
-        **{name: getattr(alert, name) for name in _PLAIN_FIELDS},
+        **{name: getattr(alert, name) for name in _AS_IS},
         "first_seen": alert.first_seen.isoformat(),
         "last_seen": alert.last_seen.isoformat(),
         "acknowledged_at": _iso(alert.acknowledged_at),

@@ -26,30 +26,18 @@ from alerts.selectors import (
     entity_alerts,
 )
 from alerts.selectors import alerts_by_ids as alerts_by_ids_qs
-from insights.models import Insight
+from dashboard.charts import drivers_chart, entity_history_chart, live_charts, subject_region_history
 from insights.selectors import current_insight, entity_insights, insight_for_alert, with_insight_risk
 from metrics.kpis import (
     BucketUnit,
     active_student_counts,
-    events_series,
     first_session_success_rate,
-    health_distribution,
     health_overview,
-    ib_calls_by_reason,
-    sessions_series,
     sessions_today,
     students_at_risk,
-    supply_demand_by_subject,
     traffic_totals,
 )
-from metrics.selectors import (
-    ENTITY_MODELS,
-    entity_get,
-    entity_history,
-    entity_sessions,
-    subject_region_at,
-    supply_demand_daily,
-)
+from metrics.selectors import ENTITY_MODELS, entity_get, entity_sessions, subject_region_at
 from metrics.vocabulary import cell_parse
 
 RANGES = {
@@ -75,7 +63,6 @@ KPI_NAMES = (
 )
 STATUS_FILTERS = ("all", "active", "open", "acknowledged", "resolved", "dismissed")
 FEED_LIMIT = 50
-HISTORY_DAYS = 30
 ENTITY_TYPES = ("student", "tutor", "subject_region", "global")
 ENTITY_ALERTS_MAX = 50  # an entity page's alerts (the page shows "50+")
 
@@ -158,7 +145,7 @@ def students_at_risk_ids(*, now: datetime, range_key: str = DEFAULT_RANGE) -> li
     return list(students_at_risk(since=since).values_list("student_id", flat=True))
 
 
-# --- charts -----------------------------------------------------------------------------------
+# --- charts: a range as buckets -----------------------------------------------------------
 
 # range → (bucket step, bucket unit, label format)
 _BUCKETS: dict[str, tuple[timedelta, BucketUnit, str]] = {
@@ -181,58 +168,14 @@ def _bucket_starts(range_key: str, now: datetime) -> list[datetime]:
     return [last - step * (count - 1 - i) for i in range(count)]
 
 
-def _sessions_chart(*, range_key: str, now: datetime) -> dict[str, Any]:
-    """Sessions started vs completed per bucket over the range (by event time)."""
-    _step, unit, fmt = _BUCKETS[range_key]
-    starts = _bucket_starts(range_key, now)
-    series = sessions_series(starts=starts, unit=unit, now=now)
-    return {
-        "type": "line",
-        "labels": [b.strftime(fmt) for b in starts],
-        "datasets": [
-            {"label": "started", "data": series["started"], "color": "info"},
-            {"label": "completed", "data": series["completed"], "color": "ok"},
-        ],
-    }
-
-
 def charts(*, range_key: str, now: datetime) -> dict[str, Any]:
-    """Chart.js-ready configurations (data only; the page picks colours from its theme)."""
+    """The dashboard's chart configurations over a range (see dashboard/charts.py)."""
     range_key = parse_range(range_key)
-    sessions = _sessions_chart(range_key=range_key, now=now)
-    reasons = ib_calls_by_reason(since=now - RANGES[range_key])
-    health = health_distribution(now=now)
-    supply = supply_demand_by_subject()
-    events = events_series(now=now)
-    return {
-        "events": {
-            "type": "line",
-            "mode": "append",
-            "labels": [p["t"] for p in events],
-            "datasets": [{"label": "events/min", "data": [p["v"] for p in events], "color": "info"}],
-        },
-        "sessions": sessions,
-        "ib_reasons": {
-            "type": "bar",
-            "horizontal": True,
-            "labels": [r.replace("_", " ") for r in reasons],
-            "datasets": [{"label": "IB calls", "data": list(reasons.values()), "color": "warn"}],
-        },
-        "health": {
-            "type": "bar",
-            "labels": health["labels"],
-            "datasets": [{"label": "students", "data": health["counts"], "color": "ok", "band": True}],
-        },
-        "supply_demand": {
-            "type": "bar",
-            "labels": supply["labels"],
-            "max": 100,
-            "datasets": [
-                {"label": "demand score", "data": supply["demand"], "color": "crit"},
-                {"label": "supply score", "data": supply["supply"], "color": "ok"},
-            ],
-        },
-    }
+    _step, unit, label_format = _BUCKETS[range_key]
+    starts = _bucket_starts(range_key, now)
+    return live_charts(
+        starts=starts, unit=unit, label_format=label_format, since=now - RANGES[range_key], now=now
+    )
 
 
 # --- alert feed and explainability -------------------------------------------------------------
@@ -366,26 +309,6 @@ def _snapshot_components(snapshot: Any) -> list[dict[str, Any]]:
     return health_components(components)
 
 
-def drivers_chart(insight: Insight | None) -> dict[str, Any] | None:
-    drivers = [d for d in (insight.drivers if insight else []) or [] if isinstance(d, dict)]
-    if not drivers:
-        return None
-    drivers = sorted(drivers, key=lambda d: -abs(d.get("contribution") or 0))[:8]
-    return {
-        "type": "bar",
-        "horizontal": True,
-        "labels": [f"{d.get('feature', '?')} = {d.get('value', '–')}" for d in drivers],
-        "datasets": [
-            {
-                "label": "contribution",
-                "data": [d.get("contribution") or 0 for d in drivers],
-                "color": "crit",
-                "signed": True,
-            }
-        ],
-    }
-
-
 def alert_panel(*, alert_id: int) -> dict[str, Any] | None:
     """The alert drawer (and the alert's page): its history, insight and entity's score components."""
     alert = alert_get(alert_id=alert_id)
@@ -409,55 +332,6 @@ def alert_panel(*, alert_id: int) -> dict[str, Any] | None:
 
 def split_subject_region(entity_id: str) -> tuple[str, str]:
     return cell_parse(entity_id) or (entity_id, "")
-
-
-def _days(now: datetime, days: int) -> list[datetime]:
-    today = now.replace(hour=0, minute=0, second=0, microsecond=0)
-    return [today - timedelta(days=days - 1 - i) for i in range(days)]
-
-
-# entity type → the daily series its history chart shows: (label, series field, colour)
-_HISTORY_DATASETS = {
-    "student": (
-        ("sessions completed", "sessions_completed", "ok"),
-        ("unsuccessful", "sessions_unsuccessful", "crit"),
-        ("IB calls", "ib_calls", "warn"),
-    ),
-    "tutor": (
-        ("sessions taught", "sessions_completed", "ok"),
-        ("unsuccessful", "sessions_unsuccessful", "crit"),
-        ("hours taught", "hours", "info"),
-    ),
-}
-
-
-def entity_history_chart(
-    *, entity_type: str, entity_id: str, now: datetime, days: int = HISTORY_DAYS
-) -> dict[str, Any]:
-    """A student's or tutor's daily history as a bar chart."""
-    series = entity_history(entity_type=entity_type, entity_id=entity_id, days=days, now=now)
-    return {
-        "type": "bar",
-        "labels": [datetime.fromisoformat(p["date"]).strftime("%b %d") for p in series],
-        "datasets": [
-            {"label": label, "data": [p[field] for p in series], "color": color}
-            for label, field, color in _HISTORY_DATASETS[entity_type]
-        ],
-    }
-
-
-def subject_region_history(*, subject: str, region: str, now: datetime, days: int = HISTORY_DAYS) -> dict:
-    day_list = _days(now, days)
-    s = supply_demand_daily(subject=subject, region=region, days=day_list)
-    return {
-        "type": "line",
-        "labels": [d.strftime("%b %d") for d in day_list],
-        "max": 100,
-        "datasets": [
-            {"label": "demand score", "data": [round(v, 1) for v in s["demand"]], "color": "crit"},
-            {"label": "supply score", "data": [round(v, 1) for v in s["supply"]], "color": "ok"},
-        ],
-    }
 
 
 def _entity_figures(*, entity_type: str, entity_id: str, now: datetime) -> dict[str, Any]:

@@ -1,15 +1,6 @@
 from django.contrib import admin
 
-from metrics.models import (
-    GlobalMinute,
-    Session,
-    StudentHourly,
-    StudentSnapshot,
-    SubjectRegionSnapshot,
-    SupplyDemandReading,
-    TutorHourly,
-    TutorSnapshot,
-)
+from metrics import models
 
 
 class ReadOnly(admin.ModelAdmin):
@@ -22,7 +13,7 @@ class ReadOnly(admin.ModelAdmin):
         return False
 
 
-@admin.register(StudentSnapshot)
+@admin.register(models.StudentSnapshot)
 class StudentSnapshotAdmin(ReadOnly):
     list_display = (
         "student_id",
@@ -41,7 +32,7 @@ class StudentSnapshotAdmin(ReadOnly):
     ordering = ("health_score",)
 
 
-@admin.register(TutorSnapshot)
+@admin.register(models.TutorSnapshot)
 class TutorSnapshotAdmin(ReadOnly):
     list_display = (
         "tutor_id",
@@ -61,7 +52,7 @@ class TutorSnapshotAdmin(ReadOnly):
     ordering = ("-utilisation",)
 
 
-@admin.register(SubjectRegionSnapshot)
+@admin.register(models.SubjectRegionSnapshot)
 class SubjectRegionSnapshotAdmin(ReadOnly):
     list_display = (
         "subject",
@@ -80,7 +71,7 @@ class SubjectRegionSnapshotAdmin(ReadOnly):
     search_fields = ("subject", "region")
 
 
-@admin.register(Session)
+@admin.register(models.Session)
 class SessionAdmin(ReadOnly):
     list_display = (
         "session_id",
@@ -96,25 +87,25 @@ class SessionAdmin(ReadOnly):
     search_fields = ("=session_id", "=student_id", "=tutor_id")
 
 
-@admin.register(StudentHourly)
+@admin.register(models.StudentHourly)
 class StudentHourlyAdmin(ReadOnly):
     list_display = ("student_id", "hour", "sessions_started", "sessions_completed", "ib_calls")
     search_fields = ("=student_id",)
 
 
-@admin.register(TutorHourly)
+@admin.register(models.TutorHourly)
 class TutorHourlyAdmin(ReadOnly):
     list_display = ("tutor_id", "hour", "sessions_started", "sessions_completed", "minutes")
     search_fields = ("=tutor_id",)
 
 
-@admin.register(GlobalMinute)
+@admin.register(models.GlobalMinute)
 class GlobalMinuteAdmin(ReadOnly):
     list_display = ("minute", "received", "events", "sessions_started", "sessions_completed", "ib_calls")
     ordering = ("-minute",)
 
 
-@admin.register(SupplyDemandReading)
+@admin.register(models.SupplyDemandReading)
 class SupplyDemandReadingAdmin(ReadOnly):
     list_display = ("subject", "region", "reported_at", "demand_score", "supply_score", "balance_status")
     list_filter = ("region", "subject")

@@ -22,12 +22,10 @@ from metrics.selectors import (
     BadCursor,
     entity_get,
     entity_history,
+    entity_list,
     snapshot_as_dict,
-    student_list,
     subject_region_as_dict,
     subject_region_get,
-    subject_region_list,
-    tutor_list,
 )
 from metrics.vocabulary import StudentOrder, SubjectRegionOrder, TutorOrder
 
@@ -136,9 +134,11 @@ class SubjectRegionFilters(Schema):
     )
 
 
-def _page(fetch, **kwargs) -> tuple[list[Any], str | None]:
+def _page(entity_type: str, query: Schema) -> tuple[list[Any], str | None]:
+    filters = query.dict()
+    paging = {"order": filters.pop("order"), "limit": filters.pop("limit"), "cursor": filters.pop("cursor")}
     try:
-        return fetch(**kwargs)
+        return entity_list(entity_type=entity_type, **paging, filters=filters)
     except BadCursor:
         raise FieldHttpError(
             400, "invalid cursor", [{"field": "cursor", "message": "not a cursor this list gave out"}]
@@ -152,7 +152,7 @@ def _page(fetch, **kwargs) -> tuple[list[Any], str | None]:
     summary="List subject × region rows (highest own demand/supply ratio first)",
 )
 def list_subject_regions(request, filters: Query[SubjectRegionFilters]):
-    rows, nxt = _page(subject_region_list, **filters.dict())
+    rows, nxt = _page("subject_region", filters)
     return {"results": [subject_region_as_dict(r) for r in rows], "next": nxt}
 
 
@@ -172,13 +172,13 @@ def get_subject_region(request, entity_id: str):
     "/student", response={200: StudentPage, 400: Error}, summary="List students (lowest health first)"
 )
 def list_students(request, filters: Query[StudentFilters]):
-    rows, nxt = _page(student_list, **filters.dict())
+    rows, nxt = _page("student", filters)
     return {"results": [snapshot_as_dict("student", r) for r in rows], "next": nxt}
 
 
 @router.get("/tutor", response={200: TutorPage, 400: Error}, summary="List tutors")
 def list_tutors(request, filters: Query[TutorFilters]):
-    rows, nxt = _page(tutor_list, **filters.dict())
+    rows, nxt = _page("tutor", filters)
     return {"results": [snapshot_as_dict("tutor", r) for r in rows], "next": nxt}
 
 

@@ -148,57 +148,35 @@ def data_coverage_start() -> datetime | None:
     return StudentHourly.objects.order_by("hour").values_list("hour", flat=True).first()
 
 
-def _filtered(qs: QuerySet, lookups: dict[str, Any]) -> QuerySet:
-    """The rows matching every lookup given a value (None and "" mean "any")."""
-    return qs.filter(**{k: v for k, v in lookups.items() if v is not None and v != ""})
+# entity type → its snapshot table and its list's filters: {filter name: lookup}
+LIST_FILTERS: dict[str, tuple[type[Model], dict[str, str]]] = {
+    "student": (
+        StudentSnapshot,
+        {"health_below": "health_score__lt", "trend": "velocity_trend", "churn_risk": "platform_churn_risk"},
+    ),
+    "tutor": (
+        TutorSnapshot,
+        {
+            "burnout_above": "burnout_risk__gt",
+            "utilisation_above": "utilisation__gt",
+            "region": "region__contains",
+        },
+    ),
+    "subject_region": (
+        SubjectRegionSnapshot,
+        {"status": "balance_status", "subject": "subject", "region": "region"},
+    ),
+}
 
 
-def student_list(
-    *,
-    order: str,
-    limit: int,
-    cursor: str | None = None,
-    health_below: float | None = None,
-    trend: str | None = None,
-    churn_risk: str | None = None,
-) -> tuple[list[StudentSnapshot], str | None]:
-    lookups = {"health_score__lt": health_below, "velocity_trend": trend, "platform_churn_risk": churn_risk}
-    qs = _filtered(StudentSnapshot.objects.all(), lookups)
-    return keyset_page(qs, order=order, cursor=cursor, limit=limit)
-
-
-def tutor_list(
-    *,
-    order: str,
-    limit: int,
-    cursor: str | None = None,
-    burnout_above: float | None = None,
-    utilisation_above: float | None = None,
-    region: str | None = None,
-) -> tuple[list[TutorSnapshot], str | None]:
-    lookups = {
-        "burnout_risk__gt": burnout_above,
-        "utilisation__gt": utilisation_above,
-        "region__contains": region,
-    }
-    return keyset_page(
-        _filtered(TutorSnapshot.objects.all(), lookups), order=order, cursor=cursor, limit=limit
-    )
-
-
-def subject_region_list(
-    *,
-    order: str,
-    limit: int,
-    cursor: str | None = None,
-    status: str | None = None,
-    subject: str | None = None,
-    region: str | None = None,
-) -> tuple[list[SubjectRegionSnapshot], str | None]:
-    qs = _filtered(
-        SubjectRegionSnapshot.objects.all(), {"balance_status": status, "subject": subject, "region": region}
-    )
-    return keyset_page(qs, order=order, cursor=cursor, limit=limit)
+def entity_list(
+    *, entity_type: str, order: str, limit: int, cursor: str | None = None, filters: dict[str, Any]
+) -> tuple[list[Model], str | None]:
+    """One page of students, tutors or subject × region rows (keyset_page), matching every filter
+    given a value (LIST_FILTERS names them; None and "" mean "any")."""
+    model, lookups = LIST_FILTERS[entity_type]
+    wanted = {lookups[name]: v for name, v in filters.items() if v is not None and v != ""}
+    return keyset_page(model.objects.filter(**wanted), order=order, cursor=cursor, limit=limit)
 
 
 def entity_history(*, entity_type: str, entity_id: str, days: int, now: datetime) -> list[dict[str, Any]]:
