@@ -210,6 +210,18 @@ def test_student_page_shows_snapshot_history_components_alerts_and_insight(staff
     assert 'href="/entities/tutor/tut_1"' in html
 
 
+def test_the_health_pill_and_components_follow_the_configured_thresholds(staff_client, settings):
+    make_student("stu_6")  # health 62.5
+    html = staff_client.get("/entities/student/stu_6").content.decode()
+    assert '<span class="pill sev-warning">health 62</span>' in html and "at risk below 70," in html
+    settings.ALERT_LOW_HEALTH_WARNING, settings.ALERT_LOW_HEALTH_CRITICAL = 60.0, 40.0
+    html = staff_client.get("/entities/student/stu_6").content.decode()
+    assert '<span class="pill ok">health 62</span>' in html and "at risk below 60," in html
+    settings.ALERT_LOW_HEALTH_WARNING, settings.ALERT_LOW_HEALTH_CRITICAL = 80.0, 65.0
+    html = staff_client.get("/entities/student/stu_6").content.decode()
+    assert '<span class="pill sev-critical">health 62</span>' in html
+
+
 def test_an_insight_that_still_quotes_the_current_figures_is_the_one_shown(staff_client):
     from insights.features import student_features
 
