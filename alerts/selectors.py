@@ -124,15 +124,15 @@ def alerts_page_by_severity(
 ) -> tuple[list[Alert], str | None]:
     """One page of `qs`, most severe first, then the most recently seen; the cursor (opaque, the last
     row's severity, last_seen and id) continues after the last row, however the rows move."""
-    qs = qs.annotate(severity_rank=_SEVERITY_ORDER)
+    ranked = qs.annotate(severity_rank=_SEVERITY_ORDER)
     if cursor:
         rank, seen, pk = _decode_feed_cursor(cursor)
-        qs = qs.filter(
+        ranked = ranked.filter(
             Q(severity_rank__lt=rank)
             | Q(severity_rank=rank, last_seen__lt=seen)
             | Q(severity_rank=rank, last_seen=seen, pk__lt=pk)
         )
-    rows = list(qs.order_by("-severity_rank", "-last_seen", "-id")[: limit + 1])
+    rows: list[Alert] = list(ranked.order_by("-severity_rank", "-last_seen", "-id")[: limit + 1])
     if len(rows) <= limit:
         return rows, None
     return rows[:limit], _feed_cursor(rows[limit - 1])

@@ -4,7 +4,7 @@ entity page shows, the alerts an insight changes on the dashboard."""
 from __future__ import annotations
 
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
 from django.db.models import Count, Exists, OuterRef, Q, QuerySet, Subquery
 
@@ -152,11 +152,8 @@ def alerts_showing_insights(*, insight_ids: list[int]) -> tuple[list[int], list[
         entities |= Q(entity_type=entity_type, entity_id=entity_id)
     drawers = Q(pk__in=linked)
     if entities:
-        drawers |= (
-            entities
-            & Q(status__in=ACTIVE_STATUSES)
-            & ~Exists(Insight.objects.filter(alert_id=OuterRef("pk")))
-        )
+        without_own = ~Exists(Insight.objects.filter(alert_id=OuterRef("pk")))
+        drawers = cast(Q, drawers | (entities & Q(status__in=ACTIVE_STATUSES) & without_own))
     if not linked and not entities:
         return [], []
     return linked, list(Alert.objects.filter(drawers).order_by("-last_seen")[:INSIGHT_PUSH_MAX_DRAWERS])

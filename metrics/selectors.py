@@ -71,7 +71,7 @@ def subject_region_as_dict(obj: SubjectRegionSnapshot) -> dict[str, Any]:
 
 def entity_get(entity_type: str, entity_id: str) -> Model | None:
     model, key = ENTITY_MODELS[entity_type]
-    return model.objects.filter(**{key: entity_id}).first()
+    return model._default_manager.filter(**{key: entity_id}).first()
 
 
 def subject_region_get(entity_id: str) -> SubjectRegionSnapshot | None:
@@ -176,7 +176,7 @@ def entity_list(
     given a value (LIST_FILTERS names them; None and "" mean "any")."""
     model, lookups = LIST_FILTERS[entity_type]
     wanted = {lookups[name]: v for name, v in filters.items() if v is not None and v != ""}
-    return keyset_page(model.objects.filter(**wanted), order=order, cursor=cursor, limit=limit)
+    return keyset_page(model._default_manager.filter(**wanted), order=order, cursor=cursor, limit=limit)
 
 
 def entity_history(*, entity_type: str, entity_id: str, days: int, now: datetime) -> list[dict[str, Any]]:
@@ -244,14 +244,14 @@ def entity_search(*, query: str, limit: int = 20) -> list[tuple[str, str]]:
     exact = [
         (entity_type, i)
         for entity_type, (model, key) in ENTITY_MODELS.items()
-        for i in model.objects.filter(**{key: q}).values_list(key, flat=True)[:1]
+        for i in model._default_manager.filter(**{key: q}).values_list(key, flat=True)[:1]
     ]
     if exact:
         return exact
     found = [
         (entity_type, i)
         for entity_type, (model, key) in ENTITY_MODELS.items()
-        for i in model.objects.filter(**{f"{key}__startswith": q})
+        for i in model._default_manager.filter(**{f"{key}__startswith": q})
         .order_by(key)
         .values_list(key, flat=True)[:limit]
     ]
