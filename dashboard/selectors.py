@@ -12,7 +12,6 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from django.conf import settings
 from django.db.models import QuerySet
 
 from alerts.delivery import GROUP_MIN
@@ -26,6 +25,7 @@ from alerts.selectors import (
     entity_alerts,
 )
 from alerts.selectors import alerts_by_ids as alerts_by_ids_qs
+from alerts.thresholds import health_cuts
 from dashboard.charts import drivers_chart, entity_history_chart, live_charts, subject_region_history
 from insights.selectors import current_insight, entity_insights, insight_for_alert, with_insight_risk
 from metrics.kpis import (
@@ -72,11 +72,9 @@ def parse_range(value: str | None) -> str:
 
 
 def _thresholds() -> dict[str, float]:
-    """The health score's bands, for the templates that colour a score."""
-    return {
-        "risk_threshold": settings.ALERT_LOW_HEALTH_WARNING,
-        "critical_threshold": settings.ALERT_LOW_HEALTH_CRITICAL,
-    }
+    """The health score's bands (the runtime thresholds), for the templates that colour a score."""
+    critical, warning = health_cuts()
+    return {"risk_threshold": warning, "critical_threshold": critical}
 
 
 # --- KPIs -------------------------------------------------------------------------------------
@@ -104,7 +102,9 @@ def kpis(*, range_key: str, now: datetime) -> dict[str, Any]:
     cur, prev = traffic["cur"], traffic["prev"]
     sessions = sessions_today(now=now)
     active, active_prev = active_student_counts(since=start, span=span)
-    health = health_overview(since=start)  # over the same active students as the card beside it
+    critical, warning = health_cuts()
+    # over the same active students as the card beside it
+    health = health_overview(since=start, at_risk_below=warning, critical_below=critical)
     alerts = alert_counts(since=start, span=span)
     return {
         "range": range_key,
@@ -124,7 +124,7 @@ def kpis(*, range_key: str, now: datetime) -> dict[str, Any]:
         "students_critical": health["critical"],
         "students_not_scored": health["unscored"],
         "students_scored": health["scored"],
-        "risk_threshold": settings.ALERT_LOW_HEALTH_WARNING,
+        "risk_threshold": warning,
         "open_alerts": sum(alerts["by_severity"].values()),
         "open_alerts_by_severity": alerts["by_severity"],
         "alerts_new": alerts["new"],
@@ -142,7 +142,8 @@ def kpis(*, range_key: str, now: datetime) -> dict[str, Any]:
 def students_at_risk_ids(*, now: datetime, range_key: str = DEFAULT_RANGE) -> list[str]:
     """The students the at-risk KPI counts for this range (bench/signal_quality.py scores this set)."""
     since = now - RANGES[parse_range(range_key)]
-    return list(students_at_risk(since=since).values_list("student_id", flat=True))
+    at_risk = students_at_risk(since=since, below=health_cuts()[1])
+    return list(at_risk.values_list("student_id", flat=True))
 
 
 # --- charts: a range as buckets -----------------------------------------------------------

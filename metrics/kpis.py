@@ -39,23 +39,22 @@ def active_students(*, since: datetime) -> QuerySet:
     return StudentHourly.objects.filter(hour__gte=_floor_hour(since)).values("student_id").distinct()
 
 
-def students_at_risk(*, since: datetime) -> QuerySet:
-    """The one at-risk set: students active since `since` whose health score is below
-    ALERT_LOW_HEALTH_WARNING (a student with no score yet is never at risk)."""
-    return StudentSnapshot.objects.filter(
-        student_id__in=active_students(since=since), health_score__lt=settings.ALERT_LOW_HEALTH_WARNING
-    )
+def students_at_risk(*, since: datetime, below: float) -> QuerySet:
+    """The one at-risk set: students active since `since` whose health score is below `below` (the
+    runtime ALERT_LOW_HEALTH_WARNING, alerts.thresholds; a student with no score yet is never at risk)."""
+    return StudentSnapshot.objects.filter(student_id__in=active_students(since=since), health_score__lt=below)
 
 
-def health_overview(*, since: datetime) -> dict[str, Any]:
+def health_overview(*, since: datetime, at_risk_below: float, critical_below: float) -> dict[str, Any]:
     """Among the students active since `since`: how many, how many at risk, critical, not scored yet,
-    and their mean score — the KPI card's figures, all over the same set."""
+    and their mean score — the KPI card's figures, all over the same set. The cuts are the runtime
+    thresholds (alerts.thresholds), which the caller reads."""
     qs = StudentSnapshot.objects.filter(student_id__in=active_students(since=since))
     agg = qs.aggregate(
         scored=Count("id", filter=Q(health_score__isnull=False)),
         unscored=Count("id", filter=Q(health_score__isnull=True)),
-        at_risk=Count("id", filter=Q(health_score__lt=settings.ALERT_LOW_HEALTH_WARNING)),
-        critical=Count("id", filter=Q(health_score__lt=settings.ALERT_LOW_HEALTH_CRITICAL)),
+        at_risk=Count("id", filter=Q(health_score__lt=at_risk_below)),
+        critical=Count("id", filter=Q(health_score__lt=critical_below)),
         avg=Avg("health_score"),
     )
     return {**agg, "avg": round(agg["avg"], 1) if agg["avg"] is not None else None}

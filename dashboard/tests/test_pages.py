@@ -222,6 +222,16 @@ def test_the_health_pill_and_components_follow_the_configured_thresholds(staff_c
     assert '<span class="pill sev-critical">health 62</span>' in html
 
 
+def test_the_health_pill_follows_thresholds_set_in_the_admin(staff_client, staff_user):
+    from alerts.thresholds import thresholds_update
+
+    make_student("stu_5")  # health 62.5: at risk under the defaults (70, 50)
+    overrides = {"ALERT_LOW_HEALTH_WARNING": 62.0, "ALERT_LOW_HEALTH_CRITICAL": 40.0}
+    thresholds_update(overrides=overrides, user=staff_user, now=timezone.now())
+    html = staff_client.get("/entities/student/stu_5").content.decode()
+    assert '<span class="pill ok">health 62</span>' in html and "at risk below 62," in html
+
+
 def test_an_insight_that_still_quotes_the_current_figures_is_the_one_shown(staff_client):
     from insights.features import student_features
 
