@@ -13,6 +13,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from django.db.models import QuerySet
+from django.utils import timezone
 
 from alerts.delivery import GROUP_MIN
 from alerts.models import ACTIVE_STATUSES, ENTITY_PLURALS, Alert
@@ -25,6 +26,7 @@ from alerts.selectors import (
     entity_alerts,
 )
 from alerts.selectors import alerts_by_ids as alerts_by_ids_qs
+from alerts.silences import silences_for, with_muted
 from alerts.thresholds import health_cuts
 from dashboard.charts import drivers_chart, entity_history_chart, live_charts, subject_region_history
 from insights.selectors import current_insight, entity_insights, insight_for_alert, with_insight_risk
@@ -62,6 +64,7 @@ KPI_NAMES = (
     "first_session_success_rate",
 )
 STATUS_FILTERS = ("all", "active", "open", "acknowledged", "resolved", "dismissed")
+MUTED_FILTERS = ("show", "hide")
 FEED_LIMIT = 50
 ENTITY_TYPES = ("student", "tutor", "subject_region", "global")
 ENTITY_ALERTS_MAX = 50  # an entity page's alerts (the page shows "50+")
@@ -184,16 +187,19 @@ def charts(*, range_key: str, now: datetime) -> dict[str, Any]:
 
 @dataclass(frozen=True)
 class FeedFilters:
-    """Severity and status filters of the alert feed (from the URL; unknown values mean "all")."""
+    """Severity, status and muted filters of the alert feed (from the URL; unknown values mean "all";
+    muted alerts — an active silence matches them — are shown, marked, unless muted=hide)."""
 
     severity: str = "all"
     status: str = "all"
+    muted: str = "show"
 
     @classmethod
-    def parse(cls, severity: str | None, status: str | None) -> FeedFilters:
+    def parse(cls, severity: str | None, status: str | None, muted: str | None = None) -> FeedFilters:
         return cls(
             severity=severity if severity in SEVERITIES else "all",
             status=status if status in STATUS_FILTERS else "all",
+            muted=muted if muted in MUTED_FILTERS else "show",
         )
 
     def _statuses(self) -> tuple[str, ...] | None:
@@ -206,17 +212,22 @@ class FeedFilters:
     def apply(self, qs: QuerySet[Alert]) -> QuerySet[Alert]:
         if self.severity != "all":
             qs = qs.filter(severity=self.severity)
+        if self.muted == "hide":  # the queryset carries `muted` (alerts.silences.with_muted)
+            qs = qs.filter(muted=False)  # type: ignore[misc]  # an annotation the stubs cannot see
         statuses = self._statuses()
         return qs.filter(status__in=statuses) if statuses else qs
 
     def matches(self, alert: Alert) -> bool:
         statuses = self._statuses()
-        return (self.severity == "all" or alert.severity == self.severity) and (
-            statuses is None or alert.status in statuses
+        return (
+            (self.severity == "all" or alert.severity == self.severity)
+            and (statuses is None or alert.status in statuses)
+            and not (self.muted == "hide" and getattr(alert, "muted", False))
         )
 
     def as_query(self) -> dict[str, str]:
-        return {k: v for k, v in (("severity", self.severity), ("status", self.status)) if v != "all"}
+        query = {k: v for k, v in (("severity", self.severity), ("status", self.status)) if v != "all"}
+        return {**query, "muted": self.muted} if self.muted != "show" else query
 
 
 def alert_feed_page(
@@ -224,7 +235,8 @@ def alert_feed_page(
 ) -> tuple[list[Alert], str | None]:
     """One page of the filtered feed, most severe first, each alert with its insight's risk
     (BadFeedCursor for a cursor the feed did not give out)."""
-    qs = with_insight_risk(filters.apply(Alert.objects.all()))
+    muted = with_muted(Alert.objects.all(), now=timezone.now())
+    qs = with_insight_risk(filters.apply(muted))
     return alerts_page_by_severity(qs, cursor=cursor, limit=limit)
 
 
@@ -276,8 +288,9 @@ def feed_rows(alerts: list[Alert]) -> list[Alert | FeedGroup]:
 
 
 def alerts_by_ids(*, ids: list[int]) -> list[Alert]:
-    """The changed alerts of a push, each with its insight's risk (its feed row shows it)."""
-    return list(with_insight_risk(alerts_by_ids_qs(ids=ids)))
+    """The changed alerts of a push, each with its insight's risk and whether it is muted (its feed row
+    shows both)."""
+    return list(with_insight_risk(with_muted(alerts_by_ids_qs(ids=ids), now=timezone.now())))
 
 
 def health_components(components: dict[str, Any] | None) -> list[dict[str, Any]]:
@@ -317,8 +330,11 @@ def alert_panel(*, alert_id: int) -> dict[str, Any] | None:
         return None
     insight = insight_for_alert(alert)
     snapshot = entity_get(alert.entity_type, alert.entity_id) if alert.entity_type in ENTITY_MODELS else None
+    silence = silences_for([alert], now=timezone.now()).get(alert.pk)
+    alert.muted = silence is not None  # type: ignore[attr-defined]  # as with_muted annotates feed rows
     return {
         "alert": alert,
+        "silence": silence,
         "transitions": alert_transitions(alert),
         "insight": insight,
         "drivers_chart": drivers_chart(insight),
@@ -362,7 +378,7 @@ def entity_page(*, entity_type: str, entity_id: str, now: datetime) -> dict[str,
     if entity_type not in ENTITY_TYPES:
         return None
     figures = _entity_figures(entity_type=entity_type, entity_id=entity_id, now=now)
-    found = entity_alerts(entity_type=entity_type, entity_id=entity_id)
+    found = with_muted(entity_alerts(entity_type=entity_type, entity_id=entity_id), now=now)
     alerts = list(with_insight_risk(found)[:ENTITY_ALERTS_MAX])
     insights = entity_insights(entity_type=entity_type, entity_id=entity_id)
     if figures["snapshot"] is None and not alerts and not insights and not figures["sessions"]:
