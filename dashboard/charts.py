@@ -6,6 +6,8 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from typing import Any
 
+from django.utils import timezone
+
 from insights.models import Insight
 from metrics.kpis import (
     BucketUnit,
@@ -25,7 +27,7 @@ def _sessions_chart(*, starts: list[datetime], unit: BucketUnit, label_format: s
     series = sessions_series(starts=starts, unit=unit, now=now)
     return {
         "type": "line",
-        "labels": [b.strftime(label_format) for b in starts],
+        "labels": [(b if unit == "day" else timezone.localtime(b)).strftime(label_format) for b in starts],
         "datasets": [
             {"label": "started", "data": series["started"], "color": "info"},
             {"label": "completed", "data": series["completed"], "color": "ok"},

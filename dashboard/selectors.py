@@ -117,6 +117,7 @@ def kpis(*, range_key: str, now: datetime) -> dict[str, Any]:
         "events_in_range": cur["received"],
         "events_in_range_prev": prev["received"],
         "sessions_today": sessions["today"],
+        "today_since": sessions["since"].isoformat(),
         "sessions_today_prev": sessions["yesterday"],
         "active_students": active,
         "active_students_prev": active_prev,
@@ -154,9 +155,9 @@ def students_at_risk_ids(*, now: datetime, range_key: str = DEFAULT_RANGE) -> li
 # range → (bucket step, bucket unit, label format)
 _BUCKETS: dict[str, tuple[timedelta, BucketUnit, str]] = {
     "1h": (timedelta(minutes=1), "minute", "%H:%M"),
-    "24h": (timedelta(hours=1), "hour", "%H:00"),
-    "7d": (timedelta(hours=1), "hour", "%a %H:00"),
-    "30d": (timedelta(days=1), "day", "%b %d"),
+    "24h": (timedelta(hours=1), "hour", "%H:%M"),
+    "7d": (timedelta(hours=1), "hour", "%a %H:%M"),
+    "30d": (timedelta(days=1), "day", "%b %d"),  # UTC days, labelled so on the page
 }
 
 

@@ -7,12 +7,13 @@ these take datetimes.
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
 from django.conf import settings
 from django.db.models import Avg, Count, Q, QuerySet, Sum
 from django.db.models.functions import TruncDay, TruncHour
+from django.utils import timezone
 
 from metrics.models import GlobalMinute, Session, StudentHourly, StudentSnapshot, SubjectRegionSnapshot
 from metrics.selectors import data_coverage_start
@@ -75,12 +76,13 @@ def traffic_totals(*, windows: dict[str, tuple[datetime, datetime]]) -> dict[str
     return {name: {col: int(agg[f"{name}__{col}"] or 0) for col in TRAFFIC_COLUMNS} for name in windows}
 
 
-def sessions_today(*, now: datetime) -> dict[str, int]:
-    """Sessions started or completed since midnight (UTC), and yesterday up to the same time."""
-    midnight = now.replace(hour=0, minute=0, second=0, microsecond=0)
+def sessions_today(*, now: datetime) -> dict[str, Any]:
+    """Sessions started or completed since midnight, and yesterday up to the same time; "Today" starts
+    at midnight in the display zone (the request's or socket's active zone): `since`."""
+    midnight = timezone.localtime(now).replace(hour=0, minute=0, second=0, microsecond=0)
     yesterday = midnight - timedelta(days=1)
     same_time_yesterday = now - timedelta(days=1)
-    return Session.objects.filter(Q(started_at__gte=yesterday) | Q(completed_at__gte=yesterday)).aggregate(
+    counts = Session.objects.filter(Q(started_at__gte=yesterday) | Q(completed_at__gte=yesterday)).aggregate(
         today=Count("id", filter=Q(started_at__gte=midnight) | Q(completed_at__gte=midnight)),
         yesterday=Count(
             "id",
@@ -88,6 +90,7 @@ def sessions_today(*, now: datetime) -> dict[str, int]:
             | _between("completed_at", yesterday, same_time_yesterday),
         ),
     )
+    return {**counts, "since": midnight}
 
 
 def active_student_counts(*, since: datetime, span: timedelta) -> tuple[int, int]:
@@ -126,7 +129,7 @@ def events_series(*, now: datetime, minutes: int = 60) -> list[dict[str, Any]]:
     )
     return [
         {
-            "t": (start + timedelta(minutes=i)).strftime("%H:%M"),
+            "t": timezone.localtime(start + timedelta(minutes=i)).strftime("%H:%M"),
             "v": rows.get(start + timedelta(minutes=i), 0),
         }
         for i in range(minutes)
@@ -143,7 +146,7 @@ def sessions_series(*, starts: list[datetime], unit: BucketUnit, now: datetime) 
         trunc = TruncHour if unit == "hour" else TruncDay
         rows = {
             r[0]: r[1:]
-            for r in qs.annotate(bucket=trunc("minute"))
+            for r in qs.annotate(bucket=trunc("minute", tzinfo=UTC))  # UTC buckets whatever the display zone
             .values("bucket")
             .annotate(s=Sum("sessions_started"), c=Sum("sessions_completed"))
             .values_list("bucket", "s", "c")

@@ -7,6 +7,7 @@ from __future__ import annotations
 import base64
 import json
 import math
+from collections.abc import Callable
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
@@ -169,14 +170,41 @@ LIST_FILTERS: dict[str, tuple[type[Model], dict[str, str]]] = {
 }
 
 
+# entity type → the rows a list's `q` (any case) keeps
+LIST_SEARCH: dict[str, Callable[[str], Q]] = {
+    "student": lambda q: Q(student_id__icontains=q),
+    "tutor": lambda q: Q(tutor_id__icontains=q),
+    "subject_region": lambda q: Q(subject__icontains=q) | Q(region__icontains=q),
+}
+
+
+def entities_filtered(*, entity_type: str, filters: dict[str, Any]) -> QuerySet:
+    """The rows a list's filters keep: every filter given a value (LIST_FILTERS names them; None and
+    "" mean "any") and `q`, contained in the id (or the subject or region), any case."""
+    model, lookups = LIST_FILTERS[entity_type]
+    q = filters.get("q")
+    wanted = {lookups[name]: v for name, v in filters.items() if name != "q" and v is not None and v != ""}
+    qs = model._default_manager.filter(**wanted)
+    return qs.filter(LIST_SEARCH[entity_type](q)) if q else qs
+
+
+def students_filtered(**filters: Any) -> QuerySet[StudentSnapshot]:
+    """The students the list's filters keep (the list pages them, the CSV export streams them)."""
+    return entities_filtered(entity_type="student", filters=filters)
+
+
+def tutors_filtered(**filters: Any) -> QuerySet[TutorSnapshot]:
+    """The tutors the list's filters keep (the list pages them, the CSV export streams them)."""
+    return entities_filtered(entity_type="tutor", filters=filters)
+
+
 def entity_list(
     *, entity_type: str, order: str, limit: int, cursor: str | None = None, filters: dict[str, Any]
 ) -> tuple[list[Model], str | None]:
-    """One page of students, tutors or subject × region rows (keyset_page), matching every filter
-    given a value (LIST_FILTERS names them; None and "" mean "any")."""
-    model, lookups = LIST_FILTERS[entity_type]
-    wanted = {lookups[name]: v for name, v in filters.items() if v is not None and v != ""}
-    return keyset_page(model._default_manager.filter(**wanted), order=order, cursor=cursor, limit=limit)
+    """One page of students, tutors or subject × region rows (keyset_page) matching the filters
+    (entities_filtered)."""
+    qs = entities_filtered(entity_type=entity_type, filters=filters)
+    return keyset_page(qs, order=order, cursor=cursor, limit=limit)
 
 
 def entity_history(*, entity_type: str, entity_id: str, days: int, now: datetime) -> list[dict[str, Any]]:
@@ -225,7 +253,7 @@ def supply_demand_daily(*, subject: str, region: str, days: list[datetime]) -> d
     readings = SupplyDemandReading.objects.filter(subject=subject, region=region, reported_at__gte=days[0])
     rows = {
         r["day"]: r
-        for r in readings.annotate(day=TruncDay("reported_at"))
+        for r in readings.annotate(day=TruncDay("reported_at", tzinfo=UTC))
         .values("day")
         .annotate(demand=Avg("demand_score"), supply=Avg("supply_score"))
         .values("day", "demand", "supply")
@@ -237,7 +265,9 @@ def supply_demand_daily(*, subject: str, region: str, days: list[datetime]) -> d
 
 
 def entity_search(*, query: str, limit: int = 20) -> list[tuple[str, str]]:
-    """(entity_type, entity_id) matches: exact ids first, then id prefixes, then subjects/regions."""
+    """(entity_type, entity_id) matches: an exact id alone; otherwise ids containing the text and
+    subject × region cells whose subject or region contains it, case-insensitive ("math" finds the
+    Mathematics cells, "stu_12" stu_12, stu_120, …). Each kind is capped at `limit` rows, in id order."""
     q = query.strip()
     if not q:
         return []
@@ -251,14 +281,14 @@ def entity_search(*, query: str, limit: int = 20) -> list[tuple[str, str]]:
     found = [
         (entity_type, i)
         for entity_type, (model, key) in ENTITY_MODELS.items()
-        for i in model._default_manager.filter(**{f"{key}__startswith": q})
+        for i in model._default_manager.filter(**{f"{key}__icontains": q})
         .order_by(key)
         .values_list(key, flat=True)[:limit]
     ]
     subject, region = cell_parse(q) or (q, "")
-    places = SubjectRegionSnapshot.objects.filter(Q(subject__iexact=subject) | Q(region__iexact=q))
+    places = SubjectRegionSnapshot.objects.filter(Q(subject__icontains=q) | Q(region__icontains=q))
     if region:
-        places = SubjectRegionSnapshot.objects.filter(subject__iexact=subject, region__iexact=region)
+        places = SubjectRegionSnapshot.objects.filter(subject__icontains=subject, region__icontains=region)
     cells = places.order_by("subject", "region").values_list("subject", "region")[:limit]
     found += [("subject_region", cell_key(s, r)) for s, r in cells]
     return found[: limit * 2]
