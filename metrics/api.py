@@ -92,6 +92,11 @@ class History(Schema):
     series: list[DayPoint]
 
 
+def _contains(description: str) -> Any:
+    """A list's `q`: 1 to 100 characters to look for, any case."""
+    return Field(None, min_length=1, max_length=100, description=description)
+
+
 class StudentFilters(Schema):
     order: StudentOrder = "health_score"
     limit: int = Field(50, ge=1, le=500)
@@ -99,12 +104,7 @@ class StudentFilters(Schema):
     health_below: float | None = Field(None, description="our health score below this")
     trend: Literal["rising", "steady", "falling", "new"] | None = Field(None, description="velocity trend")
     churn_risk: Literal["low", "medium", "high"] | None = Field(None, description="the platform's label")
-    q: str | None = Field(
-        None,
-        min_length=1,
-        max_length=100,
-        description='the student id contains this, case-insensitive ("stu_12")',
-    )
+    q: str | None = _contains('the student id contains this, case-insensitive ("stu_12")')
 
 
 class TutorFilters(Schema):
@@ -114,12 +114,7 @@ class TutorFilters(Schema):
     burnout_above: float | None = Field(None, ge=0, le=1)
     utilisation_above: float | None = Field(None, ge=0)
     region: str | None = Field(None, description="e.g. west (from the tutor's timezone)")
-    q: str | None = Field(
-        None,
-        min_length=1,
-        max_length=100,
-        description='the tutor id contains this, case-insensitive ("stu_12")',
-    )
+    q: str | None = _contains('the tutor id contains this, case-insensitive ("stu_12")')
 
 
 class SubjectRegionFilters(Schema):
@@ -129,9 +124,7 @@ class SubjectRegionFilters(Schema):
     status: Literal["balanced", "high_demand", "oversupplied"] | None = None
     subject: str | None = None
     region: str | None = None
-    q: str | None = Field(
-        None, min_length=1, max_length=100, description="subject or region contains this, case-insensitive"
-    )
+    q: str | None = _contains("subject or region contains this, case-insensitive")
 
 
 def _page(entity_type: str, query: Schema) -> tuple[list[Any], str | None]:
