@@ -511,13 +511,13 @@ def main() -> None:
 
     pipeline.effects.committed = counted_committed
 
-    import metrics.services
+    import metrics.services.snapshots
 
     phases = Phases()
     for module, attr, name in (
         (pipeline.batch, "_store_events", "store"),
         (pipeline.batch, "fold_events", "fold"),
-        (metrics.services, "snapshots_refresh", "refresh"),
+        (metrics.services.snapshots, "snapshots_refresh", "refresh"),
         (pipeline.batch, "alerts_evaluate", "rules"),
         (pipeline.effects, "_route", "routing"),
         (pipeline.effects, "committed", "after commit"),

@@ -1,0 +1,84 @@
+"""Snapshot refreshes: the touched entities after a batch, the stale ones as windows decay with time,
+and the rows of entities first seen when a rebuild refreshes once at the end."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from types import SimpleNamespace
+
+from django.db.models import Q
+
+from metrics.models import StudentSnapshot, TutorSnapshot
+from metrics.services.cells import Cell, subject_regions_refresh
+from metrics.services.columns import STUDENT_INSERT, TUTOR_INSERT
+from metrics.services.db import rows_ensure
+from metrics.services.students import refresh_students
+from metrics.services.tutors import refresh_tutors
+
+
+@dataclass
+class Touched:
+    students: set[str] = field(default_factory=set)
+    tutors: set[str] = field(default_factory=set)
+    subject_regions: set[Cell] = field(default_factory=set)
+    health_reported: set[str] = field(default_factory=set)
+    first_sessions: set[str] = field(default_factory=set)
+    # The refreshed snapshots' rule inputs, as written in this transaction (the alert rules read
+    # these instead of the rows; absent when the batch did not refresh).
+    student_views: dict[str, SimpleNamespace] | None = None
+    tutor_views: dict[str, SimpleNamespace] | None = None
+
+    def __bool__(self) -> bool:
+        return bool(self.students or self.tutors or self.subject_regions)
+
+
+def snapshots_refresh(
+    *, students: set[str] | list[str], tutors: set[str] | list[str], now: datetime
+) -> tuple[dict[str, SimpleNamespace], dict[str, SimpleNamespace]]:
+    """Recompute the windowed part of snapshots for these entities as of `now` (windows decay),
+    creating missing rows. Returns each entity's alert-rule inputs as written."""
+    return refresh_students(sorted(students), now), refresh_tutors(sorted(tutors), now)
+
+
+def snapshots_ensure(*, students: set[str], tutors: set[str], now: datetime) -> None:
+    """Rows for entities first seen, when the batch does not refresh them (the rebuild)."""
+    for model, key, ids, defaults in (
+        (StudentSnapshot, "student_id", students, STUDENT_INSERT),
+        (TutorSnapshot, "tutor_id", tutors, TUTOR_INSERT),
+    ):
+        rows_ensure(
+            model=model,
+            keys=[key],
+            ids={(i,) for i in ids},
+            defaults={"as_of": now, "updated_at": now, **defaults},
+        )
+
+
+def snapshots_refresh_stale(
+    *, now: datetime, older_than: timedelta = timedelta(hours=1), limit: int = 5000
+) -> Touched:
+    """Windows decay with time, not only with events: re-evaluate snapshots not refreshed recently.
+    Returns the students and tutors refreshed (the alert rules run over them next)."""
+    cutoff = now - older_than
+    # Only snapshots with something left in a window can still decay.
+    students = list(
+        StudentSnapshot.objects.filter(as_of__lt=cutoff)
+        .filter(
+            Q(sessions_30d__gt=0)
+            | Q(ib_calls_30d__gt=0)
+            | Q(sessions_started_30d__gt=0)
+            | Q(observed_since__isnull=False)
+        )
+        .values_list("student_id", flat=True)[:limit]
+    )
+    tutors = list(
+        TutorSnapshot.objects.filter(as_of__lt=cutoff)
+        .filter(Q(sessions_30d__gt=0) | Q(sessions_started_30d__gt=0))
+        .values_list("tutor_id", flat=True)[:limit]
+    )
+    student_views, tutor_views = snapshots_refresh(students=students, tutors=tutors, now=now)
+    subject_regions_refresh(now=now)
+    return Touched(
+        students=set(students), tutors=set(tutors), student_views=student_views, tutor_views=tutor_views
+    )
