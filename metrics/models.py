@@ -27,8 +27,10 @@ class Session(models.Model):
         return f"{self.session_id} ({self.student_id} with {self.tutor_id})"
 
 
-class StudentHourly(models.Model):
-    student_id = models.CharField(max_length=64)
+class HourBucket(models.Model):
+    """An hour bucket of a student's or a tutor's sessions: the fold adds each session's start, completion,
+    rating and minutes in the hour of the event."""
+
     hour = models.DateTimeField()
     sessions_started = models.IntegerField(default=0)
     sessions_completed = models.IntegerField(default=0)
@@ -36,6 +38,13 @@ class StudentHourly(models.Model):
     rating_sum = models.IntegerField(default=0)
     rating_count = models.IntegerField(default=0)
     minutes = models.IntegerField(default=0)
+
+    class Meta:
+        abstract = True
+
+
+class StudentHourly(HourBucket):
+    student_id = models.CharField(max_length=64)
     ib_calls = models.IntegerField(default=0)
     ib_unresolved = models.IntegerField(default=0)
     ib_high_priority = models.IntegerField(default=0)
@@ -60,15 +69,8 @@ class StudentHourly(models.Model):
         return f"{self.student_id} @ {self.hour:%Y-%m-%d %H:00}"
 
 
-class TutorHourly(models.Model):
+class TutorHourly(HourBucket):
     tutor_id = models.CharField(max_length=64)
-    hour = models.DateTimeField()
-    sessions_started = models.IntegerField(default=0)
-    sessions_completed = models.IntegerField(default=0)
-    sessions_unsuccessful = models.IntegerField(default=0)
-    rating_sum = models.IntegerField(default=0)
-    rating_count = models.IntegerField(default=0)
-    minutes = models.IntegerField(default=0)
 
     class Meta:
         constraints = [models.UniqueConstraint(fields=["tutor_id", "hour"], name="tutor_hourly_unique")]

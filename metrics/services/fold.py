@@ -17,7 +17,7 @@ from django.conf import settings
 from metrics.services import snapshots
 from metrics.services.balance import apply_supply_demand
 from metrics.services.buckets import fold_buckets
-from metrics.services.reports import apply_reports
+from metrics.services.reports import AVAILABILITY, HEALTH
 from metrics.services.sessions import fold_facts, session_deltas
 from metrics.services.snapshots import Touched, snapshots_ensure
 
@@ -41,7 +41,8 @@ def fold_events(events: list[dict[str, Any]], *, now: datetime, refresh: bool = 
     fold_facts(outcome)
     if not refresh:
         snapshots_ensure(students=touched.students, tutors=touched.tutors, now=now)
-    touched.health_reported = apply_reports(events, now)
+    touched.health_reported = HEALTH.apply(events, now)
+    AVAILABILITY.apply(events, now)
     touched.subject_regions = apply_supply_demand(events, now)
     touched.first_sessions = {s.student_id for s in outcome.completed.values()}
     if refresh:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -20,15 +21,13 @@ def order_key(e: dict[str, Any]) -> tuple[datetime, str]:
     return (datetime.fromisoformat(e["timestamp"]), e["event_id"])
 
 
-def _latest(
-    events: list[dict[str, Any]], event_type: str, key: Callable[[dict[str, Any]], str]
-) -> dict[str, dict[str, Any]]:
-    """The latest event per key by (event time, event_id)."""
+def _latest(events: list[dict[str, Any]], event_type: str, key: str) -> dict[str, dict[str, Any]]:
+    """The latest event per entity (the payload's `key`) by (event time, event_id)."""
     latest: dict[str, dict[str, Any]] = {}
     for e in events:
         if e["event_type"] != event_type:
             continue
-        k = key(e["payload"])
+        k = e["payload"][key]
         if k not in latest or order_key(e) > order_key(latest[k]):
             latest[k] = e
     return latest
@@ -42,10 +41,9 @@ def _newer_than_stored(at: str, event_id: str) -> str:
     )
 
 
-def _health_row(student_id: str, e: dict[str, Any]) -> dict[str, Any]:
+def _health_row(e: dict[str, Any]) -> dict[str, Any]:
     p = e["payload"]
     return {
-        "student_id": student_id,
         "platform_health_score": p.get("health_score"),
         "platform_churn_risk": p.get("churn_risk") or "",
         "platform_reported_at": datetime.fromisoformat(e["timestamp"]),
@@ -53,11 +51,10 @@ def _health_row(student_id: str, e: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def _availability_row(tutor_id: str, e: dict[str, Any]) -> dict[str, Any]:
+def _availability_row(e: dict[str, Any]) -> dict[str, Any]:
     p = e["payload"]
     tz = p.get("timezone") or ""
     return {
-        "tutor_id": tutor_id,
         "available_hours": p.get("available_hours_this_week"),
         "subjects": json.dumps(list(p.get("subjects") or [])),
         "timezone": tz,
@@ -68,25 +65,49 @@ def _availability_row(tutor_id: str, e: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def apply_reports(events: list[dict[str, Any]], now: datetime) -> set[str]:
-    """Write the batch's latest health and availability readings where they are newer than the stored
-    ones. Returns the students whose health reading was applied."""
-    health = _latest(events, "customer_health_update", lambda p: p["student_id"])
-    applied = snapshot_upsert(
-        model=StudentSnapshot,
-        key="student_id",
-        insert_defaults=STUDENT_INSERT,
-        rows=[_health_row(sid, e) for sid, e in sorted(health.items())],
-        now=now,
-        where=_newer_than_stored("platform_reported_at", "platform_event_id"),
-    )
-    availability = _latest(events, "tutor_availability_updated", lambda p: p["tutor_id"])
-    snapshot_upsert(
-        model=TutorSnapshot,
-        key="tutor_id",
-        insert_defaults=TUTOR_INSERT,
-        rows=[_availability_row(tid, e) for tid, e in sorted(availability.items())],
-        now=now,
-        where=_newer_than_stored("availability_reported_at", "availability_event_id"),
-    )
-    return {student_id for (student_id,) in applied}
+@dataclass(frozen=True)
+class _Report:
+    """One kind of reading: its event, the snapshot it sets (keyed by the payload's `key`), the columns
+    a reading sets, and the pair of columns that orders readings."""
+
+    event_type: str
+    key: str
+    model: Any
+    insert_defaults: dict[str, Any]
+    row: Callable[[dict[str, Any]], dict[str, Any]]
+    at: str
+    event_id: str
+
+    def apply(self, events: list[dict[str, Any]], now: datetime) -> set[str]:
+        """Write the batch's latest reading per entity where newer than the stored one; returns the
+        entities whose reading was written."""
+        latest = _latest(events, self.event_type, self.key)
+        written = snapshot_upsert(
+            model=self.model,
+            key=self.key,
+            insert_defaults=self.insert_defaults,
+            rows=[{self.key: k, **self.row(e)} for k, e in sorted(latest.items())],
+            now=now,
+            where=_newer_than_stored(self.at, self.event_id),
+        )
+        return {k for (k,) in written}
+
+
+HEALTH = _Report(
+    "customer_health_update",
+    "student_id",
+    StudentSnapshot,
+    STUDENT_INSERT,
+    _health_row,
+    "platform_reported_at",
+    "platform_event_id",
+)
+AVAILABILITY = _Report(
+    "tutor_availability_updated",
+    "tutor_id",
+    TutorSnapshot,
+    TUTOR_INSERT,
+    _availability_row,
+    "availability_reported_at",
+    "availability_event_id",
+)

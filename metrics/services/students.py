@@ -196,6 +196,17 @@ def _student(
     return row, view
 
 
+# The evidence read straight from the window sums of the same name.
+_EVIDENCE_WINDOWS = [
+    "sessions_7d",
+    "ib_calls_7d",
+    "ib_calls_30d",
+    "ib_unresolved_14d",
+    "ib_high_priority_14d",
+    "unsuccessful_30d",
+]
+
+
 def _assess(
     w: dict[str, Any],
     values: dict[str, Any],
@@ -208,17 +219,12 @@ def _assess(
     observed_since, first_at = w[FIRST_HOUR], values["first_session_at"]
     return health_assess(
         HealthEvidence(
+            **{name: w[name] for name in _EVIDENCE_WINDOWS},
             observed_days=(now - observed_since).total_seconds() / 86400 if observed_since else None,
-            sessions_7d=w["sessions_7d"],
             prior_weekly_mean=prior,
             days_since_last_session=values["days_since_last_session"],
-            ib_calls_7d=w["ib_calls_7d"],
-            ib_calls_30d=w["ib_calls_30d"],
-            ib_unresolved_14d=w["ib_unresolved_14d"],
-            ib_high_priority_14d=w["ib_high_priority_14d"],
             avg_rating_given=values["avg_rating_given"],
             rated_sessions_30d=w["rating_count_30d"],
-            unsuccessful_30d=w["unsuccessful_30d"],
             first_session_ok=values["first_session_ok"],
             first_session_known=first_known,
             days_since_first_session=(now - first_at).total_seconds() / 86400 if first_at else None,
