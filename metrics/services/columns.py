@@ -47,9 +47,8 @@ TUTOR_WINDOWS = {
     **_windows("minutes", "minutes", 7),
 }
 
-# Snapshot counters a refresh writes (0 in a row created before its first refresh); a student's are
-# its window sums of the same name, and the rated sessions.
-STUDENT_WINDOW_COUNTS = [
+# Snapshot counters a refresh writes (0 in a row created before its first refresh).
+_STUDENT_COUNTS = [
     "sessions_7d",
     "sessions_14d",
     "sessions_30d",
@@ -61,8 +60,8 @@ STUDENT_WINDOW_COUNTS = [
     "ib_calls_30d",
     "ib_unresolved_14d",
     "ib_high_priority_14d",
+    "rated_sessions_30d",
 ]
-_STUDENT_COUNTS = [*STUDENT_WINDOW_COUNTS, "rated_sessions_30d"]
 _TUTOR_COUNTS = [
     "sessions_7d",
     "sessions_14d",
@@ -75,9 +74,8 @@ _STAMPS = ["as_of", "updated_at"]
 
 # The snapshot columns a refresh writes.
 STUDENT_REFRESH_FIELDS = [
-    *STUDENT_WINDOW_COUNTS,
+    *_STUDENT_COUNTS,
     "ib_reasons_14d",
-    "rated_sessions_30d",
     "avg_rating_given",
     "prior_weekly_mean",
     "velocity",

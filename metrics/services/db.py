@@ -3,6 +3,7 @@ parameter on PostgreSQL), and snapshot rows created or upserted by column name."
 
 from __future__ import annotations
 
+from collections import namedtuple
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from operator import itemgetter
@@ -60,43 +61,39 @@ def rows_by_id(model: Any, key: str, ids: Sequence[str], row: type[Row]) -> dict
     return {r[0]: row._make(r[1:]) for r in found}
 
 
-FIRST_HOUR = "first_hour"  # the window sums' key for the earliest bucket in the widest window
+class Windows:
+    """Window sums over hour buckets, name -> (bucket column, days), read as one NamedTuple per entity
+    (`first_hour`: also the earliest bucket in the widest window, the last field)."""
+
+    def __init__(self, name: str, spec: Mapping[str, tuple[str, int]], *, first_hour: bool = False) -> None:
+        self.spec = dict(spec)
+        self.first_hour = first_hour
+        self.row = namedtuple(name, [*spec, *(["first_hour"] if first_hour else [])])  # type: ignore[misc]
+        self.empty = self.row._make([*(0 for _ in spec), *([None] if first_hour else [])])
 
 
-def window_sums(
-    model: Any,
-    key: str,
-    ids: Sequence[str],
-    windows: Mapping[str, tuple[str, int]],
-    now: datetime,
-    *,
-    first_hour: bool = False,
-) -> dict[str, dict[str, Any]]:
-    """{id: {window name: sum}} for each name -> (column, days) over hour buckets, one query; with
-    `first_hour`, also the earliest bucket in the widest window (FIRST_HOUR). Ids without a bucket
-    in the widest window are absent."""
+def window_sums(model: Any, key: str, ids: Sequence[str], windows: Windows, now: datetime) -> dict[str, Any]:
+    """{id: windows.row} over the hour buckets up to `now`, one query. Ids without a bucket in the
+    widest window are absent."""
     q = connection.ops.quote_name
     adapt = connection.ops.adapt_datetimefield_value
-    oldest = max(days for _, days in windows.values())
-    names = list(windows)
+    oldest = max(days for _, days in windows.spec.values())
     sums, params = [], []
-    for column, days in windows.values():
+    for column, days in windows.spec.values():
         sums.append(f"SUM(CASE WHEN {q('hour')} >= %s THEN {q(column)} ELSE 0 END)")
         params.append(adapt(window_start(now, days)))
-    if first_hour:
+    if windows.first_hour:
         sums.append(f"MIN({q('hour')})")
-        names.append(FIRST_HOUR)
     where, id_params = in_ids(q(key), ids)
     sql = (
         f"SELECT {q(key)}, {', '.join(sums)} FROM {q(model._meta.db_table)} "  # noqa: S608 - model metadata
         f"WHERE {where} AND {q('hour')} >= %s AND {q('hour')} <= %s GROUP BY {q(key)}"
     )
     rows = select(sql, [*params, *id_params, adapt(window_start(now, oldest)), adapt(now)])
-    # Every SUM has an ELSE 0: never NULL.
-    found = {row[0]: dict(zip(names, row[1:], strict=True)) for row in rows}
-    if first_hour and connection.vendor != "postgresql":  # SQLite answers MIN(hour) as text
-        for sums_of in found.values():
-            sums_of[FIRST_HOUR] = _as_datetime(sums_of[FIRST_HOUR])
+    make = windows.row._make
+    found = {row[0]: make(row[1:]) for row in rows}  # every SUM has an ELSE 0: never NULL
+    if windows.first_hour and connection.vendor != "postgresql":  # SQLite answers MIN(hour) as text
+        found = {k: w._replace(first_hour=_as_datetime(w.first_hour)) for k, w in found.items()}
     return found
 
 
@@ -128,13 +125,14 @@ def snapshot_upsert(
     rows: list[dict[str, Any]],
     now: datetime,
     where: str = "",
+    columns: Sequence[str] = (),
 ) -> list[tuple]:
-    """Upsert snapshot rows, dicts of `key` and the columns to write (the same in every row): a missing
-    row is created with the insert defaults, an existing one gets the columns set (only where `where`
-    holds). Returns the keys written, as 1-tuples."""
+    """Upsert snapshot rows, dicts of `key` and the `columns` to write (by default every other key of
+    the first row): a missing row is created with the insert defaults, an existing one gets the columns
+    set (only where `where` holds). Returns the keys written, as 1-tuples."""
     if not rows:
         return []
-    columns = [c for c in rows[0] if c != key]
+    columns = list(columns) or [c for c in rows[0] if c != key]
     extra = [c for c in ("as_of", "updated_at", *insert_defaults) if c not in columns]
     fill = tuple(now if c in ("as_of", "updated_at") else insert_defaults[c] for c in extra)
     pick = itemgetter(key, *columns)

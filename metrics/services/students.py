@@ -20,13 +20,12 @@ from metrics.services.columns import (
     IB_REASON_WINDOWS,
     STUDENT_INSERT,
     STUDENT_REFRESH_FIELDS,
-    STUDENT_WINDOW_COUNTS,
     STUDENT_WINDOWS,
 )
-from metrics.services.db import FIRST_HOUR, chunks, rows_by_id, snapshot_upsert, window_sums
+from metrics.services.db import Windows, chunks, rows_by_id, snapshot_upsert, window_sums
 from metrics.windows import window_start
 
-_NO_SUMS = {**dict.fromkeys(STUDENT_WINDOWS, 0), FIRST_HOUR: None}
+_SUMS = Windows("StudentSums", STUDENT_WINDOWS, first_hour=True)
 
 
 class _Facts(NamedTuple):
@@ -61,7 +60,7 @@ class _First(NamedTuple):
 class _Reads(NamedTuple):
     """Everything a chunk of students' refresh reads, by student id."""
 
-    sums: dict[str, dict[str, Any]]
+    sums: dict[str, Any]  # _SUMS.row
     facts: dict[str, _Facts]
     shown: dict[str, _Shown]
     last_until_now: dict[str, datetime]
@@ -108,13 +107,18 @@ def refresh_students(ids: list[str], now: datetime) -> dict[str, SimpleNamespace
             rows.append(row)
             views[sid] = view
         snapshot_upsert(
-            model=StudentSnapshot, key="student_id", insert_defaults=STUDENT_INSERT, rows=rows, now=now
+            model=StudentSnapshot,
+            key="student_id",
+            columns=STUDENT_REFRESH_FIELDS,
+            insert_defaults=STUDENT_INSERT,
+            rows=rows,
+            now=now,
         )
     return views
 
 
 def _read(chunk: list[str], now: datetime) -> _Reads:
-    sums = window_sums(StudentHourly, "student_id", chunk, STUDENT_WINDOWS, now, first_hour=True)
+    sums = window_sums(StudentHourly, "student_id", chunk, _SUMS, now)
     facts = rows_by_id(StudentSessionFacts, "student_id", chunk, _Facts)
     shown = rows_by_id(StudentSnapshot, "student_id", chunk, _Shown)
     # A completion stamped after `now` (clock skew) is not shown yet: the latest one up to now.
@@ -153,23 +157,34 @@ def _first_session(f: _Facts | None, shown: _Shown, now: datetime) -> _First:
 def _student(
     sid: str, reads: _Reads, now: datetime, judge: _FirstSessionJudge
 ) -> tuple[dict[str, Any], SimpleNamespace]:
-    """One student's snapshot row (JSON columns as text) and its rule inputs (JSON as objects, and the
-    platform's latest reading)."""
-    w = reads.sums.get(sid) or _NO_SUMS
+    """One student's snapshot row (the refreshed columns, JSON as text) and its rule inputs (the same
+    values, JSON as objects, and the platform's latest reading)."""
+    w = reads.sums.get(sid) or _SUMS.empty
     shown = reads.shown.get(sid, _NOT_SHOWN)
-    rated = w["rating_count_30d"]
-    prior = (w["sessions_28d"] - w["sessions_7d"]) / 3
-    velocity = round(w["sessions_7d"] / prior, 3) if prior > 0 else None
+    rated = w.rating_count_30d
+    prior = (w.sessions_28d - w.sessions_7d) / 3
+    velocity = round(w.sessions_7d / prior, 3) if prior > 0 else None
     last = _last_session(sid, reads, now)
     first = _first_session(reads.facts.get(sid), shown, now)
+    reasons = {r: n for r, name in IB_REASON_WINDOWS.items() if (n := getattr(w, name))}
     values = {
-        **{name: w[name] for name in STUDENT_WINDOW_COUNTS},
+        "sessions_7d": w.sessions_7d,
+        "sessions_14d": w.sessions_14d,
+        "sessions_30d": w.sessions_30d,
+        "sessions_started_7d": w.sessions_started_7d,
+        "sessions_started_30d": w.sessions_started_30d,
+        "unsuccessful_30d": w.unsuccessful_30d,
+        "ib_calls_7d": w.ib_calls_7d,
+        "ib_calls_14d": w.ib_calls_14d,
+        "ib_calls_30d": w.ib_calls_30d,
+        "ib_unresolved_14d": w.ib_unresolved_14d,
+        "ib_high_priority_14d": w.ib_high_priority_14d,
+        "ib_reasons_14d": reasons,
         "rated_sessions_30d": rated,
-        "ib_reasons_14d": {r: w[name] for r, name in IB_REASON_WINDOWS.items() if w[name]},
-        "avg_rating_given": round(w["rating_sum_30d"] / rated, 2) if rated else None,
+        "avg_rating_given": round(w.rating_sum_30d / rated, 2) if rated else None,
         "prior_weekly_mean": round(prior, 3),
         "velocity": velocity,
-        "velocity_trend": velocity_trend(velocity, prior, w["sessions_7d"]),
+        "velocity_trend": velocity_trend(velocity, prior, w.sessions_7d),
         "last_session_at": last,
         "days_since_last_session": round((now - last).total_seconds() / 86400, 2) if last else None,
         "first_session_at": first.at,
@@ -178,37 +193,28 @@ def _student(
         "platform_health_baseline": _platform_baseline(
             w, shown.platform_health_score, shown.platform_reported_at, now
         ),
-        "observed_since": w[FIRST_HOUR],
+        "observed_since": w.first_hour,
+        "health_components": None,
+        "health_score": None,
         "as_of": now,
         "updated_at": now,
     }
     assessment = _assess(w, values, prior, judge.known(first), shown.platform_health_score, now)
     values["health_components"], values["health_score"] = assessment.components, assessment.score
-    row = {"student_id": sid, **{c: values[c] for c in STUDENT_REFRESH_FIELDS}}
-    row["ib_reasons_14d"] = json.dumps(values["ib_reasons_14d"])
-    row["health_components"] = json.dumps(values["health_components"])
-    view = SimpleNamespace(
-        student_id=sid,
-        **values,
-        platform_health_score=shown.platform_health_score,
-        platform_churn_risk=shown.platform_churn_risk,
+    view = SimpleNamespace(**values)
+    view.student_id = sid
+    view.platform_health_score, view.platform_churn_risk = (
+        shown.platform_health_score,
+        shown.platform_churn_risk,
     )
-    return row, view
-
-
-# The evidence read straight from the window sums of the same name.
-_EVIDENCE_WINDOWS = [
-    "sessions_7d",
-    "ib_calls_7d",
-    "ib_calls_30d",
-    "ib_unresolved_14d",
-    "ib_high_priority_14d",
-    "unsuccessful_30d",
-]
+    values["student_id"] = sid
+    values["ib_reasons_14d"] = json.dumps(reasons)
+    values["health_components"] = json.dumps(assessment.components)
+    return values, view
 
 
 def _assess(
-    w: dict[str, Any],
+    w: Any,
     values: dict[str, Any],
     prior: float,
     first_known: bool,
@@ -216,15 +222,20 @@ def _assess(
     now: datetime,
 ) -> Assessment:
     """The health score from the window sums and the snapshot values computed so far."""
-    observed_since, first_at = w[FIRST_HOUR], values["first_session_at"]
+    observed_since, first_at = w.first_hour, values["first_session_at"]
     return health_assess(
         HealthEvidence(
-            **{name: w[name] for name in _EVIDENCE_WINDOWS},
             observed_days=(now - observed_since).total_seconds() / 86400 if observed_since else None,
+            sessions_7d=w.sessions_7d,
             prior_weekly_mean=prior,
             days_since_last_session=values["days_since_last_session"],
+            ib_calls_7d=w.ib_calls_7d,
+            ib_calls_30d=w.ib_calls_30d,
+            ib_unresolved_14d=w.ib_unresolved_14d,
+            ib_high_priority_14d=w.ib_high_priority_14d,
             avg_rating_given=values["avg_rating_given"],
-            rated_sessions_30d=w["rating_count_30d"],
+            rated_sessions_30d=values["rated_sessions_30d"],
+            unsuccessful_30d=w.unsuccessful_30d,
             first_session_ok=values["first_session_ok"],
             first_session_known=first_known,
             days_since_first_session=(now - first_at).total_seconds() / 86400 if first_at else None,
@@ -236,12 +247,12 @@ def _assess(
 
 
 def _platform_baseline(
-    w: dict[str, Any], latest: float | None, latest_at: datetime | None, now: datetime
+    w: Any, latest: float | None, latest_at: datetime | None, now: datetime
 ) -> float | None:
     """Mean of the student's platform readings from 8 to 30 days ago (the latest one left out): what
     the platform usually said of them, before whatever is happening this week."""
-    hundredths = int(w["health_sum_30d"]) - int(w["health_sum_7d"])
-    count = int(w["health_count_30d"]) - int(w["health_count_7d"])
+    hundredths = int(w.health_sum_30d) - int(w.health_sum_7d)
+    count = int(w.health_count_30d) - int(w.health_count_7d)
     if (
         latest is not None
         and latest_at is not None

@@ -11,9 +11,9 @@ from typing import Any, NamedTuple
 from metrics.burnout import burnout_components, burnout_risk
 from metrics.models import TutorHourly, TutorSnapshot
 from metrics.services.columns import TUTOR_INSERT, TUTOR_REFRESH_FIELDS, TUTOR_WINDOWS
-from metrics.services.db import chunks, rows_by_id, snapshot_upsert, window_sums
+from metrics.services.db import Windows, chunks, rows_by_id, snapshot_upsert, window_sums
 
-_NO_SUMS = dict.fromkeys(TUTOR_WINDOWS, 0)
+_SUMS = Windows("TutorSums", TUTOR_WINDOWS)
 
 
 class _Availability(NamedTuple):
@@ -24,57 +24,58 @@ def refresh_tutors(ids: list[str], now: datetime) -> dict[str, SimpleNamespace]:
     """Recompute these tutors' snapshots as of `now`; returns each one's alert-rule inputs."""
     views: dict[str, SimpleNamespace] = {}
     for chunk in chunks(ids):
-        sums = window_sums(TutorHourly, "tutor_id", chunk, TUTOR_WINDOWS, now)
+        sums = window_sums(TutorHourly, "tutor_id", chunk, _SUMS, now)
         availability = rows_by_id(TutorSnapshot, "tutor_id", chunk, _Availability)
         rows = []
         for tid in chunk:
             available = a.available_hours if (a := availability.get(tid)) else None
-            values = _tutor(sums.get(tid, _NO_SUMS), available, now)
-            rows.append(
-                {
-                    "tutor_id": tid,
-                    **{c: values[c] for c in TUTOR_REFRESH_FIELDS},
-                    "burnout_components": json.dumps(values["burnout_components"]),
-                }
-            )
+            values = _tutor(sums.get(tid, _SUMS.empty), available, now)
             views[tid] = SimpleNamespace(tutor_id=tid, **values, available_hours=available)
-        snapshot_upsert(model=TutorSnapshot, key="tutor_id", insert_defaults=TUTOR_INSERT, rows=rows, now=now)
+            values["tutor_id"] = tid
+            values["burnout_components"] = json.dumps(values["burnout_components"])
+            rows.append(values)
+        snapshot_upsert(
+            model=TutorSnapshot,
+            key="tutor_id",
+            columns=TUTOR_REFRESH_FIELDS,
+            insert_defaults=TUTOR_INSERT,
+            rows=rows,
+            now=now,
+        )
     return views
 
 
-def _tutor(w: dict[str, Any], available: float | None, now: datetime) -> dict[str, Any]:
+def _tutor(w: Any, available: float | None, now: datetime) -> dict[str, Any]:
     """One tutor's refreshed snapshot values (burnout components as an object)."""
-    sessions_30d, rated, rated_7d = w["sessions_30d"], w["rating_count_30d"], w["rating_count_7d"]
+    sessions_30d, rated, rated_7d = w.sessions_30d, w.rating_count_30d, w.rating_count_7d
     rated_prior = rated - rated_7d
-    hours_taught_7d = round(w["minutes_7d"] / 60, 2)
+    hours_taught_7d = round(w.minutes_7d / 60, 2)
     utilisation = round(hours_taught_7d / available, 3) if available else None
-    avg_rating_7d = round(w["rating_sum_7d"] / rated_7d, 2) if rated_7d else None
-    avg_rating_prior = (
-        round((w["rating_sum_30d"] - w["rating_sum_7d"]) / rated_prior, 2) if rated_prior else None
-    )
-    prior_weekly_mean = round((w["sessions_28d"] - w["sessions_7d"]) / 3, 3)
+    avg_rating_7d = round(w.rating_sum_7d / rated_7d, 2) if rated_7d else None
+    avg_rating_prior = round((w.rating_sum_30d - w.rating_sum_7d) / rated_prior, 2) if rated_prior else None
+    prior_weekly_mean = round((w.sessions_28d - w.sessions_7d) / 3, 3)
     components = burnout_components(
         utilisation=utilisation,
         avg_rating_7d=avg_rating_7d,
         rated_7d=rated_7d,
         avg_rating_prior=avg_rating_prior,
         rated_prior=rated_prior,
-        sessions_7d=w["sessions_7d"],
+        sessions_7d=w.sessions_7d,
         prior_weekly_mean=prior_weekly_mean,
     )
     # No sessions and no availability: nothing to judge load by.
-    active = sessions_30d or w["sessions_started_30d"] or available
+    active = sessions_30d or w.sessions_started_30d or available
     return {
-        "sessions_7d": w["sessions_7d"],
-        "sessions_14d": w["sessions_14d"],
+        "sessions_7d": w.sessions_7d,
+        "sessions_14d": w.sessions_14d,
         "sessions_30d": sessions_30d,
-        "sessions_started_30d": w["sessions_started_30d"],
-        "unsuccessful_30d": w["unsuccessful_30d"],
+        "sessions_started_30d": w.sessions_started_30d,
+        "unsuccessful_30d": w.unsuccessful_30d,
         "rated_sessions": rated,
         # Mean of rated sessions only (the prototype divided by all sessions and started at 0).
-        "avg_rating": round(w["rating_sum_30d"] / rated, 2) if rated else None,
+        "avg_rating": round(w.rating_sum_30d / rated, 2) if rated else None,
         "completion_rate": (
-            round((sessions_30d - w["unsuccessful_30d"]) / sessions_30d, 3) if sessions_30d else None
+            round((sessions_30d - w.unsuccessful_30d) / sessions_30d, 3) if sessions_30d else None
         ),
         "hours_taught_7d": hours_taught_7d,
         "utilisation": utilisation,

@@ -115,3 +115,21 @@ def test_rebuild_rejects_a_silly_batch_size(db):
 
     with pytest.raises(CommandError):
         call_command("rebuild_metrics", "--batch-size", "0")
+
+
+def test_the_rule_inputs_a_refresh_returns_are_the_snapshots_it_wrote(post, drain, month):
+    """The alert rules read what the refresh returns instead of the rows: each value must be the stored one."""
+    post_in_random_batches(post, drain, month(now=NOW - timedelta(hours=1), events=800, seed=5), seed=5)
+    later = NOW + timedelta(hours=2)
+    touched = snapshots_refresh_stale(now=later)
+    assert touched.students and touched.tutors
+    for model, key, views in (
+        (StudentSnapshot, "student_id", touched.student_views),
+        (TutorSnapshot, "tutor_id", touched.tutor_views),
+    ):
+        stored = {getattr(row, key): row for row in model.objects.filter(**{f"{key}__in": views})}
+        assert stored.keys() == views.keys()
+        for entity_id, view in views.items():
+            row = stored[entity_id]
+            assert row.as_of == later
+            assert vars(view) == {name: getattr(row, name) for name in vars(view)}, (model, entity_id)
