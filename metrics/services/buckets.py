@@ -4,8 +4,8 @@ by column name, then one additive upsert per table."""
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Callable
 from datetime import datetime
-from functools import partial
 from operator import itemgetter
 from typing import Any
 
@@ -17,6 +17,12 @@ from metrics.vocabulary import IB_REASONS
 from metrics.windows import floor_hour, floor_minute
 
 Counts = dict[str, int]
+
+
+def _zeros(columns: list[str]) -> Callable[[], Counts]:
+    return lambda: dict.fromkeys(columns, 0)
+
+
 _REASON_COLUMNS = {r: f"ib_{r}" for r in IB_REASONS}
 
 
@@ -24,13 +30,9 @@ class _Buckets:
     """Counts per (student, hour), (tutor, hour) and minute, each row a dict of its table's values."""
 
     def __init__(self) -> None:
-        self.student: defaultdict[tuple[str, datetime], Counts] = defaultdict(
-            partial(dict.fromkeys, STUDENT_VALUES, 0)
-        )
-        self.tutor: defaultdict[tuple[str, datetime], Counts] = defaultdict(
-            partial(dict.fromkeys, SESSION_VALUES, 0)
-        )
-        self.minute: defaultdict[datetime, Counts] = defaultdict(partial(dict.fromkeys, MINUTE_VALUES, 0))
+        self.student: defaultdict[tuple[str, datetime], Counts] = defaultdict(_zeros(STUDENT_VALUES))
+        self.tutor: defaultdict[tuple[str, datetime], Counts] = defaultdict(_zeros(SESSION_VALUES))
+        self.minute: defaultdict[datetime, Counts] = defaultdict(_zeros(MINUTE_VALUES))
 
     def add_session(self, d: Delta) -> None:
         hour = floor_hour(d.ts)

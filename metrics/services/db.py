@@ -7,7 +7,7 @@ from collections import namedtuple
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from operator import itemgetter
-from typing import Any, NamedTuple, TypeVar
+from typing import Any, cast
 
 from django.db import connection
 
@@ -15,8 +15,6 @@ from iops.lib.sql import insert_ignore, pg_execute, upsert
 from metrics.windows import window_start
 
 CHUNK = 2000  # ids per snapshot statement
-
-Row = TypeVar("Row", bound=NamedTuple)
 
 
 def chunks(values: Sequence[Any], size: int = CHUNK) -> Iterable[Sequence[Any]]:
@@ -46,7 +44,7 @@ def in_ids(column: str, ids: Sequence[str]) -> tuple[str, list[Any]]:
     return f"{column} IN ({', '.join(['%s'] * len(ids))})", list(ids)
 
 
-def rows_by_id(model: Any, key: str, ids: Sequence[str], row: type[Row]) -> dict[str, Row]:
+def rows_by_id(model: Any, key: str, ids: Sequence[str], row: Any) -> dict[str, Any]:
     """{id: row} for the rows of these ids, `row` a NamedTuple naming the columns read."""
     columns = row._fields
     if connection.vendor != "postgresql":
@@ -68,7 +66,8 @@ class Windows:
     def __init__(self, name: str, spec: Mapping[str, tuple[str, int]], *, first_hour: bool = False) -> None:
         self.spec = dict(spec)
         self.first_hour = first_hour
-        self.row = namedtuple(name, [*spec, *(["first_hour"] if first_hour else [])])  # type: ignore[misc]
+        fields = [*spec, *(["first_hour"] if first_hour else [])]
+        self.row: Any = cast(Any, namedtuple(name, fields))  # field names known only at run time
         self.empty = self.row._make([*(0 for _ in spec), *([None] if first_hour else [])])
 
 

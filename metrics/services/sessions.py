@@ -3,7 +3,7 @@ each student's first/last completed session."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, fields
 from datetime import datetime
 from operator import attrgetter
@@ -88,6 +88,7 @@ def _lock_sessions(ids: Sequence[str]) -> dict[str, SessionRow]:
     writer): concurrent workers cannot double count a session."""
     rows: dict[str, SessionRow] = {}
     for chunk in chunks(ids, 5000):
+        found: Iterable[tuple[Any, ...]]
         if connection.vendor == "postgresql":
             q = connection.ops.quote_name
             where, params = in_ids(q("session_id"), chunk)
@@ -226,11 +227,14 @@ def fold_facts(outcome: SessionOutcome) -> None:
     best: dict[str, SessionRow] = {}
     last: dict[str, datetime] = {}
     for s in outcome.completed.values():
+        at = s.completed_at
+        if at is None:  # a completed session has its time
+            continue
         b = best.get(s.student_id)
-        if b is None or (s.completed_at, s.session_id) < (b.completed_at, b.session_id):
+        if b is None or (at, s.session_id) < (b.completed_at, b.session_id):
             best[s.student_id] = s
-        if s.student_id not in last or s.completed_at > last[s.student_id]:
-            last[s.student_id] = s.completed_at
+        if s.student_id not in last or at > last[s.student_id]:
+            last[s.student_id] = at
     if best:
         _upsert_facts(best, last)
     if outcome.moved_students:

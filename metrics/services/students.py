@@ -4,6 +4,7 @@ the platform's latest reading: activity, velocity, the health score and its evid
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from datetime import datetime, timedelta
 from types import SimpleNamespace
 from typing import Any, NamedTuple
@@ -117,7 +118,7 @@ def refresh_students(ids: list[str], now: datetime) -> dict[str, SimpleNamespace
     return views
 
 
-def _read(chunk: list[str], now: datetime) -> _Reads:
+def _read(chunk: Sequence[str], now: datetime) -> _Reads:
     sums = window_sums(StudentHourly, "student_id", chunk, _SUMS, now)
     facts = rows_by_id(StudentSessionFacts, "student_id", chunk, _Facts)
     shown = rows_by_id(StudentSnapshot, "student_id", chunk, _Shown)
