@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from metrics.models import StudentSnapshot, TutorSnapshot
+from metrics.services.db import SnapshotTable
 from metrics.vocabulary import IB_REASONS
 
 # Bucket columns (StudentHourly, TutorHourly, GlobalMinute): the fold adds to them.
@@ -126,6 +128,9 @@ TUTOR_INSERT: dict[str, Any] = {
     "hours_taught_7d": 0.0,
     **dict.fromkeys(_TUTOR_COUNTS, 0),
 }
+STUDENT_TABLE = SnapshotTable(StudentSnapshot, "student_id", STUDENT_INSERT)
+TUTOR_TABLE = SnapshotTable(TutorSnapshot, "tutor_id", TUTOR_INSERT)
+
 # A subject × region row before its first reading or refresh.
 CELL_INSERT: dict[str, Any] = {
     "platform_balance_status": "",

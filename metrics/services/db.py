@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections import namedtuple
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from operator import itemgetter
 from typing import Any, cast
@@ -116,31 +117,39 @@ def rows_ensure(
     )
 
 
-def snapshot_upsert(
-    *,
-    model: Any,
-    key: str,
-    insert_defaults: Mapping[str, Any],
-    rows: list[dict[str, Any]],
-    now: datetime,
-    where: str = "",
-    columns: Sequence[str] = (),
-) -> list[tuple]:
-    """Upsert snapshot rows, dicts of `key` and the `columns` to write (by default every other key of
-    the first row): a missing row is created with the insert defaults, an existing one gets the columns
-    set (only where `where` holds). Returns the keys written, as 1-tuples."""
-    if not rows:
-        return []
-    columns = list(columns) or [c for c in rows[0] if c != key]
-    extra = [c for c in ("as_of", "updated_at", *insert_defaults) if c not in columns]
-    fill = tuple(now if c in ("as_of", "updated_at") else insert_defaults[c] for c in extra)
-    pick = itemgetter(key, *columns)
-    return upsert(
-        table=model._meta.db_table,
-        columns=[key, *columns, *extra],
-        rows=[(*pick(row), *fill) for row in rows],
-        conflict=[key],
-        update=columns,
-        where=where,
-        returning=[key],
-    )
+@dataclass(frozen=True)
+class SnapshotTable:
+    """A snapshot table: one row per entity (`key`); a row any statement creates gets `insert_defaults`
+    for its NOT NULL columns without a database default."""
+
+    model: Any
+    key: str
+    insert_defaults: Mapping[str, Any]
+
+    def upsert(
+        self, rows: list[dict[str, Any]], now: datetime, *, columns: Sequence[str] = (), where: str = ""
+    ) -> list[tuple]:
+        """Upsert rows, dicts of the key and the `columns` to write (by default every other key of the
+        first row): a missing row is created, an existing one gets the columns set (only where `where`
+        holds). Returns the keys written, as 1-tuples."""
+        if not rows:
+            return []
+        key, defaults = self.key, self.insert_defaults
+        columns = list(columns) or [c for c in rows[0] if c != key]
+        extra = [c for c in ("as_of", "updated_at", *defaults) if c not in columns]
+        fill = tuple(now if c in ("as_of", "updated_at") else defaults[c] for c in extra)
+        pick = itemgetter(key, *columns)
+        return upsert(
+            table=self.model._meta.db_table,
+            columns=[key, *columns, *extra],
+            rows=[(*pick(row), *fill) for row in rows],
+            conflict=[key],
+            update=columns,
+            where=where,
+            returning=[key],
+        )
+
+    def ensure(self, ids: Iterable[str], now: datetime) -> None:
+        """Rows for the entities first seen (the rebuild, which refreshes once at the end)."""
+        defaults = {"as_of": now, "updated_at": now, **self.insert_defaults}
+        rows_ensure(model=self.model, keys=[self.key], ids={(i,) for i in ids}, defaults=defaults)

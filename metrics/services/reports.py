@@ -10,10 +10,9 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from metrics.models import StudentSnapshot, TutorSnapshot
 from metrics.regions import region_label
-from metrics.services.columns import STUDENT_INSERT, TUTOR_INSERT
-from metrics.services.db import snapshot_upsert, vendor_c
+from metrics.services.columns import STUDENT_TABLE, TUTOR_TABLE
+from metrics.services.db import SnapshotTable, vendor_c
 
 
 def order_key(e: dict[str, Any]) -> tuple[datetime, str]:
@@ -67,13 +66,11 @@ def _availability_row(e: dict[str, Any]) -> dict[str, Any]:
 
 @dataclass(frozen=True)
 class _Report:
-    """One kind of reading: its event, the snapshot it sets (keyed by the payload's `key`), the columns
-    a reading sets, and the pair of columns that orders readings."""
+    """One kind of reading: its event, the snapshot table it sets (keyed by the same id in the payload),
+    the columns a reading sets, and the pair of columns that orders readings."""
 
     event_type: str
-    key: str
-    model: Any
-    insert_defaults: dict[str, Any]
+    table: SnapshotTable
     row: Callable[[dict[str, Any]], dict[str, Any]]
     at: str
     event_id: str
@@ -81,32 +78,22 @@ class _Report:
     def apply(self, events: list[dict[str, Any]], now: datetime) -> set[str]:
         """Write the batch's latest reading per entity where newer than the stored one; returns the
         entities whose reading was written."""
-        latest = _latest(events, self.event_type, self.key)
-        written = snapshot_upsert(
-            model=self.model,
-            key=self.key,
-            insert_defaults=self.insert_defaults,
-            rows=[{self.key: k, **self.row(e)} for k, e in sorted(latest.items())],
-            now=now,
+        key = self.table.key
+        latest = _latest(events, self.event_type, key)
+        written = self.table.upsert(
+            [{key: k, **self.row(e)} for k, e in sorted(latest.items())],
+            now,
             where=_newer_than_stored(self.at, self.event_id),
         )
         return {k for (k,) in written}
 
 
 HEALTH = _Report(
-    "customer_health_update",
-    "student_id",
-    StudentSnapshot,
-    STUDENT_INSERT,
-    _health_row,
-    "platform_reported_at",
-    "platform_event_id",
+    "customer_health_update", STUDENT_TABLE, _health_row, "platform_reported_at", "platform_event_id"
 )
 AVAILABILITY = _Report(
     "tutor_availability_updated",
-    "tutor_id",
-    TutorSnapshot,
-    TUTOR_INSERT,
+    TUTOR_TABLE,
     _availability_row,
     "availability_reported_at",
     "availability_event_id",

@@ -11,8 +11,7 @@ from django.db.models import Q
 
 from metrics.models import StudentSnapshot, TutorSnapshot
 from metrics.services.cells import Cell, subject_regions_refresh
-from metrics.services.columns import STUDENT_INSERT, TUTOR_INSERT
-from metrics.services.db import rows_ensure
+from metrics.services.columns import STUDENT_TABLE, TUTOR_TABLE
 from metrics.services.students import refresh_students
 from metrics.services.tutors import refresh_tutors
 
@@ -43,16 +42,8 @@ def snapshots_refresh(
 
 def snapshots_ensure(*, students: set[str], tutors: set[str], now: datetime) -> None:
     """Rows for entities first seen, when the batch does not refresh them (the rebuild)."""
-    for model, key, ids, defaults in (
-        (StudentSnapshot, "student_id", students, STUDENT_INSERT),
-        (TutorSnapshot, "tutor_id", tutors, TUTOR_INSERT),
-    ):
-        rows_ensure(
-            model=model,
-            keys=[key],
-            ids={(i,) for i in ids},
-            defaults={"as_of": now, "updated_at": now, **defaults},
-        )
+    STUDENT_TABLE.ensure(students, now)
+    TUTOR_TABLE.ensure(tutors, now)
 
 
 def snapshots_refresh_stale(

@@ -19,11 +19,11 @@ from metrics.models import Session, StudentHourly, StudentSessionFacts, StudentS
 from metrics.selectors import data_coverage_start
 from metrics.services.columns import (
     IB_REASON_WINDOWS,
-    STUDENT_INSERT,
     STUDENT_REFRESH_FIELDS,
+    STUDENT_TABLE,
     STUDENT_WINDOWS,
 )
-from metrics.services.db import Windows, chunks, rows_by_id, snapshot_upsert, window_sums
+from metrics.services.db import Windows, chunks, rows_by_id, window_sums
 from metrics.windows import window_start
 
 _SUMS = Windows("StudentSums", STUDENT_WINDOWS, first_hour=True)
@@ -107,14 +107,7 @@ def refresh_students(ids: list[str], now: datetime) -> dict[str, SimpleNamespace
             row, view = _student(sid, reads, now, judge)
             rows.append(row)
             views[sid] = view
-        snapshot_upsert(
-            model=StudentSnapshot,
-            key="student_id",
-            columns=STUDENT_REFRESH_FIELDS,
-            insert_defaults=STUDENT_INSERT,
-            rows=rows,
-            now=now,
-        )
+        STUDENT_TABLE.upsert(rows, now, columns=STUDENT_REFRESH_FIELDS)
     return views
 
 

@@ -10,8 +10,8 @@ from typing import Any, NamedTuple
 
 from metrics.burnout import burnout_components, burnout_risk
 from metrics.models import TutorHourly, TutorSnapshot
-from metrics.services.columns import TUTOR_INSERT, TUTOR_REFRESH_FIELDS, TUTOR_WINDOWS
-from metrics.services.db import Windows, chunks, rows_by_id, snapshot_upsert, window_sums
+from metrics.services.columns import TUTOR_REFRESH_FIELDS, TUTOR_TABLE, TUTOR_WINDOWS
+from metrics.services.db import Windows, chunks, rows_by_id, window_sums
 
 _SUMS = Windows("TutorSums", TUTOR_WINDOWS)
 
@@ -34,14 +34,7 @@ def refresh_tutors(ids: list[str], now: datetime) -> dict[str, SimpleNamespace]:
             values["tutor_id"] = tid
             values["burnout_components"] = json.dumps(values["burnout_components"])
             rows.append(values)
-        snapshot_upsert(
-            model=TutorSnapshot,
-            key="tutor_id",
-            columns=TUTOR_REFRESH_FIELDS,
-            insert_defaults=TUTOR_INSERT,
-            rows=rows,
-            now=now,
-        )
+        TUTOR_TABLE.upsert(rows, now, columns=TUTOR_REFRESH_FIELDS)
     return views
 
 
