@@ -38,12 +38,14 @@ DERIVED_MODELS = (
 )
 
 
-@dataclass
+@dataclass(frozen=True)
 class RebuildResult:
-    events: int = 0
-    students: int = 0
-    tutors: int = 0
-    subject_regions: int = 0
+    """What a rebuild recomputed: the events folded and the snapshot rows refreshed."""
+
+    events: int
+    students: int
+    tutors: int
+    subject_regions: int
 
 
 def metrics_clear() -> None:
@@ -67,17 +69,16 @@ def metrics_rebuild(
 ) -> RebuildResult:
     """Recompute every derived row from stored events (normalised dicts, in event-time order),
     in one transaction: the same fold as live processing, then one snapshot refresh as of `now`."""
-    result = RebuildResult()
+    events = 0
     with transaction.atomic():
         metrics_clear()
         for batch in batches:
             fold_events(batch, now=now, refresh=False)
-            result.events += len(batch)
+            events += len(batch)
             if on_batch is not None:
                 on_batch(len(batch))
         students = list(StudentSnapshot.objects.values_list("student_id", flat=True))
         tutors = list(TutorSnapshot.objects.values_list("tutor_id", flat=True))
         snapshots_refresh(students=students, tutors=tutors, now=now)
-        result.subject_regions = subject_regions_refresh(now=now)
-        result.students, result.tutors = len(students), len(tutors)
-    return result
+        cells = subject_regions_refresh(now=now)
+    return RebuildResult(events=events, students=len(students), tutors=len(tutors), subject_regions=cells)
