@@ -3,12 +3,11 @@ parameter on PostgreSQL), and snapshot rows created or upserted by column name."
 
 from __future__ import annotations
 
-from collections import namedtuple
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from operator import itemgetter
-from typing import Any, cast
+from typing import Any
 
 from django.db import connection
 
@@ -45,9 +44,8 @@ def in_ids(column: str, ids: Sequence[str]) -> tuple[str, list[Any]]:
     return f"{column} IN ({', '.join(['%s'] * len(ids))})", list(ids)
 
 
-def rows_by_id(model: Any, key: str, ids: Sequence[str], row: Any) -> dict[str, Any]:
-    """{id: row} for the rows of these ids, `row` a NamedTuple naming the columns read."""
-    columns = row._fields
+def rows_by_id(model: Any, key: str, ids: Sequence[str], columns: Sequence[str]) -> dict[str, dict[str, Any]]:
+    """{id: {column: value}} for the rows of these ids."""
     if connection.vendor != "postgresql":
         found = model.objects.filter(**{f"{key}__in": ids}).values_list(key, *columns)
     else:
@@ -57,24 +55,30 @@ def rows_by_id(model: Any, key: str, ids: Sequence[str], row: Any) -> dict[str, 
             f"SELECT {q(key)}, {', '.join(q(c) for c in columns)} FROM {q(model._meta.db_table)} WHERE {where}",  # noqa: S608 - model metadata
             params,
         )
-    return {r[0]: row._make(r[1:]) for r in found}
+    # Dicts, not NamedTuples: a dict of plain values is not tracked by the garbage collector, and a
+    # refresh holds thousands of these rows at once.
+    return {r[0]: dict(zip(columns, r[1:], strict=True)) for r in found}
 
 
 class Windows:
-    """Window sums over hour buckets, name -> (bucket column, days), read as one NamedTuple per entity
-    (`first_hour`: also the earliest bucket in the widest window, the last field)."""
+    """Window sums over hour buckets, name -> (bucket column, days), read as {name: sum} per entity
+    (`first_hour`: also the earliest bucket in the widest window, under "first_hour")."""
 
-    def __init__(self, name: str, spec: Mapping[str, tuple[str, int]], *, first_hour: bool = False) -> None:
+    def __init__(self, spec: Mapping[str, tuple[str, int]], *, first_hour: bool = False) -> None:
         self.spec = dict(spec)
         self.first_hour = first_hour
-        fields = [*spec, *(["first_hour"] if first_hour else [])]
-        self.row: Any = cast(Any, namedtuple(name, fields))  # field names known only at run time
-        self.empty = self.row._make([*(0 for _ in spec), *([None] if first_hour else [])])
+        self.names = [*spec, *(["first_hour"] if first_hour else [])]
+        self.empty: dict[str, Any] = {
+            **dict.fromkeys(spec, 0),
+            **({"first_hour": None} if first_hour else {}),
+        }
 
 
-def window_sums(model: Any, key: str, ids: Sequence[str], windows: Windows, now: datetime) -> dict[str, Any]:
-    """{id: windows.row} over the hour buckets up to `now`, one query. Ids without a bucket in the
-    widest window are absent."""
+def window_sums(
+    model: Any, key: str, ids: Sequence[str], windows: Windows, now: datetime
+) -> dict[str, dict[str, Any]]:
+    """{id: {window name: sum}} over the hour buckets up to `now`, one query. Ids without a bucket in
+    the widest window are absent."""
     q = connection.ops.quote_name
     adapt = connection.ops.adapt_datetimefield_value
     oldest = max(days for _, days in windows.spec.values())
@@ -90,10 +94,11 @@ def window_sums(model: Any, key: str, ids: Sequence[str], windows: Windows, now:
         f"WHERE {where} AND {q('hour')} >= %s AND {q('hour')} <= %s GROUP BY {q(key)}"
     )
     rows = select(sql, [*params, *id_params, adapt(window_start(now, oldest)), adapt(now)])
-    make = windows.row._make
-    found = {row[0]: make(row[1:]) for row in rows}  # every SUM has an ELSE 0: never NULL
+    names = windows.names
+    found = {row[0]: dict(zip(names, row[1:], strict=True)) for row in rows}  # SUM … ELSE 0: never NULL
     if windows.first_hour and connection.vendor != "postgresql":  # SQLite answers MIN(hour) as text
-        found = {k: w._replace(first_hour=_as_datetime(w.first_hour)) for k, w in found.items()}
+        for w in found.values():
+            w["first_hour"] = _as_datetime(w["first_hour"])
     return found
 
 

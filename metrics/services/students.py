@@ -26,30 +26,21 @@ from metrics.services.columns import (
 from metrics.services.db import Windows, chunks, rows_by_id, window_sums
 from metrics.windows import window_start
 
-_SUMS = Windows("StudentSums", STUDENT_WINDOWS, first_hour=True)
+_SUMS = Windows(STUDENT_WINDOWS, first_hour=True)
 
 
-class _Facts(NamedTuple):
-    """The student's StudentSessionFacts row."""
-
-    first_completed_at: datetime | None
-    first_session_id: str
-    first_ok: bool | None
-    last_completed_at: datetime | None
-
-
-class _Shown(NamedTuple):
-    """What the student's snapshot shows now: its first session and the platform's latest reading."""
-
-    first_session_at: datetime | None
-    first_session_id: str
-    first_session_ok: bool | None
-    platform_health_score: float | None
-    platform_churn_risk: str
-    platform_reported_at: datetime | None
-
-
-_NOT_SHOWN = _Shown(None, "", None, None, "", None)
+# The columns read of the student's StudentSessionFacts row, and of what its snapshot shows now (its
+# first session and the platform's latest reading).
+_FACTS = ("first_completed_at", "first_session_id", "first_ok", "last_completed_at")
+_SHOWN = (
+    "first_session_at",
+    "first_session_id",
+    "first_session_ok",
+    "platform_health_score",
+    "platform_churn_risk",
+    "platform_reported_at",
+)
+_NOT_SHOWN = {**dict.fromkeys(_SHOWN), "first_session_id": "", "platform_churn_risk": ""}
 
 
 class _First(NamedTuple):
@@ -61,9 +52,9 @@ class _First(NamedTuple):
 class _Reads(NamedTuple):
     """Everything a chunk of students' refresh reads, by student id."""
 
-    sums: dict[str, Any]  # _SUMS.row
-    facts: dict[str, _Facts]
-    shown: dict[str, _Shown]
+    sums: dict[str, dict[str, Any]]
+    facts: dict[str, dict[str, Any]]  # _FACTS
+    shown: dict[str, dict[str, Any]]  # _SHOWN
     last_until_now: dict[str, datetime]
 
 
@@ -113,11 +104,11 @@ def refresh_students(ids: list[str], now: datetime) -> dict[str, SimpleNamespace
 
 def _read(chunk: Sequence[str], now: datetime) -> _Reads:
     sums = window_sums(StudentHourly, "student_id", chunk, _SUMS, now)
-    facts = rows_by_id(StudentSessionFacts, "student_id", chunk, _Facts)
-    shown = rows_by_id(StudentSnapshot, "student_id", chunk, _Shown)
+    facts = rows_by_id(StudentSessionFacts, "student_id", chunk, _FACTS)
+    shown = rows_by_id(StudentSnapshot, "student_id", chunk, _SHOWN)
     # A completion stamped after `now` (clock skew) is not shown yet: the latest one up to now.
     ahead = sorted(
-        sid for sid, f in facts.items() if f.last_completed_at is not None and f.last_completed_at > now
+        sid for sid, f in facts.items() if f["last_completed_at"] is not None and f["last_completed_at"] > now
     )
     last_until_now = (
         dict(
@@ -136,16 +127,16 @@ def _last_session(sid: str, reads: _Reads, now: datetime) -> datetime | None:
     f = reads.facts.get(sid)
     if f is None:
         return None
-    if f.last_completed_at is None or f.last_completed_at <= now:
-        return f.last_completed_at
+    if f["last_completed_at"] is None or f["last_completed_at"] <= now:
+        return f["last_completed_at"]
     return reads.last_until_now.get(sid)
 
 
-def _first_session(f: _Facts | None, shown: _Shown, now: datetime) -> _First:
-    if f is not None and f.first_completed_at is not None and f.first_completed_at <= now:
-        return _First(f.first_completed_at, f.first_session_id, f.first_ok)
+def _first_session(f: dict[str, Any] | None, shown: dict[str, Any], now: datetime) -> _First:
+    if f is not None and f["first_completed_at"] is not None and f["first_completed_at"] <= now:
+        return _First(f["first_completed_at"], f["first_session_id"], f["first_ok"])
     # No completed session up to now: keep what the snapshot shows.
-    return _First(shown.first_session_at, shown.first_session_id, shown.first_session_ok)
+    return _First(shown["first_session_at"], shown["first_session_id"], shown["first_session_ok"])
 
 
 def _student(
@@ -155,60 +146,58 @@ def _student(
     values, JSON as objects, and the platform's latest reading)."""
     w = reads.sums.get(sid) or _SUMS.empty
     shown = reads.shown.get(sid, _NOT_SHOWN)
-    rated = w.rating_count_30d
-    prior = (w.sessions_28d - w.sessions_7d) / 3
-    velocity = round(w.sessions_7d / prior, 3) if prior > 0 else None
+    rated = w["rating_count_30d"]
+    prior = (w["sessions_28d"] - w["sessions_7d"]) / 3
+    velocity = round(w["sessions_7d"] / prior, 3) if prior > 0 else None
     last = _last_session(sid, reads, now)
     first = _first_session(reads.facts.get(sid), shown, now)
-    reasons = {r: n for r, name in IB_REASON_WINDOWS.items() if (n := getattr(w, name))}
+    reasons = {r: w[name] for r, name in IB_REASON_WINDOWS.items() if w[name]}
     values = {
-        "sessions_7d": w.sessions_7d,
-        "sessions_14d": w.sessions_14d,
-        "sessions_30d": w.sessions_30d,
-        "sessions_started_7d": w.sessions_started_7d,
-        "sessions_started_30d": w.sessions_started_30d,
-        "unsuccessful_30d": w.unsuccessful_30d,
-        "ib_calls_7d": w.ib_calls_7d,
-        "ib_calls_14d": w.ib_calls_14d,
-        "ib_calls_30d": w.ib_calls_30d,
-        "ib_unresolved_14d": w.ib_unresolved_14d,
-        "ib_high_priority_14d": w.ib_high_priority_14d,
-        "ib_reasons_14d": reasons,
+        "sessions_7d": w["sessions_7d"],
+        "sessions_14d": w["sessions_14d"],
+        "sessions_30d": w["sessions_30d"],
+        "sessions_started_7d": w["sessions_started_7d"],
+        "sessions_started_30d": w["sessions_started_30d"],
+        "unsuccessful_30d": w["unsuccessful_30d"],
+        "ib_calls_7d": w["ib_calls_7d"],
+        "ib_calls_14d": w["ib_calls_14d"],
+        "ib_calls_30d": w["ib_calls_30d"],
+        "ib_unresolved_14d": w["ib_unresolved_14d"],
+        "ib_high_priority_14d": w["ib_high_priority_14d"],
+        "ib_reasons_14d": json.dumps(reasons),  # JSON as text: the row holds plain values only
         "rated_sessions_30d": rated,
-        "avg_rating_given": round(w.rating_sum_30d / rated, 2) if rated else None,
+        "avg_rating_given": round(w["rating_sum_30d"] / rated, 2) if rated else None,
         "prior_weekly_mean": round(prior, 3),
         "velocity": velocity,
-        "velocity_trend": velocity_trend(velocity, prior, w.sessions_7d),
+        "velocity_trend": velocity_trend(velocity, prior, w["sessions_7d"]),
         "last_session_at": last,
         "days_since_last_session": round((now - last).total_seconds() / 86400, 2) if last else None,
         "first_session_at": first.at,
         "first_session_id": first.session_id,
         "first_session_ok": first.ok,
         "platform_health_baseline": _platform_baseline(
-            w, shown.platform_health_score, shown.platform_reported_at, now
+            w, shown["platform_health_score"], shown["platform_reported_at"], now
         ),
-        "observed_since": w.first_hour,
+        "observed_since": w["first_hour"],
         "health_components": None,
         "health_score": None,
         "as_of": now,
         "updated_at": now,
     }
-    assessment = _assess(w, values, prior, judge.known(first), shown.platform_health_score, now)
-    values["health_components"], values["health_score"] = assessment.components, assessment.score
+    assessment = _assess(w, values, prior, judge.known(first), shown["platform_health_score"], now)
+    values["health_components"] = json.dumps(assessment.components)
+    values["health_score"] = assessment.score
     view = SimpleNamespace(**values)
     view.student_id = sid
-    view.platform_health_score, view.platform_churn_risk = (
-        shown.platform_health_score,
-        shown.platform_churn_risk,
-    )
+    view.ib_reasons_14d, view.health_components = reasons, assessment.components
+    view.platform_health_score = shown["platform_health_score"]
+    view.platform_churn_risk = shown["platform_churn_risk"]
     values["student_id"] = sid
-    values["ib_reasons_14d"] = json.dumps(reasons)
-    values["health_components"] = json.dumps(assessment.components)
     return values, view
 
 
 def _assess(
-    w: Any,
+    w: dict[str, Any],
     values: dict[str, Any],
     prior: float,
     first_known: bool,
@@ -216,20 +205,20 @@ def _assess(
     now: datetime,
 ) -> Assessment:
     """The health score from the window sums and the snapshot values computed so far."""
-    observed_since, first_at = w.first_hour, values["first_session_at"]
+    observed_since, first_at = w["first_hour"], values["first_session_at"]
     return health_assess(
         HealthEvidence(
             observed_days=(now - observed_since).total_seconds() / 86400 if observed_since else None,
-            sessions_7d=w.sessions_7d,
+            sessions_7d=w["sessions_7d"],
             prior_weekly_mean=prior,
             days_since_last_session=values["days_since_last_session"],
-            ib_calls_7d=w.ib_calls_7d,
-            ib_calls_30d=w.ib_calls_30d,
-            ib_unresolved_14d=w.ib_unresolved_14d,
-            ib_high_priority_14d=w.ib_high_priority_14d,
+            ib_calls_7d=w["ib_calls_7d"],
+            ib_calls_30d=w["ib_calls_30d"],
+            ib_unresolved_14d=w["ib_unresolved_14d"],
+            ib_high_priority_14d=w["ib_high_priority_14d"],
             avg_rating_given=values["avg_rating_given"],
             rated_sessions_30d=values["rated_sessions_30d"],
-            unsuccessful_30d=w.unsuccessful_30d,
+            unsuccessful_30d=w["unsuccessful_30d"],
             first_session_ok=values["first_session_ok"],
             first_session_known=first_known,
             days_since_first_session=(now - first_at).total_seconds() / 86400 if first_at else None,
@@ -241,12 +230,12 @@ def _assess(
 
 
 def _platform_baseline(
-    w: Any, latest: float | None, latest_at: datetime | None, now: datetime
+    w: dict[str, Any], latest: float | None, latest_at: datetime | None, now: datetime
 ) -> float | None:
     """Mean of the student's platform readings from 8 to 30 days ago (the latest one left out): what
     the platform usually said of them, before whatever is happening this week."""
-    hundredths = int(w.health_sum_30d) - int(w.health_sum_7d)
-    count = int(w.health_count_30d) - int(w.health_count_7d)
+    hundredths = int(w["health_sum_30d"]) - int(w["health_sum_7d"])
+    count = int(w["health_count_30d"]) - int(w["health_count_7d"])
     if (
         latest is not None
         and latest_at is not None
