@@ -32,6 +32,7 @@ run: install
 lint: install-dev
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	IOPS_TESTING=1 $(BIN)/mypy
 
 # Two passes at once (the machine has 2 cores and each pass waits on sockets and subprocesses much of the
 # time): SQLite (embedded default) for everything but the browser/Redis/process tests, and the whole suite on

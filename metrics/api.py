@@ -37,12 +37,12 @@ class Error(Schema):
     errors: list[dict[str, str]]
 
 
-class StudentOut(create_schema(StudentSnapshot, name="StudentFields", exclude=["id", "student_id"])):
+class StudentOut(create_schema(StudentSnapshot, name="StudentFields", exclude=["id", "student_id"])):  # type: ignore[misc]  # ninja builds the base at import
     entity_type: Literal["student"]
     entity_id: str
 
 
-class TutorOut(create_schema(TutorSnapshot, name="TutorFields", exclude=["id", "tutor_id"])):
+class TutorOut(create_schema(TutorSnapshot, name="TutorFields", exclude=["id", "tutor_id"])):  # type: ignore[misc]  # ninja builds the base at import
     entity_type: Literal["tutor"]
     entity_id: str
     subjects: list[str] = Field(default_factory=list, description="from the latest availability report")
@@ -51,7 +51,7 @@ class TutorOut(create_schema(TutorSnapshot, name="TutorFields", exclude=["id", "
     )
 
 
-class SubjectRegionOut(create_schema(SubjectRegionSnapshot, name="SubjectRegionFields", exclude=["id"])):
+class SubjectRegionOut(create_schema(SubjectRegionSnapshot, name="SubjectRegionFields", exclude=["id"])):  # type: ignore[misc]  # ninja builds the base at import
     entity_type: Literal["subject_region"]
     entity_id: str = Field(description='"Subject|region", url-quote it in a path')
 

@@ -12,7 +12,7 @@ from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 from django.core.exceptions import ValidationError
-from django.db.models import Avg, F, Model, Q, QuerySet
+from django.db.models import Avg, F, Field, Model, Q, QuerySet
 from django.db.models.functions import TruncDay
 
 from iops.lib.text import unstorable_text
@@ -47,7 +47,7 @@ def snapshot_as_dict(entity_type: str, obj: Model) -> dict[str, Any]:
             continue
         value = getattr(obj, f.attname)
         data[f.name] = value.isoformat() if hasattr(value, "isoformat") else value
-    if entity_type == "tutor":
+    if isinstance(obj, TutorSnapshot):
         data["avg_rating"] = obj.avg_rating
         data["burnout_level"] = burnout_level(obj.burnout_risk)
     return data
@@ -107,6 +107,8 @@ def decode_cursor(cursor: str, *, model: type[Model], field: str) -> tuple[Any, 
             if value.tzinfo is None:
                 raise TypeError
             value = value.astimezone(UTC)  # OverflowError: no UTC date (9999-12-31T23:59:59-23:59)
+        if not isinstance(model_field, Field):
+            raise TypeError  # a relation is no sortable column
         value = model_field.to_python(value)
         if isinstance(value, str) and unstorable_text(value) is not None:
             raise TypeError

@@ -36,14 +36,8 @@ def cell_parse(entity_id: str) -> tuple[str, str] | None:
 
 
 # The counters of an hourly bucket (student and tutor alike), and the student's IB counters on top.
-SESSION_VALUES = [
-    "sessions_started",
-    "sessions_completed",
-    "sessions_unsuccessful",
-    "rating_sum",
-    "rating_count",
-    "minutes",
-]
+SESSION_COUNTS = ["sessions_started", "sessions_completed", "sessions_unsuccessful"]
+SESSION_VALUES = [*SESSION_COUNTS, "rating_sum", "rating_count", "minutes"]
 IB_VALUES = ["ib_calls", "ib_unresolved", "ib_high_priority", *[f"ib_{r}" for r in IB_REASONS]]
 
 # The orders the entity lists accept (the API validates against these; "-" is descending).

@@ -7,12 +7,9 @@ from typing import Any
 
 from metrics.models import StudentSnapshot, TutorSnapshot
 from metrics.services.db import SnapshotTable
-from metrics.vocabulary import IB_REASONS
+from metrics.vocabulary import IB_REASONS, IB_VALUES, SESSION_COUNTS, SESSION_VALUES
 
-# Bucket columns (StudentHourly, TutorHourly, GlobalMinute): the fold adds to them.
-SESSION_COUNTS = ["sessions_started", "sessions_completed", "sessions_unsuccessful"]
-SESSION_VALUES = [*SESSION_COUNTS, "rating_sum", "rating_count", "minutes"]
-IB_VALUES = ["ib_calls", "ib_unresolved", "ib_high_priority", *[f"ib_{r}" for r in IB_REASONS]]
+# Bucket columns (StudentHourly, TutorHourly, GlobalMinute; defined in metrics.vocabulary): the fold adds to them.
 HEALTH_VALUES = ["health_sum", "health_count"]
 STUDENT_VALUES = SESSION_VALUES + IB_VALUES + HEALTH_VALUES
 MINUTE_VALUES = ["received", "events", *SESSION_COUNTS, "ib_calls"]
