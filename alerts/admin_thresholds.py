@@ -11,6 +11,7 @@ from django.utils.html import format_html_join
 
 from alerts import thresholds
 from alerts.models import ThresholdChange, ThresholdSet
+from iops.lib.admin import AuditAdmin
 
 
 def _field(spec: thresholds.Spec) -> forms.Field:
@@ -96,17 +97,8 @@ class ThresholdSetAdmin(admin.ModelAdmin):
 
 
 @admin.register(ThresholdChange)
-class ThresholdChangeAdmin(admin.ModelAdmin):
+class ThresholdChangeAdmin(AuditAdmin):
     list_display = ("at", "by", "name", "old_value", "new_value", "version")
     list_filter = ("name", "by")
     search_fields = ("name",)
     readonly_fields = ("at", "by", "name", "old_value", "new_value", "version")
-
-    def has_add_permission(self, request):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
-
-    def has_delete_permission(self, request, obj=None):
-        return False

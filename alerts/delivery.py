@@ -12,7 +12,7 @@ import logging
 import random
 import time
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from datetime import datetime, timedelta
 
 from django.conf import settings
@@ -71,6 +71,19 @@ def _groups(rows: Iterable[tuple]) -> list[list[int]]:
 
 
 _GROUP_FIELDS = ("pk", "channel_id", "alert__type", "severity", "trigger", "created_at")
+
+
+def send_guarded(send: Callable[[], object], *, delivery_ids: list[int]) -> TransportError | None:
+    """Run one send; what went wrong as a TransportError (a notifier's own, or a crash wrapped so a bug
+    in one notifier never crash-loops the sweep), None when it went out."""
+    try:
+        send()
+    except TransportError as exc:
+        return exc
+    except Exception as exc:  # noqa: BLE001 - logged with its traceback, answered as a transport error
+        logger.exception("notifier crashed", extra={"delivery_ids": delivery_ids})
+        return TransportError(f"internal error: {exc.__class__.__name__}: {exc}")
+    return None
 
 
 def deliveries_dispatch(delivery_ids: list[int]) -> None:
@@ -232,14 +245,7 @@ def _attempt(delivery_ids: list[int], now: datetime) -> tuple[str | None, int, i
     if not deliveries:
         return DeliveryStatus.SILENCED, 0, len(claimed)
     started = time.perf_counter()
-    error: TransportError | None = None
-    try:
-        _send(deliveries, now)
-    except TransportError as exc:
-        error = exc
-    except Exception as exc:  # noqa: BLE001 - a bug in one notifier must not crash-loop the sweep
-        logger.exception("notifier crashed", extra={"delivery_ids": claimed})
-        error = TransportError(f"internal error: {exc.__class__.__name__}: {exc}")
+    error = send_guarded(lambda: _send(deliveries, now), delivery_ids=claimed)
     duration_ms = round((time.perf_counter() - started) * 1000)
     outcome: str = DeliveryStatus.SENT
     for delivery in deliveries:

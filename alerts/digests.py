@@ -19,7 +19,7 @@ from datetime import datetime
 from django.conf import settings
 from django.db.models import F
 
-from alerts.delivery import _backoff, _lease, deliveries_silence
+from alerts.delivery import _backoff, _lease, deliveries_silence, send_guarded
 from alerts.messages import digest_message
 from alerts.models import AlertDelivery, DeliveryStatus
 from alerts.notifiers import TransportError, notifier_for
@@ -64,18 +64,15 @@ def digest_send(*, delivery_ids: list[int], now: datetime) -> tuple[str | None, 
         return DeliveryStatus.SILENCED, 0
     channel = rows[0].channel
     started = time.perf_counter()
-    try:
+
+    def send() -> None:
         if not channel.enabled:
             raise TransportError(f"channel {channel.name!r} is disabled", permanent=True)
         message = digest_message(channel=channel, alerts=[r.alert for r in rows], now=now)
         message["delivery_ids"] = [r.pk for r in rows]
         notifier_for(channel).send(rows[0].alert, message)
-        error = None
-    except TransportError as exc:
-        error = exc
-    except Exception as exc:  # noqa: BLE001 - a bug in one notifier must not crash-loop the task
-        logger.exception("notifier crashed", extra={"delivery_ids": claimed})
-        error = TransportError(f"internal error: {exc.__class__.__name__}: {exc}")
+
+    error = send_guarded(send, delivery_ids=claimed)
     duration_ms = round((time.perf_counter() - started) * 1000)
     return _settle(rows, error, now=now, duration_ms=duration_ms), len(rows)
 

@@ -15,6 +15,7 @@ from ingest.models import (
     SuspectDelivery,
     default_api_key_scopes,
 )
+from iops.lib.admin import AuditAdmin
 
 
 class NoCountPaginator(Paginator):
@@ -26,7 +27,7 @@ class NoCountPaginator(Paginator):
 
 
 @admin.register(Event)
-class EventAdmin(admin.ModelAdmin):
+class EventAdmin(AuditAdmin):
     list_display = ("event_id", "event_type", "occurred_at", "received_at", "student_id", "tutor_id", "late")
     list_filter = ("event_type", "late")
     # Case-sensitive exact lookups ("=" would be iexact, which no index serves on 10M rows).
@@ -35,15 +36,6 @@ class EventAdmin(admin.ModelAdmin):
     paginator = NoCountPaginator
     show_full_result_count = False
     ordering = ("-id",)
-
-    def has_add_permission(self, request):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
-
-    def has_delete_permission(self, request, obj=None):
-        return False
 
 
 @admin.register(PendingEvent)

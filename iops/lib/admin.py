@@ -11,3 +11,10 @@ class ReadOnlyAdmin(admin.ModelAdmin):
 
     def has_change_permission(self, request, obj=None):
         return False
+
+
+class AuditAdmin(ReadOnlyAdmin):
+    """A record of what happened (raw events, threshold changes): not even deleted by hand."""
+
+    def has_delete_permission(self, request, obj=None):
+        return False
