@@ -40,6 +40,22 @@ def _publish(*insights: Insight) -> None:
         transaction.on_commit(lambda: realtime.publish_change(realtime.Change(insights=pks)))
 
 
+# What a reused insight carries over from the one that was scored (its own alert and origin aside).
+_REUSED = (
+    "entity_type",
+    "entity_id",
+    "risk",
+    "level",
+    "explanation",
+    "recommendations",
+    "drivers",
+    "features",
+    "model",
+    "fallback_reason",
+    "scored_at",
+)
+
+
 def _reuse(cached: Insight, *, alert_id: int | None) -> Insight:
     """The cached insight answers this alert too. The alert gets a row of its own: the cached one
     itself when it has no alert yet, else a copy (cached_from = the scored original), so whatever
@@ -57,19 +73,7 @@ def _reuse(cached: Insight, *, alert_id: int | None) -> Insight:
     if existing is not None:  # the alert already has it (a redelivered task)
         return existing
     copy = Insight.objects.create(
-        entity_type=cached.entity_type,
-        entity_id=cached.entity_id,
-        alert_id=alert_id,
-        risk=cached.risk,
-        level=cached.level,
-        explanation=cached.explanation,
-        recommendations=cached.recommendations,
-        drivers=cached.drivers,
-        features=cached.features,
-        model=cached.model,
-        fallback_reason=cached.fallback_reason,
-        scored_at=cached.scored_at,
-        cached_from_id=original,
+        **{name: getattr(cached, name) for name in _REUSED}, alert_id=alert_id, cached_from_id=original
     )
     _publish(copy)
     return copy
