@@ -150,6 +150,15 @@ def silence_alert_ids(silence: Silence, *, limit: int = 200) -> list[int]:
     return list(qs.values_list("pk", flat=True)[:limit])
 
 
+def silences_turned_alert_ids(*, since: datetime, now: datetime) -> list[int]:
+    """Active alerts whose muting changed by the clock alone in (since, now]: a silence that began or
+    ended in that span (the sweep pushes these rows, so open dashboards unmute them without a reload)."""
+    turned = Silence.objects.filter(
+        Q(ends_at__gt=since, ends_at__lte=now) | Q(starts_at__gt=since, starts_at__lte=now)
+    )
+    return sorted({pk for silence in turned for pk in silence_alert_ids(silence)})
+
+
 def silences_for(alerts: Iterable[Alert], *, now: datetime) -> dict[int, Silence]:
     """{alert id: the active silence that mutes it} for these alerts (the one ending last)."""
     active = list(silences_active(now=now).order_by("-ends_at", "-id"))

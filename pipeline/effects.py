@@ -30,15 +30,16 @@ from iops.lib import realtime
 logger = logging.getLogger(__name__)
 
 
-def after_pass(raised: list[Raised], *, now: datetime, events: int = 0, resolved: Sequence[int] = ()) -> None:
-    """Call inside the pass's transaction, once, with everything it raised."""
-    if not raised and not events and not resolved:
+def after_pass(raised: list[Raised], *, now: datetime, events: int = 0, updated: Sequence[int] = ()) -> None:
+    """Call inside the pass's transaction, once, with everything it raised (and, in `updated`, alerts
+    it changed otherwise: auto-resolved, muted or unmuted by the clock)."""
+    if not raised and not events and not updated:
         return
     deliveries = _route([r.alert_id for r in raised if r.created or r.escalated], now=now)
     change = realtime.Change(
         events=events,
         alerts_created=[r.alert_id for r in raised if r.created],
-        alerts_updated=[r.alert_id for r in raised if not r.created] + list(resolved),
+        alerts_updated=[r.alert_id for r in raised if not r.created] + list(updated),
     )
     alert_ids = sorted({r.alert_id for r in raised})
     transaction.on_commit(lambda: committed(change=change, alert_ids=alert_ids, deliveries=deliveries))

@@ -3,7 +3,10 @@ before the commit, and one push per alert status change whichever front end made
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 import pytest
+import time_machine
 
 from alerts.models import Alert
 from conftest import READING_CRITICAL, event, platform_reading, watched_student
@@ -62,3 +65,28 @@ def test_a_status_change_is_pushed_once_whichever_front_end_made_it(
     alert.refresh_from_db()
     assert alert.status == "acknowledged"
     assert [c.alerts_updated for c in pushed] == [[alert.pk]]
+
+
+def test_a_silence_that_ends_by_itself_is_pushed_by_the_next_sweep(
+    client, admin_user, post, drain, pushed, django_capture_on_commit_callbacks
+):
+    """Open dashboards unmute the row when the silence runs out, without a reload."""
+    from django.utils import timezone
+
+    from pipeline.tasks import sweep
+
+    platform_reading(post, drain, READING_CRITICAL)
+    alert = Alert.objects.get(type="low_health_score")
+    client.force_login(admin_user)
+    body = {"entity_type": "student", "entity_id": "stu_1", "duration_minutes": 30, "reason": "call booked"}
+    assert client.post("/api/silences", data=body, content_type="application/json").status_code == 201
+    start = timezone.now()
+    for minutes, expect_pushed in ((10, False), (30.2, True)):
+        pushed.clear()
+        with (
+            time_machine.travel(start + timedelta(minutes=minutes), tick=False),
+            django_capture_on_commit_callbacks(execute=True),
+        ):
+            sweep.apply().get()
+        updated = {pk for change in pushed for pk in change.alerts_updated}
+        assert (alert.pk in updated) is expect_pushed, (minutes, pushed)
