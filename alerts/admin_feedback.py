@@ -12,7 +12,7 @@ class AlertLabelInline(admin.StackedInline):
     model = AlertLabel
     extra = 0
     can_delete = False
-    readonly_fields = ("label", "action", "reason", "by", "at")
+    readonly_fields = ("label", "action", "reason", "by", "by_key", "at")
 
     def has_add_permission(self, request, obj=None):
         return False
@@ -20,10 +20,10 @@ class AlertLabelInline(admin.StackedInline):
 
 @admin.register(AlertLabel)
 class AlertLabelAdmin(admin.ModelAdmin):
-    list_display = ("alert", "label", "reason", "action", "by", "at")
+    list_display = ("alert", "label", "reason", "action", "by", "by_key", "at")
     list_filter = ("label", "reason", "alert__type", "at")
     list_select_related = ("alert", "by")
-    readonly_fields = ("alert", "label", "action", "reason", "by", "at")
+    readonly_fields = ("alert", "label", "action", "reason", "by", "by_key", "at")
     show_full_result_count = False
 
     def has_add_permission(self, request):

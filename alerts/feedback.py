@@ -37,7 +37,9 @@ def reason_code(text: str) -> str:
     return code if code in REASONS else DismissReason.OTHER.value
 
 
-def label_record(*, alert: Alert, action: str, reason: str, user, now: datetime) -> AlertLabel:
+def label_record(
+    *, alert: Alert, action: str, reason: str, user, now: datetime, api_key: str = ""
+) -> AlertLabel:
     """Call inside the transition's transaction (alerts.services.alert_transition): the latest word wins."""
     dismissed = action == "dismiss"
     label, _ = AlertLabel.objects.update_or_create(
@@ -47,6 +49,7 @@ def label_record(*, alert: Alert, action: str, reason: str, user, now: datetime)
             "action": action,
             "reason": reason_code(reason) if dismissed else "",
             "by": user if getattr(user, "pk", None) else None,
+            "by_key": api_key,
             "at": now,
         },
     )

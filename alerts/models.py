@@ -326,6 +326,9 @@ class AlertLabel(models.Model):
     action = models.CharField(max_length=12)  # acknowledge | resolve | dismiss
     reason = models.CharField(max_length=20, choices=DismissReason.choices, blank=True, default="")
     by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL)
+    by_key = models.CharField(
+        max_length=140, blank=True, default="", db_default="", help_text="the API key that acted, if any"
+    )
     at = models.DateTimeField(db_index=True)
 
     def __str__(self) -> str:

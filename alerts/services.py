@@ -497,7 +497,7 @@ def alert_transition(
         to_status=to_status,
         note=reason.strip()[:500],
     )
-    label_record(alert=alert, action=action, reason=reason, user=user, now=now)  # operator feedback
+    label_record(alert=alert, action=action, reason=reason, user=user, api_key=api_key, now=now)  # feedback
     # Every open dashboard swaps the row once the change is committed, whoever made it (page, API, admin).
     transaction.on_commit(lambda: realtime.publish_change(realtime.Change(alerts_updated=[alert.pk])))
     return alert

@@ -66,3 +66,19 @@ def test_the_drawer_and_the_admin_show_the_key(client, make_alert, actor_key, st
 def test_unknown_alert_is_a_json_404(client, actor_key):
     resp = client.get("/api/alerts/987654", HTTP_X_API_KEY=actor_key.plaintext)
     assert resp.status_code == 404 and resp.json()["errors"][0]["field"] == "id"
+
+
+def test_the_operator_label_of_a_key_action_names_the_key(client, admin_client, make_alert, actor_key):
+    """The feedback label (graded on /quality) says which key dismissed, as the alert's history does."""
+    alert = make_alert()
+    resp = client.post(
+        f"/api/alerts/{alert.pk}/dismiss",
+        {"reason": "false_positive"},
+        content_type="application/json",
+        HTTP_X_API_KEY=actor_key.plaintext,
+    )
+    assert resp.status_code == 200
+    html = admin_client.get("/admin/alerts/alertlabel/").content.decode()
+    assert f"pagerbot ({actor_key.api_key.prefix}…)" in html and "false_positive" in html.lower().replace(
+        " ", "_"
+    )
