@@ -354,6 +354,7 @@ class SilenceAdmin(admin.ModelAdmin):
         "state",
         "reason",
         "created_by",
+        "created_by_key",
         "muted_deliveries",
     )
     list_filter = (SilenceStateFilter, "alert_type", "entity_type", "ends_at")

@@ -396,6 +396,9 @@ class Silence(models.Model):
     created_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
     )
+    created_by_key = models.CharField(
+        max_length=140, blank=True, default="", db_default="", help_text="the API key that made it, if any"
+    )
     created_at = models.DateTimeField()
 
     class Meta:

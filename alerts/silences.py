@@ -79,6 +79,7 @@ def silence_create(
     entity_id: str = "",
     cell: str = "",
     user=None,
+    api_key: str = "",
 ) -> Silence:
     """A new silence; SilenceInvalid naming the fields at fault."""
     silence = Silence(
@@ -90,6 +91,7 @@ def silence_create(
         ends_at=ends_at,
         reason=(reason or "").strip(),
         created_by=user if getattr(user, "pk", None) else None,
+        created_by_key=api_key,
         created_at=now,
     )
     errors = silence_errors(silence)
@@ -201,6 +203,7 @@ def silence_as_dict(silence: Silence, *, now: datetime) -> dict[str, Any]:
         "ends_at": silence.ends_at.isoformat(),
         "reason": silence.reason,
         "created_by": silence.created_by.get_username() if silence.created_by else None,
+        "created_by_key": silence.created_by_key or None,
         "created_at": silence.created_at.isoformat(),
         "state": silence_state(silence, now=now),
     }

@@ -11,6 +11,7 @@ from django.utils import timezone
 from ninja import Field, Router, Schema, Status
 from pydantic import field_validator
 
+from alerts.api import key_label
 from alerts.models import Silence
 from alerts.silences import (
     SilenceInvalid,
@@ -83,6 +84,7 @@ def create_silence(request, body: SilenceIn):
             ends_at=ends_at,
             reason=body.reason,
             user=user,
+            api_key=key_label(request.auth),
             now=now,
         )
     except SilenceInvalid as exc:

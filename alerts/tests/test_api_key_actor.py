@@ -82,3 +82,13 @@ def test_the_operator_label_of_a_key_action_names_the_key(client, admin_client, 
     assert f"pagerbot ({actor_key.api_key.prefix}…)" in html and "false_positive" in html.lower().replace(
         " ", "_"
     )
+
+
+def test_a_silence_made_with_a_key_names_the_key(client, make_alert, actor_key):
+    body = {"alert_type": "low_health_score", "duration_minutes": 60, "reason": "maintenance window"}
+    resp = client.post(
+        "/api/silences", body, content_type="application/json", HTTP_X_API_KEY=actor_key.plaintext
+    )
+    assert resp.status_code == 201, resp.content
+    made = resp.json()
+    assert made["created_by"] is None and made["created_by_key"] == f"pagerbot ({actor_key.api_key.prefix}…)"
