@@ -2,10 +2,11 @@
 per period instead of one each.
 
 Routing (alerts/delivery.py) leaves such deliveries in status `digest`, due at the end of their period
-(`next_attempt_at`). The periodic task `alerts.send_digests` claims each due row with a conditional
-UPDATE (as the ordinary sweep does: the lease moves next_attempt_at forward and counts the attempt), so
-two workers never send a row twice, and sends one message per channel listing what was raised, grouped
-by type. A failed digest stays `digest` with a retry scheduled; after ALERT_DELIVERY_MAX_ATTEMPTS its
+(`next_attempt_at`). The periodic task `alerts.send_digests` first holds the channel's period (a
+conditional UPDATE of `digest_claimed_until`: concurrent runs never split a period into two messages),
+then claims each due row with a conditional UPDATE (as the ordinary sweep does: the lease moves
+next_attempt_at forward and counts the attempt), so no row is ever sent twice, and sends one message per
+channel listing what was raised, grouped by type. A failed digest stays `digest` with a retry scheduled; after ALERT_DELIVERY_MAX_ATTEMPTS its
 rows become dead letters.
 """
 
@@ -17,11 +18,11 @@ from collections import Counter
 from datetime import datetime
 
 from django.conf import settings
-from django.db.models import F
+from django.db.models import F, Q
 
 from alerts.delivery import _backoff, _lease, deliveries_silence, send_guarded
 from alerts.messages import digest_message
-from alerts.models import AlertDelivery, DeliveryStatus
+from alerts.models import AlertDelivery, DeliveryStatus, NotificationChannel
 from alerts.notifiers import TransportError, notifier_for
 
 logger = logging.getLogger(__name__)
@@ -104,12 +105,29 @@ def _settle(
     return "failed" if status == DeliveryStatus.DIGEST else status
 
 
+def _claim_channel(channel_id: int, now: datetime) -> datetime | None:
+    """This run's hold on a channel's due digest (None: another run has it), so concurrent runs never
+    split one period into two messages. The hold expires by itself should the run die."""
+    until = now + _lease()
+    free = Q(digest_claimed_until__isnull=True) | Q(digest_claimed_until__lte=now)
+    taken = NotificationChannel.objects.filter(free, pk=channel_id).update(digest_claimed_until=until)
+    return until if taken else None
+
+
 def digests_send_due(*, now: datetime) -> dict[str, int]:
     """Every channel's due digest, one message each (the beat task `alerts.send_digests`). Returns counts
     of rows by outcome."""
     outcome: Counter[str] = Counter()
-    for ids in digests_due(now=now).values():
-        status, count = digest_send(delivery_ids=ids, now=now)
+    for channel_id, ids in digests_due(now=now).items():
+        until = _claim_channel(channel_id, now)
+        if until is None:
+            continue
+        try:
+            status, count = digest_send(delivery_ids=ids, now=now)
+        finally:
+            NotificationChannel.objects.filter(pk=channel_id, digest_claimed_until=until).update(
+                digest_claimed_until=None
+            )
         if status is not None:
             outcome[str(status)] += count or len(ids)
     return dict(outcome)

@@ -186,6 +186,8 @@ class NotificationChannel(models.Model):
         default=Severity.INFO,
         help_text="with a digest: alerts at this severity or below wait for it; more severe go at once",
     )
+    # The digest run that has this channel's period (claimed by conditional UPDATE): one message a period.
+    digest_claimed_until = models.DateTimeField(null=True, blank=True, editable=False)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
