@@ -418,39 +418,20 @@ def copy_ceiling(gen: Generator, *, batch: int) -> tuple[float, int]:
     staging table, then INSERT … SELECT … ON CONFLICT (event_id) DO NOTHING RETURNING into a table shaped
     like ingest_event with all its indexes, one transaction per batch. Only the database work is timed
     (the events are generated outside the clock). Returns (events/s, events stored)."""
-    import json
-
     from django.db import connection, transaction
 
     from ingest.models import Event
-    from metrics.services import retention_horizon
+    from pipeline.batch import EVENT_COLUMNS, event_rows
 
     table = Event._meta.db_table
-    cols = "event_id, event_type, occurred_at, received_at, processed_at, student_id, tutor_id, late, payload"
+    cols = ", ".join(EVENT_COLUMNS)
     with connection.cursor() as cursor:
         cursor.execute("DROP TABLE IF EXISTS bench_ceiling")
         cursor.execute(f"CREATE TABLE bench_ceiling (LIKE {table} INCLUDING ALL)")
         cursor.execute(f"CREATE TEMP TABLE bench_staging AS SELECT {cols} FROM {table} WITH NO DATA")  # noqa: S608
     busy, stored = 0.0, 0
     for now, events in gen.batches(batch):
-        horizon = retention_horizon(now)
-        rows = []
-        for e in events:
-            occurred = datetime.fromisoformat(e["timestamp"])
-            p = e["payload"]
-            rows.append(
-                (
-                    e["event_id"],
-                    e["event_type"],
-                    occurred,
-                    datetime.fromisoformat(e["received_at"]),
-                    now,
-                    str(p.get("student_id", "")),
-                    str(p.get("tutor_id", "")),
-                    occurred < horizon,
-                    json.dumps(p, separators=(",", ":")),
-                )
-            )
+        rows = event_rows(events, now)  # the very rows process_batch stores
         t0 = time.perf_counter()
         with transaction.atomic(), connection.cursor() as cursor:
             raw = cursor.cursor  # psycopg's own cursor: COPY

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -32,13 +33,24 @@ class BatchResult:
     seconds: float = 0.0
 
 
-def _store_events(events: list[dict[str, Any]], now: datetime) -> list[dict[str, Any]]:
-    unique: dict[str, dict[str, Any]] = {}
-    for e in events:
-        unique.setdefault(e["event_id"], e)
+EVENT_COLUMNS = [
+    "event_id",
+    "event_type",
+    "occurred_at",
+    "received_at",
+    "processed_at",
+    "student_id",
+    "tutor_id",
+    "late",
+    "payload",
+]
+
+
+def event_rows(events: Iterable[dict[str, Any]], now: datetime) -> list[tuple]:
+    """The raw event table's rows (EVENT_COLUMNS) for validated events processed at `now`."""
     horizon = retention_horizon(now)
     rows = []
-    for e in unique.values():
+    for e in events:
         occurred = datetime.fromisoformat(e["timestamp"])
         p = e["payload"]
         rows.append(
@@ -54,20 +66,17 @@ def _store_events(events: list[dict[str, Any]], now: datetime) -> list[dict[str,
                 json.dumps(p, separators=(",", ":")),
             )
         )
+    return rows
+
+
+def _store_events(events: list[dict[str, Any]], now: datetime) -> list[dict[str, Any]]:
+    unique: dict[str, dict[str, Any]] = {}
+    for e in events:
+        unique.setdefault(e["event_id"], e)
     inserted = insert_returning_new(
         table=Event._meta.db_table,
-        columns=[
-            "event_id",
-            "event_type",
-            "occurred_at",
-            "received_at",
-            "processed_at",
-            "student_id",
-            "tutor_id",
-            "late",
-            "payload",
-        ],
-        rows=rows,
+        columns=EVENT_COLUMNS,
+        rows=event_rows(unique.values(), now),
         conflict="event_id",
     )
     return [e for eid, e in unique.items() if eid in inserted]
