@@ -29,6 +29,8 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from metrics.vocabulary import IB_REASONS  # noqa: E402 - after the path insert
+
 SUBJECTS = [
     "Mathematics",
     "Physics",
@@ -47,14 +49,7 @@ REGIONS = {
     "west": "America/Los_Angeles",
     "southwest": "America/Phoenix",
 }
-REASONS = [
-    "scheduling_issue",
-    "technical_problem",
-    "tutor_concern",
-    "billing_question",
-    "general_inquiry",
-    "other",
-]
+REASONS = list(IB_REASONS)  # the schema's reasons (metrics.vocabulary imports nothing of Django)
 KINDS = ["start", "complete", "ib", "health", "availability", "supply"]
 KIND_WEIGHTS = [31, 31, 12, 12, 7, 7]
 
