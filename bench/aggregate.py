@@ -563,8 +563,8 @@ def main() -> None:
         if profiler:
             import pstats
 
-            pstats.Stats(profiler).sort_stats("cumulative").print_stats(
-                r"(metrics|ingest|alerts|iops)/.*\.py", 40
+            pstats.Stats(profiler).sort_stats(os.environ.get("BENCH_SORT", "cumulative")).print_stats(
+                os.environ.get("BENCH_FILTER", "") or r"(metrics|ingest|alerts|iops)/.*\.py", 40
             )
         print()
         print(f"events folded:          {folded:,} in batches of {args.batch:,} ({args.students:,} students)")
