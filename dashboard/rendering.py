@@ -12,6 +12,7 @@ from urllib.parse import urlencode
 from django.template.loader import render_to_string
 
 from dashboard.selectors import (
+    FEED_LIMIT,
     RANGES,
     SEVERITIES,
     STATUS_FILTERS,
@@ -85,19 +86,27 @@ def render_update(
 ) -> str:
     """KPIs and charts, plus the changed alerts: rows that match the filters go (back) on top of
     the feed, rows that no longer match are removed. Stored insights re-render the rows of the
-    alerts they were scored for (their risk) and the insight section of an open alert drawer."""
+    alerts they were scored for (their risk) and the insight section of an open alert drawer.
+
+    More changed alerts than the feed's first page holds (a flood): the first page is sent whole
+    instead, as a reload would show it (a "show more" the user opened closes), so an update's cost
+    is bounded by the page, not by how much changed."""
     filters = filters or FeedFilters()
     insight_alerts, drawers = alerts_showing_insights(insight_ids=insights) if insights else ([], [])
-    changed = alerts_by_ids(ids=sorted(set(created) | set(updated) | set(insight_alerts)))
-    context = {
+    ids = sorted(set(created) | set(updated) | set(insight_alerts))
+    context: dict = {
         "drawers": [_drawer_insight(alert) for alert in drawers],
         "kpis": kpis(range_key=range_key, now=now),
         "charts": charts(range_key=range_key, now=now),
-        "shown_alerts": [a for a in changed if filters.matches(a)],
-        "hidden_alerts": [a for a in changed if not filters.matches(a)],
         "panel": True,
         "oob": True,
     }
+    if len(ids) > FEED_LIMIT:
+        context.update(feed_context(filters=filters), feed_replaced=True)
+    else:
+        changed = alerts_by_ids(ids=ids)
+        context["shown_alerts"] = [a for a in changed if filters.matches(a)]
+        context["hidden_alerts"] = [a for a in changed if not filters.matches(a)]
     return render_to_string("dashboard/_live_update.html", context)
 
 

@@ -160,6 +160,29 @@ async def test_alert_change_puts_a_matching_row_on_top_and_removes_one_that_no_l
     await open_only.disconnect()
 
 
+async def test_a_flood_of_changed_alerts_sends_the_feeds_first_page_whole(settings):
+    """More changed alerts than the feed's first page: the update carries that page (as a reload shows
+    it, "show more" included), not a row per changed alert, so its size is bounded by the page."""
+    from dashboard.selectors import FEED_LIMIT
+
+    settings.DASHBOARD_PUSH_INTERVAL_MS = 50
+    ids = [
+        (await database_sync_to_async(make_alert)(entity_id=f"stu_flood_{i}", type="ib_call_spike")).pk
+        for i in range(FEED_LIMIT + 10)
+    ]
+    critical = await database_sync_to_async(make_alert)(entity_id="stu_flood_c", severity="critical")
+    comm, _ = await _connect("/ws/dashboard/?range=1h")
+    await _note(alerts_created=[*ids, critical.pk])
+    update = await comm.receive_from(timeout=5)
+    assert 'id="alert-feed"' in update and 'hx-swap-oob="innerHTML"' in update
+    assert "afterbegin:#alert-feed" not in update
+    rows = {int(i) for i in re.findall(r'data-alert-id="(\d+)"', update)}
+    assert critical.pk in rows and len(rows) <= FEED_LIMIT
+    assert "Show more alerts" in update
+    assert 'data-kpi="open_alerts"' in update  # the KPIs ride along as in any update
+    await comm.disconnect()
+
+
 async def test_a_burst_of_change_notes_is_coalesced_into_few_messages(settings):
     """Flushes start at least an interval apart, the first after the burst began: m messages need
     (m - 1) intervals between the burst's start and the last message's arrival. Arrivals are stamped
