@@ -18,6 +18,7 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 import uuid
 from datetime import UTC, datetime
@@ -43,9 +44,18 @@ def rss_mb(pid: int) -> float:
 
 
 def start(cmd: list[str], env: dict) -> subprocess.Popen:
-    return subprocess.Popen(
-        cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
+    """A role in its own session; its stderr kept in a temporary file (read back if it fails to start)."""
+    err = tempfile.TemporaryFile()
+    proc = subprocess.Popen(
+        cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=err, start_new_session=True
     )
+    proc.err = err  # type: ignore[attr-defined]
+    return proc
+
+
+def stderr_tail(proc: subprocess.Popen, lines: int = 5) -> str:
+    proc.err.seek(0)  # type: ignore[attr-defined]
+    return "\n".join(proc.err.read().decode(errors="replace").splitlines()[-lines:])  # type: ignore[attr-defined]
 
 
 def stop(procs: list[subprocess.Popen]) -> None:
@@ -122,6 +132,8 @@ def phase(workers: int, *, rate: float, seconds: float, api_key: str, port: int,
                 if httpx.get(f"{url}/healthz", timeout=1).status_code in (200, 503):
                     break
             except httpx.HTTPError:
+                if procs[0].poll() is not None:
+                    raise SystemExit(f"daphne did not start:\n{stderr_tail(procs[0])}") from None
                 time.sleep(0.2)
         time.sleep(2)  # workers join the group
         samples: list[tuple[float, int, list[float]]] = []
