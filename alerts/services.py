@@ -376,6 +376,7 @@ def alerts_record(
     fps = sorted(set(by_fp) | evaluated)
     if not fps:
         return []
+    tick = timedelta(seconds=settings.ALERT_REPEAT_TICK_SECONDS)
     raised: list[Raised] = []
     changed: list[SimpleNamespace] = []
     cleared: list[int] = []
@@ -389,14 +390,20 @@ def alerts_record(
         escalation = _escalation(alert, c, now)
         if escalation is not None:
             transitions.append(escalation)
-        # A time-driven re-check rewrites the row only when something shows: an escalation, a condition
-        # back after a clear, or figures that moved (the message must quote what the page shows).
-        quiet = escalation is None and alert.clear_since is None and alert.message == c.message[:300]
-        if not count_repeats and quiet:
-            continue
+        news = escalation is not None or alert.clear_since is not None
         if count_repeats:
+            # A repeat counts once per tick (ALERT_REPEAT_TICK_SECONDS): within it the row is not
+            # rewritten, re-scored or pushed, even if its figures moved (they catch up at the next
+            # tick); an escalation or a condition back after a clear is written at once. The row lock
+            # above makes two workers see each other's count.
+            if not news and alert.last_seen > now - tick:
+                continue
             alert.occurrences += 1
             alert.last_seen = max(alert.last_seen, now)
+        elif not news and alert.message == c.message[:300]:
+            # A time-driven re-check rewrites the row only when something shows: an escalation, a
+            # condition back after a clear, or figures that moved (the message quotes the page).
+            continue
         alert.message, alert.details, alert.clear_since = c.message[:300], c.details, None
         changed.append(alert)
         raised.append(Raised(alert.pk, created=False, escalated=escalation is not None))

@@ -340,6 +340,8 @@ ALERT_IMBALANCE_SEVERE_RATIO = env_float("ALERT_IMBALANCE_SEVERE_RATIO", 3.0)
 # after a dismissal or an auto-resolve the same condition opens no new alert for the cooldown.
 ALERT_AUTO_RESOLVE_MINUTES = env_int("ALERT_AUTO_RESOLVE_MINUTES", 30, minimum=1)
 ALERT_COOLDOWN_MINUTES = env_int("ALERT_COOLDOWN_MINUTES", 60, minimum=0)
+# A repeat of an open alert counts once per tick: within it the row is not rewritten (issue 20).
+ALERT_REPEAT_TICK_SECONDS = env_int("ALERT_REPEAT_TICK_SECONDS", 60, minimum=0)
 ALERT_SWEEP_SECONDS = env_int("ALERT_SWEEP_SECONDS", 30, minimum=5)
 # How often snapshots untouched for an hour are refreshed (windows decay) and their rules re-run.
 SNAPSHOT_REFRESH_SECONDS = env_int("SNAPSHOT_REFRESH_SECONDS", 300, minimum=30)

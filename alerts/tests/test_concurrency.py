@@ -1,5 +1,6 @@
 """Workers raising the same new alerts at the same moment (PostgreSQL, real concurrent transactions):
-one alert per condition, every worker's sighting counted, one "raised" transition each.
+one alert per condition, one "raised" transition each, and the sightings counted once per tick
+(ALERT_REPEAT_TICK_SECONDS) however many workers see them.
 
 In practice the workers queue on the entity's snapshot rows (each batch upserts them) before the
 rules run, so the later ones see the alert the first committed; the partial unique index behind
@@ -11,6 +12,7 @@ from __future__ import annotations
 from datetime import timedelta
 
 import pytest
+from django.conf import settings
 from django.db import connection
 from django.utils import timezone
 
@@ -21,11 +23,11 @@ WORKERS = 4
 STUDENTS = 20
 
 
-def batch(worker: int, now) -> list[dict]:
+def batch(worker: int, now, tag: str = "a") -> list[dict]:
     """Every worker sees the same 20 students fall below the critical health line (its own events)."""
     return [
         {
-            "event_id": f"w{worker}_h{i}",
+            "event_id": f"w{worker}_h{i}_{tag}",
             "event_type": "customer_health_update",
             "timestamp": now.isoformat(),
             "received_at": now.isoformat(),
@@ -37,7 +39,7 @@ def batch(worker: int, now) -> list[dict]:
 
 @pytest.mark.postgres
 @pytest.mark.django_db(transaction=True)
-def test_workers_raising_the_same_alerts_at_once_open_each_once_and_count_every_sighting():
+def test_workers_raising_the_same_alerts_at_once_open_each_once_and_count_a_tick_once():
     from pipeline.batch import process_batch
 
     if connection.vendor != "postgresql":
@@ -57,7 +59,13 @@ def test_workers_raising_the_same_alerts_at_once_open_each_once_and_count_every_
     race(*[lambda w=w: process_batch(batch(w, now), now=now) for w in range(WORKERS)])
     alerts = Alert.objects.filter(type="low_health_score")
     assert alerts.count() == STUDENTS
-    assert sorted(set(alerts.values_list("occurrences", flat=True))) == [WORKERS]
+    assert sorted(set(alerts.values_list("occurrences", flat=True))) == [1]  # the others: same tick
     assert set(alerts.values_list("status", "severity")) == {("open", "critical")}
     raised = AlertTransition.objects.filter(note="raised", alert__type="low_health_score")
     assert raised.count() == STUDENTS
+    # After the tick every worker sees the conditions again, at once: each alert counts one more
+    # (the row lock makes the later workers see the first one's count), never one per worker.
+    later = now + timedelta(seconds=settings.ALERT_REPEAT_TICK_SECONDS + 1)
+    race(*[lambda w=w: process_batch(batch(w, later, tag="b"), now=later) for w in range(WORKERS)])
+    assert sorted(set(alerts.values_list("occurrences", flat=True))) == [2]
+    assert set(alerts.values_list("last_seen", flat=True)) == {later}

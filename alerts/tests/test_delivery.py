@@ -96,12 +96,12 @@ def test_new_and_escalated_alerts_are_routed_repeats_are_not(
 
     health(
         post, drain, django_capture_on_commit_callbacks, READING_WARNING_LOWER
-    )  # a repeat: nobody is told again
+    )  # a repeat: nobody is told again (inside the tick it is not even counted)
     assert AlertDelivery.objects.count() == 1
 
     health(post, drain, django_capture_on_commit_callbacks, READING_CRITICAL)  # escalates to critical
     alert.refresh_from_db()
-    assert alert.severity == "critical" and alert.occurrences == 3
+    assert alert.severity == "critical" and alert.occurrences == 2
     assert set(AlertDelivery.objects.filter(severity="critical").values_list("channel_id", "trigger")) == {
         (warnings_up.pk, "escalated"),
         (critical_only.pk, "escalated"),

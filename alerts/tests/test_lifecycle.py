@@ -60,6 +60,35 @@ def test_condition_clear_sets_clear_since_and_a_repeat_clears_it(post, drain):
     assert alert.clear_since is None and alert.occurrences == 2 and alert.last_seen == at(10)
 
 
+def test_repeats_count_once_per_tick_and_escalations_at_once(post, drain, pushed, settings):
+    """A repeat inside ALERT_REPEAT_TICK_SECONDS writes nothing and is not pushed, even with moved
+    figures; the first repeat after the tick counts once and quotes the current figures; an escalation
+    is written at once, tick or not."""
+    settings.ALERT_REPEAT_TICK_SECONDS = 60
+
+    def reading(score, minute):
+        pushed.clear()
+        with TestCase.captureOnCommitCallbacks(execute=True):
+            health(post, drain, score, minute=minute)
+        alert.refresh_from_db()
+        return [c for c in pushed if c.events]  # the batch's push (it names what the batch changed)
+
+    health(post, drain, READING_WARNING)
+    alert = Alert.objects.get()
+    first_message = alert.message
+    [push] = reading(READING_WARNING_LOWER, 0.5)
+    assert (alert.occurrences, alert.last_seen, alert.message) == (1, at(0), first_message)
+    assert alert.pk not in push.alerts_updated
+    [push] = reading(READING_WARNING_LOWER, 1.5)
+    assert (alert.occurrences, alert.last_seen, alert.severity) == (2, at(1.5), "warning")
+    assert alert.message != first_message  # the moved figures, caught up at the tick
+    assert alert.pk in push.alerts_updated
+    [push] = reading(READING_CRITICAL, 1.7)
+    assert (alert.occurrences, alert.severity, alert.last_seen) == (3, "critical", at(1.7))
+    assert alert.transitions.filter(note__startswith="escalated").count() == 1
+    assert alert.pk in push.alerts_updated
+
+
 def test_auto_resolve_after_the_condition_stays_clear(post, drain, pushed):
     health(post, drain, READING_WARNING)
     health(post, drain, 85, minute=1)

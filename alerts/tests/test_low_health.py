@@ -51,7 +51,8 @@ def test_a_student_the_platform_always_reads_low_is_not_at_risk_for_it(post, dra
     assert not Alert.objects.filter(type="low_health_score").exists()
 
 
-def test_repeats_raise_occurrences_and_escalate(post, drain):
+def test_repeats_raise_occurrences_and_escalate(post, drain, settings):
+    settings.ALERT_REPEAT_TICK_SECONDS = 0  # every repeat counts (the tick: test_lifecycle.py)
     platform_reading(post, drain, READING_WARNING)
     platform_reading(post, drain, READING_WARNING_LOWER)
     platform_reading(post, drain, READING_CRITICAL)

@@ -55,10 +55,12 @@ def test_low_health_alert_gets_a_linked_insight_end_to_end(post, drain, django_c
 
 
 def test_a_repeat_is_rescored_only_when_a_figure_it_cites_changed(
-    post, drain, django_capture_on_commit_callbacks
+    post, drain, django_capture_on_commit_callbacks, settings
 ):
     """The insight quotes the figures the page shows: the same reading again scores nothing new; a
-    different one (still a warning, no escalation) gets a fresh insight quoting it."""
+    different one (still a warning, no escalation) gets a fresh insight quoting it. (Every repeat
+    counts here; inside a tick a repeat is not rescored at all: alerts/tests/test_lifecycle.py.)"""
+    settings.ALERT_REPEAT_TICK_SECONDS = 0
     for reading in (READING_WARNING, READING_WARNING):
         send(
             post,
