@@ -5,9 +5,14 @@ per-event ORM baseline (get_or_create + save per event, as the prototype's per-e
 Uses its own database `iops_bench` on 127.0.0.1 (dropped and created by the script; --database to
 choose another). After-commit side effects (insight scoring, inline with eager Celery as in the embedded
 worker; the live push) run inside process_batch: they count in the rate and get their own line.
-Profile with `py-spy record -- .venv/bin/python bench/aggregate.py --smoke` (or --profile, cProfile).
+Also measured in the same run (issue 20): the storage ceiling (COPY + INSERT … ON CONFLICT DO NOTHING of
+the same events) and, from empty tables again, the same events with 2 worker processes
+(bench/parallel.py). Batches are WORKER_BATCH_SIZE events by default: what a stream worker takes at once
+when events are waiting. Profile with `py-spy record -- .venv/bin/python bench/aggregate.py --smoke` (or
+--profile, cProfile; BENCH_SORT / BENCH_FILTER choose its sort and filter).
 
-    .venv/bin/python bench/aggregate.py                       # 1,000,000 events, batches of 1,000
+    .venv/bin/python bench/aggregate.py                       # 1,000,000 events, 1 then 2 workers
+    .venv/bin/python bench/aggregate.py --batch 1000 --workers ''   # batches of 1,000, one worker only
     .venv/bin/python bench/aggregate.py --events 200000
     .venv/bin/python bench/aggregate.py --smoke               # 20,000 events, seconds (CI)
 """
@@ -169,11 +174,20 @@ class Generator:
 
 
 def setup_django(dbname: str) -> None:
+    """A fresh bench database, migrated, and Django set up on it."""
     import psycopg
 
     with psycopg.connect("postgresql://postgres@127.0.0.1:5432/postgres", autocommit=True) as conn:
         conn.execute(f'DROP DATABASE IF EXISTS "{dbname}" WITH (FORCE)')
         conn.execute(f'CREATE DATABASE "{dbname}"')
+    connect_django(dbname)
+    from django.core.management import call_command
+
+    call_command("migrate", verbosity=0)
+
+
+def connect_django(dbname: str) -> None:
+    """Django set up on an existing bench database (the worker processes of bench/parallel.py)."""
     os.environ["DATABASE_URL"] = f"postgres://postgres@127.0.0.1:5432/{dbname}"
     os.environ.setdefault("SECRET_KEY", "bench-only-not-a-secret-" + "x" * 40)
     os.environ.setdefault("LOG_LEVEL", "WARNING")
@@ -182,9 +196,6 @@ def setup_django(dbname: str) -> None:
     import django
 
     django.setup()
-    from django.core.management import call_command
-
-    call_command("migrate", verbosity=0)
 
 
 def drop_database(dbname: str) -> None:
@@ -446,12 +457,44 @@ def copy_ceiling(gen: Generator, *, batch: int) -> tuple[float, int]:
     return stored / busy, stored
 
 
+def run_parallel(args, workers: int, *, end: datetime, vacuum, one_worker: float, ceiling: float) -> None:
+    """The same events again, from empty tables, with `workers` processes (bench/parallel.py)."""
+    import parallel
+
+    reset_tables()
+    vacuum.vacuum_now()  # the deleted rows' dead versions gone, as before the one-worker run
+    gen = Generator(total=args.events, students=args.students, end=end, seed=1)
+    out = parallel.run(gen.batches(args.batch), workers=workers, database=args.database)
+    rate = out.events / out.seconds
+    cpu = (out.python_cpu + out.pg_cpu) / out.events * 1e6
+    print(
+        f"{workers} workers:              {rate:,.0f} events/s ({out.events:,} events in {out.seconds:.1f} s, "
+        f"{rate / one_worker:.2f}x one worker); pipeline / ceiling {rate / ceiling:.2f} (issue 20 bar: ≥ 0.33)"
+    )
+    print(
+        f"  CPU per 1,000 events:  {out.python_cpu / out.events * 1e6:.1f} python + "
+        f"{out.pg_cpu / out.events * 1e6:.1f} postgres = {cpu:.0f} ms (all workers and their backends; "
+        f"JSON decode of the batches counted); peak RSS of a worker {out.peak_rss_mb:.0f} MB"
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--events", type=int, default=1_000_000)
-    parser.add_argument("--batch", type=int, default=1000)
+    parser.add_argument(
+        "--batch",
+        type=int,
+        default=0,
+        help="events per batch (default: WORKER_BATCH_SIZE, what a stream worker takes at once under load)",
+    )
+    parser.add_argument(
+        "--workers",
+        default="2",
+        help="after the one-worker run (this process, with the phase table), the same events again with "
+        "these numbers of worker processes (bench/parallel.py), comma-separated; '' for none",
+    )
     parser.add_argument("--students", type=int, default=20_000)
     parser.add_argument("--baseline-events", type=int, default=5000)
     parser.add_argument("--smoke", action="store_true", help="20,000 events, 1,000 for the baseline")
@@ -469,7 +512,11 @@ def main() -> None:
         args.events, args.baseline_events, args.students = 20_000, 1000, 2000
     end = datetime(2026, 3, 1, tzinfo=UTC)
     setup_django(args.database)
+    from django.conf import settings
     from django.db import connection
+
+    args.batch = args.batch or settings.WORKER_BATCH_SIZE
+    worker_counts = sorted({int(n) for n in args.workers.split(",") if n.strip() and int(n) > 1})
 
     import pipeline.batch
     import pipeline.effects
@@ -502,7 +549,10 @@ def main() -> None:
 
     vacuum = VacuumStandIn(args.database, args.vacuum_every)
     try:
-        print(f"PostgreSQL {connection.cursor().connection.info.server_version}, database {args.database}")
+        print(
+            f"PostgreSQL {connection.cursor().connection.info.server_version}, database {args.database}, "
+            f"batches of {args.batch:,} (WORKER_BATCH_SIZE {settings.WORKER_BATCH_SIZE:,})"
+        )
         print(vacuum.describe())
         base_rate = baseline(
             Generator(total=args.events, students=args.students, end=end, seed=2), events=args.baseline_events
@@ -587,7 +637,7 @@ def main() -> None:
             f"({scored['insights'] / n_batches:.0f} alerts raised or updated scored inline per batch, live push); "
             f"without it {folded / (busy - after_commit):,.0f} events/s"
         )
-        print(f"peak RSS:               {rss_mb():.0f} MB")
+        print(f"peak RSS:               {rss_mb():.0f} MB (this process: the one-worker run)")
         phases.report(folded, busy)
         if vacuum.runs:
             print(
@@ -597,6 +647,8 @@ def main() -> None:
             f"batch time vs history:  {statistics.median(early) * 1000:.1f} ms at {tenth * args.batch:,} stored events, "
             f"{statistics.median(late) * 1000:.1f} ms at {folded:,} (medians of 10 batches)"
         )
+        for n in worker_counts:
+            run_parallel(args, n, end=end, vacuum=vacuum, one_worker=rate, ceiling=ceiling)
     finally:
         vacuum.stop()
         if not args.keep_db:

@@ -47,6 +47,8 @@ def test_aggregate_bench_smoke_prints_throughput_baseline_and_phases():
     for phase in ("store", "fold", "refresh", "rules", "after commit"):
         assert f"\n  {phase} " in out, phase
     assert "2-core ceiling for this work:" in out
+    assert "COPY ceiling:" in out and "pipeline / ceiling" in out
+    assert "2 workers:" in out and "peak RSS of a worker" in out  # the same events with 2 processes
 
 
 def test_growth_bench_smoke_prints_both_points_and_the_grown_statements():

@@ -1,0 +1,144 @@
+"""The pipeline with several worker processes for bench/aggregate.py (issue 20's 2-worker figure).
+
+The batches are generated before the clock into one JSON-lines file per worker (batch i goes to worker
+i % N: two consumers of one Redis consumer group share batches the same way, so both write overlapping
+entities), then N processes of this script (`--worker FILE`) connect, report ready, and start together
+on a line from the parent. Each decodes its batches (as the stream worker decodes messages: counted) and
+runs pipeline.batch.process_batch on them; the rate is the events stored over the time from the start
+line to the last worker's end. Each worker reports its own CPU, its PostgreSQL backend's CPU (the server
+is local: /proc/<pid>/stat) and its peak RSS.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def backend_cpu(pid: int) -> float:
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+@dataclass
+class Outcome:
+    events: int
+    seconds: float  # from the start line to the last worker's end
+    python_cpu: float  # all workers
+    pg_cpu: float  # all their backends
+    peak_rss_mb: float  # the largest worker's
+
+
+def pregenerate(
+    batches: Iterable[tuple[datetime, list[dict[str, Any]]]], workers: int, folder: Path
+) -> list[Path]:
+    files = [folder / f"worker{k}.jsonl" for k in range(workers)]
+    handles = [f.open("w") for f in files]
+    try:
+        for i, (now, events) in enumerate(batches):
+            handles[i % workers].write(json.dumps({"now": now.isoformat(), "events": events}) + "\n")
+    finally:
+        for h in handles:
+            h.close()
+    return files
+
+
+def run(batches: Iterable[tuple[datetime, list[dict[str, Any]]]], *, workers: int, database: str) -> Outcome:
+    """Process these batches with `workers` processes on the (migrated, empty) bench database."""
+    with tempfile.TemporaryDirectory() as tmp:
+        files = pregenerate(batches, workers, Path(tmp))
+        procs = [
+            subprocess.Popen(
+                [sys.executable, str(Path(__file__)), "--worker", str(f), "--database", database],
+                cwd=ROOT,
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                text=True,
+            )
+            for f in files
+        ]
+        try:
+            for p in procs:
+                if p.stdout is None or p.stdout.readline().strip() != "ready":
+                    raise SystemExit(f"bench worker did not start (exit {p.wait()})")
+            start = time.time()
+            for p in procs:
+                assert p.stdin is not None
+                p.stdin.write("go\n")
+                p.stdin.close()
+            results = []
+            for p in procs:
+                assert p.stdout is not None
+                line = p.stdout.readline()
+                if p.wait() != 0 or not line:
+                    raise SystemExit(f"bench worker failed (exit {p.returncode})")
+                results.append(json.loads(line))
+        finally:
+            for p in procs:
+                if p.poll() is None:
+                    p.kill()
+    return Outcome(
+        events=sum(r["events"] for r in results),
+        seconds=max(r["finished"] for r in results) - start,
+        python_cpu=sum(r["python_cpu"] for r in results),
+        pg_cpu=sum(r["pg_cpu"] for r in results),
+        peak_rss_mb=max(r["peak_rss_mb"] for r in results),
+    )
+
+
+def worker(path: str, database: str) -> None:
+    sys.path.insert(0, str(ROOT))
+    sys.path.insert(0, str(ROOT / "bench"))
+    from aggregate import connect_django
+
+    connect_django(database)
+    from django.db import connection
+
+    from pipeline.batch import process_batch
+
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_backend_pid()")
+        backend = cursor.fetchone()[0]
+    print("ready", flush=True)
+    if sys.stdin.readline().strip() != "go":
+        raise SystemExit(1)
+    cpu0, pg0 = time.process_time(), backend_cpu(backend)
+    stored = 0
+    with open(path) as f:
+        for line in f:
+            batch = json.loads(line)
+            stored += process_batch(batch["events"], now=datetime.fromisoformat(batch["now"])).new
+    finished = time.time()
+    result = {
+        "events": stored,
+        "finished": finished,
+        "python_cpu": time.process_time() - cpu0,
+        "pg_cpu": backend_cpu(backend) - pg0,
+        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+    }
+    print(json.dumps(result), flush=True)
+
+
+if __name__ == "__main__":
+    import argparse
+
+    parser = argparse.ArgumentParser(
+        description="one worker of bench/parallel.py (started by bench/aggregate.py)"
+    )
+    parser.add_argument("--worker", required=True)
+    parser.add_argument("--database", required=True)
+    args = parser.parse_args()
+    worker(args.worker, args.database)
