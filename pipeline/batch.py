@@ -4,7 +4,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from collections.abc import Iterable
@@ -17,6 +16,7 @@ from django.db import transaction
 from alerts.rules import VELOCITY_LIVE_WINDOW
 from alerts.services import Raised, alerts_evaluate
 from ingest.models import Event  # the raw event table: the one named exception to the import direction
+from iops.lib.jsontext import json_text
 from iops.lib.sql import insert_returning_new
 from metrics.services import fold_events, retention_horizon
 from pipeline.effects import after_pass
@@ -63,7 +63,7 @@ def event_rows(events: Iterable[dict[str, Any]], now: datetime) -> list[tuple]:
                 str(p.get("student_id", "")),
                 str(p.get("tutor_id", "")),
                 occurred < horizon,
-                json.dumps(p, separators=(",", ":")),
+                json_text(p),
             )
         )
     return rows

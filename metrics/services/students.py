@@ -3,7 +3,6 @@ the platform's latest reading: activity, velocity, the health score and its evid
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from datetime import datetime, timedelta
 from types import SimpleNamespace
@@ -12,6 +11,7 @@ from typing import Any, NamedTuple
 from django.conf import settings
 from django.db.models import Max
 
+from iops.lib.jsontext import json_text
 from metrics.health import Assessment
 from metrics.health import Evidence as HealthEvidence
 from metrics.health import assess as health_assess
@@ -164,7 +164,7 @@ def _student(
         "ib_calls_30d": w["ib_calls_30d"],
         "ib_unresolved_14d": w["ib_unresolved_14d"],
         "ib_high_priority_14d": w["ib_high_priority_14d"],
-        "ib_reasons_14d": json.dumps(reasons),  # JSON as text: the row holds plain values only
+        "ib_reasons_14d": json_text(reasons),  # JSON as text: the row holds plain values only
         "rated_sessions_30d": rated,
         "avg_rating_given": round(w["rating_sum_30d"] / rated, 2) if rated else None,
         "prior_weekly_mean": round(prior, 3),
@@ -185,7 +185,7 @@ def _student(
         "updated_at": now,
     }
     assessment = _assess(w, values, prior, judge.known(first), shown["platform_health_score"], now)
-    values["health_components"] = json.dumps(assessment.components)
+    values["health_components"] = json_text(assessment.components)
     values["health_score"] = assessment.score
     view = SimpleNamespace(**values)
     view.student_id = sid

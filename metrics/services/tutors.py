@@ -3,11 +3,11 @@ ratings, completion, utilisation and burnout risk."""
 
 from __future__ import annotations
 
-import json
 from datetime import datetime
 from types import SimpleNamespace
 from typing import Any
 
+from iops.lib.jsontext import json_text
 from metrics.burnout import burnout_components, burnout_risk
 from metrics.models import TutorHourly, TutorSnapshot
 from metrics.services.columns import TUTOR_REFRESH_FIELDS, TUTOR_TABLE, TUTOR_WINDOWS
@@ -77,7 +77,7 @@ def _tutor(
         "avg_rating_7d": avg_rating_7d,
         "avg_rating_prior": avg_rating_prior,
         "prior_weekly_mean": prior_weekly_mean,
-        "burnout_components": json.dumps(components),
+        "burnout_components": json_text(components),
         "burnout_risk": burnout_risk(components) if active else None,
         "as_of": now,
         "updated_at": now,
