@@ -133,7 +133,9 @@ class StudentSnapshot(models.Model):
     health_score = models.FloatField(null=True, blank=True, db_index=True)
     health_components = models.JSONField(default=dict, blank=True)
     as_of = models.DateTimeField(help_text="the time the windows were computed for")
-    updated_at = models.DateTimeField(db_index=True)
+    # Not indexed: every refresh writes it, and an index on it makes each update a non-HOT one (only
+    # the lists' "updated_at" orders read it, a sort of the table as for their other orders).
+    updated_at = models.DateTimeField()
 
     def __str__(self) -> str:
         return f"student {self.student_id}"
@@ -164,7 +166,9 @@ class TutorSnapshot(models.Model):
     burnout_risk = models.FloatField(null=True, blank=True, db_index=True, help_text="0-1")
     burnout_components = models.JSONField(default=dict, blank=True)
     as_of = models.DateTimeField()
-    updated_at = models.DateTimeField(db_index=True)
+    # Not indexed: every refresh writes it, and an index on it makes each update a non-HOT one (only
+    # the lists' "updated_at" orders read it, a sort of the table as for their other orders).
+    updated_at = models.DateTimeField()
 
     def __str__(self) -> str:
         return f"tutor {self.tutor_id}"
