@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
 from functools import cache
 from typing import Any
 
+import orjson
 from django.db import connection
 
 _MAX_PARAMS = 30_000  # below SQLite's 32,766 and PostgreSQL's 65,535 bind parameters
@@ -53,6 +55,56 @@ def _pg_unnest(types: Sequence[str]) -> str:
     return "unnest(" + ", ".join(f"%b::{t}[]" for t in types) + ")"
 
 
+_NONE = type(None)
+_JSON_KINDS: dict[str, frozenset[type]] = {
+    "integer": frozenset({int, _NONE}),
+    "bigint": frozenset({int, _NONE}),
+    "smallint": frozenset({int, _NONE}),
+    "double precision": frozenset({float, int, _NONE}),
+    "boolean": frozenset({bool, _NONE}),
+    "text": frozenset({str, _NONE}),
+    "jsonb": frozenset({str, _NONE}),  # JSON text, as the array path takes it
+    "timestamp with time zone": frozenset({datetime, _NONE}),
+}
+
+
+def _json_kinds(db_type: str) -> frozenset[type] | None:
+    return _JSON_KINDS.get("text" if db_type.startswith("varchar(") else db_type)
+
+
+def _finite(values: Sequence[Any]) -> bool:
+    return all(math.isfinite(v) for v in values if v is not None)
+
+
+def _pg_rows(types: Sequence[str], columns: Sequence[Sequence[Any]]) -> tuple[str, list[Any]]:
+    """A FROM item (alias v) giving the rows, and its parameters. One JSON array of rows (orjson, in C)
+    when every column holds plain values of its type: dumping a typed array per column walks every
+    value in Python. Otherwise (numpy scalars, floats in integer columns, NaN, integers beyond 64 bits)
+    the typed arrays, which convert."""
+    plain = all(
+        (kinds := _json_kinds(t)) is not None
+        and set(map(type, col)) <= kinds
+        and (t != "double precision" or _finite(col))
+        for col, t in zip(columns, types, strict=True)
+    )
+    if plain:
+        try:
+            data = orjson.dumps(list(zip(*columns, strict=True)))
+        except orjson.JSONEncodeError:
+            pass
+        else:
+            cols = ", ".join(f"(e->>{i})::{t}" for i, t in enumerate(types))
+            source = f"(SELECT {cols} FROM jsonb_array_elements(%b::jsonb) AS e) AS v"  # noqa: S608 - model types
+            return source, [_raw_jsonb(data)]
+    return f"{_pg_unnest(types)} AS v", [_pg_array(col, t) for col, t in zip(columns, types, strict=True)]
+
+
+def _raw_jsonb(data: bytes) -> Any:
+    from psycopg.types.json import Jsonb
+
+    return Jsonb(data, dumps=bytes)
+
+
 def pg_execute(sql: str, params: Sequence[Any], *, fetch: bool = False) -> list[tuple]:
     """Run one statement on Django's PostgreSQL connection (its transaction) with server-side binding:
     `%b` parameters travel in binary. Django's cursors bind on the client, which quotes every element
@@ -92,8 +144,8 @@ def _insert(
         # (a VALUES list with 30,000 placeholders costs more to build than to run).
         column_types = _column_types(table)
         types = [column_types[c] for c in columns]
-        sql = f"INSERT INTO {q(table)} ({col_sql}) SELECT * FROM {_pg_unnest(types)} {tail}{suffix}"  # noqa: S608
-        params = [_pg_array(col, t) for col, t in zip(zip(*rows, strict=True), types, strict=True)]
+        source, params = _pg_rows(types, list(zip(*rows, strict=True)))
+        sql = f"INSERT INTO {q(table)} ({col_sql}) SELECT * FROM {source} {tail}{suffix}"  # noqa: S608
         fetched = pg_execute(sql, params, fetch=bool(ret_cols))
         return [r[0] for r in fetched] if single else fetched
     with connection.cursor() as cursor:
@@ -213,11 +265,11 @@ def update_rows(*, model: Any, key: str, fields: Sequence[str], objs: Sequence[A
         types = [f.db_type(connection) or "text" for f in cols]
         alias = ", ".join(q(f.column) for f in cols)
         sql = (
-            f"UPDATE {table} SET {sets} FROM {_pg_unnest(types)} AS v ({alias}) "  # noqa: S608 - model metadata
+            f"UPDATE {table} SET {sets} FROM {{source}} ({alias}) "  # noqa: S608 - model metadata
             f"WHERE {table}.{q(cols[0].column)} = v.{q(cols[0].column)}"
         )
-        params = []
-        for f, t in zip(cols, types, strict=True):
+        columns = []
+        for f in cols:
             kind = f.get_internal_type()
             if kind == "JSONField":
                 values = [None if (v := getattr(o, f.attname)) is None else json.dumps(v) for o in objs]
@@ -227,8 +279,9 @@ def update_rows(*, model: Any, key: str, fields: Sequence[str], objs: Sequence[A
                 values = [
                     f.get_db_prep_value(getattr(o, f.attname), connection, prepared=False) for o in objs
                 ]
-            params.append(_pg_array(values, t))
-        pg_execute(sql, params)
+            columns.append(values)
+        source, params = _pg_rows(types, columns)
+        pg_execute(sql.replace("{source}", source), params)
         return len(objs)
     with connection.cursor() as cursor:
         for chunk in _chunks(objs, len(cols)):
