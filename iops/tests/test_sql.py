@@ -1,0 +1,64 @@
+"""Bulk statements store what they are given, whichever way the rows travel to PostgreSQL."""
+
+from __future__ import annotations
+
+import math
+from datetime import UTC, datetime
+
+import pytest
+
+from iops.lib.sql import insert_ignore, update_rows, upsert
+from metrics.models import SupplyDemandReading
+
+pytestmark = pytest.mark.django_db
+
+_COLUMNS = [
+    "event_id",
+    "subject",
+    "region",
+    "reported_at",
+    "demand_score",
+    "available_tutors",
+    "balance_status",
+    "fold_status",
+]
+_AT = datetime(2026, 12, 4, 10, 30, 15, 123456, tzinfo=UTC)
+
+
+def _stored() -> dict[str, tuple]:
+    fields = ("reported_at", "demand_score", "available_tutors", "subject")
+    return {r.event_id: tuple(getattr(r, f) for f in fields) for r in SupplyDemandReading.objects.all()}
+
+
+def test_upsert_round_trips_plain_rows_and_updates_on_conflict():
+    rows = [("e1", "Maths", "EU", _AT, 1.25, 3, "", ""), ("e2", 'Ma\'ths "é"', "US", _AT, None, None, "", "")]
+    insert_ignore(table="metrics_supplydemandreading", columns=_COLUMNS, rows=rows, conflict=["event_id"])
+    again = [("e1", "Maths", "EU", _AT, 2.5, 4, "", "")]
+    cols = ["demand_score", "available_tutors"]
+    upsert(
+        table="metrics_supplydemandreading", columns=_COLUMNS, rows=again, conflict=["event_id"], update=cols
+    )
+    assert _stored() == {"e1": (_AT, 2.5, 4, "Maths"), "e2": (_AT, None, None, 'Ma\'ths "é"')}
+
+
+def test_upsert_keeps_values_json_cannot_carry():
+    rows = [("e1", "Maths", "EU", _AT, math.inf, 3, "", ""), ("e2", "Maths", "EU", _AT, 2.0, 7.0, "", "")]
+    insert_ignore(table="metrics_supplydemandreading", columns=_COLUMNS, rows=rows, conflict=["event_id"])
+    stored = _stored()
+    assert stored["e1"][1] == math.inf and stored["e2"][2] == 7
+
+
+def test_update_rows_writes_fields_of_many_instances():
+    rows = [(f"e{i}", "Maths", "EU", _AT, float(i), i, "", "") for i in range(3)]
+    insert_ignore(table="metrics_supplydemandreading", columns=_COLUMNS, rows=rows, conflict=["event_id"])
+    objs = list(SupplyDemandReading.objects.order_by("event_id"))
+    for o in objs:
+        o.fold_ratio, o.fold_status, o.fold_since = 0.5, "balanced", _AT
+    update_rows(
+        model=SupplyDemandReading,
+        key="event_id",
+        fields=["fold_ratio", "fold_status", "fold_since"],
+        objs=objs,
+    )
+    got = set(SupplyDemandReading.objects.values_list("fold_ratio", "fold_status", "fold_since"))
+    assert got == {(0.5, "balanced", _AT)}
