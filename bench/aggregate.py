@@ -2,18 +2,29 @@
 (pipeline.batch.process_batch: store, fold, snapshot refresh, alert rules) into PostgreSQL, against a
 per-event ORM baseline (get_or_create + save per event, as the prototype's per-event DynamoDB updates).
 
-Uses its own database `iops_bench` on 127.0.0.1 (dropped and created by the script; --database to
-choose another). After-commit side effects (insight scoring, inline with eager Celery as in the embedded
-worker; the live push) run inside process_batch: they count in the rate and get their own line.
-Also measured in the same run (issue 20): the storage ceiling (COPY + INSERT … ON CONFLICT DO NOTHING of
-the same events) and, from empty tables again, the same events with 2 worker processes
-(bench/parallel.py). Batches are WORKER_BATCH_SIZE events by default: what a stream worker takes at once
-when events are waiting. Profile with `py-spy record -- .venv/bin/python bench/aggregate.py --smoke` (or
---profile, cProfile; BENCH_SORT / BENCH_FILTER choose its sort and filter).
+Uses its own database `iops_bench` on 127.0.0.1 (dropped and created by the script, dropped again at
+the end unless --keep-db; --database to choose another). After-commit side effects (insight scoring,
+inline with eager Celery as in the embedded worker; the live push) run inside process_batch: they count
+in the rate and get their own line. Batches are WORKER_BATCH_SIZE events by default: what a stream
+worker takes at once when events are waiting.
+
+Issue 20's figures, all from one run and summed up at its end:
+- the storage ceiling: COPY + INSERT … ON CONFLICT DO NOTHING of the same events;
+- 1 worker: the events through process_batch in this process, with the per-phase table (wall, python
+  CPU, PostgreSQL backend CPU per 1,000 events), the batch time at a tenth of the events stored and at
+  the end (100k vs 1M by default), peak RSS; generation is outside the clock;
+- 2 workers: from empty tables, the same events with 2 worker processes (bench/parallel.py: generated
+  before the clock, batch i to worker i % 2, both started together, JSON decode of each batch counted),
+  rate = events stored / (last worker's end - start), CPU per 1,000 events of both workers and both
+  backends, the largest worker's peak RSS; a worker that fails fails the run (non-zero exit);
+- each run's rate over the ceiling (the bar: ≥ 0.33 with 2 workers), and the per-event ORM baseline.
+A phase target that is gone or no longer called (product code moved on) fails the run with a message.
+Profile with `py-spy record -- .venv/bin/python bench/aggregate.py --smoke` (or --profile, cProfile;
+BENCH_SORT / BENCH_FILTER choose its sort and filter).
 
     .venv/bin/python bench/aggregate.py                       # 1,000,000 events, 1 then 2 workers
-    .venv/bin/python bench/aggregate.py --batch 1000 --workers ''   # batches of 1,000, one worker only
-    .venv/bin/python bench/aggregate.py --events 200000
+    .venv/bin/python bench/aggregate.py --batch 1000 --workers 1    # batches of 1,000, one worker only
+    .venv/bin/python bench/aggregate.py --events 200000 --workers 2 # the 2-worker run only
     .venv/bin/python bench/aggregate.py --smoke               # 20,000 events, seconds (CI)
 """
 
@@ -27,6 +38,7 @@ import statistics
 import sys
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -289,6 +301,8 @@ class Phases:
 
     def __init__(self) -> None:
         self.totals = {n: [0.0, 0.0, 0.0] for n in self.NAMES}  # wall, python cpu, pg cpu
+        self.calls = dict.fromkeys(self.NAMES, 0)
+        self.targets: dict[str, str] = {}
         self._stack: list[list[float]] = []
         self._stat = None
         self._tick = os.sysconf("SC_CLK_TCK")
@@ -307,9 +321,18 @@ class Phases:
         return [time.perf_counter(), time.process_time(), self.pg_cpu()]
 
     def wrap(self, module, attr: str, name: str) -> None:
-        inner = getattr(module, attr)
+        """Time `module.attr` as phase `name`; a target that is gone (renamed or moved in the product
+        code) ends the run with a message instead of a table that silently misses a phase."""
+        inner = getattr(module, attr, None)
+        if not callable(inner):
+            raise SystemExit(
+                f"bench/aggregate.py: phase {name!r}: {module.__name__}.{attr} no longer exists; "
+                "update the phase targets in bench/aggregate.py (instrument)"
+            )
+        self.targets[name] = f"{module.__name__}.{attr}"
 
         def timed(*args, **kwargs):
+            self.calls[name] += 1
             self._stack.append([0.0, 0.0, 0.0])  # time spent in nested phases
             start = self.now()
             try:
@@ -323,6 +346,16 @@ class Phases:
                         self._stack[-1][i] += spent[i]
 
         setattr(module, attr, timed)
+
+    def check(self) -> None:
+        """Every phase ran: a target process_batch no longer calls (now looked up elsewhere) fails the run."""
+        idle = [f"{name} ({self.targets[name]})" for name, n in self.calls.items() if not n]
+        if idle:
+            raise SystemExit(
+                "bench/aggregate.py: phases never called during the run, their time is in no row: "
+                + ", ".join(idle)
+                + "; update the phase targets in bench/aggregate.py (instrument)"
+            )
 
     def report(self, events: int, seconds: float) -> None:
         print("per 1,000 events, by phase:   wall ms   python cpu ms   postgres cpu ms")
@@ -457,28 +490,230 @@ def copy_ceiling(gen: Generator, *, batch: int) -> tuple[float, int]:
     return stored / busy, stored
 
 
-def run_parallel(args, workers: int, *, end: datetime, vacuum, one_worker: float, ceiling: float) -> None:
-    """The same events again, from empty tables, with `workers` processes (bench/parallel.py)."""
+@dataclass
+class Run:
+    """What one pipeline run (1 worker: this process; N: bench/parallel.py) gives the summary."""
+
+    workers: int
+    rate: float  # events stored per second
+    events: int  # events stored
+    cpu_ms: float  # python + postgres CPU per 1,000 events
+    peak_rss_mb: float  # the largest worker process's
+    history: tuple[int, float, int, float] | None = None  # (stored, batch ms) at a tenth and at the end
+    offered: int = 0  # events given to process_batch (fewer than --events after --max-seconds)
+
+
+def instrument() -> tuple[Phases, dict[str, int]]:
+    """The phase functions wrapped where process_batch and fold_events look them up, and the alerts
+    scored after commit counted. After-commit side effects run inside process_batch (insight scoring is
+    inline with eager Celery, as in the embedded worker): counted in the rate, and reported on their
+    own line (their time is the "after commit" phase)."""
+    import metrics.services.snapshots
+    import pipeline.batch
+    import pipeline.effects
+
+    phases = Phases()
+    for module, attr, name in (
+        (pipeline.batch, "_store_events", "store"),
+        (pipeline.batch, "fold_events", "fold"),
+        (metrics.services.snapshots, "snapshots_refresh", "refresh"),
+        (pipeline.batch, "alerts_evaluate", "rules"),
+        (pipeline.effects, "_route", "routing"),
+        (pipeline.effects, "committed", "after commit"),
+    ):
+        phases.wrap(module, attr, name)
+    scored = {"insights": 0}
+    committed = pipeline.effects.committed
+
+    def counted_committed(*, change, alert_ids, deliveries):
+        scored["insights"] += len(alert_ids)
+        committed(change=change, alert_ids=alert_ids, deliveries=deliveries)
+
+    pipeline.effects.committed = counted_committed
+    return phases, scored
+
+
+def run_one_worker(
+    args, *, end: datetime, vacuum, phases: Phases, scored, base_rate: float, ceiling: float
+) -> Run:
+    """The events through process_batch in this process, timed by phase (1 worker)."""
+    from django.db import connection
+
+    from pipeline.batch import process_batch
+
+    gen = Generator(total=args.events, students=args.students, end=end, seed=1)
+    checkpoints = {max(1, args.events // 10 // args.batch), args.events // args.batch}
+    batch_times: list[float] = []
+    folded = offered = 0
+    busy = 0.0
+    cpu = [0.0, 0.0]  # python, postgres: all of process_batch (the phases miss COMMIT, a few helpers)
+    profiler = None
+    if args.profile:
+        import cProfile
+
+        profiler = cProfile.Profile()
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_backend_pid()")
+        phases.attach(cursor.fetchone()[0])
+    wall = time.perf_counter()
+    vacuum.start()
+    for i, (now, batch) in enumerate(gen.batches(args.batch), start=1):
+        if args.max_seconds and time.perf_counter() - wall > args.max_seconds:
+            print(f"  stopped after {args.max_seconds:.0f} s (--max-seconds)")
+            break
+        if profiler and i <= 50:
+            profiler.enable()
+        t0, cpu0, pg0 = phases.now()
+        result = process_batch(batch, now=now)
+        t1, cpu1, pg1 = phases.now()
+        dt = t1 - t0
+        cpu[0] += cpu1 - cpu0
+        cpu[1] += pg1 - pg0
+        if profiler and i <= 50:
+            profiler.disable()
+        busy += dt
+        folded += result.new
+        offered += len(batch)
+        batch_times.append(dt)
+        if i in checkpoints or i % 50 == 0:
+            window = batch_times[-10:]
+            print(
+                f"  {folded:>9,} events stored: batch {statistics.median(window) * 1000:6.1f} ms "
+                f"(median of last {len(window)}), {folded / busy:,.0f} events/s so far, peak RSS {rss_mb():.0f} MB",
+                flush=True,
+            )
+    vacuum.stop()
+    wall = time.perf_counter() - wall
+    rate = folded / busy
+    tenth = max(1, args.events // 10 // args.batch)
+    early = batch_times[max(0, tenth - 10) : tenth]
+    late = batch_times[-10:]
+    if profiler:
+        import pstats
+
+        pstats.Stats(profiler).sort_stats(os.environ.get("BENCH_SORT", "cumulative")).print_stats(
+            os.environ.get("BENCH_FILTER", "") or r"(metrics|ingest|alerts|iops)/.*\.py", 40
+        )
+    print()
+    print(f"events folded:          {folded:,} in batches of {args.batch:,} ({args.students:,} students)")
+    print(
+        f"process_batch:          {rate:,.0f} events/s ({busy:.1f} s in process_batch, {wall:.1f} s wall incl. generation)"
+    )
+    print(
+        f"baseline:               {base_rate:,.0f} events/s (per-event ORM, {args.baseline_events:,} events)"
+    )
+    print(f"ratio:                  {rate / base_rate:.1f}x")
+    print(
+        f"COPY ceiling:           {ceiling:,.0f} events/s (COPY + INSERT … ON CONFLICT DO NOTHING into a table "
+        f"shaped like {'ingest_event'}, same events, same run); pipeline / ceiling {rate / ceiling:.2f} "
+        f"(issue 20 bar: ≥ 0.33 with 2 workers)"
+    )
+    n_batches = len(batch_times)
+    after_commit = phases.totals["after commit"][0]  # wall seconds
+    print(
+        f"of which after commit:  {after_commit / n_batches * 1000:.1f} ms per batch "
+        f"({scored['insights'] / n_batches:.0f} alerts raised or updated scored inline per batch, live push); "
+        f"without it {folded / (busy - after_commit):,.0f} events/s"
+    )
+    print(f"peak RSS:               {rss_mb():.0f} MB (this process: the one-worker run)")
+    phases.report(folded, busy)
+    if vacuum.runs:
+        print(
+            f"vacuum stand-in:        {vacuum.runs} runs, {vacuum.seconds:.1f} s in all (concurrent with the batches)"
+        )
+    print(
+        f"batch time vs history:  {statistics.median(early) * 1000:.1f} ms at {tenth * args.batch:,} stored events, "
+        f"{statistics.median(late) * 1000:.1f} ms at {folded:,} (medians of 10 batches)"
+    )
+    phases.check()
+    return Run(
+        workers=1,
+        rate=rate,
+        events=folded,
+        cpu_ms=(cpu[0] + cpu[1]) / folded * 1e6,
+        peak_rss_mb=rss_mb(),
+        history=(tenth * args.batch, statistics.median(early) * 1000, folded, statistics.median(late) * 1000),
+        offered=offered,
+    )
+
+
+def run_parallel(args, workers: int, *, end: datetime, one: Run | None, ceiling: float) -> Run:
+    """The same events again, from empty tables, with `workers` processes (bench/parallel.py), the
+    vacuum stand-in running alongside as in the one-worker run."""
     import parallel
 
     reset_tables()
+    vacuum = VacuumStandIn(args.database, args.vacuum_every)
     vacuum.vacuum_now()  # the deleted rows' dead versions gone, as before the one-worker run
+    vacuum.runs, vacuum.seconds = 0, 0.0  # count only the runs alongside the workers
     gen = Generator(total=args.events, students=args.students, end=end, seed=1)
-    out = parallel.run(gen.batches(args.batch), workers=workers, database=args.database)
+    limit = one.offered if one else None  # as many events as the one-worker run took (--max-seconds)
+    try:
+        out = parallel.run(
+            gen.batches(args.batch, limit=limit),
+            workers=workers,
+            database=args.database,
+            on_start=vacuum.start,
+        )
+    finally:
+        vacuum.stop()
     rate = out.events / out.seconds
     cpu = (out.python_cpu + out.pg_cpu) / out.events * 1e6
+    versus = f", {rate / one.rate:.2f}x one worker" if one else ""
     print(
-        f"{workers} workers:              {rate:,.0f} events/s ({out.events:,} events in {out.seconds:.1f} s, "
-        f"{rate / one_worker:.2f}x one worker); pipeline / ceiling {rate / ceiling:.2f} (issue 20 bar: ≥ 0.33)"
+        f"{workers} workers:              {rate:,.0f} events/s ({out.events:,} events in {out.seconds:.1f} s{versus}); "
+        f"pipeline / ceiling {rate / ceiling:.2f} (issue 20 bar: ≥ 0.33)"
     )
     print(
         f"  CPU per 1,000 events:  {out.python_cpu / out.events * 1e6:.1f} python + "
         f"{out.pg_cpu / out.events * 1e6:.1f} postgres = {cpu:.0f} ms (all workers and their backends; "
-        f"JSON decode of the batches counted); peak RSS of a worker {out.peak_rss_mb:.0f} MB"
+        f"JSON decode of the batches counted; 2-core ceiling at this cost {2e6 / cpu:,.0f} events/s); "
+        f"peak RSS of a worker {out.peak_rss_mb:.0f} MB"
     )
+    if vacuum.runs:
+        print(
+            f"  vacuum stand-in:       {vacuum.runs} runs, {vacuum.seconds:.1f} s (concurrent with the workers)"
+        )
+    return Run(workers=workers, rate=rate, events=out.events, cpu_ms=cpu, peak_rss_mb=out.peak_rss_mb)
 
 
-def main() -> None:
+def summary(args, *, ceiling: float, base_rate: float, runs: list[Run]) -> None:
+    """Issue 20's figures, together."""
+
+    def row(label: str, text: str) -> None:
+        print(f"  {label:<24} {text}")
+
+    print()
+    print(
+        f"issue 20, this run ({args.events:,} events, {args.students:,} students, batches of {args.batch:,}):"
+    )
+    row("COPY ceiling", f"{ceiling:,.0f} events/s")
+    for r in runs:
+        bar = " (bar ≥ 0.33: " + ("met)" if r.rate / ceiling >= 0.33 else "missed)") if r.workers == 2 else ""
+        row(
+            f"pipeline, {r.workers} worker{'s' if r.workers > 1 else ''}",
+            f"{r.rate:,.0f} events/s = {r.rate / ceiling:.2f} of the ceiling{bar}; "
+            f"CPU {r.cpu_ms:.0f} ms per 1,000 events (python + postgres, all of process_batch); peak RSS {r.peak_rss_mb:.0f} MB",
+        )
+    one = next((r for r in runs if r.workers == 1), None)
+    if one and one.history:
+        at_tenth, early, at_end, late = one.history
+        row(
+            "batch cost vs history",
+            f"{early:.1f} ms at {at_tenth:,} stored, {late:.1f} ms at {at_end:,} "
+            f"({late / early:.2f}x; 1 worker, medians of 10 batches)",
+        )
+    versus = f"; pipeline 1 worker {one.rate / base_rate:.1f}x" if one else ""
+    row("per-event ORM baseline", f"{base_rate:,.0f} events/s ({args.baseline_events:,} events){versus}")
+    if runs:
+        row(
+            "peak RSS",
+            f"{max(r.peak_rss_mb for r in runs):.0f} MB (the largest worker process; "
+            "1 worker: this process, the baseline and the ceiling included)",
+        )
+
+
+def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
@@ -491,9 +726,10 @@ def main() -> None:
     )
     parser.add_argument(
         "--workers",
-        default="2",
-        help="after the one-worker run (this process, with the phase table), the same events again with "
-        "these numbers of worker processes (bench/parallel.py), comma-separated; '' for none",
+        default="1,2",
+        help="pipeline runs, comma-separated numbers of workers: 1 is this process with the phase table "
+        "and the batch time vs history; N > 1 the same events again from empty tables with N worker "
+        "processes (bench/parallel.py)",
     )
     parser.add_argument("--students", type=int, default=20_000)
     parser.add_argument("--baseline-events", type=int, default=5000)
@@ -510,43 +746,24 @@ def main() -> None:
     args = parser.parse_args()
     if args.smoke:
         args.events, args.baseline_events, args.students = 20_000, 1000, 2000
+    try:
+        args.worker_counts = sorted({int(n) for n in args.workers.split(",") if n.strip()})
+    except ValueError:
+        parser.error(f"--workers: comma-separated numbers, not {args.workers!r}")
+    if any(n < 1 for n in args.worker_counts):
+        parser.error("--workers: numbers of at least 1")
+    return args
+
+
+def main() -> None:
+    args = parse_args()
     end = datetime(2026, 3, 1, tzinfo=UTC)
     setup_django(args.database)
     from django.conf import settings
     from django.db import connection
 
     args.batch = args.batch or settings.WORKER_BATCH_SIZE
-    worker_counts = sorted({int(n) for n in args.workers.split(",") if n.strip() and int(n) > 1})
-
-    import pipeline.batch
-    import pipeline.effects
-    from pipeline.batch import process_batch
-
-    # After-commit side effects run inside process_batch (insight scoring is inline with eager Celery,
-    # as in the embedded worker): counted in the rate, and reported on their own line (their time is
-    # the "after commit" phase below).
-    scored = {"insights": 0}
-    committed = pipeline.effects.committed
-
-    def counted_committed(*, change, alert_ids, deliveries):
-        scored["insights"] += len(alert_ids)
-        committed(change=change, alert_ids=alert_ids, deliveries=deliveries)
-
-    pipeline.effects.committed = counted_committed
-
-    import metrics.services.snapshots
-
-    phases = Phases()
-    for module, attr, name in (
-        (pipeline.batch, "_store_events", "store"),
-        (pipeline.batch, "fold_events", "fold"),
-        (metrics.services.snapshots, "snapshots_refresh", "refresh"),
-        (pipeline.batch, "alerts_evaluate", "rules"),
-        (pipeline.effects, "_route", "routing"),
-        (pipeline.effects, "committed", "after commit"),
-    ):
-        phases.wrap(module, attr, name)
-
+    phases, scored = instrument()
     vacuum = VacuumStandIn(args.database, args.vacuum_every)
     try:
         print(
@@ -567,88 +784,23 @@ def main() -> None:
         print(
             f"COPY ceiling: {ceiling_events:,} events, {ceiling:,.0f} events/s (the same events, stored only)"
         )
-
-        gen = Generator(total=args.events, students=args.students, end=end, seed=1)
-        checkpoints = {max(1, args.events // 10 // args.batch), args.events // args.batch}
-        batch_times: list[float] = []
-        folded = 0
-        busy = 0.0
-        profiler = None
-        if args.profile:
-            import cProfile
-
-            profiler = cProfile.Profile()
-        with connection.cursor() as cursor:
-            cursor.execute("SELECT pg_backend_pid()")
-            phases.attach(cursor.fetchone()[0])
-        wall = time.perf_counter()
-        vacuum.start()
-        for i, (now, batch) in enumerate(gen.batches(args.batch), start=1):
-            if args.max_seconds and time.perf_counter() - wall > args.max_seconds:
-                print(f"  stopped after {args.max_seconds:.0f} s (--max-seconds)")
-                break
-            if profiler and i <= 50:
-                profiler.enable()
-            t0 = time.perf_counter()
-            result = process_batch(batch, now=now)
-            dt = time.perf_counter() - t0
-            if profiler and i <= 50:
-                profiler.disable()
-            busy += dt
-            folded += result.new
-            batch_times.append(dt)
-            if i in checkpoints or i % 50 == 0:
-                window = batch_times[-10:]
-                print(
-                    f"  {folded:>9,} events stored: batch {statistics.median(window) * 1000:6.1f} ms "
-                    f"(median of last {len(window)}), {folded / busy:,.0f} events/s so far, peak RSS {rss_mb():.0f} MB",
-                    flush=True,
-                )
-        vacuum.stop()
-        wall = time.perf_counter() - wall
-        rate = folded / busy
-        tenth = max(1, args.events // 10 // args.batch)
-        early = batch_times[max(0, tenth - 10) : tenth]
-        late = batch_times[-10:]
-        if profiler:
-            import pstats
-
-            pstats.Stats(profiler).sort_stats(os.environ.get("BENCH_SORT", "cumulative")).print_stats(
-                os.environ.get("BENCH_FILTER", "") or r"(metrics|ingest|alerts|iops)/.*\.py", 40
+        runs: list[Run] = []
+        one = None
+        if 1 in args.worker_counts:
+            one = run_one_worker(
+                args,
+                end=end,
+                vacuum=vacuum,
+                phases=phases,
+                scored=scored,
+                base_rate=base_rate,
+                ceiling=ceiling,
             )
-        print()
-        print(f"events folded:          {folded:,} in batches of {args.batch:,} ({args.students:,} students)")
-        print(
-            f"process_batch:          {rate:,.0f} events/s ({busy:.1f} s in process_batch, {wall:.1f} s wall incl. generation)"
-        )
-        print(
-            f"baseline:               {base_rate:,.0f} events/s (per-event ORM, {args.baseline_events:,} events)"
-        )
-        print(f"ratio:                  {rate / base_rate:.1f}x")
-        print(
-            f"COPY ceiling:           {ceiling:,.0f} events/s (COPY + INSERT … ON CONFLICT DO NOTHING into a table "
-            f"shaped like {'ingest_event'}, same events, same run); pipeline / ceiling {rate / ceiling:.2f} "
-            f"(issue 20 bar: ≥ 0.33 with 2 workers)"
-        )
-        n_batches = len(batch_times)
-        after_commit = phases.totals["after commit"][0]  # wall seconds
-        print(
-            f"of which after commit:  {after_commit / n_batches * 1000:.1f} ms per batch "
-            f"({scored['insights'] / n_batches:.0f} alerts raised or updated scored inline per batch, live push); "
-            f"without it {folded / (busy - after_commit):,.0f} events/s"
-        )
-        print(f"peak RSS:               {rss_mb():.0f} MB (this process: the one-worker run)")
-        phases.report(folded, busy)
-        if vacuum.runs:
-            print(
-                f"vacuum stand-in:        {vacuum.runs} runs, {vacuum.seconds:.1f} s in all (concurrent with the batches)"
-            )
-        print(
-            f"batch time vs history:  {statistics.median(early) * 1000:.1f} ms at {tenth * args.batch:,} stored events, "
-            f"{statistics.median(late) * 1000:.1f} ms at {folded:,} (medians of 10 batches)"
-        )
-        for n in worker_counts:
-            run_parallel(args, n, end=end, vacuum=vacuum, one_worker=rate, ceiling=ceiling)
+            runs.append(one)
+        for n in args.worker_counts:
+            if n > 1:
+                runs.append(run_parallel(args, n, end=end, one=one, ceiling=ceiling))
+        summary(args, ceiling=ceiling, base_rate=base_rate, runs=runs)
     finally:
         vacuum.stop()
         if not args.keep_db:

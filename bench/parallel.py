@@ -18,13 +18,14 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
+RESULT = "RESULT "  # the line a worker ends with: its figures as JSON
 
 
 def backend_cpu(pid: int) -> float:
@@ -56,8 +57,16 @@ def pregenerate(
     return files
 
 
-def run(batches: Iterable[tuple[datetime, list[dict[str, Any]]]], *, workers: int, database: str) -> Outcome:
-    """Process these batches with `workers` processes on the (migrated, empty) bench database."""
+def run(
+    batches: Iterable[tuple[datetime, list[dict[str, Any]]]],
+    *,
+    workers: int,
+    database: str,
+    on_start: Callable[[], None] | None = None,
+) -> Outcome:
+    """Process these batches with `workers` processes on the (migrated, empty) bench database;
+    `on_start` runs in this process once the workers are told to start (the vacuum stand-in). A worker
+    that fails stops the others and the run: SystemExit, non-zero."""
     with tempfile.TemporaryDirectory() as tmp:
         files = pregenerate(batches, workers, Path(tmp))
         procs = [
@@ -71,25 +80,28 @@ def run(batches: Iterable[tuple[datetime, list[dict[str, Any]]]], *, workers: in
             for f in files
         ]
         try:
-            for p in procs:
-                if p.stdout is None or p.stdout.readline().strip() != "ready":
-                    raise SystemExit(f"bench worker did not start (exit {p.wait()})")
+            for k, p in enumerate(procs):
+                if _line(p, "ready") is None:
+                    raise SystemExit(f"bench worker {k} did not start (exit {p.wait()}; its stderr above)")
             start = time.time()
             for p in procs:
                 assert p.stdin is not None
                 p.stdin.write("go\n")
                 p.stdin.close()
+            if on_start:
+                on_start()
+            _wait(procs)
             results = []
-            for p in procs:
-                assert p.stdout is not None
-                line = p.stdout.readline()
-                if p.wait() != 0 or not line:
-                    raise SystemExit(f"bench worker failed (exit {p.returncode})")
-                results.append(json.loads(line))
+            for k, p in enumerate(procs):
+                line = _line(p, RESULT)
+                if line is None:
+                    raise SystemExit(f"bench worker {k} ended without its result")
+                results.append(json.loads(line[len(RESULT) :]))
         finally:
             for p in procs:
                 if p.poll() is None:
                     p.kill()
+                    p.wait()
     return Outcome(
         events=sum(r["events"] for r in results),
         seconds=max(r["finished"] for r in results) - start,
@@ -97,6 +109,28 @@ def run(batches: Iterable[tuple[datetime, list[dict[str, Any]]]], *, workers: in
         pg_cpu=sum(r["pg_cpu"] for r in results),
         peak_rss_mb=max(r["peak_rss_mb"] for r in results),
     )
+
+
+def _line(proc: subprocess.Popen, prefix: str) -> str | None:
+    """The first line of the worker's output that starts with `prefix` (None at its end)."""
+    assert proc.stdout is not None
+    for line in proc.stdout:
+        if line.startswith(prefix):
+            return line.strip()
+    return None
+
+
+def _wait(procs: list[subprocess.Popen]) -> None:
+    """Until every worker has exited; the first one to fail ends the run (the others are killed by
+    the caller). Each worker times itself: how soon this loop notices does not count."""
+    while True:
+        codes = [p.poll() for p in procs]
+        for k, code in enumerate(codes):
+            if code:
+                raise SystemExit(f"bench worker {k} failed (exit {code}; its traceback above)")
+        if all(code == 0 for code in codes):
+            return
+        time.sleep(0.05)
 
 
 def worker(path: str, database: str) -> None:
@@ -114,7 +148,7 @@ def worker(path: str, database: str) -> None:
         backend = cursor.fetchone()[0]
     print("ready", flush=True)
     if sys.stdin.readline().strip() != "go":
-        raise SystemExit(1)
+        raise SystemExit("bench worker: no start line")
     cpu0, pg0 = time.process_time(), backend_cpu(backend)
     stored = 0
     with open(path) as f:
@@ -129,7 +163,7 @@ def worker(path: str, database: str) -> None:
         "pg_cpu": backend_cpu(backend) - pg0,
         "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
     }
-    print(json.dumps(result), flush=True)
+    print(RESULT + json.dumps(result), flush=True)
 
 
 if __name__ == "__main__":

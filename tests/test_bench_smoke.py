@@ -49,6 +49,10 @@ def test_aggregate_bench_smoke_prints_throughput_baseline_and_phases():
     assert "2-core ceiling for this work:" in out
     assert "COPY ceiling:" in out and "pipeline / ceiling" in out
     assert "2 workers:" in out and "peak RSS of a worker" in out  # the same events with 2 processes
+    summary = out.split("\nissue 20, this run", 1)[1]  # issue 20's figures together, at the end
+    for line in ("COPY ceiling", "pipeline, 1 worker", "pipeline, 2 workers", "batch cost vs history"):
+        assert f"\n  {line} " in summary, line
+    assert "of the ceiling (bar ≥ 0.33:" in summary and "\n  peak RSS " in summary
 
 
 def test_growth_bench_smoke_prints_both_points_and_the_grown_statements():
