@@ -670,6 +670,13 @@ def run_parallel(args, workers: int, *, end: datetime, one: Run | None, ceiling:
         f"JSON decode of the batches counted; 2-core ceiling at this cost {2e6 / cpu:,.0f} events/s); "
         f"peak RSS of a worker {out.peak_rss_mb:.0f} MB"
     )
+    print(
+        f"  cores busy:            {(out.python_cpu + out.pg_cpu) / out.seconds:.2f} on average (workers and their "
+        f"backends); a worker's running statement waited on a lock in {out.lock_waits:.0%} of the samples "
+        "(pg_stat_activity every 0.1 s)"
+    )
+    for query, n in out.lock_statements:
+        print(f"    waiting {n:>4}x: {query}")
     if vacuum.runs:
         print(
             f"  vacuum stand-in:       {vacuum.runs} runs, {vacuum.seconds:.1f} s (concurrent with the workers)"

@@ -6,7 +6,8 @@ entities), then N processes of this script (`--worker FILE`) connect, report rea
 on a line from the parent. Each decodes its batches (as the stream worker decodes messages: counted) and
 runs pipeline.batch.process_batch on them; the rate is the events stored over the time from the start
 line to the last worker's end. Each worker reports its own CPU, its PostgreSQL backend's CPU (the server
-is local: /proc/<pid>/stat) and its peak RSS.
+is local: /proc/<pid>/stat) and its peak RSS; a sampler of pg_stat_activity counts how often a worker's
+statement waits on a lock held by the other. A worker that fails ends the run (SystemExit).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime
@@ -41,6 +43,50 @@ class Outcome:
     python_cpu: float  # all workers
     pg_cpu: float  # all their backends
     peak_rss_mb: float  # the largest worker's
+    lock_waits: float  # of the samples of a worker backend busy on a statement, the share waiting on a lock
+    lock_statements: list[tuple[str, int]]  # the statements most often found waiting, with their counts
+
+
+class LockSampler:
+    """Every `every` seconds, in a connection of its own: how many of the bench database's other client
+    backends run a statement, and how many of those wait on a lock (two workers writing the same
+    entities' rows). Cheap: one query on pg_stat_activity per sample."""
+
+    QUERY = (
+        "SELECT wait_event_type = 'Lock', left(regexp_replace(query, '\\s+', ' ', 'g'), 70) FROM pg_stat_activity "
+        "WHERE datname = current_database() AND pid <> pg_backend_pid() AND backend_type = 'client backend' "
+        "AND state = 'active' AND query NOT ILIKE 'VACUUM%'"
+    )
+
+    def __init__(self, database: str, every: float = 0.1):
+        import threading
+
+        self.url = f"postgresql://postgres@127.0.0.1:5432/{database}"
+        self.every = every
+        self.waiting = self.active = 0
+        self.statements: Counter[str] = Counter()  # the statements found waiting, by their start
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, daemon=True)
+
+    def _loop(self) -> None:
+        import psycopg
+
+        with psycopg.connect(self.url, autocommit=True) as conn:
+            while not self._stop.wait(self.every):
+                for waiting, query in conn.execute(self.QUERY).fetchall():
+                    self.active += 1
+                    if waiting:
+                        self.waiting += 1
+                        self.statements[query] += 1
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> float:
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join()
+        return self.waiting / self.active if self.active else 0.0
 
 
 def pregenerate(
@@ -88,9 +134,14 @@ def run(
                 assert p.stdin is not None
                 p.stdin.write("go\n")
                 p.stdin.close()
+            locks = LockSampler(database)
+            locks.start()
             if on_start:
                 on_start()
-            _wait(procs)
+            try:
+                _wait(procs)
+            finally:
+                lock_waits = locks.stop()
             results = []
             for k, p in enumerate(procs):
                 line = _line(p, RESULT)
@@ -108,6 +159,8 @@ def run(
         python_cpu=sum(r["python_cpu"] for r in results),
         pg_cpu=sum(r["pg_cpu"] for r in results),
         peak_rss_mb=max(r["peak_rss_mb"] for r in results),
+        lock_waits=lock_waits,
+        lock_statements=locks.statements.most_common(3),
     )
 
 
