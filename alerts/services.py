@@ -58,10 +58,12 @@ def fingerprint(*, type: str, entity_type: str, entity_id: str) -> str:  # noqa:
     return f"{type}:{entity_type}:{entity_id}"
 
 
-def alert_raise(*, candidate: Candidate, now: datetime) -> Raised:
-    """Open an alert for this fingerprint, or count a repeat on the active one (escalating severity).
+def alert_raise(*, candidate: Candidate, now: datetime) -> Raised | None:
+    """Open an alert for this fingerprint, or count a repeat on the active one (escalating severity);
+    None for a repeat inside its tick (nothing written, see _writes).
 
     The one-at-a-time path: alerts_evaluate falls back to it when a batched insert races another worker."""
+    cutoff = now - timedelta(seconds=settings.ALERT_REPEAT_TICK_SECONDS)
     for _attempt in range(3):
         active = (
             Alert.objects.select_for_update()
@@ -69,6 +71,8 @@ def alert_raise(*, candidate: Candidate, now: datetime) -> Raised:
             .first()
         )
         if active is not None:
+            if not _writes(active, candidate, cutoff, count_repeats=True):
+                return None  # the worker that opened it a moment ago counted this tick
             escalated = SEVERITY_RANK[candidate.severity] > SEVERITY_RANK[active.severity]
             if escalated:
                 AlertTransition.objects.create(
@@ -81,7 +85,7 @@ def alert_raise(*, candidate: Candidate, now: datetime) -> Raised:
                 active.severity = candidate.severity
             active.occurrences += 1
             active.last_seen = max(active.last_seen, now)
-            active.message = candidate.message
+            active.message = candidate.message[:300]
             active.details = candidate.details
             active.clear_since = None
             active.save(
@@ -270,15 +274,15 @@ _ACTIVE_FIELDS = (
 )
 
 
-def _lock_active(fps: list[str]) -> dict[str, SimpleNamespace]:
-    """The active alerts of these fingerprints, locked in a fixed order (two workers locking
+def _active(fps: list[str], *, lock: bool) -> dict[str, SimpleNamespace]:
+    """The active alerts of these fingerprints, `lock`ed in a fixed order (two workers locking
     overlapping sets cannot deadlock): the fields alerts_record reads and writes, not model instances."""
     if connection.vendor == "postgresql":
         q = connection.ops.quote_name
         rows = pg_execute(
             f"SELECT {', '.join(q(f) for f in _ACTIVE_FIELDS)} FROM {q(Alert._meta.db_table)} "  # noqa: S608 - model metadata
             "WHERE fingerprint = ANY(%b::varchar[]) AND status = ANY(%b::varchar[]) "
-            "ORDER BY fingerprint FOR UPDATE",
+            "ORDER BY fingerprint" + (" FOR UPDATE" if lock else ""),
             [fps, list(ACTIVE_STATUSES)],
             fetch=True,
         )
@@ -359,16 +363,48 @@ def _insert_new(new: list[Candidate], now: datetime) -> list[Raised]:
             created = _insert_alerts(new, now)
     except IntegrityError:
         # Another worker opened one of these a moment ago: one at a time, counting ours as repeats.
-        return [alert_raise(candidate=c, now=now) for c in new]
+        return [r for c in new if (r := alert_raise(candidate=c, now=now)) is not None]
     _log_created(created)
     return [Raised(a.pk, created=True, escalated=False) for a in created]
+
+
+def _writes(alert: Any, c: Candidate | None, cutoff: datetime, count_repeats: bool) -> bool:
+    """Whether this evaluation writes an active alert: a clear (no candidate) not yet marked, an
+    escalation or a condition back after a clear at once; a repeat once per tick (ALERT_REPEAT_TICK_SECONDS,
+    last_seen at or before `cutoff`), even if its figures moved inside the tick (they catch up at the
+    next one). The sweep's re-check (`count_repeats=False`) never counts: it writes news and moved
+    figures (the message quotes the page)."""
+    if c is None:
+        return alert.clear_since is None
+    if SEVERITY_RANK[c.severity] > SEVERITY_RANK[alert.severity] or alert.clear_since is not None:
+        return True
+    if count_repeats:
+        return alert.last_seen <= cutoff
+    return alert.message != c.message[:300]
+
+
+def _to_write(
+    fps: list[str], by_fp: dict[str, Candidate], cutoff: datetime, count_repeats: bool
+) -> dict[str, SimpleNamespace]:
+    """The active alerts this evaluation writes. An unlocked read drops the quiet repeats from `by_fp`
+    (neither locked nor written); on PostgreSQL the rest are locked and read again, so a concurrent
+    worker's count, escalation or clear shows before alerts_record decides on them."""
+    writes: dict[str, SimpleNamespace] = {}
+    for fp, alert in _active(fps, lock=False).items():
+        if _writes(alert, by_fp.get(fp), cutoff, count_repeats):
+            writes[fp] = alert
+        else:
+            by_fp.pop(fp, None)
+    if not writes or connection.vendor != "postgresql":  # SQLite: one writer at a time
+        return writes
+    return _active(sorted(writes), lock=True)
 
 
 def alerts_record(
     *, candidates: list[Candidate], evaluated: set[str], now: datetime, count_repeats: bool = True
 ) -> list[Raised]:
-    """Apply one evaluation in a few statements: one locked SELECT of the active alerts, one UPDATE for
-    repeats and clears, one INSERT for new alerts and one for transitions.
+    """Apply one evaluation in a few statements: one SELECT of the active alerts, one locked SELECT of
+    those it writes, one UPDATE for repeats and clears, one INSERT for new alerts and one for transitions.
 
     `evaluated` holds every fingerprint the evaluation decided; an active one without a candidate is
     clear. `count_repeats=False` (the sweep's re-check) escalates and clears without counting a repeat."""
@@ -376,34 +412,24 @@ def alerts_record(
     fps = sorted(set(by_fp) | evaluated)
     if not fps:
         return []
-    tick = timedelta(seconds=settings.ALERT_REPEAT_TICK_SECONDS)
+    cutoff = now - timedelta(seconds=settings.ALERT_REPEAT_TICK_SECONDS)
     raised: list[Raised] = []
     changed: list[SimpleNamespace] = []
     cleared: list[int] = []
     transitions: list[AlertTransition] = []
-    for fp, alert in _lock_active(fps).items():
+    for fp, alert in _to_write(fps, by_fp, cutoff, count_repeats).items():
         c = by_fp.pop(fp, None)
+        if not _writes(alert, c, cutoff, count_repeats):
+            continue  # decided again under the lock: another worker wrote it first
         if c is None:
-            if fp in evaluated and alert.clear_since is None:
-                cleared.append(alert.id)
+            cleared.append(alert.id)
             continue
         escalation = _escalation(alert, c, now)
         if escalation is not None:
             transitions.append(escalation)
-        news = escalation is not None or alert.clear_since is not None
         if count_repeats:
-            # A repeat counts once per tick (ALERT_REPEAT_TICK_SECONDS): within it the row is not
-            # rewritten, re-scored or pushed, even if its figures moved (they catch up at the next
-            # tick); an escalation or a condition back after a clear is written at once. The row lock
-            # above makes two workers see each other's count.
-            if not news and alert.last_seen > now - tick:
-                continue
             alert.occurrences += 1
             alert.last_seen = max(alert.last_seen, now)
-        elif not news and alert.message == c.message[:300]:
-            # A time-driven re-check rewrites the row only when something shows: an escalation, a
-            # condition back after a clear, or figures that moved (the message quotes the page).
-            continue
         alert.message, alert.details, alert.clear_since = c.message[:300], c.details, None
         changed.append(alert)
         raised.append(Raised(alert.pk, created=False, escalated=escalation is not None))

@@ -69,3 +69,54 @@ def test_workers_raising_the_same_alerts_at_once_open_each_once_and_count_a_tick
     race(*[lambda w=w: process_batch(batch(w, later, tag="b"), now=later) for w in range(WORKERS)])
     assert sorted(set(alerts.values_list("occurrences", flat=True))) == [2]
     assert set(alerts.values_list("last_seen", flat=True)) == {later}
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_two_workers_reading_a_repeat_due_at_once_count_it_once(monkeypatch):
+    """Both workers read the alerts unlocked while the tick is due; only the rows to write are locked
+    and decided again, so the second sees the first one's count and writes nothing."""
+    import threading
+
+    from django.db import transaction
+
+    from alerts import services
+    from alerts.services import alerts_evaluate
+    from pipeline.batch import process_batch
+
+    if connection.vendor != "postgresql":
+        pytest.skip("concurrent transactions: PostgreSQL")
+    now = timezone.now()
+    old = [
+        dict(e, event_id=f"old_{i}", timestamp=(now - timedelta(days=20)).isoformat())
+        for i, e in enumerate(batch(0, now))
+    ]
+    for e in old:
+        e["payload"] = dict(e["payload"], health_score=85.0)
+    process_batch(old, now=now)
+    process_batch(batch(0, now), now=now)
+    alerts = Alert.objects.filter(type="low_health_score")
+    assert alerts.count() == STUDENTS and set(alerts.values_list("occurrences", flat=True)) == {1}
+
+    both_read = threading.Barrier(2)
+    active = services._active
+
+    def read_together(fps, *, lock):
+        rows = active(fps, lock=lock)
+        if not lock:
+            both_read.wait(timeout=10)  # both decided on the same unlocked read
+        return rows
+
+    monkeypatch.setattr(services, "_active", read_together)
+    later = now + timedelta(seconds=settings.ALERT_REPEAT_TICK_SECONDS + 1)
+    students = [f"stu_race_{i}" for i in range(STUDENTS)]
+    results: list[int] = []
+
+    def evaluate() -> None:
+        with transaction.atomic():
+            results.append(len(alerts_evaluate(now=later, students=students)))
+
+    race(evaluate, evaluate)
+    assert sorted(results) == [0, STUDENTS]  # one worker counted the tick and reports the updates
+    assert set(alerts.values_list("occurrences", flat=True)) == {2}
+    assert set(alerts.values_list("last_seen", flat=True)) == {later}

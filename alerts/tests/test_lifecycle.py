@@ -308,12 +308,17 @@ def test_one_alert_per_fingerprint_within_a_batch(post, drain):
     assert alert.occurrences == 1 and alert.severity == "warning"  # the latest reading wins
 
 
-def test_insert_race_falls_back_to_counting_a_repeat(post, drain, monkeypatch):
+def test_insert_race_falls_back_to_counting_a_repeat(post, drain, monkeypatch, settings):
+    settings.ALERT_REPEAT_TICK_SECONDS = 60
     health(post, drain, READING_WARNING)
+    first = Alert.objects.get()
     import alerts.services
 
     # Another worker's alert is invisible to this worker's SELECT: the bulk INSERT hits the constraint.
-    monkeypatch.setattr(alerts.services, "_lock_active", lambda fps: {})
+    monkeypatch.setattr(alerts.services, "_active", lambda fps, lock: {})
+    health(post, drain, READING_WARNING_LOWER, minute=0.5)  # inside the tick the other worker counted
+    alert = Alert.objects.get()
+    assert (alert.occurrences, alert.last_seen, alert.message) == (1, at(0), first.message)
     health(post, drain, READING_WARNING_LOWER, minute=1)
     alert = Alert.objects.get()
-    assert alert.occurrences == 2 and alert.status == "open"
+    assert alert.occurrences == 2 and alert.status == "open" and alert.last_seen == at(1)
