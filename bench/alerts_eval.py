@@ -1,6 +1,7 @@
-"""Alert evaluation per 1,000-event batch: the batched path (alerts.services.alerts_evaluate: one locked
-SELECT, one UPDATE, bulk INSERTs) against the per-candidate baseline measured on the same batches
-(alert_raise per candidate: a SELECT … FOR UPDATE and an UPDATE or INSERT + transition each).
+"""Alert evaluation per 1,000-event batch: the batched path (alerts.services.alerts_evaluate: one SELECT,
+one locked SELECT of the alerts it writes, one UPDATE, bulk INSERTs) against the per-candidate baseline
+measured on the same batches (alert_raise per candidate: a SELECT … FOR UPDATE and an UPDATE or INSERT +
+transition each).
 
 Each measured batch is stored and folded once; the baseline runs in a savepoint that is rolled back, then
 the batched path runs on the same state and commits. Uses its own database (dropped afterwards).
