@@ -58,12 +58,17 @@ def fingerprint(*, type: str, entity_type: str, entity_id: str) -> str:  # noqa:
     return f"{type}:{entity_type}:{entity_id}"
 
 
+def _tick_cutoff(now: datetime) -> datetime:
+    """An active alert last seen at or before this has its repeat tick due (ALERT_REPEAT_TICK_SECONDS)."""
+    return now - timedelta(seconds=settings.ALERT_REPEAT_TICK_SECONDS)
+
+
 def alert_raise(*, candidate: Candidate, now: datetime) -> Raised | None:
     """Open an alert for this fingerprint, or count a repeat on the active one (escalating severity);
     None for a repeat inside its tick (nothing written, see _writes).
 
     The one-at-a-time path: alerts_evaluate falls back to it when a batched insert races another worker."""
-    cutoff = now - timedelta(seconds=settings.ALERT_REPEAT_TICK_SECONDS)
+    cutoff = _tick_cutoff(now)
     for _attempt in range(3):
         active = (
             Alert.objects.select_for_update()
@@ -412,7 +417,7 @@ def alerts_record(
     fps = sorted(set(by_fp) | evaluated)
     if not fps:
         return []
-    cutoff = now - timedelta(seconds=settings.ALERT_REPEAT_TICK_SECONDS)
+    cutoff = _tick_cutoff(now)
     raised: list[Raised] = []
     changed: list[SimpleNamespace] = []
     cleared: list[int] = []

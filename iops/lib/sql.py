@@ -12,6 +12,8 @@ from typing import Any
 import orjson
 from django.db import connection
 
+from iops.lib.jsontext import json_text
+
 _MAX_PARAMS = 30_000  # below SQLite's 32,766 and PostgreSQL's 65,535 bind parameters
 
 
@@ -247,6 +249,11 @@ _PLAIN_FIELDS = {
 }
 
 
+def _json(field: Any, value: Any) -> str:
+    """A JSONField value as the JSON text its column takes: the hot path's encoder, or the field's own."""
+    return json.dumps(value, cls=field.encoder) if field.encoder else json_text(value)
+
+
 def update_rows(*, model: Any, key: str, fields: Sequence[str], objs: Sequence[Any]) -> int:
     """Write `fields` of many model instances in one UPDATE … FROM (VALUES …) per chunk, matched on the
     unique `key` field. Django's bulk_update builds a CASE per field per row, which costs seconds per
@@ -272,7 +279,7 @@ def update_rows(*, model: Any, key: str, fields: Sequence[str], objs: Sequence[A
         for f in cols:
             kind = f.get_internal_type()
             if kind == "JSONField":
-                values = [None if (v := getattr(o, f.attname)) is None else json.dumps(v) for o in objs]
+                values = [None if (v := getattr(o, f.attname)) is None else _json(f, v) for o in objs]
             elif kind in _PLAIN_FIELDS:  # the driver adapts these as they are
                 values = [getattr(o, f.attname) for o in objs]
             else:
