@@ -13,9 +13,33 @@ from metrics.health import COMPONENTS as HEALTH_COMPONENTS
 from metrics.models import StudentSnapshot, TutorSnapshot
 
 ENTITY_TYPES = ("student", "tutor")
+# The snapshot columns each feature function reads (insights.services reads only these).
+FEATURE_COLUMNS = {
+    "student": (
+        "health_score",
+        "health_components",
+        "platform_health_score",
+        "platform_health_baseline",
+        "sessions_7d",
+        "prior_weekly_mean",
+        "days_since_last_session",
+        "ib_calls_7d",
+        "ib_calls_14d",
+    ),
+    "tutor": (
+        "utilisation",
+        "hours_taught_7d",
+        "sessions_7d",
+        "prior_weekly_mean",
+        "avg_rating_7d",
+        "avg_rating_prior",
+        "avg_rating",
+        "completion_rate",
+    ),
+}
 
 
-def student_features(snap: StudentSnapshot) -> dict[str, Any]:
+def student_features(snap: StudentSnapshot | Any) -> dict[str, Any]:
     """The churn insight's inputs: our health score (None: not enough data yet, no insight), the points
     each component took off and its reason, and the figures those reasons quote. Nothing is filled in:
     an unknown figure stays None."""
@@ -37,7 +61,7 @@ def student_features(snap: StudentSnapshot) -> dict[str, Any]:
     return features
 
 
-def tutor_features(snap: TutorSnapshot) -> dict[str, Any]:
+def tutor_features(snap: TutorSnapshot | Any) -> dict[str, Any]:
     """The burnout features: load, volume against the tutor's own usual week, and quality sliding."""
     # Unknown stays unknown (None): no availability reported means no utilisation, not 0 %.
     utilisation = None if snap.utilisation is None else min(float(snap.utilisation), 1.5)

@@ -281,9 +281,35 @@ def risks(*, entity_type: str, rows: list[dict[str, Any]]) -> np.ndarray:
 
 
 def features_moved(*, entity_type: str, before: dict[str, Any], after: dict[str, Any]) -> bool:
-    """True when anything the insight cites changed: a cached insight is reused only while it still
-    quotes the entity's current figures."""
+    """True when any figure the insight was scored on changed."""
     return before != after
+
+
+# How far the risk may move before a kept insight no longer says it (5 percentage points).
+RISK_STEP = 0.05
+
+
+def _cited(entity_type: str, drivers: list[dict[str, Any]]) -> set[str]:
+    """The features an explanation names as its reasons (what `_score_student` and `explain` cite: the
+    first three drivers that raise the risk), as a set: the same reasons in another order tell the
+    same story."""
+    if entity_type == "student":
+        raising = [d["feature"] for d in drivers if d["contribution"] >= 1]
+    else:
+        raising = [d["feature"] for d in drivers if d["contribution"] > 0.1]
+    return set(raising[:3])
+
+
+def same_story(*, entity_type: str, before: Any, after: Score) -> bool:
+    """True while a scored insight (`before`: risk, level, drivers) still says what a score now would:
+    the same level, the same reasons (in any order), the risk within RISK_STEP. The figures it
+    quotes may be older than the entity page's (they are as of its scored_at); what an ops user acts
+    on — how risky, and why — is not."""
+    return (
+        before.level == after.level
+        and abs(float(before.risk) - after.risk) < RISK_STEP
+        and _cited(entity_type, before.drivers or []) == _cited(entity_type, after.drivers)
+    )
 
 
 def explain(

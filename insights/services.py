@@ -7,6 +7,7 @@ import logging
 from collections.abc import Callable
 from dataclasses import replace
 from datetime import datetime, timedelta
+from types import SimpleNamespace
 from typing import Any
 
 from django.conf import settings
@@ -16,10 +17,11 @@ from django.db.models import Q
 from alerts.thresholds import health_cuts
 from insights import bedrock, local_model
 from insights.budget import budget_claim, budget_purge
-from insights.features import ENTITY_TYPES, student_features, tutor_features
+from insights.features import ENTITY_TYPES, FEATURE_COLUMNS, student_features, tutor_features
 from insights.models import Insight
 from insights.selectors import BEDROCK_FAILED_PREFIX, BEDROCK_PREFIX
 from iops.lib import realtime
+from iops.lib.sql import create_objects
 from metrics.health import churn_probability
 from metrics.models import StudentSnapshot, TutorSnapshot
 
@@ -83,8 +85,8 @@ def insight_score(
     *, entity_type: str, entity_id: str, alert_id: int | None = None, now: datetime
 ) -> Insight | None:
     """Score one student (churn) or tutor (burnout) and store the Insight; None when metrics has no
-    snapshot for it. Within the cache window an unchanged entity keeps its insight, which then also
-    answers the alert (_reuse). Bedrock is asked only with credentials and a claimed budget slot."""
+    snapshot for it. Within the cache window an entity keeps its insight while it says the same
+    (local_model.same_story), and it then also answers the alert (_reuse). Bedrock is asked only with credentials and a claimed budget slot."""
     scored = insights_score_alerts(items=[(entity_type, entity_id, alert_id)], now=now)
     return scored[0] if scored else None
 
@@ -97,10 +99,11 @@ def _snapshot_source(entity_type: str) -> tuple[Any, str, Callable[[Any], dict[s
 
 
 def _snapshots(entity_type: str, ids: set[str]) -> dict[str, dict[str, Any]]:
-    """Feature vectors of many entities of one type, in one read. A student with no health score yet
-    (not enough data) has nothing to explain and is left out."""
+    """Feature vectors of many entities of one type, in one read of the columns the features use. A
+    student with no health score yet (not enough data) has nothing to explain and is left out."""
     model, key, to_features = _snapshot_source(entity_type)
-    rows = {getattr(s, key): to_features(s) for s in model.objects.filter(**{f"{key}__in": ids})}
+    found = model.objects.filter(**{f"{key}__in": ids}).values(key, *FEATURE_COLUMNS[entity_type])
+    rows = {row[key]: to_features(SimpleNamespace(**row)) for row in found}
     if entity_type == "student":
         return {k: f for k, f in rows.items() if f["health"] is not None}
     return rows
@@ -134,13 +137,16 @@ def _latest_cached(entity_type: str, ids: set[str], *, now: datetime) -> dict[st
 
 
 def _new_insight(
-    *, entity_type: str, entity_id: str, alert_id: int | None, features: dict[str, float], now: datetime
+    *,
+    entity_type: str,
+    entity_id: str,
+    alert_id: int | None,
+    features: dict[str, float],
+    now: datetime,
+    result: local_model.Score,
 ) -> Insight:
-    """Score one entity (local model; Bedrock instead when enabled, a budget slot is claimed and it
-    answers) into an unsaved Insight."""
-    result = local_model.score(
-        entity_type=entity_type, entity_id=entity_id, features=features, cuts=health_cuts()
-    )
+    """An entity's local score (`result`) into an unsaved Insight; Bedrock writes its explanation and
+    actions instead when enabled, a budget slot is claimed and it answers."""
     fallback_reason = ""
     model_id = settings.BEDROCK_MODEL_ID
     if model_id and bedrock_enabled():
@@ -208,6 +214,7 @@ def insights_score_alerts(*, items: list[tuple[str, str, int | None]], now: date
     fresh: dict[tuple[str, str], Insight] = {}
     later: list[tuple[int, tuple[str, str], int | None]] = []  # answered from the cache or this batch
     out: list[Insight | None] = [None] * len(items)
+    cuts = health_cuts()
     for i, (entity_type, entity_id, alert_id) in enumerate(items):
         key = (entity_type, entity_id)
         if key not in features:
@@ -225,10 +232,21 @@ def insights_score_alerts(*, items: list[tuple[str, str, int | None]], now: date
         ):
             later.append((i, key, alert_id))
             continue
-        fresh[key] = out[i] = _new_insight(
-            entity_type=entity_type, entity_id=entity_id, alert_id=alert_id, features=features[key], now=now
+        result = local_model.score(
+            entity_type=entity_type, entity_id=entity_id, features=features[key], cuts=cuts
         )
-    created = Insight.objects.bulk_create(list(fresh.values()))
+        if hit is not None and local_model.same_story(entity_type=entity_type, before=hit, after=result):
+            later.append((i, key, alert_id))  # figures moved, the story did not: kept (no new row, no push)
+            continue
+        fresh[key] = out[i] = _new_insight(
+            entity_type=entity_type,
+            entity_id=entity_id,
+            alert_id=alert_id,
+            features=features[key],
+            now=now,
+            result=result,
+        )
+    created = create_objects(model=Insight, objs=list(fresh.values()))
     for insight in created:
         _log_scored(insight)
     _publish(*created)

@@ -404,8 +404,8 @@ CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_WORKER_CANCEL_LONG_RUNNING_TASKS_ON_CONNECTION_LOSS = True
 
 # --- churn insights (issue 6) --------------------------------------------------------------------
-# An entity is not re-scored within this window unless a figure its insight quotes changed
-# (insights/local_model.features_moved); 0 turns the cache off.
+# Within this window an entity's latest insight is kept while it still says the same (level, reasons,
+# risk within 5 points: insights/local_model.same_story), even if figures it quotes moved; 0 = off.
 INSIGHTS_CACHE_MINUTES = env_int("INSIGHTS_CACHE_MINUTES", 30, minimum=0)
 # Bedrock budget per calendar minute and UTC day, claimed atomically in the database before each
 # call (insights/budget.py), so it holds across workers; over it the local model answers with

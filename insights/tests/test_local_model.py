@@ -235,13 +235,46 @@ def test_overloaded_tutor_with_sliding_ratings_scores_above_a_comfortable_one():
 
 
 def test_any_change_of_a_cited_figure_counts_as_moved():
-    """A cached insight is reused only while it still quotes the entity's current figures."""
+    """Unmoved figures reuse a cached insight without scoring; moved ones are scored (same_story decides)."""
     features = student_features(student())
     assert not local_model.features_moved(entity_type="student", before=features, after=dict(features))
     assert local_model.features_moved(
         entity_type="student", before=features, after=dict(features, sessions_7d=2)
     )
     assert local_model.features_moved(entity_type="student", before={}, after=features)
+
+
+def _scored(snap) -> local_model.Score:
+    return local_model.score(
+        entity_type="student", entity_id=snap.student_id, features=student_features(snap)
+    )
+
+
+def test_a_kept_insight_must_still_say_the_level_the_reasons_and_the_risk():
+    """What the cache keeps when figures moved: an insight whose level, cited reasons (in order) and risk
+    (within RISK_STEP) a fresh score would repeat; anything else is a new story."""
+    strained = dict(days_since_last_session=9.0, sessions_7d=0, ib_calls_7d=3, ib_unresolved_14d=2)
+    before = _scored(student(**strained))
+    a_bit_later = _scored(student(**{**strained, "days_since_last_session": 9.2}))
+    assert a_bit_later.explanation != before.explanation or a_bit_later.features != before.features
+    assert local_model.same_story(entity_type="student", before=before, after=a_bit_later)
+    worse = _scored(student(**{**strained, "platform_health": 40.0}))
+    assert worse.level != before.level or abs(worse.risk - before.risk) >= local_model.RISK_STEP
+    assert not local_model.same_story(entity_type="student", before=before, after=worse)
+    calm = _scored(student())
+    assert not local_model.same_story(entity_type="student", before=before, after=calm)
+    # The same reasons in another order tell the same story; a reason dropped is another one.
+    cited = [d for d in before.drivers if d["contribution"] >= 1][:3]
+    assert len(cited) >= 2
+    reordered = type(before)(**{**before.__dict__, "drivers": list(reversed(cited))})
+    assert local_model.same_story(entity_type="student", before=before, after=reordered)
+    dropped = type(before)(**{**before.__dict__, "drivers": cited[1:]})
+    assert not local_model.same_story(entity_type="student", before=before, after=dropped)
+    # A risk a hair under the step is the same story; at the step it is not.
+    nudged = type(before)(**{**before.__dict__, "risk": before.risk + local_model.RISK_STEP * 0.9})
+    assert local_model.same_story(entity_type="student", before=before, after=nudged)
+    moved = type(before)(**{**before.__dict__, "risk": before.risk + local_model.RISK_STEP * 1.01})
+    assert not local_model.same_story(entity_type="student", before=before, after=moved)
 
 
 def test_a_tutor_with_no_availability_has_no_utilisation_not_zero():

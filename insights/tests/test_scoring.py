@@ -54,11 +54,11 @@ def test_low_health_alert_gets_a_linked_insight_end_to_end(post, drain, django_c
     assert 2 <= len(insight.recommendations) <= 3
 
 
-def test_a_repeat_is_rescored_only_when_a_figure_it_cites_changed(
+def test_a_repeat_is_rescored_when_what_its_insight_says_changed(
     post, drain, django_capture_on_commit_callbacks, settings
 ):
-    """The insight quotes the figures the page shows: the same reading again scores nothing new; a
-    different one (still a warning, no escalation) gets a fresh insight quoting it. (Every repeat
+    """The same reading again scores nothing new; a lower one (still a warning, no escalation; the risk
+    moves by more than local_model.RISK_STEP) gets a fresh insight quoting it. (Every repeat
     counts here; inside a tick a repeat is not rescored at all: alerts/tests/test_lifecycle.py.)"""
     settings.ALERT_REPEAT_TICK_SECONDS = 0
     for reading in (READING_WARNING, READING_WARNING):
@@ -81,6 +81,42 @@ def test_a_repeat_is_rescored_only_when_a_figure_it_cites_changed(
     latest = Insight.objects.filter(entity_id="stu_8").order_by("-scored_at", "-pk").first()
     assert Insight.objects.filter(entity_id="stu_8").count() == 2 and latest.alert_id == alert.pk
     assert f"platform reads {READING_WARNING_LOWER}" in latest.explanation
+
+
+def test_a_repeat_whose_figures_moved_keeps_its_insight_while_the_story_holds(
+    post, drain, django_capture_on_commit_callbacks, settings
+):
+    """Twenty minutes on, the same reading again: the days since the last session moved (the insight's
+    features differ) but its level, reasons and risk did not, so the alert keeps its insight (no new
+    row, no push). Past INSIGHTS_CACHE_MINUTES the repeat is scored afresh."""
+    settings.ALERT_REPEAT_TICK_SECONDS = 0
+    settings.INSIGHTS_CACHE_MINUTES = 30
+    start = timezone.now()
+    for minutes in (0, 20):
+        with time_machine.travel(start + timedelta(minutes=minutes), tick=False):
+            send(
+                post,
+                drain,
+                django_capture_on_commit_callbacks,
+                event("customer_health_update", student_id="stu_10", health_score=READING_WARNING),
+            )
+    alert = Alert.objects.get(entity_id="stu_10")
+    kept = Insight.objects.get(entity_id="stu_10")
+    assert alert.occurrences == 2 and kept.alert_id == alert.pk
+    from metrics.models import StudentSnapshot
+
+    now_days = StudentSnapshot.objects.get(student_id="stu_10").days_since_last_session
+    assert kept.features["days_since_last_session"] != now_days  # the figures did move
+    with time_machine.travel(start + timedelta(minutes=51), tick=False):
+        send(
+            post,
+            drain,
+            django_capture_on_commit_callbacks,
+            event("customer_health_update", student_id="stu_10", health_score=READING_WARNING),
+        )
+    latest = Insight.objects.filter(entity_id="stu_10").order_by("-scored_at", "-pk").first()
+    assert Insight.objects.filter(entity_id="stu_10").count() == 2 and latest.alert_id == alert.pk
+    assert latest.features["days_since_last_session"] > kept.features["days_since_last_session"]
 
 
 def test_escalation_rescores_when_features_moved(post, drain, django_capture_on_commit_callbacks):

@@ -7,7 +7,8 @@ from datetime import UTC, datetime
 
 import pytest
 
-from iops.lib.sql import insert_ignore, update_rows, upsert
+from insights.models import Insight
+from iops.lib.sql import create_objects, insert_ignore, update_rows, upsert
 from metrics.models import SupplyDemandReading
 
 pytestmark = pytest.mark.django_db
@@ -62,3 +63,41 @@ def test_update_rows_writes_fields_of_many_instances():
     )
     got = set(SupplyDemandReading.objects.values_list("fold_ratio", "fold_status", "fold_since"))
     assert got == {(0.5, "balanced", _AT)}
+
+
+def test_create_objects_stores_instances_as_bulk_create_would_and_sets_their_keys():
+    """JSON fields (nested, unicode, quotes), nulls and datetimes round-trip; each instance gets its own
+    primary key, in order."""
+    made = [
+        Insight(
+            entity_type="student",
+            entity_id=f"stu_{i}",
+            alert_id=None if i else 7,
+            risk=0.25 * i,
+            level="high",
+            explanation=f'risk "{i}" — é',
+            recommendations=[f"call {i}", "wait"],
+            drivers=[{"feature": "platform", "value": 1.5, "contribution": i, "why": 'it\'s "low"'}],
+            features={"health": None if i else 40.5, "nested": {"k": [1, 2.5, None]}},
+            model="local:health-v2",
+            scored_at=_AT,
+        )
+        for i in range(3)
+    ]
+    assert create_objects(model=Insight, objs=made) == made
+    assert all(o.pk is not None for o in made) and len({o.pk for o in made}) == 3
+    for obj in made:
+        stored = Insight.objects.get(pk=obj.pk)
+        assert (stored.entity_id, stored.alert_id, stored.risk, stored.explanation, stored.scored_at) == (
+            obj.entity_id,
+            obj.alert_id,
+            obj.risk,
+            obj.explanation,
+            _AT,
+        )
+        assert (stored.recommendations, stored.drivers, stored.features) == (
+            obj.recommendations,
+            obj.drivers,
+            obj.features,
+        )
+    assert create_objects(model=Insight, objs=[]) == []
