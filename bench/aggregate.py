@@ -378,13 +378,21 @@ class Phases:
 
 
 def reset_tables() -> None:
-    from alerts.models import Alert
+    """Empty everything a run writes, so the next run starts as the first did: events, metrics,
+    alerts with what hangs off them (transitions, deliveries, labels), the claimed rate minutes,
+    insights and the Bedrock budget. Configuration (channels, thresholds, silences, keys) stays. A run
+    that found the previous run's insights or claimed minutes would skip scoring and rate checks."""
+    from django.db import connection
+
+    from alerts.models import Alert, RateMinute
     from ingest.models import Event
+    from insights.models import BedrockBudget, Insight
     from metrics.services import metrics_clear
 
     metrics_clear()
-    Event.objects.all().delete()
-    Alert.objects.all().delete()
+    tables = [m._meta.db_table for m in (Event, Alert, RateMinute, Insight, BedrockBudget)]
+    with connection.cursor() as cursor:
+        cursor.execute(f"TRUNCATE {', '.join(connection.ops.quote_name(t) for t in tables)} CASCADE")
 
 
 def baseline(gen: Generator, *, events: int) -> float:
