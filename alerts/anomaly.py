@@ -208,9 +208,7 @@ def _load_grid(minute: datetime) -> _Grid:
     biggest = max(WINDOWS)
     span = int(LONG / one) + size + biggest + 2
     first = minute - one * (span - 1)
-    rows = GlobalMinute.objects.filter(minute__gte=first, minute__lte=minute).values_list(
-        "minute", *SERIES.values()
-    )
+    rows = GlobalMinute.objects.filter(minute__gte=first, minute__lte=minute).per_minute(*SERIES.values())
     series = np.zeros((len(SERIES), span))
     for m, *counts in rows:
         series[:, int((m - first) / one)] = counts

@@ -101,8 +101,16 @@ class TutorHourlyAdmin(ReadOnly):
 
 @admin.register(models.GlobalMinute)
 class GlobalMinuteAdmin(ReadOnly):
-    list_display = ("minute", "received", "events", "sessions_started", "sessions_completed", "ib_calls")
-    ordering = ("-minute",)
+    list_display = (
+        "minute",
+        "shard",
+        "received",
+        "events",
+        "sessions_started",
+        "sessions_completed",
+        "ib_calls",
+    )
+    ordering = ("-minute", "shard")
 
 
 @admin.register(models.SupplyDemandReading)

@@ -124,9 +124,7 @@ def first_session_success_rate(*, since: datetime, now: datetime) -> float | Non
 def events_series(*, now: datetime, minutes: int = 60) -> list[dict[str, Any]]:
     """Events received per minute (by arrival) over the last hour, zero-filled."""
     start = (now - timedelta(minutes=minutes - 1)).replace(second=0, microsecond=0)
-    rows = dict(
-        GlobalMinute.objects.filter(minute__gte=start, minute__lte=now).values_list("minute", "received")
-    )
+    rows = dict(GlobalMinute.objects.filter(minute__gte=start, minute__lte=now).per_minute("received"))
     return [
         {
             "t": timezone.localtime(start + timedelta(minutes=i)).strftime("%H:%M"),
@@ -141,7 +139,7 @@ def sessions_series(*, starts: list[datetime], unit: BucketUnit, now: datetime) 
     are the buckets' first instants, oldest first; an empty bucket is 0."""
     qs = GlobalMinute.objects.filter(minute__gte=starts[0], minute__lte=now)
     if unit == "minute":
-        rows = {r[0]: r[1:] for r in qs.values_list("minute", "sessions_started", "sessions_completed")}
+        rows = {r[0]: r[1:] for r in qs.per_minute("sessions_started", "sessions_completed")}
     else:
         trunc = TruncHour if unit == "hour" else TruncDay
         rows = {

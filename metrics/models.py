@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from django.db import models
+from django.db.models import Sum
 
 
 class Session(models.Model):
@@ -80,10 +83,26 @@ class TutorHourly(HourBucket):
         return f"{self.tutor_id} @ {self.hour:%Y-%m-%d %H:00}"
 
 
-class GlobalMinute(models.Model):
-    """Global per-minute series. `received` counts by arrival minute; the rest by event minute."""
+# Rows a minute of the global series may have: each batch adds to one shard's row, so concurrent
+# batches rarely wait on each other's row lock; readers sum a minute's rows (`per_minute`).
+GLOBAL_MINUTE_SHARDS = 8
 
-    minute = models.DateTimeField(unique=True)
+
+class GlobalMinuteQuerySet(models.QuerySet["GlobalMinute"]):
+    def per_minute(self, *columns: str) -> models.QuerySet[GlobalMinute, tuple[Any, ...]]:
+        """(minute, *sums of `columns`) per minute, oldest first: a minute's shard rows added up."""
+        sums = {f"sum_{c}": Sum(c) for c in columns}
+        return (
+            self.order_by().values("minute").annotate(**sums).order_by("minute").values_list("minute", *sums)
+        )
+
+
+class GlobalMinute(models.Model):
+    """Global per-minute series. `received` counts by arrival minute; the rest by event minute. A minute
+    has up to GLOBAL_MINUTE_SHARDS rows (the batches that wrote it, by shard): its figures are their sums."""
+
+    minute = models.DateTimeField()
+    shard = models.PositiveSmallIntegerField(default=0)
     received = models.IntegerField(default=0)
     events = models.IntegerField(default=0)
     sessions_started = models.IntegerField(default=0)
@@ -91,8 +110,14 @@ class GlobalMinute(models.Model):
     sessions_unsuccessful = models.IntegerField(default=0)
     ib_calls = models.IntegerField(default=0)
 
+    objects = GlobalMinuteQuerySet.as_manager()
+
+    class Meta:
+        # (minute, shard): also the index of every reader's minute range scan.
+        constraints = [models.UniqueConstraint(fields=["minute", "shard"], name="global_minute_unique")]
+
     def __str__(self) -> str:
-        return f"{self.minute:%Y-%m-%d %H:%M}"
+        return f"{self.minute:%Y-%m-%d %H:%M} #{self.shard}"
 
 
 class StudentSnapshot(models.Model):

@@ -121,6 +121,23 @@ def test_ib_call_spike_raises_a_rate_anomaly_once_per_minute(post, drain):
 
 
 @pytest.mark.django_db
+def test_a_minute_written_by_batches_in_different_shards_is_judged_on_its_sum(post, drain, monkeypatch):
+    """The spike minute's calls arrive in two batches that add to two shards' rows: the detector sees
+    the minute's sum (80), not the last row it read (40)."""
+    from metrics.services import buckets
+
+    with time_machine.travel(NOW, tick=False):
+        ingest(post, drain, per_minute(hour_of(6)) + per_minute(hour_of(6), "customer_health_update"))
+        half = per_minute({LAST: 80})
+        for shard, part in ((2, half[:40]), (6, half[40:])):
+            monkeypatch.setattr(buckets, "minute_shard", lambda shard=shard: shard)
+            ingest(post, drain, part)
+        sweep.apply()
+    d = Alert.objects.get(type="rate_anomaly", entity_id="ib_calls").details
+    assert d["observed"] == 80 and d["expected"] == pytest.approx(6, abs=0.5)
+
+
+@pytest.mark.django_db
 def test_no_anomaly_without_enough_history(post, drain):
     """A fresh install: 30 minutes of history are fewer than the 45 observed minutes a baseline needs."""
     counts = {**hour_of(6, minutes=30), LAST: 80}

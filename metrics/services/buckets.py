@@ -1,8 +1,9 @@
-"""A batch added to the hour buckets (student, tutor) and the global minute series: counted in memory
-by column name, then one additive upsert per table."""
+"""A batch added to the hour buckets (student, tutor) and the global minute series (one shard's rows):
+counted in memory by column name, then one additive upsert per table."""
 
 from __future__ import annotations
 
+import random
 from collections import defaultdict
 from collections.abc import Callable
 from datetime import datetime
@@ -10,7 +11,7 @@ from operator import itemgetter
 from typing import Any
 
 from iops.lib.sql import upsert_add
-from metrics.models import GlobalMinute, StudentHourly, TutorHourly
+from metrics.models import GLOBAL_MINUTE_SHARDS, GlobalMinute, StudentHourly, TutorHourly
 from metrics.services.columns import MINUTE_VALUES, SESSION_COUNTS, SESSION_VALUES, STUDENT_VALUES
 from metrics.services.sessions import Delta
 from metrics.vocabulary import IB_REASONS
@@ -24,6 +25,14 @@ def _zeros(columns: list[str]) -> Callable[[], Counts]:
 
 
 _REASON_COLUMNS = {r: f"ib_{r}" for r in IB_REASONS}
+
+
+def minute_shard() -> int:
+    """The shard of the global minute series a batch adds to. Random per batch: every batch of a live
+    stream writes the current minute and holds its row locks until commit, so with one row a minute
+    concurrent workers would take turns; two concurrent batches now share a row once in
+    GLOBAL_MINUTE_SHARDS, and never for long (a fixed shard per worker would share one for good)."""
+    return random.randrange(GLOBAL_MINUTE_SHARDS)  # noqa: S311 - spreading writes, not a secret
 
 
 class _Buckets:
@@ -87,12 +96,12 @@ class _Buckets:
                 values=values,
                 rows=[(*k, *pick(v)) for k, v in sorted(rows.items())],
             )
-        pick = itemgetter(*MINUTE_VALUES)
+        pick, shard = itemgetter(*MINUTE_VALUES), minute_shard()
         upsert_add(
             table=GlobalMinute._meta.db_table,
-            keys=["minute"],
+            keys=["minute", "shard"],
             values=MINUTE_VALUES,
-            rows=[(k, *pick(v)) for k, v in sorted(self.minute.items())],
+            rows=[(k, shard, *pick(v)) for k, v in sorted(self.minute.items())],
         )
 
 

@@ -72,12 +72,19 @@ def simulated_month(*, now: datetime, events: int, seed: int = 7) -> list[dict[s
 
 def table_dump(model, *, skip_zero: tuple[str, ...] = ()) -> dict[Any, dict[str, Any]]:
     """Every row of a derived table keyed by its natural key, `id` left out. With `skip_zero`, rows
-    whose listed counters are all zero are dropped (a moved contribution leaves a zero bucket behind)."""
+    whose listed counters are all zero are dropped (a moved contribution leaves a zero bucket behind).
+    The global minute series by minute, its shards summed: which shard a batch wrote to is chance."""
+    if model.__name__ == "GlobalMinute":
+        from metrics.services import MINUTE_VALUES
+
+        return {
+            (m,): {"minute": m, **dict(zip(MINUTE_VALUES, sums, strict=True))}
+            for m, *sums in model.objects.per_minute(*MINUTE_VALUES)
+        }
     keys = {
         "Session": ("session_id",),
         "StudentHourly": ("student_id", "hour"),
         "TutorHourly": ("tutor_id", "hour"),
-        "GlobalMinute": ("minute",),
         "StudentSnapshot": ("student_id",),
         "TutorSnapshot": ("tutor_id",),
         "SubjectRegionSnapshot": ("subject", "region"),

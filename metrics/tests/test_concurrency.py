@@ -86,3 +86,67 @@ def test_concurrent_batches_over_the_same_sessions_equal_a_rebuild():
     assert dump() == incremental
     first = StudentSessionFacts.objects.get(student_id="stu_0")
     assert first.first_session_id == "s30" and first.last_completed_at is not None  # 3 days ago
+
+
+def ib_calls(worker: int) -> list[dict]:
+    """Calls by the worker's own students, all in one minute: the only row two workers share is the
+    global minute series' row for that minute."""
+    return [
+        {
+            "event_id": f"w{worker}_ib_{i}",
+            "event_type": "ib_call_logged",
+            "timestamp": NOW.isoformat(),
+            "received_at": NOW.isoformat(),
+            "payload": {"student_id": f"stu_w{worker}_{i}", "call_id": f"c{worker}_{i}", "reason": "billing"},
+        }
+        for i in range(5)
+    ]
+
+
+def fold_together(monkeypatch, shards: tuple[int, int]) -> list[BaseException | None]:
+    """Two workers each fold a batch into the same minute in an open transaction (a 1 s lock_timeout)
+    and commit only once both folded: the outcome of each, None when it folded without waiting."""
+    import threading
+
+    from django.db import transaction
+
+    from metrics.services import buckets, fold_events
+
+    mine = threading.local()
+    monkeypatch.setattr(buckets, "minute_shard", lambda: mine.shard)
+    folded = threading.Barrier(2)
+    outcomes: list[BaseException | None] = [None, None]
+
+    def work(worker: int) -> None:
+        mine.shard = shards[worker]
+        try:
+            with transaction.atomic():
+                connection.cursor().execute("SET LOCAL lock_timeout = '1s'")
+                fold_events(ib_calls(worker), now=NOW)
+                folded.wait(timeout=10)  # holding the rows it wrote, as a batch does until it commits
+        except BaseException as exc:  # noqa: BLE001 - the outcome the test asserts on
+            outcomes[worker] = exc
+            folded.abort()
+
+    race(*[lambda w=w: work(w) for w in range(2)])
+    return outcomes
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_workers_in_different_shards_fold_the_same_minute_without_waiting(monkeypatch):
+    from django.db import OperationalError
+    from django.db.models import Sum
+
+    from metrics.models import GlobalMinute
+
+    if connection.vendor != "postgresql":
+        pytest.skip("concurrent transactions: PostgreSQL")
+    assert fold_together(monkeypatch, (3, 4)) == [None, None]
+    minute = GlobalMinute.objects.filter(minute=NOW)
+    assert sorted(minute.values_list("shard", "ib_calls")) == [(3, 5), (4, 5)]
+    # The same shard: one worker waits on the other's row until its lock_timeout (what one row a
+    # minute did to every pair of workers).
+    outcomes = fold_together(monkeypatch, (3, 3))
+    assert any(isinstance(o, OperationalError) and "lock timeout" in str(o) for o in outcomes), outcomes
+    assert minute.aggregate(n=Sum("ib_calls"))["n"] == 10  # neither committed: the other's wait was cut
