@@ -101,3 +101,22 @@ def test_create_objects_stores_instances_as_bulk_create_would_and_sets_their_key
             obj.features,
         )
     assert create_objects(model=Insight, objs=[]) == []
+
+
+@pytest.mark.postgres
+def test_pg_execute_loads_timestamps_as_the_orm_does():
+    """pg_execute loads timestamptz with psycopg's own (C) loader: the values, and their time zone,
+    are what Django's ORM gives for the same rows."""
+    from django.db import connection
+
+    from iops.lib.sql import pg_execute
+
+    if connection.vendor != "postgresql":
+        pytest.skip("pg_execute: PostgreSQL")
+    moments = [_AT, datetime(2026, 3, 29, 1, 30, tzinfo=UTC), datetime(1999, 12, 31, 23, 59, 59, tzinfo=UTC)]
+    rows = [(f"e{i}", "Maths", "EU", at, 1.0, 1, "", "") for i, at in enumerate(moments)]
+    insert_ignore(table="metrics_supplydemandreading", columns=_COLUMNS, rows=rows, conflict=["event_id"])
+    raw = dict(pg_execute("SELECT event_id, reported_at FROM metrics_supplydemandreading", [], fetch=True))
+    orm = dict(SupplyDemandReading.objects.values_list("event_id", "reported_at"))
+    assert raw == orm == {f"e{i}": at for i, at in enumerate(moments)}
+    assert {v.tzinfo for v in raw.values()} == {v.tzinfo for v in orm.values()} == {UTC}

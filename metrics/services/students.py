@@ -76,6 +76,8 @@ class _FirstSessionJudge:
 
     def __init__(self) -> None:
         self.lookback = timedelta(days=settings.FIRST_SESSION_LOOKBACK_DAYS)
+        # Read once per refresh, not per student (a settings read is a lazy-object lookup).
+        self.min_history_days = settings.HEALTH_MIN_HISTORY_DAYS
         self._coverage: list[datetime | None] = []
 
     def known(self, first: _First) -> bool:
@@ -184,7 +186,9 @@ def _student(
         "as_of": now,
         "updated_at": now,
     }
-    assessment = _assess(w, values, prior, judge.known(first), shown["platform_health_score"], now)
+    assessment = _assess(
+        w, values, prior, judge.known(first), shown["platform_health_score"], now, judge.min_history_days
+    )
     values["health_components"] = json_text(assessment.components)
     values["health_score"] = assessment.score
     view = SimpleNamespace(**values)
@@ -203,6 +207,7 @@ def _assess(
     first_known: bool,
     platform_health: float | None,
     now: datetime,
+    min_history_days: int,
 ) -> Assessment:
     """The health score from the window sums and the snapshot values computed so far."""
     observed_since, first_at = w["first_hour"], values["first_session_at"]
@@ -225,7 +230,7 @@ def _assess(
             platform_health=platform_health,
             platform_baseline=values["platform_health_baseline"],
         ),
-        min_history_days=settings.HEALTH_MIN_HISTORY_DAYS,
+        min_history_days=min_history_days,
     )
 
 
