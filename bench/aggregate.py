@@ -298,10 +298,13 @@ class Phases:
     2 cores can do with this work however it is spread over processes: 2 / (CPU s per event)."""
 
     NAMES = ("store", "fold", "refresh", "rules", "routing", "after commit")
+    # --detail: the refresh's statements on their own rows (subtracted from "refresh", as any nested phase).
+    DETAIL = ("  window sums", "  row reads", "  snapshot upsert")
 
-    def __init__(self) -> None:
-        self.totals = {n: [0.0, 0.0, 0.0] for n in self.NAMES}  # wall, python cpu, pg cpu
-        self.calls = dict.fromkeys(self.NAMES, 0)
+    def __init__(self, *, detail: bool = False) -> None:
+        names = (*self.NAMES[:3], *(self.DETAIL if detail else ()), *self.NAMES[3:])
+        self.totals = {n: [0.0, 0.0, 0.0] for n in names}  # wall, python cpu, pg cpu
+        self.calls = dict.fromkeys(names, 0)
         self.targets: dict[str, str] = {}
         self._stack: list[list[float]] = []
         self._stat = None
@@ -511,16 +514,25 @@ class Run:
     offered: int = 0  # events given to process_batch (fewer than --events after --max-seconds)
 
 
-def instrument() -> tuple[Phases, dict[str, int]]:
+def instrument(*, detail: bool = False) -> tuple[Phases, dict[str, int]]:
     """The phase functions wrapped where process_batch and fold_events look them up, and the alerts
     scored after commit counted. After-commit side effects run inside process_batch (insight scoring is
     inline with eager Celery, as in the embedded worker): counted in the rate, and reported on their
-    own line (their time is the "after commit" phase)."""
+    own line (their time is the "after commit" phase). `detail`: the refresh's window sums, row reads
+    and snapshot upserts on rows of their own."""
+    import metrics.services.db
     import metrics.services.snapshots
+    import metrics.services.students
+    import metrics.services.tutors
     import pipeline.batch
     import pipeline.effects
 
-    phases = Phases()
+    phases = Phases(detail=detail)
+    if detail:
+        for module in (metrics.services.students, metrics.services.tutors):
+            phases.wrap(module, "window_sums", "  window sums")
+            phases.wrap(module, "rows_by_id", "  row reads")
+        phases.wrap(metrics.services.db.SnapshotTable, "upsert", "  snapshot upsert")
     for module, attr, name in (
         (pipeline.batch, "_store_events", "store"),
         (pipeline.batch, "fold_events", "fold"),
@@ -758,6 +770,9 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument(
         "--profile", action="store_true", help="cProfile the first 50 batches and print the top"
     )
+    parser.add_argument(
+        "--detail", action="store_true", help="split the refresh: window sums, row reads, snapshot upserts"
+    )
     args = parser.parse_args()
     if args.smoke:
         args.events, args.baseline_events, args.students = 20_000, 1000, 2000
@@ -778,7 +793,7 @@ def main() -> None:
     from django.db import connection
 
     args.batch = args.batch or settings.WORKER_BATCH_SIZE
-    phases, scored = instrument()
+    phases, scored = instrument(detail=args.detail)
     vacuum = VacuumStandIn(args.database, args.vacuum_every)
     try:
         print(
