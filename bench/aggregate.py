@@ -18,6 +18,8 @@ Issue 20's figures, all from one run and summed up at its end:
   rate = events stored / (last worker's end - start), CPU per 1,000 events of both workers and both
   backends, the largest worker's peak RSS; a worker that fails fails the run (non-zero exit);
 - each run's rate over the ceiling (the bar: ≥ 0.33 with 2 workers), and the per-event ORM baseline.
+- what grows with history: each phase's CPU per 1,000 events in the first and in the last tenth of
+  the 1-worker run; `--detail` splits the refresh into its window sums, row reads and snapshot upserts.
 A phase target that is gone or no longer called (product code moved on) fails the run with a message.
 Profile with `py-spy record -- .venv/bin/python bench/aggregate.py --smoke` (or --profile, cProfile;
 BENCH_SORT / BENCH_FILTER choose its sort and filter).
@@ -380,6 +382,24 @@ class Phases:
             )
 
 
+def growth(phases: Phases, marks: dict, folded: int) -> None:
+    """What grows with history: each phase's CPU (python + postgres) per 1,000 events in the run's first
+    tenth of batches and in its last tenth."""
+    n_first, first = marks["first"]
+    n_last, last = marks["last"]
+    late_events = folded - n_last
+    print(
+        f"CPU vs history, by phase:  ms per 1,000 events (python + postgres) in the first "
+        f"{n_first:,} events and in the last {late_events:,}"
+    )
+    print(f"  {'phase':<18} {'first':>8} {'last':>8}  ratio")
+    for name, total in phases.totals.items():
+        a = (first[name][1] + first[name][2]) / n_first * 1e6
+        b = (total[1] - last[name][1] + total[2] - last[name][2]) / late_events * 1e6
+        ratio = f"{b / a:5.2f}x" if a >= 0.05 else "    -"
+        print(f"  {name:<18} {a:8.1f} {b:8.1f}  {ratio}")
+
+
 def reset_tables() -> None:
     """Empty everything a run writes, so the next run starts as the first did: events, metrics,
     alerts with what hangs off them (transitions, deliveries, labels), the claimed rate minutes,
@@ -563,6 +583,9 @@ def run_one_worker(
 
     gen = Generator(total=args.events, students=args.students, end=end, seed=1)
     checkpoints = {max(1, args.events // 10 // args.batch), args.events // args.batch}
+    tenth = max(1, args.events // 10 // args.batch)
+    n_total = -(-args.events // args.batch)
+    marks: dict[str, tuple[int, dict[str, list[float]]]] = {}  # phase totals at the tenths' edges
     batch_times: list[float] = []
     folded = offered = 0
     busy = 0.0
@@ -595,6 +618,10 @@ def run_one_worker(
         folded += result.new
         offered += len(batch)
         batch_times.append(dt)
+        if i == tenth:
+            marks["first"] = (folded, {k: list(v) for k, v in phases.totals.items()})
+        if i == n_total - tenth:
+            marks["last"] = (folded, {k: list(v) for k, v in phases.totals.items()})
         if i in checkpoints or i % 50 == 0:
             window = batch_times[-10:]
             print(
@@ -605,7 +632,6 @@ def run_one_worker(
     vacuum.stop()
     wall = time.perf_counter() - wall
     rate = folded / busy
-    tenth = max(1, args.events // 10 // args.batch)
     early = batch_times[max(0, tenth - 10) : tenth]
     late = batch_times[-10:]
     if profiler:
@@ -637,6 +663,8 @@ def run_one_worker(
     )
     print(f"peak RSS:               {rss_mb():.0f} MB (this process: the one-worker run)")
     phases.report(folded, busy)
+    if "first" in marks and "last" in marks and folded > marks["last"][0]:
+        growth(phases, marks, folded)
     if vacuum.runs:
         print(
             f"vacuum stand-in:        {vacuum.runs} runs, {vacuum.seconds:.1f} s in all (concurrent with the batches)"
