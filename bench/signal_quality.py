@@ -281,6 +281,7 @@ def score(cfg: Config, truth: Truth, checkpoints: dict) -> dict:
     from django.db.models import Q
 
     from alerts.models import Alert, AlertDelivery, AlertTransition
+    from insights.models import Insight
     from metrics.models import StudentHourly
 
     live_days = cfg.live_days
@@ -400,6 +401,10 @@ def score(cfg: Config, truth: Truth, checkpoints: dict) -> dict:
     ]
     deliveries = AlertDelivery.objects.filter(created_at__gte=LIVE_START, created_at__lt=truth.live_end)
     messages = _messages(deliveries)
+    # Insights scored in the live span (each a new row and a push to open dashboards), and those scored
+    # for alerts (raised, escalated or repeated) rather than by the riskiest-insights beat.
+    scored = Insight.objects.filter(scored_at__gte=LIVE_START, scored_at__lt=truth.live_end, cached_from=None)
+    insights, for_alerts = scored.count(), scored.filter(alert_id__isnull=False).count()
     evidence = evidence_since(truth, checkpoints)
     from metrics.models import StudentSnapshot
 
@@ -434,6 +439,8 @@ def score(cfg: Config, truth: Truth, checkpoints: dict) -> dict:
         "deliveries": deliveries.count(),
         "notifications": messages,
         "notifications_per_day": round(messages / live_days, 1),
+        "insights_per_day": round(insights / live_days, 1),
+        "alert_insights_per_day": round(for_alerts / live_days, 1),
         "anomalies": anomalies,
         "ib_threshold_sweep": ib_sweep,
         "evidence_ceiling": evidence,
@@ -585,7 +592,8 @@ def print_table(results: list[dict]) -> None:
         print(
             f"{r['scenario']:<15}{'ALL':<25}{r['new_alerts']:>5}{r['new_per_100_day']:>8.2f}"
             f"{r['critical_new']:>5}   open at end {r['open_at_end']}, active students {r['active']}, "
-            f"notifications {r['notifications_per_day']}/day ({r['deliveries']} deliveries)"
+            f"notifications {r['notifications_per_day']}/day ({r['deliveries']} deliveries), "
+            f"insights scored {r['insights_per_day']}/day ({r['alert_insights_per_day']}/day for alerts)"
         )
         for name, a in sorted(r["at_risk"].items(), key=lambda kv: kv[1]["at"]):
             ceiling = r.get("evidence_ceiling", {}).get(name)

@@ -80,3 +80,4 @@ def test_signal_bench_smoke_scores_a_scenario_against_the_simulators_truth():
         "1",
     )
     assert "churn_wave     ALL" in out and "notifications" in out and "at risk @ end" in out
+    assert "insights scored " in out and "/day for alerts)" in out
