@@ -82,7 +82,12 @@ class Generator:
     students and `students // 10` tutors over 30 days ending at `end`, built lazily batch by batch.
     About 1 % of events arrive late (up to 3 days old) and timestamps jitter ±10 minutes."""
 
-    def __init__(self, *, total: int, students: int, end: datetime, seed: int = 1):
+    def __init__(
+        self, *, total: int, students: int, end: datetime, seed: int = 1, live_rate: float = 0.0
+    ) -> None:
+        """`live_rate` (events/s): the last tenth of the events arrive at that rate of the simulated
+        clock, after a month of history (the first nine tenths, spread over 30 days): what a busy
+        marketplace pays per event, repeat ticks and insight caches applying, over full windows."""
         self.rng = random.Random(seed)
         self.total = total
         self.students = [f"stu_{i:06d}" for i in range(students)]
@@ -94,14 +99,17 @@ class Generator:
         self.by_subject = {
             s: [t for t in self.tutors if s in self.tutor_info[t][1]] or self.tutors for s in SUBJECTS
         }
-        self.start = end - timedelta(days=30)
-        self.step = timedelta(days=30) / total
+        self.live = total - total * 9 // 10 if live_rate > 0 else 0  # events in the live tail
+        self.live_rate = live_rate
+        tail = timedelta(seconds=self.live / live_rate) if self.live else timedelta(0)
+        self.start = end - timedelta(days=30) - tail
+        self.step = timedelta(days=30) / (total - self.live)
         self.open: list[dict[str, Any]] = []
         self.n = 0
 
     def _event(self, i: int) -> dict[str, Any]:
         rng = self.rng
-        ts = self.start + self.step * i + timedelta(seconds=rng.uniform(-600, 600))
+        ts = self.at(i) + timedelta(seconds=rng.uniform(-600, 600))
         if rng.random() < 0.01:
             ts -= timedelta(hours=rng.uniform(1, 72))
         kind = rng.choices(KINDS, KIND_WEIGHTS)[0]
@@ -173,6 +181,13 @@ class Generator:
             etype = "supply_demand_update"
         return {"event_id": eid, "event_type": etype, "timestamp": ts.isoformat(), "payload": payload}
 
+    def at(self, i: int) -> datetime:
+        """Where event i sits on the simulated clock (before jitter and lateness)."""
+        history = self.total - self.live
+        if i <= history:
+            return self.start + self.step * i
+        return self.start + self.step * history + timedelta(seconds=(i - history) / self.live_rate)
+
     def batches(self, size: int, limit: int | None = None) -> Iterator[tuple[datetime, list[dict[str, Any]]]]:
         done = 0
         limit = self.total if limit is None else limit
@@ -180,7 +195,7 @@ class Generator:
             n = min(size, limit - done)
             batch = [self._event(done + k) for k in range(n)]
             done += n
-            now = self.start + self.step * done + timedelta(minutes=11)  # every timestamp is in the past
+            now = self.at(done) + timedelta(minutes=11)  # every timestamp is in the past
             received = now.isoformat()
             for e in batch:
                 e["received_at"] = received
@@ -382,15 +397,16 @@ class Phases:
             )
 
 
-def growth(phases: Phases, marks: dict, folded: int) -> None:
+def growth(phases: Phases, marks: dict, folded: int, live_rate: float = 0.0) -> None:
     """What grows with history: each phase's CPU (python + postgres) per 1,000 events in the run's first
-    tenth of batches and in its last tenth."""
+    tenth of batches and in its last tenth (with --live-rate: the live tail)."""
     n_first, first = marks["first"]
     n_last, last = marks["last"]
     late_events = folded - n_last
+    last_is = f" (the live tail, {live_rate:,.0f} events/s)" if live_rate else ""
     print(
         f"CPU vs history, by phase:  ms per 1,000 events (python + postgres) in the first "
-        f"{n_first:,} events and in the last {late_events:,}"
+        f"{n_first:,} events and in the last {late_events:,}{last_is}"
     )
     print(f"  {'phase':<18} {'first':>8} {'last':>8}  ratio")
     for name, total in phases.totals.items():
@@ -581,7 +597,7 @@ def run_one_worker(
 
     from pipeline.batch import process_batch
 
-    gen = Generator(total=args.events, students=args.students, end=end, seed=1)
+    gen = Generator(total=args.events, students=args.students, end=end, seed=1, live_rate=args.live_rate)
     checkpoints = {max(1, args.events // 10 // args.batch), args.events // args.batch}
     tenth = max(1, args.events // 10 // args.batch)
     n_total = -(-args.events // args.batch)
@@ -664,7 +680,7 @@ def run_one_worker(
     print(f"peak RSS:               {rss_mb():.0f} MB (this process: the one-worker run)")
     phases.report(folded, busy)
     if "first" in marks and "last" in marks and folded > marks["last"][0]:
-        growth(phases, marks, folded)
+        growth(phases, marks, folded, args.live_rate)
     if vacuum.runs:
         print(
             f"vacuum stand-in:        {vacuum.runs} runs, {vacuum.seconds:.1f} s in all (concurrent with the batches)"
@@ -694,7 +710,7 @@ def run_parallel(args, workers: int, *, end: datetime, one: Run | None, ceiling:
     vacuum = VacuumStandIn(args.database, args.vacuum_every)
     vacuum.vacuum_now()  # the deleted rows' dead versions gone, as before the one-worker run
     vacuum.runs, vacuum.seconds = 0, 0.0  # count only the runs alongside the workers
-    gen = Generator(total=args.events, students=args.students, end=end, seed=1)
+    gen = Generator(total=args.events, students=args.students, end=end, seed=1, live_rate=args.live_rate)
     limit = one.offered if one else None  # as many events as the one-worker run took (--max-seconds)
     try:
         out = parallel.run(
@@ -799,6 +815,13 @@ def parse_args() -> argparse.Namespace:
         "--profile", action="store_true", help="cProfile the first 50 batches and print the top"
     )
     parser.add_argument(
+        "--live-rate",
+        type=float,
+        default=0,
+        help="the last tenth of the events at this rate (events/s) of the simulated clock, after a month "
+        "of history: a busy marketplace (default: the whole run spread over the month)",
+    )
+    parser.add_argument(
         "--detail", action="store_true", help="split the refresh: window sums, row reads, snapshot upserts"
     )
     args = parser.parse_args()
@@ -837,7 +860,8 @@ def main() -> None:
         )
         reset_tables()
         ceiling, ceiling_events = copy_ceiling(
-            Generator(total=args.events, students=args.students, end=end, seed=1), batch=args.batch
+            Generator(total=args.events, students=args.students, end=end, seed=1, live_rate=args.live_rate),
+            batch=args.batch,
         )
         print(
             f"COPY ceiling: {ceiling_events:,} events, {ceiling:,.0f} events/s (the same events, stored only)"

@@ -43,12 +43,15 @@ def test_history_bench_smoke_prints_batch_cost_at_both_sizes():
 def test_aggregate_bench_smoke_prints_throughput_baseline_and_phases():
     # Smaller than its --smoke (whose 1,000 per-event baseline commits take ~10 s here).
     out = _smoke(
-        "aggregate.py", "--events", "5000", "--students", "1000", "--baseline-events", "200", "--detail"
+        "aggregate.py",
+        *("--events", "5000", "--students", "1000", "--baseline-events", "200"),
+        *("--detail", "--live-rate", "5000"),
     )
     assert "process_batch:" in out and "baseline:" in out and "ratio:" in out
     for phase in ("store", "fold", "refresh", "  window sums", "  snapshot upsert", "rules", "after commit"):
         assert f"\n  {phase} " in out, phase
     growth = out.split("\nCPU vs history, by phase:", 1)[1]  # each phase, first tenth vs last tenth
+    assert growth.lstrip().startswith("ms per 1,000 events") and "(the live tail, 5,000 events/s)" in growth
     assert "\n  refresh " in growth and "x\n" in growth
     assert "2-core ceiling for this work:" in out
     assert "COPY ceiling:" in out and "pipeline / ceiling" in out
