@@ -6,8 +6,8 @@ from django.db import models
 
 
 class Insight(models.Model):
-    entity_type = models.CharField(max_length=20, db_index=True)  # student | tutor
-    entity_id = models.CharField(max_length=64, db_index=True)
+    entity_type = models.CharField(max_length=20)  # student | tutor
+    entity_id = models.CharField(max_length=64)
     alert_id = models.BigIntegerField(
         null=True, blank=True, db_index=True, help_text="the alert that triggered it"
     )
@@ -27,7 +27,13 @@ class Insight(models.Model):
     )
 
     class Meta:
-        indexes = [models.Index(fields=["entity_type", "entity_id", "-scored_at"])]
+        # Only what readers seek by: an entity's latest insights (with or without its type), an alert's,
+        # a time range (retention, quality). No index on the type alone (two values) and no LIKE
+        # indexes: every insight scored writes each index.
+        indexes = [
+            models.Index(fields=["entity_type", "entity_id", "-scored_at"]),
+            models.Index(fields=["entity_id"], name="insight_entity_id"),
+        ]
         ordering = ["-scored_at"]
 
     def __str__(self) -> str:
