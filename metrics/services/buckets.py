@@ -1,13 +1,10 @@
 """A batch added to the hour buckets (student, tutor) and the global minute series (one shard's rows):
-counted in memory by column name, then one additive upsert per table."""
+counted in memory (a list per row, in column order), then one additive upsert per table."""
 
 from __future__ import annotations
 
 import random
-from collections import defaultdict
-from collections.abc import Callable
-from datetime import datetime
-from operator import itemgetter
+from datetime import UTC, datetime
 from typing import Any
 
 from iops.lib.sql import upsert_add
@@ -17,14 +14,38 @@ from metrics.services.sessions import Delta
 from metrics.vocabulary import IB_REASONS
 from metrics.windows import floor_hour, floor_minute
 
-Counts = dict[str, int]
-
-
-def _zeros(columns: list[str]) -> Callable[[], Counts]:
-    return lambda: dict.fromkeys(columns, 0)
-
-
 _REASON_COLUMNS = {r: f"ib_{r}" for r in IB_REASONS}
+
+# Counts are lists in their table's column order (STUDENT_VALUES, SESSION_VALUES, MINUTE_VALUES): a
+# bucket is a copy of a list of zeros, a value an index (dicts by column name cost a dict per bucket).
+_STUDENT = {c: i for i, c in enumerate(STUDENT_VALUES)}
+_SESSION = {c: i for i, c in enumerate(SESSION_VALUES)}
+_MINUTE = {c: i for i, c in enumerate(MINUTE_VALUES)}
+_SESSION_TO_MINUTE = [(c, _MINUTE[c]) for c in SESSION_COUNTS]
+assert STUDENT_VALUES[: len(SESSION_VALUES)] == SESSION_VALUES  # a session value has one index in both
+_RECEIVED, _EVENTS, _IB_CALLS = _MINUTE["received"], _MINUTE["events"], _MINUTE["ib_calls"]
+_HEALTH_SUM, _HEALTH_COUNT = _STUDENT["health_sum"], _STUDENT["health_count"]
+_IB = _STUDENT["ib_calls"]
+_IB_UNRESOLVED, _IB_HIGH = _STUDENT["ib_unresolved"], _STUDENT["ib_high_priority"]
+_REASON_INDEX = {r: _STUDENT[c] for r, c in _REASON_COLUMNS.items()}
+
+
+class _Floors:
+    """(minute, hour) of a time, as floor_minute and floor_hour give them. A UTC time (what normalised
+    events and the database give) is looked up by its epoch minute: datetime.replace costs more than
+    the rest of a bucket's update."""
+
+    def __init__(self) -> None:
+        self._utc: dict[int, tuple[datetime, datetime]] = {}
+
+    def __call__(self, ts: datetime) -> tuple[datetime, datetime]:
+        if ts.tzinfo is not UTC:
+            return floor_minute(ts), floor_hour(ts)
+        m = int(ts.timestamp()) // 60  # whole seconds since the epoch: exact
+        found = self._utc.get(m)
+        if found is None:
+            found = self._utc[m] = (floor_minute(ts), floor_hour(ts))
+        return found
 
 
 def minute_shard() -> int:
@@ -36,52 +57,76 @@ def minute_shard() -> int:
 
 
 class _Buckets:
-    """Counts per (student, hour), (tutor, hour) and minute, each row a dict of its table's values."""
+    """Counts per (student, hour), (tutor, hour) and minute, each row a list of its table's values."""
 
     def __init__(self) -> None:
-        self.student: defaultdict[tuple[str, datetime], Counts] = defaultdict(_zeros(STUDENT_VALUES))
-        self.tutor: defaultdict[tuple[str, datetime], Counts] = defaultdict(_zeros(SESSION_VALUES))
-        self.minute: defaultdict[datetime, Counts] = defaultdict(_zeros(MINUTE_VALUES))
+        self.student: dict[tuple[str, datetime], list[int]] = {}
+        self.tutor: dict[tuple[str, datetime], list[int]] = {}
+        self.minute: dict[datetime, list[int]] = {}
+        self.floors = _Floors()
+        self._received: dict[str, datetime] = {}
+
+    def _student(self, key: tuple[str, datetime]) -> list[int]:
+        row = self.student.get(key)
+        if row is None:
+            row = self.student[key] = [0] * len(STUDENT_VALUES)
+        return row
+
+    def _minute(self, minute: datetime) -> list[int]:
+        row = self.minute.get(minute)
+        if row is None:
+            row = self.minute[minute] = [0] * len(MINUTE_VALUES)
+        return row
 
     def add_session(self, d: Delta) -> None:
-        hour = floor_hour(d.ts)
-        student, tutor = self.student[(d.student_id, hour)], self.tutor[(d.tutor_id, hour)]
-        for column, value in d.values.items():
-            student[column] += value
-            tutor[column] += value
-        minute = self.minute[floor_minute(d.ts)]
-        for column in SESSION_COUNTS:
-            minute[column] += d.values.get(column, 0)
+        minute_at, hour = self.floors(d.ts)
+        student = self._student((d.student_id, hour))
+        tutor = self.tutor.get(key := (d.tutor_id, hour))
+        if tutor is None:
+            tutor = self.tutor[key] = [0] * len(SESSION_VALUES)
+        values = d.values
+        for column, value in values.items():
+            i = _SESSION[column]
+            student[i] += value
+            tutor[i] += value
+        minute = self._minute(minute_at)
+        for column, i in _SESSION_TO_MINUTE:
+            minute[i] += values.get(column, 0)
 
     def add_event(self, e: dict[str, Any]) -> None:
-        self.minute[floor_minute(datetime.fromisoformat(e["received_at"]))]["received"] += 1
-        ts = datetime.fromisoformat(e["timestamp"])
-        minute = self.minute[floor_minute(ts)]
-        minute["events"] += 1
+        received = self._received.get(e["received_at"])
+        if received is None:  # a batch's events share a few arrival times
+            received = self._received[e["received_at"]] = floor_minute(
+                datetime.fromisoformat(e["received_at"])
+            )
+        self._minute(received)[_RECEIVED] += 1
+        minute_at, hour = self.floors(datetime.fromisoformat(e["timestamp"]))
+        minute = self._minute(minute_at)
+        minute[_EVENTS] += 1
         if e["event_type"] == "customer_health_update":
-            self._add_health(e["payload"], ts)
+            self._add_health(e["payload"], hour)
         elif e["event_type"] == "ib_call_logged":
-            minute["ib_calls"] += 1
-            self._add_ib_call(e["payload"], ts)
+            minute[_IB_CALLS] += 1
+            self._add_ib_call(e["payload"], hour)
 
-    def _add_health(self, p: dict[str, Any], ts: datetime) -> None:
+    def _add_health(self, p: dict[str, Any], hour: datetime) -> None:
         score = p.get("health_score")
         if score is None:
             return
-        row = self.student[(p["student_id"], floor_hour(ts))]
-        row["health_sum"] += round(float(score) * 100)  # hundredths: exact, order-free sums
-        row["health_count"] += 1
+        row = self._student((p["student_id"], hour))
+        row[_HEALTH_SUM] += round(float(score) * 100)  # hundredths: exact, order-free sums
+        row[_HEALTH_COUNT] += 1
 
-    def _add_ib_call(self, p: dict[str, Any], ts: datetime) -> None:
-        row = self.student[(p["student_id"], floor_hour(ts))]
-        row["ib_calls"] += 1
+    def _add_ib_call(self, p: dict[str, Any], hour: datetime) -> None:
+        row = self._student((p["student_id"], hour))
+        row[_IB] += 1
         if p.get("resolved") == False:  # noqa: E712 - None means "not reported"
-            row["ib_unresolved"] += 1
+            row[_IB_UNRESOLVED] += 1
         if p.get("priority") == "high":
-            row["ib_high_priority"] += 1
-        column = _REASON_COLUMNS.get(p.get("reason", "other"))
-        if column is not None:
-            row[column] += 1
+            row[_IB_HIGH] += 1
+        index = _REASON_INDEX.get(p.get("reason", "other"))
+        if index is not None:
+            row[index] += 1
 
     def write(self) -> None:
         # Sorted rows: concurrent workers lock bucket rows in the same order.
@@ -89,19 +134,18 @@ class _Buckets:
             (StudentHourly, ["student_id", "hour"], STUDENT_VALUES, self.student),
             (TutorHourly, ["tutor_id", "hour"], SESSION_VALUES, self.tutor),
         ):
-            pick = itemgetter(*values)
             upsert_add(
                 table=model._meta.db_table,
                 keys=keys,
                 values=values,
-                rows=[(*k, *pick(v)) for k, v in sorted(rows.items())],
+                rows=[(*k, *v) for k, v in sorted(rows.items())],
             )
-        pick, shard = itemgetter(*MINUTE_VALUES), minute_shard()
+        shard = minute_shard()
         upsert_add(
             table=GlobalMinute._meta.db_table,
             keys=["minute", "shard"],
             values=MINUTE_VALUES,
-            rows=[(k, shard, *pick(v)) for k, v in sorted(self.minute.items())],
+            rows=[(k, shard, *v) for k, v in sorted(self.minute.items())],
         )
 
 
