@@ -1,10 +1,11 @@
 """A batch added to the hour buckets (student, tutor) and the global minute series (one shard's rows):
-counted in memory (a list per row, in column order), then one additive upsert per table."""
+counted in memory by column name, then one additive upsert per table."""
 
 from __future__ import annotations
 
 import random
 from datetime import UTC, datetime
+from operator import itemgetter
 from typing import Any
 
 from iops.lib.sql import upsert_add
@@ -14,20 +15,15 @@ from metrics.services.sessions import Delta
 from metrics.vocabulary import IB_REASONS
 from metrics.windows import floor_hour, floor_minute
 
+Counts = dict[str, int]
+
 _REASON_COLUMNS = {r: f"ib_{r}" for r in IB_REASONS}
 
-# Counts are lists in their table's column order (STUDENT_VALUES, SESSION_VALUES, MINUTE_VALUES): a
-# bucket is a copy of a list of zeros, a value an index (dicts by column name cost a dict per bucket).
-_STUDENT = {c: i for i, c in enumerate(STUDENT_VALUES)}
-_SESSION = {c: i for i, c in enumerate(SESSION_VALUES)}
-_MINUTE = {c: i for i, c in enumerate(MINUTE_VALUES)}
-_SESSION_TO_MINUTE = [(c, _MINUTE[c]) for c in SESSION_COUNTS]
-assert STUDENT_VALUES[: len(SESSION_VALUES)] == SESSION_VALUES  # a session value has one index in both
-_RECEIVED, _EVENTS, _IB_CALLS = _MINUTE["received"], _MINUTE["events"], _MINUTE["ib_calls"]
-_HEALTH_SUM, _HEALTH_COUNT = _STUDENT["health_sum"], _STUDENT["health_count"]
-_IB = _STUDENT["ib_calls"]
-_IB_UNRESOLVED, _IB_HIGH = _STUDENT["ib_unresolved"], _STUDENT["ib_high_priority"]
-_REASON_INDEX = {r: _STUDENT[c] for r, c in _REASON_COLUMNS.items()}
+# A bucket's counts: a dict by column, copied from its table's zeros (a copy of a dict of ints is a
+# memcpy and, holding no containers, stays untracked by the garbage collector; a list would not).
+_STUDENT_ZEROS = dict.fromkeys(STUDENT_VALUES, 0)
+_SESSION_ZEROS = dict.fromkeys(SESSION_VALUES, 0)
+_MINUTE_ZEROS = dict.fromkeys(MINUTE_VALUES, 0)
 
 
 class _Floors:
@@ -57,25 +53,25 @@ def minute_shard() -> int:
 
 
 class _Buckets:
-    """Counts per (student, hour), (tutor, hour) and minute, each row a list of its table's values."""
+    """Counts per (student, hour), (tutor, hour) and minute, each row a dict of its table's values."""
 
     def __init__(self) -> None:
-        self.student: dict[tuple[str, datetime], list[int]] = {}
-        self.tutor: dict[tuple[str, datetime], list[int]] = {}
-        self.minute: dict[datetime, list[int]] = {}
+        self.student: dict[tuple[str, datetime], Counts] = {}
+        self.tutor: dict[tuple[str, datetime], Counts] = {}
+        self.minute: dict[datetime, Counts] = {}
         self.floors = _Floors()
         self._received: dict[str, datetime] = {}
 
-    def _student(self, key: tuple[str, datetime]) -> list[int]:
+    def _student(self, key: tuple[str, datetime]) -> Counts:
         row = self.student.get(key)
         if row is None:
-            row = self.student[key] = [0] * len(STUDENT_VALUES)
+            row = self.student[key] = _STUDENT_ZEROS.copy()
         return row
 
-    def _minute(self, minute: datetime) -> list[int]:
+    def _minute(self, minute: datetime) -> Counts:
         row = self.minute.get(minute)
         if row is None:
-            row = self.minute[minute] = [0] * len(MINUTE_VALUES)
+            row = self.minute[minute] = _MINUTE_ZEROS.copy()
         return row
 
     def add_session(self, d: Delta) -> None:
@@ -83,15 +79,14 @@ class _Buckets:
         student = self._student((d.student_id, hour))
         tutor = self.tutor.get(key := (d.tutor_id, hour))
         if tutor is None:
-            tutor = self.tutor[key] = [0] * len(SESSION_VALUES)
+            tutor = self.tutor[key] = _SESSION_ZEROS.copy()
         values = d.values
         for column, value in values.items():
-            i = _SESSION[column]
-            student[i] += value
-            tutor[i] += value
+            student[column] += value
+            tutor[column] += value
         minute = self._minute(minute_at)
-        for column, i in _SESSION_TO_MINUTE:
-            minute[i] += values.get(column, 0)
+        for column in SESSION_COUNTS:
+            minute[column] += values.get(column, 0)
 
     def add_event(self, e: dict[str, Any]) -> None:
         received = self._received.get(e["received_at"])
@@ -99,14 +94,14 @@ class _Buckets:
             received = self._received[e["received_at"]] = floor_minute(
                 datetime.fromisoformat(e["received_at"])
             )
-        self._minute(received)[_RECEIVED] += 1
+        self._minute(received)["received"] += 1
         minute_at, hour = self.floors(datetime.fromisoformat(e["timestamp"]))
         minute = self._minute(minute_at)
-        minute[_EVENTS] += 1
+        minute["events"] += 1
         if e["event_type"] == "customer_health_update":
             self._add_health(e["payload"], hour)
         elif e["event_type"] == "ib_call_logged":
-            minute[_IB_CALLS] += 1
+            minute["ib_calls"] += 1
             self._add_ib_call(e["payload"], hour)
 
     def _add_health(self, p: dict[str, Any], hour: datetime) -> None:
@@ -114,19 +109,19 @@ class _Buckets:
         if score is None:
             return
         row = self._student((p["student_id"], hour))
-        row[_HEALTH_SUM] += round(float(score) * 100)  # hundredths: exact, order-free sums
-        row[_HEALTH_COUNT] += 1
+        row["health_sum"] += round(float(score) * 100)  # hundredths: exact, order-free sums
+        row["health_count"] += 1
 
     def _add_ib_call(self, p: dict[str, Any], hour: datetime) -> None:
         row = self._student((p["student_id"], hour))
-        row[_IB] += 1
+        row["ib_calls"] += 1
         if p.get("resolved") == False:  # noqa: E712 - None means "not reported"
-            row[_IB_UNRESOLVED] += 1
+            row["ib_unresolved"] += 1
         if p.get("priority") == "high":
-            row[_IB_HIGH] += 1
-        index = _REASON_INDEX.get(p.get("reason", "other"))
-        if index is not None:
-            row[index] += 1
+            row["ib_high_priority"] += 1
+        column = _REASON_COLUMNS.get(p.get("reason", "other"))
+        if column is not None:
+            row[column] += 1
 
     def write(self) -> None:
         # Sorted rows: concurrent workers lock bucket rows in the same order.
@@ -134,18 +129,19 @@ class _Buckets:
             (StudentHourly, ["student_id", "hour"], STUDENT_VALUES, self.student),
             (TutorHourly, ["tutor_id", "hour"], SESSION_VALUES, self.tutor),
         ):
+            pick = itemgetter(*values)
             upsert_add(
                 table=model._meta.db_table,
                 keys=keys,
                 values=values,
-                rows=[(*k, *v) for k, v in sorted(rows.items())],
+                rows=[(*k, *pick(v)) for k, v in sorted(rows.items())],
             )
-        shard = minute_shard()
+        pick, shard = itemgetter(*MINUTE_VALUES), minute_shard()
         upsert_add(
             table=GlobalMinute._meta.db_table,
             keys=["minute", "shard"],
             values=MINUTE_VALUES,
-            rows=[(k, shard, *v) for k, v in sorted(self.minute.items())],
+            rows=[(k, shard, *pick(v)) for k, v in sorted(self.minute.items())],
         )
 
 
