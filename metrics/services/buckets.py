@@ -4,9 +4,7 @@ counted in memory by column name, then one additive upsert per table."""
 from __future__ import annotations
 
 import random
-from collections import defaultdict
-from collections.abc import Callable
-from datetime import datetime
+from datetime import UTC, datetime
 from operator import itemgetter
 from typing import Any
 
@@ -19,12 +17,31 @@ from metrics.windows import floor_hour, floor_minute
 
 Counts = dict[str, int]
 
-
-def _zeros(columns: list[str]) -> Callable[[], Counts]:
-    return lambda: dict.fromkeys(columns, 0)
-
-
 _REASON_COLUMNS = {r: f"ib_{r}" for r in IB_REASONS}
+
+# A bucket's counts: a dict by column, copied from its table's zeros (a copy of a dict of ints is a
+# memcpy and, holding no containers, stays untracked by the garbage collector; a list would not).
+_STUDENT_ZEROS = dict.fromkeys(STUDENT_VALUES, 0)
+_SESSION_ZEROS = dict.fromkeys(SESSION_VALUES, 0)
+_MINUTE_ZEROS = dict.fromkeys(MINUTE_VALUES, 0)
+
+
+class _Floors:
+    """(minute, hour) of a time, as floor_minute and floor_hour give them. A UTC time (what normalised
+    events and the database give) is looked up by its epoch minute: datetime.replace costs more than
+    the rest of a bucket's update."""
+
+    def __init__(self) -> None:
+        self._utc: dict[int, tuple[datetime, datetime]] = {}
+
+    def __call__(self, ts: datetime) -> tuple[datetime, datetime]:
+        if ts.tzinfo is not UTC:
+            return floor_minute(ts), floor_hour(ts)
+        m = int(ts.timestamp()) // 60  # whole seconds since the epoch: exact
+        found = self._utc.get(m)
+        if found is None:
+            found = self._utc[m] = (floor_minute(ts), floor_hour(ts))
+        return found
 
 
 def minute_shard() -> int:
@@ -39,41 +56,64 @@ class _Buckets:
     """Counts per (student, hour), (tutor, hour) and minute, each row a dict of its table's values."""
 
     def __init__(self) -> None:
-        self.student: defaultdict[tuple[str, datetime], Counts] = defaultdict(_zeros(STUDENT_VALUES))
-        self.tutor: defaultdict[tuple[str, datetime], Counts] = defaultdict(_zeros(SESSION_VALUES))
-        self.minute: defaultdict[datetime, Counts] = defaultdict(_zeros(MINUTE_VALUES))
+        self.student: dict[tuple[str, datetime], Counts] = {}
+        self.tutor: dict[tuple[str, datetime], Counts] = {}
+        self.minute: dict[datetime, Counts] = {}
+        self.floors = _Floors()
+        self._received: dict[str, datetime] = {}
+
+    def _student(self, key: tuple[str, datetime]) -> Counts:
+        row = self.student.get(key)
+        if row is None:
+            row = self.student[key] = _STUDENT_ZEROS.copy()
+        return row
+
+    def _minute(self, minute: datetime) -> Counts:
+        row = self.minute.get(minute)
+        if row is None:
+            row = self.minute[minute] = _MINUTE_ZEROS.copy()
+        return row
 
     def add_session(self, d: Delta) -> None:
-        hour = floor_hour(d.ts)
-        student, tutor = self.student[(d.student_id, hour)], self.tutor[(d.tutor_id, hour)]
-        for column, value in d.values.items():
+        minute_at, hour = self.floors(d.ts)
+        student = self._student((d.student_id, hour))
+        tutor = self.tutor.get(key := (d.tutor_id, hour))
+        if tutor is None:
+            tutor = self.tutor[key] = _SESSION_ZEROS.copy()
+        values = d.values
+        for column, value in values.items():
             student[column] += value
             tutor[column] += value
-        minute = self.minute[floor_minute(d.ts)]
+        minute = self._minute(minute_at)
         for column in SESSION_COUNTS:
-            minute[column] += d.values.get(column, 0)
+            minute[column] += values.get(column, 0)
 
     def add_event(self, e: dict[str, Any]) -> None:
-        self.minute[floor_minute(datetime.fromisoformat(e["received_at"]))]["received"] += 1
-        ts = datetime.fromisoformat(e["timestamp"])
-        minute = self.minute[floor_minute(ts)]
+        received = self._received.get(e["received_at"])
+        if received is None:  # a batch's events share a few arrival times
+            received = self._received[e["received_at"]] = floor_minute(
+                datetime.fromisoformat(e["received_at"])
+            )
+        self._minute(received)["received"] += 1
+        minute_at, hour = self.floors(datetime.fromisoformat(e["timestamp"]))
+        minute = self._minute(minute_at)
         minute["events"] += 1
         if e["event_type"] == "customer_health_update":
-            self._add_health(e["payload"], ts)
+            self._add_health(e["payload"], hour)
         elif e["event_type"] == "ib_call_logged":
             minute["ib_calls"] += 1
-            self._add_ib_call(e["payload"], ts)
+            self._add_ib_call(e["payload"], hour)
 
-    def _add_health(self, p: dict[str, Any], ts: datetime) -> None:
+    def _add_health(self, p: dict[str, Any], hour: datetime) -> None:
         score = p.get("health_score")
         if score is None:
             return
-        row = self.student[(p["student_id"], floor_hour(ts))]
+        row = self._student((p["student_id"], hour))
         row["health_sum"] += round(float(score) * 100)  # hundredths: exact, order-free sums
         row["health_count"] += 1
 
-    def _add_ib_call(self, p: dict[str, Any], ts: datetime) -> None:
-        row = self.student[(p["student_id"], floor_hour(ts))]
+    def _add_ib_call(self, p: dict[str, Any], hour: datetime) -> None:
+        row = self._student((p["student_id"], hour))
         row["ib_calls"] += 1
         if p.get("resolved") == False:  # noqa: E712 - None means "not reported"
             row["ib_unresolved"] += 1

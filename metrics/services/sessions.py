@@ -55,6 +55,7 @@ class Timed(NamedTuple):
 class Delta(NamedTuple):
     """What one session event adds to (or, replaced by an earlier one, takes from) the buckets at `ts`."""
 
+    session_id: str
     student_id: str
     tutor_id: str
     ts: datetime
@@ -126,31 +127,30 @@ def session_deltas(events: list[dict[str, Any]]) -> SessionOutcome:
     A session's start and completion are each the earliest event by (event time, event_id), whatever
     the arrival order: a winner replaced by an earlier event moves its contribution (a negative delta
     in the old bucket, a positive one in the new), so incremental processing equals a rebuild.
-    Stored sessions are locked and updated; sessions first seen are inserted once, with their values.
+    Every session of the batch is first inserted as new, with its values from the batch's events (one
+    statement; a session already stored is skipped by its unique key, which also waits for another
+    worker inserting it a moment ago); the sessions that were stored are then locked and updated. Most
+    sessions of a batch are new: only the stored ones are read.
     """
     by_session = _by_session(events)
     outcome = SessionOutcome()
     if not by_session:
         return outcome
-    stored = _lock_sessions(sorted(by_session))
-    fresh = {sid: _new_session(evs[0]) for sid, evs in by_session.items() if sid not in stored}
-    if fresh:
-        fresh_outcome = SessionOutcome()
-        _apply_session_events(fresh, by_session, fresh_outcome)
-        inserted = set(
-            insert_returning_new(
-                table=Session._meta.db_table,
-                columns=_INSERT,
-                rows=[_insert_row(s) for _, s in sorted(fresh.items())],
-                conflict="session_id",
-            )
-        )
-        if len(inserted) == len(fresh):
-            outcome = fresh_outcome
-        else:  # another worker created some of these a moment ago: apply ours to its rows instead
-            stored.update(_lock_sessions(sorted(set(fresh) - inserted)))
-            redo = {sid: _new_session(by_session[sid][0]) for sid in inserted}
-            _apply_session_events(redo, by_session, outcome)
+    fresh = {sid: _new_session(by_session[sid][0]) for sid in sorted(by_session)}
+    _apply_session_events(fresh, by_session, outcome)
+    inserted = insert_returning_new(
+        table=Session._meta.db_table,
+        columns=_INSERT,
+        rows=[_insert_row(s) for s in fresh.values()],
+        conflict="session_id",
+    )
+    if len(inserted) == len(fresh):
+        return outcome
+    # A new row's events never replace one another (applied in event-time order, the first wins):
+    # no negative delta, no moved student. The stored sessions' share is taken from their rows.
+    outcome.deltas = [d for d in outcome.deltas if d.session_id in inserted]
+    outcome.completed = {sid: s for sid, s in outcome.completed.items() if sid in inserted}
+    stored = _lock_sessions(sorted(set(fresh) - inserted))
     changed = _apply_session_events(stored, by_session, outcome)
     if changed:
         update_rows(model=Session, key="id", objs=changed, fields=_WRITE)
@@ -184,13 +184,15 @@ def _apply_start(s: SessionRow, t: Timed, outcome: SessionOutcome) -> bool:
     if s.started_at is not None:
         if _event_order(t) >= (s.started_at, s.started_event_id):
             return False
-        outcome.deltas.append(Delta(s.student_id, s.tutor_id, s.started_at, {"sessions_started": -1}))
+        outcome.deltas.append(
+            Delta(s.session_id, s.student_id, s.tutor_id, s.started_at, {"sessions_started": -1})
+        )
     p = t.event["payload"]
     s.started_at, s.started_event_id = t.at, t.event_id
     s.session_type = p.get("session_type") or ""
     if p.get("subject"):
         s.subject = p["subject"]  # the winning start names the subject
-    outcome.deltas.append(Delta(s.student_id, s.tutor_id, t.at, {"sessions_started": 1}))
+    outcome.deltas.append(Delta(s.session_id, s.student_id, s.tutor_id, t.at, {"sessions_started": 1}))
     return True
 
 
@@ -200,7 +202,7 @@ def _apply_completion(s: SessionRow, t: Timed, outcome: SessionOutcome) -> bool:
         if _event_order(t) >= (s.completed_at, s.completed_event_id):
             return False
         taken = {k: -v for k, v in _completion_values(s).items()}
-        outcome.deltas.append(Delta(s.student_id, s.tutor_id, s.completed_at, taken))
+        outcome.deltas.append(Delta(s.session_id, s.student_id, s.tutor_id, s.completed_at, taken))
         outcome.moved_students.add(s.student_id)
     p = t.event["payload"]
     s.completed_at, s.completed_event_id = t.at, t.event_id
@@ -210,7 +212,7 @@ def _apply_completion(s: SessionRow, t: Timed, outcome: SessionOutcome) -> bool:
     s.tutor_rating = p.get("tutor_rating")
     if p.get("subject") and not s.subject:
         s.subject = p["subject"]
-    outcome.deltas.append(Delta(s.student_id, s.tutor_id, t.at, _completion_values(s)))
+    outcome.deltas.append(Delta(s.session_id, s.student_id, s.tutor_id, t.at, _completion_values(s)))
     outcome.completed[s.session_id] = s
     return True
 
