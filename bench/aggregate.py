@@ -614,6 +614,9 @@ def run_one_worker(
     with connection.cursor() as cursor:
         cursor.execute("SELECT pg_backend_pid()")
         phases.attach(cursor.fetchone()[0])
+    from ingest.worker import settle_process
+
+    settle_process()  # as a stream worker does before its loop
     wall = time.perf_counter()
     vacuum.start()
     for i, (now, batch) in enumerate(gen.batches(args.batch), start=1):

@@ -194,11 +194,13 @@ def worker(path: str, database: str) -> None:
     connect_django(database)
     from django.db import connection
 
+    from ingest.worker import settle_process
     from pipeline.batch import process_batch
 
     with connection.cursor() as cursor:
         cursor.execute("SELECT pg_backend_pid()")
         backend = cursor.fetchone()[0]
+    settle_process()  # as a stream worker does before its loop
     print("ready", flush=True)
     if sys.stdin.readline().strip() != "go":
         raise SystemExit("bench worker: no start line")

@@ -3,6 +3,7 @@ thread, the Celery worker bootstep and the `drain_stream` task alike."""
 
 from __future__ import annotations
 
+import gc
 import logging
 import os
 import socket
@@ -261,6 +262,7 @@ class StreamWorker:
         return settled
 
     def run(self, stop: threading.Event) -> None:
+        settle_process()
         backoff = 0.5
         logger.info("stream worker started", extra={"consumer": self.consumer, "backend": self.stream.name})
         while not stop.is_set():
@@ -282,6 +284,24 @@ class StreamWorker:
         except TRANSIENT:
             pass
         logger.info("stream worker stopped", extra={"consumer": self.consumer, "processed": self.processed})
+
+
+def settle_process() -> None:
+    """Before a worker loop starts: move everything the process holds by now (Django, the apps, numpy,
+    pandas, their caches) to the garbage collector's permanent generation. A full collection then walks
+    only what batches create, not the whole process: in the replay, full collections triggered inside
+    the fold were a third of its Python. What is frozen is never collected: only the start-up's objects
+    are, and they live as long as the process. Once per process; benches that time process_batch call
+    it too."""
+    global _settled
+    if _settled:
+        return
+    _settled = True
+    gc.collect()
+    gc.freeze()
+
+
+_settled = False
 
 
 def drain(*, max_seconds: float = 10.0, stream: EventStream | None = None) -> int:
