@@ -117,24 +117,30 @@ def apply_supply_demand(events: list[dict[str, Any]], now: datetime) -> set[Cell
 
 
 def _fold_cell(snap: SubjectRegionSnapshot, readings: list[Reading], written: _Written) -> None:
-    """Step the cell through the batch's readings (replayed from before the earliest when it is late)."""
+    """Step the cell through the batch's readings (replayed from before the earliest when it is late).
+    A stored reading replayed is restated only when its state after it changed: a late reading that
+    does not move the hysteresis rewrites nothing but itself."""
     batch = {r.event_id for r in readings}
+    was: dict[str, FoldState] = {}
     if snap.reported_at is not None and readings[0].order() < (snap.reported_at, snap.report_event_id):
-        readings = _replay(snap, readings)
+        readings, was = _replay(snap, readings)
     for reading in readings:
         _balance_step(snap, reading)
         state = FoldState.of(snap)
         if reading.event_id in batch:
             written.new.append((*reading, *state))
-        else:
+        elif was.get(reading.event_id) != state:
             written.restated.append(SupplyDemandReading(event_id=reading.event_id, **state._asdict()))
 
 
-def _replay(snap: SubjectRegionSnapshot, readings: list[Reading]) -> list[Reading]:
+def _replay(
+    snap: SubjectRegionSnapshot, readings: list[Reading]
+) -> tuple[list[Reading], dict[str, FoldState]]:
     """A late reading: put the cell back into its state just before the batch's earliest reading
     (the fold state stored on the reading before it) and return every reading from there on, stored
-    and new, in event-time order. What is read is bounded by how late the reading is, not by the
-    cell's history; only readings stored before fold states were kept replay the whole cell."""
+    and new, in event-time order, with the state stored on each stored one. What is read is bounded by
+    how late the reading is, not by the cell's history; only readings stored before fold states were
+    kept replay the whole cell."""
     first_at = readings[0].reported_at
     stored = SupplyDemandReading.objects.filter(subject=snap.subject, region=snap.region)
     before = (
@@ -149,9 +155,15 @@ def _replay(snap: SubjectRegionSnapshot, readings: list[Reading]) -> list[Readin
         stored = stored.filter(reported_at__gte=first_at)
     else:
         _balance_reset(snap)
-    merged = {r.event_id: r for r in map(Reading._make, stored.values_list(*Reading._fields))}
+    width = len(Reading._fields)
+    merged: dict[str, Reading] = {}
+    was: dict[str, FoldState] = {}
+    for row in stored.values_list(*Reading._fields, *FoldState._fields):
+        reading = Reading._make(row[:width])
+        merged[reading.event_id] = reading
+        was[reading.event_id] = FoldState._make(row[width:])
     merged.update({r.event_id: r for r in readings})
-    return sorted(merged.values(), key=Reading.order)
+    return sorted(merged.values(), key=Reading.order), was
 
 
 def _balance_reset(snap: SubjectRegionSnapshot) -> None:

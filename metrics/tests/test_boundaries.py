@@ -236,6 +236,27 @@ def test_each_reading_keeps_the_state_after_it_and_late_ones_restate_those_after
     assert _rebuilt() == (states, live)
 
 
+def test_a_late_reading_that_moves_nothing_rewrites_no_later_reading(post, drain):
+    """At a busy rate most readings are late by seconds: one that leaves the hysteresis where it was
+    restates no reading after it (no UPDATE of the readings), and the states still equal a rebuild."""
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    send(post, drain, *[reading(m, 80) for m in (100, 98, 96, 94)])  # high demand from the first
+    before = _fold_states()
+    with CaptureQueriesContext(connection) as ctx:
+        send(post, drain, reading(97, 79))  # late, still high demand: the states after it stay
+    rewrites = [q["sql"] for q in ctx.captured_queries if 'UPDATE "metrics_supplydemandreading"' in q["sql"]]
+    assert rewrites == []
+    states = _fold_states()
+    assert [s for s in states if s[0] != 79] == before
+    assert _rebuilt()[0] == states
+    with CaptureQueriesContext(connection) as ctx:
+        send(post, drain, reading(99, 40))  # late and balanced: the readings after it are restated
+    assert any('UPDATE "metrics_supplydemandreading"' in q["sql"] for q in ctx.captured_queries)
+    assert _rebuilt()[0] == _fold_states()
+
+
 def test_readings_stored_without_a_state_are_replayed_from_the_start(post, drain):
     """Readings from before the states were kept (fold_status blank): a late reading falls back to
     replaying the whole cell and fills them in."""
