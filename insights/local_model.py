@@ -188,6 +188,14 @@ def student_level(health: float, cuts: tuple[float, float] | None = None) -> str
     return "medium" if health < warning else "low"
 
 
+def _raising(entity_type: str, drivers: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The drivers that raise the risk, in the drivers' order: what an explanation and its actions cite
+    (a student's deductions of at least a point; a tutor's log-odds above 0.1)."""
+    if entity_type == "student":
+        return [d for d in drivers if d["contribution"] >= 1]
+    return [d for d in drivers if d["contribution"] > 0.1]
+
+
 def _score_student(*, entity_id: str, features: dict[str, Any], cuts: tuple[float, float] | None) -> Score:
     health = float(features["health"])
     risk = churn_probability(health)
@@ -202,7 +210,7 @@ def _score_student(*, entity_id: str, features: dict[str, Any], cuts: tuple[floa
         for name in HEALTH_COMPONENTS
     ]
     drivers = sorted(drivers, key=lambda d: -d["contribution"])[:MAX_DRIVERS]
-    raising = [d for d in drivers if d["contribution"] >= 1]
+    raising = _raising("student", drivers)
     head = f"{level.capitalize()} churn risk ({risk:.0%}) for student {entity_id}: health {health:.0f}/100"
     if raising:
         text = f"{head}, mainly because " + "; ".join(d["why"] for d in raising[:3]) + "."
@@ -290,14 +298,9 @@ RISK_STEP = 0.05
 
 
 def _cited(entity_type: str, drivers: list[dict[str, Any]]) -> set[str]:
-    """The features an explanation names as its reasons (what `_score_student` and `explain` cite: the
-    first three drivers that raise the risk), as a set: the same reasons in another order tell the
-    same story."""
-    if entity_type == "student":
-        raising = [d["feature"] for d in drivers if d["contribution"] >= 1]
-    else:
-        raising = [d["feature"] for d in drivers if d["contribution"] > 0.1]
-    return set(raising[:3])
+    """The features an explanation names as its reasons (the first three raising drivers), as a set:
+    the same reasons in another order tell the same story."""
+    return {d["feature"] for d in _raising(entity_type, drivers)[:3]}
 
 
 def same_story(*, entity_type: str, before: Any, after: Score) -> bool:
@@ -318,7 +321,7 @@ def explain(
     """The templated explanation (≤ 400 chars) and 2–3 actions, from the risk-raising drivers."""
     spec = SPECS[entity_type]
     by_name = {t.feature: t for t in spec.terms}
-    raising = [d for d in drivers if d["contribution"] > 0.1]
+    raising = _raising(entity_type, drivers)
     head = f"{level.capitalize()} {spec.noun} risk ({risk:.0%}) for {entity_type} {entity_id}"
     if raising:
         phrases = [by_name[d["feature"]].says(d["value"]) for d in raising[:3]]

@@ -86,7 +86,8 @@ def insight_score(
 ) -> Insight | None:
     """Score one student (churn) or tutor (burnout) and store the Insight; None when metrics has no
     snapshot for it. Within the cache window an entity keeps its insight while it says the same
-    (local_model.same_story), and it then also answers the alert (_reuse). Bedrock is asked only with credentials and a claimed budget slot."""
+    (local_model.same_story), and it then also answers the alert (_reuse). Bedrock is asked only with
+    credentials and a claimed budget slot."""
     scored = insights_score_alerts(items=[(entity_type, entity_id, alert_id)], now=now)
     return scored[0] if scored else None
 

@@ -251,8 +251,8 @@ def _scored(snap) -> local_model.Score:
 
 
 def test_a_kept_insight_must_still_say_the_level_the_reasons_and_the_risk():
-    """What the cache keeps when figures moved: an insight whose level, cited reasons (in order) and risk
-    (within RISK_STEP) a fresh score would repeat; anything else is a new story."""
+    """What the cache keeps when figures moved: an insight whose level, cited reasons (in any order) and
+    risk (within RISK_STEP) a fresh score would repeat; anything else is a new story."""
     strained = dict(days_since_last_session=9.0, sessions_7d=0, ib_calls_7d=3, ib_unresolved_14d=2)
     before = _scored(student(**strained))
     a_bit_later = _scored(student(**{**strained, "days_since_last_session": 9.2}))
