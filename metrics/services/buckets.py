@@ -44,6 +44,14 @@ class _Floors:
         return found
 
 
+def _row(rows: dict[Any, Counts], key: Any, zeros: Counts) -> Counts:
+    """The counts of `key` in `rows`, a copy of the table's `zeros` the first time."""
+    row = rows.get(key)
+    if row is None:
+        row = rows[key] = zeros.copy()
+    return row
+
+
 def minute_shard() -> int:
     """The shard of the global minute series a batch adds to. Random per batch: every batch of a live
     stream writes the current minute and holds its row locks until commit, so with one row a minute
@@ -63,23 +71,15 @@ class _Buckets:
         self._received: dict[str, datetime] = {}
 
     def _student(self, key: tuple[str, datetime]) -> Counts:
-        row = self.student.get(key)
-        if row is None:
-            row = self.student[key] = _STUDENT_ZEROS.copy()
-        return row
+        return _row(self.student, key, _STUDENT_ZEROS)
 
     def _minute(self, minute: datetime) -> Counts:
-        row = self.minute.get(minute)
-        if row is None:
-            row = self.minute[minute] = _MINUTE_ZEROS.copy()
-        return row
+        return _row(self.minute, minute, _MINUTE_ZEROS)
 
     def add_session(self, d: Delta) -> None:
         minute_at, hour = self.floors(d.ts)
         student = self._student((d.student_id, hour))
-        tutor = self.tutor.get(key := (d.tutor_id, hour))
-        if tutor is None:
-            tutor = self.tutor[key] = _SESSION_ZEROS.copy()
+        tutor = _row(self.tutor, (d.tutor_id, hour), _SESSION_ZEROS)
         values = d.values
         for column, value in values.items():
             student[column] += value
