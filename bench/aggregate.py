@@ -21,8 +21,9 @@ Issue 20's figures, all from one run and summed up at its end:
 - what grows with history: each phase's CPU per 1,000 events in the first and in the last tenth of
   the 1-worker run; `--detail` splits the refresh into its window sums, row reads and snapshot upserts.
 A phase target that is gone or no longer called (product code moved on) fails the run with a message.
-Profile with `py-spy record -- .venv/bin/python bench/aggregate.py --smoke` (or --profile, cProfile;
-BENCH_SORT / BENCH_FILTER choose its sort and filter).
+Profile with `py-spy record -- .venv/bin/python bench/aggregate.py --smoke` (or `--profile [first|last]`, cProfile of
+the first or the last 50 batches;
+BENCH_SORT / BENCH_FILTER choose its sort and filter, BENCH_PROFILE_OUT=FILE keeps the stats for pstats).
 
     .venv/bin/python bench/aggregate.py                       # 1,000,000 events, 1 then 2 workers
     .venv/bin/python bench/aggregate.py --batch 1000 --workers 1    # batches of 1,000, one worker only
@@ -619,11 +620,12 @@ def run_one_worker(
     settle_process()  # as a stream worker does before its loop
     wall = time.perf_counter()
     vacuum.start()
+    profiled = range(1, 51) if args.profile == "first" else range(max(1, n_total - 49), n_total + 1)
     for i, (now, batch) in enumerate(gen.batches(args.batch), start=1):
         if args.max_seconds and time.perf_counter() - wall > args.max_seconds:
             print(f"  stopped after {args.max_seconds:.0f} s (--max-seconds)")
             break
-        if profiler and i <= 50:
+        if profiler and i in profiled:
             profiler.enable()
         t0, cpu0, pg0 = phases.now()
         result = process_batch(batch, now=now)
@@ -631,7 +633,7 @@ def run_one_worker(
         dt = t1 - t0
         cpu[0] += cpu1 - cpu0
         cpu[1] += pg1 - pg0
-        if profiler and i <= 50:
+        if profiler and i in profiled:
             profiler.disable()
         busy += dt
         folded += result.new
@@ -656,6 +658,8 @@ def run_one_worker(
     if profiler:
         import pstats
 
+        if os.environ.get("BENCH_PROFILE_OUT"):
+            profiler.dump_stats(os.environ["BENCH_PROFILE_OUT"])
         pstats.Stats(profiler).sort_stats(os.environ.get("BENCH_SORT", "cumulative")).print_stats(
             os.environ.get("BENCH_FILTER", "") or r"(metrics|ingest|alerts|iops)/.*\.py", 40
         )
@@ -815,7 +819,12 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--keep-db", action="store_true", help="leave the database for inspection")
     VacuumStandIn.add_argument(parser)
     parser.add_argument(
-        "--profile", action="store_true", help="cProfile the first 50 batches and print the top"
+        "--profile",
+        nargs="?",
+        const="first",
+        choices=["first", "last"],
+        help="cProfile 50 batches and print the top: the first 50 (default) or the last 50 (full windows, "
+        "open alerts)",
     )
     parser.add_argument(
         "--live-rate",
