@@ -257,6 +257,88 @@ def test_a_late_reading_that_moves_nothing_rewrites_no_later_reading(post, drain
     assert _rebuilt()[0] == _fold_states()
 
 
+def _cell_states() -> tuple[dict[str, tuple], list[tuple]]:
+    """Every reading's state by event id, and every cell's snapshot as the dashboard shows it."""
+    from metrics.models import SupplyDemandReading
+
+    states = {
+        eid: rest
+        for eid, *rest in SupplyDemandReading.objects.values_list(
+            "event_id", "fold_status", "fold_since", "fold_ratio"
+        )
+    }
+    cells = list(
+        SubjectRegionSnapshot.objects.order_by("subject", "region").values_list(
+            "subject", "region", "balance_status", "status_since", "demand_supply_ratio",
+            "platform_demand_score", "reported_at", "report_event_id",
+        )
+    )  # fmt: skip
+    return states, cells
+
+
+@pytest.mark.parametrize(
+    ("demands", "weights"),
+    [
+        ([40, 64, 66, 70, 74, 76, 79, 90], None),  # across both edges at every reading
+        ([80, 84, 90, 70, 60, 30], [30, 30, 30, 5, 4, 1]),  # mostly high demand, now and then out
+    ],
+)
+def test_late_readings_in_any_order_fold_as_a_rebuild_does(post, drain, demands, weights):
+    """Two cells' readings around the hysteresis edges, some at the same instant, sent in shuffled
+    batches of 1 to 12 so that most arrive late (a late reading steps the cell again around it, or
+    replays it when the fold has not settled within a few readings): after each batch every
+    reading's state and each snapshot equal a rebuild from the stored events."""
+    import random
+
+    rng = random.Random(20)
+    events = []
+    for i in range(90):
+        at = (NOW - timedelta(minutes=300 - i // 3 * 2)).isoformat()  # three readings per instant
+        for region in ("west", "east"):
+            events.append(
+                event(
+                    "supply_demand_update",
+                    subject="Physics",
+                    region=region,
+                    demand_score=rng.choices(demands, weights)[0],  # × 1/51 for the ratio
+                    supply_score=50.0,
+                    timestamp=at,
+                )
+            )
+    send(post, drain, *events[:40])  # in order
+    rest = events[40:]
+    rng.shuffle(rest)
+    while rest:
+        size = rng.randint(1, 12)
+        batch, rest = rest[:size], rest[size:]
+        send(post, drain, *batch)
+        live = _cell_states()
+        assert _rebuilt() and _cell_states() == live
+    assert len(live[0]) == 180
+
+
+def test_a_late_reading_reads_the_readings_around_it_not_all_since(post, drain):
+    """A reading a hundred readings late reads the one before it and a few after it (the fold is
+    back on the stored states at once), not every reading since its time."""
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    send(post, drain, *[reading(200 - i, 80 + i % 3) for i in range(120)])  # high demand throughout
+    before = _cell_states()
+    with CaptureQueriesContext(connection) as ctx:
+        send(post, drain, reading(199.5, 79))  # 119 readings after it
+    reads = [
+        q["sql"]
+        for q in ctx.captured_queries
+        if q["sql"].startswith("SELECT") and "supplydemandreading" in q["sql"]
+    ]
+    assert reads and all("LIMIT" in sql for sql in reads)
+    after = _cell_states()
+    assert {k: v for k, v in after[0].items() if k in before[0]} == before[0]  # nothing else restated
+    assert after[1] == before[1]  # the snapshot still shows the latest reading
+    assert _rebuilt() and _cell_states() == after
+
+
 def test_readings_stored_without_a_state_are_replayed_from_the_start(post, drain):
     """Readings from before the states were kept (fold_status blank): a late reading falls back to
     replaying the whole cell and fills them in."""
