@@ -14,7 +14,8 @@ Issue 20's figures, all from one run and summed up at its end:
   CPU, PostgreSQL backend CPU per 1,000 events), the batch time at a tenth of the events stored and at
   the end (100k vs 1M by default), peak RSS; generation is outside the clock;
 - 2 workers: from empty tables, the same events with 2 worker processes (bench/parallel.py: generated
-  before the clock, batch i to worker i % 2, both started together, JSON decode of each batch counted),
+  before the clock, batch i to worker i % 2 — with --partitioned each event to the worker of its
+  entity, bench/parallel.py partition_of — both started together, JSON decode of each batch counted),
   rate = events stored / (last worker's end - start), CPU per 1,000 events of both workers and both
   backends, the largest worker's peak RSS; a worker that fails fails the run (non-zero exit);
 - each run's rate over the ceiling (the bar: ≥ 0.33 with 2 workers), and the per-event ORM baseline.
@@ -28,6 +29,7 @@ BENCH_SORT / BENCH_FILTER choose its sort and filter, BENCH_PROFILE_OUT=FILE kee
     .venv/bin/python bench/aggregate.py                       # 1,000,000 events, 1 then 2 workers
     .venv/bin/python bench/aggregate.py --batch 1000 --workers 1    # batches of 1,000, one worker only
     .venv/bin/python bench/aggregate.py --events 200000 --workers 2 # the 2-worker run only
+    .venv/bin/python bench/aggregate.py --events 200000 --partitioned   # 2 workers: events by entity
     .venv/bin/python bench/aggregate.py --smoke               # 20,000 events, seconds (CI)
 """
 
@@ -725,14 +727,17 @@ def run_parallel(args, workers: int, *, end: datetime, one: Run | None, ceiling:
             workers=workers,
             database=args.database,
             on_start=vacuum.start,
+            partitioned=args.partitioned,
         )
     finally:
         vacuum.stop()
     rate = out.events / out.seconds
     cpu = (out.python_cpu + out.pg_cpu) / out.events * 1e6
     versus = f", {rate / one.rate:.2f}x one worker" if one else ""
+    routing = "events by entity, --partitioned" if args.partitioned else "batch i to worker i % N"
     print(
-        f"{workers} workers:              {rate:,.0f} events/s ({out.events:,} events in {out.seconds:.1f} s{versus}); "
+        f"{workers} workers:              {rate:,.0f} events/s ({out.events:,} events in {out.seconds:.1f} s{versus}; "
+        f"{routing}); "
         f"pipeline / ceiling {rate / ceiling:.2f} (issue 20 bar: ≥ 0.33)"
     )
     print(
@@ -746,6 +751,10 @@ def run_parallel(args, workers: int, *, end: datetime, one: Run | None, ceiling:
         f"backends); a worker's running statement waited on a lock in {out.lock_waits:.0%} of the samples "
         "(pg_stat_activity every 0.1 s)"
     )
+    if out.deadlocks:
+        print(
+            f"  deadlocks:             {out.deadlocks} batches rolled back as a deadlock's victim, run again"
+        )
     for query, n in out.lock_statements:
         print(f"    waiting {n:>4}x: {query}")
     if vacuum.runs:
@@ -835,6 +844,12 @@ def parse_args() -> argparse.Namespace:
     )
     parser.add_argument(
         "--detail", action="store_true", help="split the refresh: window sums, row reads, snapshot upserts"
+    )
+    parser.add_argument(
+        "--partitioned",
+        action="store_true",
+        help="N > 1 workers: each event to worker partition_of(event, N) (its entity's CRC-32, as a stream "
+        "partitioned by entity hands them out) instead of batch i to worker i %% N",
     )
     args = parser.parse_args()
     if args.smoke:

@@ -2,23 +2,28 @@
 
 The batches are generated before the clock into one JSON-lines file per worker (batch i goes to worker
 i % N: two consumers of one Redis consumer group share batches the same way, so both write overlapping
-entities), then N processes of this script (`--worker FILE`) connect, report ready, and start together
-on a line from the parent. Each decodes its batches (as the stream worker decodes messages: counted) and
-runs pipeline.batch.process_batch on them; the rate is the events stored over the time from the start
-line to the last worker's end. Each worker reports its own CPU, its PostgreSQL backend's CPU (the server
+entities; with --partitioned, event e goes to worker partition_of(e, N), the CRC-32 of its entity, as a
+stream partitioned by entity with one consumer per partition would hand them out), then N processes of
+this script (`--worker FILE`) connect, report ready, and start together on a line from the parent. Each
+decodes its batches (as the stream worker decodes messages: counted) and runs
+pipeline.batch.process_batch on them; the rate is the events stored over the time from the start line to
+the last worker's end. Each worker reports its own CPU, its PostgreSQL backend's CPU (the server
 is local: /proc/<pid>/stat) and its peak RSS; a sampler of pg_stat_activity counts how often a worker's
-statement waits on a lock held by the other. A worker that fails ends the run (SystemExit).
+statement waits on a lock held by the other. A batch PostgreSQL rolls back as a deadlock victim is run
+again after a short pause (counted: `deadlocks`); any other failure of a worker ends the run (SystemExit).
 """
 
 from __future__ import annotations
 
 import json
 import os
+import random
 import resource
 import subprocess
 import sys
 import tempfile
 import time
+import zlib
 from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -28,6 +33,10 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULT = "RESULT "  # the line a worker ends with: its figures as JSON
+# A batch chosen as a deadlock's victim is run again after a short random pause (growing with the
+# attempts), up to this many attempts: an optimistic stand-in for the stream worker, which gets the
+# batch again only after STREAM_CLAIM_IDLE_MS. Counted and reported.
+DEADLOCK_ATTEMPTS = 20
 
 
 def backend_cpu(pid: int) -> float:
@@ -45,6 +54,7 @@ class Outcome:
     peak_rss_mb: float  # the largest worker's
     lock_waits: float  # of the samples of a worker backend busy on a statement, the share waiting on a lock
     lock_statements: list[tuple[str, int]]  # the statements most often found waiting, with their counts
+    deadlocks: int  # batches PostgreSQL rolled back as a deadlock's victim (each run again)
 
 
 class LockSampler:
@@ -89,14 +99,49 @@ class LockSampler:
         return self.waiting / self.active if self.active else 0.0
 
 
+def partition_of(event: dict[str, Any], partitions: int) -> int:
+    """The partition of an event's entity (ingest.schemas.partition_key: student, else tutor, else the
+    subject × region cell), as a stream partitioned by entity would place it: CRC-32 of the key, the
+    same in every process (Python's hash() of a str is salted per process)."""
+    from ingest.schemas import partition_key
+
+    return zlib.crc32(partition_key(event).encode("utf-8", "backslashreplace")) % partitions
+
+
 def pregenerate(
-    batches: Iterable[tuple[datetime, list[dict[str, Any]]]], workers: int, folder: Path
+    batches: Iterable[tuple[datetime, list[dict[str, Any]]]],
+    workers: int,
+    folder: Path,
+    *,
+    partitioned: bool = False,
 ) -> list[Path]:
+    """One JSON-lines file of batches per worker. Round-robin (default): batch i to worker i % N, as
+    one Redis consumer group shares batches. `partitioned`: each event to worker partition_of(event, N),
+    in batches of the generated batches' size, each with the clock of the batch that filled it."""
     files = [folder / f"worker{k}.jsonl" for k in range(workers)]
     handles = [f.open("w") for f in files]
+
+    def write(k: int, now: datetime, events: list[dict[str, Any]]) -> None:
+        handles[k].write(json.dumps({"now": now.isoformat(), "events": events}) + "\n")
+
     try:
-        for i, (now, events) in enumerate(batches):
-            handles[i % workers].write(json.dumps({"now": now.isoformat(), "events": events}) + "\n")
+        if not partitioned:
+            for i, (now, events) in enumerate(batches):
+                write(i % workers, now, events)
+            return files
+        pending: list[list[dict[str, Any]]] = [[] for _ in range(workers)]
+        size, last = 0, None
+        for now, events in batches:
+            size, last = max(size, len(events)), now
+            for e in events:
+                k = partition_of(e, workers)
+                pending[k].append(e)
+                if len(pending[k]) >= size:
+                    write(k, now, pending[k])
+                    pending[k] = []
+        for k, rest in enumerate(pending):
+            if rest and last is not None:
+                write(k, last, rest)
     finally:
         for h in handles:
             h.close()
@@ -109,12 +154,14 @@ def run(
     workers: int,
     database: str,
     on_start: Callable[[], None] | None = None,
+    partitioned: bool = False,
 ) -> Outcome:
     """Process these batches with `workers` processes on the (migrated, empty) bench database;
     `on_start` runs in this process once the workers are told to start (the vacuum stand-in). A worker
-    that fails stops the others and the run: SystemExit, non-zero."""
+    that fails stops the others and the run: SystemExit, non-zero. `partitioned`: events go to workers by
+    entity (pregenerate), not batch by batch."""
     with tempfile.TemporaryDirectory() as tmp:
-        files = pregenerate(batches, workers, Path(tmp))
+        files = pregenerate(batches, workers, Path(tmp), partitioned=partitioned)
         procs = [
             subprocess.Popen(
                 [sys.executable, str(Path(__file__)), "--worker", str(f), "--database", database],
@@ -161,6 +208,7 @@ def run(
         peak_rss_mb=max(r["peak_rss_mb"] for r in results),
         lock_waits=lock_waits,
         lock_statements=locks.statements.most_common(3),
+        deadlocks=sum(r["deadlocks"] for r in results),
     )
 
 
@@ -192,7 +240,8 @@ def worker(path: str, database: str) -> None:
     from aggregate import connect_django
 
     connect_django(database)
-    from django.db import connection
+    from django.db import OperationalError, connection
+    from psycopg.errors import DeadlockDetected
 
     from ingest.worker import settle_process
     from pipeline.batch import process_batch
@@ -205,14 +254,23 @@ def worker(path: str, database: str) -> None:
     if sys.stdin.readline().strip() != "go":
         raise SystemExit("bench worker: no start line")
     cpu0, pg0 = time.process_time(), backend_cpu(backend)
-    stored = 0
+    stored = deadlocks = 0
     with open(path) as f:
         for line in f:
             batch = json.loads(line)
-            stored += process_batch(batch["events"], now=datetime.fromisoformat(batch["now"])).new
+            for attempt in range(DEADLOCK_ATTEMPTS):
+                try:
+                    stored += process_batch(batch["events"], now=datetime.fromisoformat(batch["now"])).new
+                    break
+                except OperationalError as exc:  # rolled back whole: the batch is simply run again
+                    if not isinstance(exc.__cause__, DeadlockDetected) or attempt + 1 == DEADLOCK_ATTEMPTS:
+                        raise
+                    deadlocks += 1
+                    time.sleep(random.uniform(0, 0.05 * (attempt + 1)))  # out of step with the other
     finished = time.time()
     result = {
         "events": stored,
+        "deadlocks": deadlocks,
         "finished": finished,
         "python_cpu": time.process_time() - cpu0,
         "pg_cpu": backend_cpu(backend) - pg0,
