@@ -19,7 +19,7 @@ from metrics.services.balance import apply_supply_demand
 from metrics.services.buckets import fold_buckets
 from metrics.services.reports import AVAILABILITY, HEALTH
 from metrics.services.sessions import fold_facts, session_deltas
-from metrics.services.snapshots import Touched, snapshots_ensure
+from metrics.services.snapshots import Touched, snapshots_ensure, snapshots_lock
 
 
 def fold_events(events: list[dict[str, Any]], *, now: datetime, refresh: bool = True) -> Touched:
@@ -41,6 +41,8 @@ def fold_events(events: list[dict[str, Any]], *, now: datetime, refresh: bool = 
     fold_facts(outcome)
     if not refresh:
         snapshots_ensure(students=touched.students, tutors=touched.tutors, now=now)
+    else:
+        snapshots_lock(students=touched.students, tutors=touched.tutors)
     touched.health_reported = HEALTH.apply(events, now)
     AVAILABILITY.apply(events, now)
     touched.subject_regions = apply_supply_demand(events, now)

@@ -7,11 +7,14 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from types import SimpleNamespace
 
+from django.db import connection
 from django.db.models import Q
 
+from iops.lib.sql import pg_execute
 from metrics.models import StudentSnapshot, TutorSnapshot
 from metrics.services.cells import Cell, subject_regions_refresh
 from metrics.services.columns import STUDENT_TABLE, TUTOR_TABLE
+from metrics.services.db import vendor_c
 from metrics.services.students import refresh_students
 from metrics.services.tutors import refresh_tutors
 
@@ -38,6 +41,25 @@ def snapshots_refresh(
     """Recompute the windowed part of snapshots for these entities as of `now` (windows decay),
     creating missing rows. Returns each entity's alert-rule inputs as written."""
     return refresh_students(sorted(students), now), refresh_tutors(sorted(tutors), now)
+
+
+def snapshots_lock(*, students: set[str], tutors: set[str]) -> None:
+    """Lock the stored snapshot rows a batch writes, students then tutors, each in id order, before
+    its first snapshot write (PostgreSQL). A batch writes both tables twice: the platform's readings
+    (health, availability), then the refresh. Each pass is in id order, but two passes are not one
+    order: two workers sharing students or tutors deadlocked (one batch rolled back and read again
+    after STREAM_CLAIM_IDLE_MS; bench/aggregate.py --partitioned: 20-34 deadlocks a run). Rows
+    created later in the batch are new keys, inserted in id order by each pass."""
+    if connection.vendor != "postgresql":
+        return  # SQLite: one writer at a time
+    for table, ids in ((STUDENT_TABLE, students), (TUTOR_TABLE, tutors)):
+        if ids:
+            key = connection.ops.quote_name(table.key)
+            pg_execute(
+                f"SELECT 1 FROM {connection.ops.quote_name(table.model._meta.db_table)} "  # noqa: S608 - model metadata
+                f"WHERE {key} = ANY(%b::varchar[]) ORDER BY {vendor_c(key)} FOR UPDATE",
+                [sorted(ids)],
+            )
 
 
 def snapshots_ensure(*, students: set[str], tutors: set[str], now: datetime) -> None:

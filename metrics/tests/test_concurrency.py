@@ -150,3 +150,65 @@ def test_workers_in_different_shards_fold_the_same_minute_without_waiting(monkey
     outcomes = fold_together(monkeypatch, (3, 3))
     assert any(isinstance(o, OperationalError) and "lock timeout" in str(o) for o in outcomes), outcomes
     assert minute.aggregate(n=Sum("ib_calls"))["n"] == 10  # neither committed: the other's wait was cut
+
+
+def crossing(worker: int) -> list[dict]:
+    """A tutor's availability and a session with the other worker's tutor: each batch writes its own
+    tutor's snapshot first (the reading), then both tutors' (the refresh)."""
+    mine, theirs = f"tut_x{worker}", f"tut_x{1 - worker}"
+    at = (NOW - timedelta(hours=1)).isoformat()
+    return [
+        {
+            "event_id": f"x{worker}_availability",
+            "event_type": "tutor_availability_updated",
+            "timestamp": at,
+            "received_at": NOW.isoformat(),
+            "payload": {"tutor_id": mine, "available_hours_this_week": 20.0, "subjects": ["Physics"]},
+        },
+        {
+            "event_id": f"x{worker}_completed",
+            "event_type": "session_completed",
+            "timestamp": at,
+            "received_at": NOW.isoformat(),
+            "payload": {
+                "session_id": f"sx{worker}",
+                "student_id": f"stu_x{worker}",
+                "tutor_id": theirs,
+                "completed_successfully": True,
+            },
+        },
+    ]
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_batches_whose_readings_and_refreshes_cross_do_not_deadlock(monkeypatch):
+    """Two workers each report one tutor's availability and complete a session of the other's tutor,
+    with their readings written before either refreshes: neither batch is rolled back as a deadlock
+    victim, and both tutors end with both batches' figures."""
+    import threading
+
+    from metrics.models import TutorSnapshot
+    from metrics.services import fold as fold_module
+    from pipeline.batch import process_batch
+
+    if connection.vendor != "postgresql":
+        pytest.skip("concurrent transactions: PostgreSQL")
+    for worker in range(2):  # the tutors' snapshot rows exist, as for any tutor seen before
+        process_batch([{**e, "event_id": f"seed_{e['event_id']}"} for e in crossing(worker)[:1]], now=NOW)
+    apply = fold_module.AVAILABILITY.apply
+    both_read = threading.Barrier(2)
+
+    class Paused:
+        """The availability reading, then a wait until the other worker wrote its own."""
+
+        def apply(self, events, now):
+            written = apply(events, now)
+            with __import__("contextlib").suppress(threading.BrokenBarrierError):
+                both_read.wait(timeout=3)
+            return written
+
+    monkeypatch.setattr(fold_module, "AVAILABILITY", Paused())
+    race(*[lambda w=w: process_batch(crossing(w), now=NOW) for w in range(2)])
+    sessions = dict(TutorSnapshot.objects.values_list("tutor_id", "sessions_7d"))
+    assert sessions == {"tut_x0": 1, "tut_x1": 1}
