@@ -6,6 +6,7 @@ from __future__ import annotations
 import gc
 import logging
 import os
+import random
 import socket
 import threading
 import time
@@ -24,6 +25,11 @@ logger = logging.getLogger(__name__)
 
 TRANSIENT = (OperationalError, InterfaceError, StreamUnavailable)
 
+# A batch the database rolled back for a conflict with another worker's transaction (it lost a
+# deadlock, or a serialization failure) is run again at once, after a short random pause, up to this
+# many times in all, before the loop's outage handling leaves it to redelivery (STREAM_CLAIM_IDLE_MS).
+CONFLICT_ATTEMPTS = 3
+
 # A slice of redelivered messages whose worker died is retried in this many pieces (ingest.worker
 # StreamWorker._settle_suspects).
 SUSPECT_SPLIT = 16
@@ -35,6 +41,14 @@ BATCH_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 
 def _events(deliveries: list[Delivery]) -> list[dict[str, Any]]:
     """The event bodies of decoded deliveries (undecodable ones are dead-lettered before processing)."""
     return [d.event for d in deliveries if d.event is not None]
+
+
+def rolled_back_by_conflict(exc: BaseException) -> bool:
+    """The database ended the transaction for a conflict with a concurrent one (deadlock victim,
+    serialization failure): running it again is expected to succeed."""
+    return str(getattr(exc.__cause__, "sqlstate", None) or "").startswith(
+        "40"
+    )  # class 40: transaction rollback
 
 
 def batch_request_id(events: list[dict]) -> str:
@@ -131,7 +145,18 @@ class StreamWorker:
         token = request_id_var.set(batch_request_id(events))
         started = time.perf_counter()
         try:
-            process_batch(events, now=timezone.now())
+            for attempt in range(1, CONFLICT_ATTEMPTS + 1):
+                try:
+                    process_batch(events, now=timezone.now())
+                    return
+                except OperationalError as exc:
+                    if attempt == CONFLICT_ATTEMPTS or not rolled_back_by_conflict(exc):
+                        raise
+                    logger.warning(
+                        "batch rolled back by a conflict with another worker; running it again",
+                        extra={"attempt": attempt, "events": len(events), "error": str(exc)[:200]},
+                    )
+                    time.sleep(random.uniform(0.05, 0.25) * attempt)  # noqa: S311 - spreading retries
         finally:
             self._observe(time.perf_counter() - started)
             request_id_var.reset(token)

@@ -196,6 +196,75 @@ def test_postgres_connection_dropped_mid_batch_is_retried_not_lost_or_doubled(se
     assert WorkerHeartbeat.objects.get().processed == n
 
 
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_a_batch_that_loses_a_deadlock_is_run_again_at_once(settings, post, monkeypatch):
+    """Another transaction takes a student's snapshot row and then waits for the batch's bucket row
+    while the batch waits for the snapshot row: PostgreSQL rolls the batch back as the deadlock's
+    victim. The worker runs it again at once (not after STREAM_CLAIM_IDLE_MS): every event is
+    processed once, within seconds."""
+    import psycopg
+    from django.db import connection
+    from django.db.models import Sum
+
+    import ingest.worker
+    from ingest.models import Event
+    from ingest.worker import StreamWorker
+    from metrics.models import StudentHourly
+
+    if connection.vendor != "postgresql":
+        pytest.skip("a deadlock needs PostgreSQL")
+    attempts = []
+    real = ingest.worker.process_batch
+
+    def counted(events, *, now):
+        attempts.append(len(events))
+        return real(events, now=now)
+
+    settings.STREAM_CLAIM_IDLE_MS = 600_000  # a redelivery would come far too late for this test
+    at = "2026-03-20T11:30:00+00:00"
+    assert post({"events": [event("ib_call_logged", student_id="s_dl", timestamp=at)]}).status_code == 202
+    StreamWorker(block_ms=0).run_once()  # the student's bucket and snapshot rows exist
+    n = 5
+    assert (
+        post(
+            {"events": [event("ib_call_logged", student_id="s_dl", timestamp=at) for _ in range(n)]}
+        ).status_code
+        == 202
+    )
+    db = connection.settings_dict
+    dsn = f"host={db['HOST']} port={db['PORT'] or 5432} user={db['USER']} dbname={db['NAME']}"
+    blocked, fired = threading.Event(), threading.Event()
+
+    def other() -> None:
+        with psycopg.connect(dsn) as conn:  # one transaction, rolled back on leaving
+            conn.execute("SET deadlock_timeout = '30s'")  # the batch (1 s) detects the deadlock first
+            conn.execute("SELECT 1 FROM metrics_studentsnapshot WHERE student_id = 's_dl' FOR UPDATE")
+            blocked.set()
+            conn.execute("SELECT 1 FROM metrics_studenthourly WHERE student_id = 's_dl' FOR UPDATE")
+            conn.rollback()
+
+    def interleave(execute, sql, params, many, context):
+        result = execute(sql, params, many, context)
+        if not fired.is_set() and sql.startswith('INSERT INTO "metrics_studenthourly"'):
+            fired.set()  # the batch holds the bucket row: the other transaction takes the snapshot row
+            threading.Thread(target=other, daemon=True).start()
+            assert blocked.wait(5)
+            time.sleep(0.3)  # and is waiting for the bucket row
+        return result
+
+    monkeypatch.setattr(ingest.worker, "process_batch", counted)
+    worker = StreamWorker(block_ms=0)
+    started = time.monotonic()
+    with connection.execute_wrapper(interleave):
+        worker.run_once()
+    assert fired.is_set()
+    assert attempts == [n, n]  # rolled back once, then run again whole
+    assert time.monotonic() - started < 20
+    assert Event.objects.count() == n + 1 and worker.processed == n
+    assert StudentHourly.objects.aggregate(s=Sum("ib_calls"))["s"] == n + 1
+
+
 def _sqlite_counts(db) -> dict[str, int]:
     with sqlite3.connect(db, timeout=10) as conn:
         one = lambda sql: conn.execute(sql).fetchone()[0]  # noqa: E731
