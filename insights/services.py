@@ -165,8 +165,27 @@ def _snapshots(entity_type: str, ids: set[str]) -> dict[str, dict[str, Any]]:
     return rows
 
 
+# What is read of an entity's latest insight: what the cache decides on (features_moved, same_story:
+# features, risk, level, drivers; _reuse: alert_id, cached_from) and what callers read of the insights
+# they get back (insights_score_riskiest: scored_at). The text and the actions are loaded only for the
+# insights copied (_reuse).
+_DECIDING = (
+    "id",
+    "entity_type",
+    "entity_id",
+    "alert_id",
+    "cached_from_id",
+    "risk",
+    "level",
+    "drivers",
+    "features",
+    "scored_at",
+)
+
+
 def _latest_cached(entity_type: str, ids: set[str], *, now: datetime) -> dict[str, Insight]:
-    """Each entity's latest insight inside the cache window, in one read (none when the cache is off)."""
+    """Each entity's latest insight inside the cache window, in one read (none when the cache is off);
+    only its _DECIDING columns (the others are deferred)."""
     minutes = settings.INSIGHTS_CACHE_MINUTES
     if minutes <= 0 or not ids:
         return {}
@@ -177,17 +196,20 @@ def _latest_cached(entity_type: str, ids: set[str], *, now: datetime) -> dict[st
         # scores (the estimate for "scored in the last hour" is then a handful of rows): that read
         # grew with the insights of the whole cache window, 3 → 21 ms per batch at 300k events.
         table = Insight._meta.db_table
+        columns = ", ".join(f"x.{connection.ops.quote_name(c)}" for c in _DECIDING)
         found = Insight.objects.raw(
             "SELECT i.* FROM unnest(%s::varchar[]) AS e(entity_id) CROSS JOIN LATERAL ("  # noqa: S608 - model metadata
-            f"SELECT * FROM {connection.ops.quote_name(table)} AS x WHERE x.entity_type = %s "
+            f"SELECT {columns} FROM {connection.ops.quote_name(table)} AS x WHERE x.entity_type = %s "
             "AND x.entity_id = e.entity_id AND x.scored_at >= %s ORDER BY x.scored_at DESC, x.id DESC LIMIT 1) i",
             [sorted(ids), entity_type, since],
         )
         return {insight.entity_id: insight for insight in found}
     latest: dict[str, Insight] = {}
-    for insight in Insight.objects.filter(
-        entity_type=entity_type, entity_id__in=ids, scored_at__gte=since
-    ).order_by("entity_id", "-scored_at", "-pk"):
+    for insight in (
+        Insight.objects.filter(entity_type=entity_type, entity_id__in=ids, scored_at__gte=since)
+        .order_by("entity_id", "-scored_at", "-pk")
+        .only(*(f.removesuffix("_id") if f.startswith("cached_from") else f for f in _DECIDING))
+    ):
         latest.setdefault(insight.entity_id, insight)
     return latest
 
