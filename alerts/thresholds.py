@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from django.conf import settings
+from django.core.signals import setting_changed
 from django.db import DatabaseError, transaction
 
 logger = logging.getLogger(__name__)
@@ -59,18 +60,33 @@ ORDERED = (
 
 _lock = threading.Lock()
 _cache: dict = {"checked": float("-inf"), "version": None, "values": {}}
+# The fast path of `get`: (fresh until, on time.monotonic's clock; {name: effective value}), made at each
+# refresh. One tuple, swapped whole: reading it needs no lock (a reference read is atomic), and while
+# it is fresh a read is a clock read and a dict lookup, no settings read (the rules ask per entity).
+_NEVER: tuple[float, dict[str, float]] = (float("-inf"), {})
+_fresh: tuple[float, dict[str, float]] = _NEVER
 
 
 def default(name: str) -> float:
     return getattr(settings, name)
 
 
-def _refresh() -> dict:
-    """The overrides, re-read (one query) when the TTL has passed."""
+def _merged(overrides: dict) -> dict[str, float]:
+    """Every threshold's effective value: the override, else the environment's default."""
+    return {
+        name: default(name) if (value := overrides.get(name)) is None else spec.kind(value)
+        for name, spec in SPECS.items()
+    }
+
+
+def _refresh() -> dict[str, float]:
+    """The effective values, the overrides re-read (one query) when the TTL has passed."""
+    global _fresh
     now = time.monotonic()
+    ttl = settings.THRESHOLDS_CACHE_SECONDS
     with _lock:
-        if now - _cache["checked"] < settings.THRESHOLDS_CACHE_SECONDS:
-            return _cache["values"]
+        if now - _cache["checked"] < ttl:  # another thread is re-reading them: the values held meanwhile
+            return _merged(_cache["values"])
         _cache["checked"] = now
     from alerts.models import ThresholdSet
 
@@ -81,14 +97,19 @@ def _refresh() -> dict:
             _cache["version"], _cache["values"] = version, {k: v for k, v in values.items() if k in SPECS}
     except DatabaseError:  # e.g. before migrations: the environment's values, and retry after the TTL
         logger.warning("alert thresholds not readable; using the environment's", exc_info=True)
-    return _cache["values"]
+    with _lock:
+        merged = _merged(_cache["values"])
+        if _cache["checked"] == now:  # no invalidate() in between: fresh for the TTL
+            _fresh = (now + ttl, merged)
+    return merged
 
 
 def get(name: str) -> float:
     """The effective value of one threshold: the admin's override, else the environment's default."""
-    spec = SPECS[name]
-    value = _refresh().get(name)
-    return default(name) if value is None else spec.kind(value)
+    until, values = _fresh
+    if time.monotonic() < until:
+        return values[name]
+    return _refresh()[name]
 
 
 def health_cuts() -> tuple[float, float]:
@@ -98,8 +119,20 @@ def health_cuts() -> tuple[float, float]:
 
 def invalidate() -> None:
     """Forget this process's copy (after a save here, and between tests)."""
+    global _fresh
     with _lock:
         _cache.update(checked=float("-inf"), version=None, values={})
+        _fresh = _NEVER
+
+
+def _setting_changed(*, setting: str, **kwargs: object) -> None:
+    """The effective values hold the environment's defaults and the TTL: a changed setting (override_settings,
+    pytest-django's `settings`) is seen at the next read."""
+    if setting in SPECS or setting == "THRESHOLDS_CACHE_SECONDS":
+        invalidate()
+
+
+setting_changed.connect(_setting_changed, dispatch_uid="alerts.thresholds")
 
 
 def effective(overrides: dict) -> dict[str, float]:

@@ -12,7 +12,7 @@ from typing import Any
 
 from django.conf import settings
 from django.db import connection, transaction
-from django.db.models import Q
+from django.db.models import BigIntegerField, Case, Q, Value, When
 
 from alerts.thresholds import health_cuts
 from insights import bedrock, local_model
@@ -58,27 +58,82 @@ _REUSED = (
 )
 
 
-def _reuse(cached: Insight, *, alert_id: int | None) -> Insight:
-    """The cached insight answers this alert too. The alert gets a row of its own: the cached one
-    itself when it has no alert yet, else a copy (cached_from = the scored original), so whatever
-    looks an alert's insight up by alert_id (API, drawer, notifications) finds it."""
-    if alert_id is None or cached.alert_id == alert_id:
-        return cached
-    if cached.alert_id is None and Insight.objects.filter(pk=cached.pk, alert_id__isnull=True).update(
-        alert_id=alert_id
-    ):
-        cached.alert_id = alert_id
-        _publish(cached)
-        return cached
-    original = cached.cached_from_id or cached.pk
-    existing = Insight.objects.filter(Q(pk=original) | Q(cached_from_id=original), alert_id=alert_id).first()
-    if existing is not None:  # the alert already has it (a redelivered task)
-        return existing
-    copy = Insight.objects.create(
-        **{name: getattr(cached, name) for name in _REUSED}, alert_id=alert_id, cached_from_id=original
-    )
-    _publish(copy)
-    return copy
+def _reuse(later: list[tuple[int, Insight, int | None]]) -> dict[int, Insight]:
+    """Cached insights (or this batch's) answer these alerts too: [(item index, insight, alert id)], in
+    the items' order; the answer of each index. An alert gets a row of its own, so whatever looks an
+    alert's insight up by alert_id (API, drawer, notifications) finds it: the insight itself when it has
+    no alert yet (claimed by a conditional UPDATE: only while its alert_id is still NULL), else a copy
+    (cached_from = the scored original) — the one the alert already has (a redelivered task), else a new
+    one. Decided first, then written in a few statements however many items: one UPDATE of the claims,
+    one read of the existing copies and of the sources' full rows, one INSERT of the new copies, one push."""
+    out: dict[int, Insight] = {}
+    claims: dict[int, tuple[Insight, int]] = {}  # pk → (the insight, the alert it is to answer)
+    claiming: list[tuple[int, Insight, int]] = []  # answered by a claim, if the UPDATE wins it
+    copying: list[tuple[int, Insight, int]] = []
+    for i, insight, alert_id in later:
+        claim = claims.get(insight.pk)
+        current = insight.alert_id if claim is None else claim[1]
+        if alert_id is None or (current == alert_id and claim is None):
+            out[i] = insight
+        elif current == alert_id:
+            claiming.append((i, insight, alert_id))
+        elif current is None:
+            claims[insight.pk] = (insight, alert_id)
+            claiming.append((i, insight, alert_id))
+        else:
+            copying.append((i, insight, alert_id))
+    published: list[Insight] = []
+    if claims:
+        won = set(claims)
+        when = [When(pk=pk, then=Value(alert_id)) for pk, (_insight, alert_id) in claims.items()]
+        updated = Insight.objects.filter(pk__in=claims, alert_id__isnull=True).update(
+            alert_id=Case(*when, output_field=BigIntegerField())
+        )
+        if updated < len(claims):  # another worker answered some alerts with them meanwhile
+            now_held = dict(Insight.objects.filter(pk__in=claims).values_list("pk", "alert_id"))
+            won = {pk for pk, (_insight, alert_id) in claims.items() if now_held.get(pk) == alert_id}
+        for pk in won:
+            insight, alert_id = claims[pk]
+            insight.alert_id = alert_id
+            published.append(insight)
+        for i, insight, alert_id in claiming:
+            if insight.pk in won:
+                out[i] = insight
+            else:  # lost (or held for this alert already: the copy read below finds the row itself)
+                copying.append((i, insight, alert_id))
+    if copying:
+        copying.sort(key=lambda item: item[0])
+        pairs = {(insight.cached_from_id or insight.pk, alert_id) for _i, insight, alert_id in copying}
+        originals = {original for original, _alert_id in pairs}
+        sources = {insight.pk for _i, insight, _alert_id in copying}
+        rows = Insight.objects.filter(
+            Q(pk__in=originals | sources)
+            | Q(cached_from_id__in=originals, alert_id__in={alert_id for _o, alert_id in pairs})
+        ).order_by("-scored_at", "pk")
+        existing: dict[tuple[int | None, int | None], Insight] = {}
+        full: dict[int, Insight] = {}
+        for row in rows:
+            full[row.pk] = row
+            for pair in ((row.pk, row.alert_id), (row.cached_from_id, row.alert_id)):
+                if pair in pairs:
+                    existing.setdefault(pair, row)
+        copies: dict[tuple[int, int], Insight] = {}
+        for i, insight, alert_id in copying:
+            pair = (insight.cached_from_id or insight.pk, alert_id)
+            if pair in existing:  # the alert already has it (a redelivered task)
+                out[i] = existing[pair]
+                continue
+            if pair not in copies:
+                source = full.get(insight.pk, insight)
+                copies[pair] = Insight(
+                    **{name: getattr(source, name) for name in _REUSED},
+                    alert_id=alert_id,
+                    cached_from_id=pair[0],
+                )
+            out[i] = copies[pair]
+        published += create_objects(model=Insight, objs=list(copies.values()))
+    _publish(*published)
+    return out
 
 
 def insight_score(
@@ -110,8 +165,27 @@ def _snapshots(entity_type: str, ids: set[str]) -> dict[str, dict[str, Any]]:
     return rows
 
 
+# What is read of an entity's latest insight: what the cache decides on (features_moved, same_story:
+# features, risk, level, drivers; _reuse: alert_id, cached_from) and what callers read of the insights
+# they get back (insights_score_riskiest: scored_at). The text and the actions are loaded only for the
+# insights copied (_reuse).
+_DECIDING = (
+    "id",
+    "entity_type",
+    "entity_id",
+    "alert_id",
+    "cached_from_id",
+    "risk",
+    "level",
+    "drivers",
+    "features",
+    "scored_at",
+)
+
+
 def _latest_cached(entity_type: str, ids: set[str], *, now: datetime) -> dict[str, Insight]:
-    """Each entity's latest insight inside the cache window, in one read (none when the cache is off)."""
+    """Each entity's latest insight inside the cache window, in one read (none when the cache is off);
+    only its _DECIDING columns (the others are deferred)."""
     minutes = settings.INSIGHTS_CACHE_MINUTES
     if minutes <= 0 or not ids:
         return {}
@@ -122,17 +196,20 @@ def _latest_cached(entity_type: str, ids: set[str], *, now: datetime) -> dict[st
         # scores (the estimate for "scored in the last hour" is then a handful of rows): that read
         # grew with the insights of the whole cache window, 3 → 21 ms per batch at 300k events.
         table = Insight._meta.db_table
+        columns = ", ".join(f"x.{connection.ops.quote_name(c)}" for c in _DECIDING)
         found = Insight.objects.raw(
             "SELECT i.* FROM unnest(%s::varchar[]) AS e(entity_id) CROSS JOIN LATERAL ("  # noqa: S608 - model metadata
-            f"SELECT * FROM {connection.ops.quote_name(table)} AS x WHERE x.entity_type = %s "
+            f"SELECT {columns} FROM {connection.ops.quote_name(table)} AS x WHERE x.entity_type = %s "
             "AND x.entity_id = e.entity_id AND x.scored_at >= %s ORDER BY x.scored_at DESC, x.id DESC LIMIT 1) i",
             [sorted(ids), entity_type, since],
         )
         return {insight.entity_id: insight for insight in found}
     latest: dict[str, Insight] = {}
-    for insight in Insight.objects.filter(
-        entity_type=entity_type, entity_id__in=ids, scored_at__gte=since
-    ).order_by("entity_id", "-scored_at", "-pk"):
+    for insight in (
+        Insight.objects.filter(entity_type=entity_type, entity_id__in=ids, scored_at__gte=since)
+        .order_by("entity_id", "-scored_at", "-pk")
+        .only(*(f.removesuffix("_id") if f.startswith("cached_from") else f for f in _DECIDING))
+    ):
         latest.setdefault(insight.entity_id, insight)
     return latest
 
@@ -251,8 +328,10 @@ def insights_score_alerts(*, items: list[tuple[str, str, int | None]], now: date
     for insight in created:
         _log_scored(insight)
     _publish(*created)
-    for i, key, alert_id in later:
-        out[i] = _reuse(fresh.get(key) or cached[key], alert_id=alert_id)
+    for i, insight in _reuse(
+        [(i, fresh.get(key) or cached[key], alert_id) for i, key, alert_id in later]
+    ).items():
+        out[i] = insight
     return [insight for insight in out if insight is not None]
 
 

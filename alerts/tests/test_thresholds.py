@@ -109,3 +109,14 @@ def test_another_workers_change_is_seen_after_the_ttl_with_one_query_per_ttl(
     clock[0] += 0.2
     with django_assert_num_queries(1):  # one row read per TTL, not per event
         assert thresholds.get("ALERT_TUTOR_RATING") == 4.2
+
+
+def test_a_changed_setting_is_seen_at_once_under_a_warm_cache(settings, django_assert_num_queries):
+    """The cached effective values hold the environment's defaults: override_settings (the `settings`
+    fixture) reaches the next read, as an admin save does in its own process."""
+    ThresholdSet.objects.create(pk=1, values={"ALERT_TUTOR_RATING": 4.2}, version=1)
+    assert thresholds.get("ALERT_TUTOR_MIN_RATED") == settings.ALERT_TUTOR_MIN_RATED
+    settings.ALERT_TUTOR_MIN_RATED = settings.ALERT_TUTOR_MIN_RATED + 7
+    assert thresholds.get("ALERT_TUTOR_MIN_RATED") == settings.ALERT_TUTOR_MIN_RATED
+    with django_assert_num_queries(0):  # the override still held, no read per call
+        assert all(thresholds.get("ALERT_TUTOR_RATING") == 4.2 for _ in range(100))

@@ -311,6 +311,43 @@ def test_a_batchs_alerts_are_scored_together_in_a_few_statements(
     assert [Insight.objects.get(pk=pk).entity_id for pk in ids] == ["stu_b3"]
 
 
+def test_alerts_answered_from_the_cache_take_a_few_statements_and_no_duplicates(
+    post, drain, django_capture_on_commit_callbacks, django_assert_max_num_queries, settings
+):
+    """Twenty cached insights answer new alerts in one task: those without an alert take it (claimed),
+    the others are copied for it (cached_from); redelivered, the task finds them and writes nothing.
+    However many alerts, a constant number of statements."""
+    settings.INSIGHTS_CACHE_MINUTES = 30
+    students = [f"stu_r{i}" for i in range(20)]
+    send(
+        post,
+        drain,
+        django_capture_on_commit_callbacks,
+        *[event("customer_health_update", student_id=s, health_score=30 + i) for i, s in enumerate(students)],
+    )
+    scored = {i.entity_id: i for i in Insight.objects.filter(entity_id__in=students)}
+    assert len(scored) == 20 and all(i.alert_id is not None for i in scored.values())
+    unlinked = students[:10]  # as if the beat had scored them: no alert yet
+    Insight.objects.filter(entity_id__in=unlinked).update(alert_id=None)
+    items = [["student", s, 900_000 + n] for n, s in enumerate(students)]
+    with django_assert_max_num_queries(6):
+        ids = score_alerts.apply(args=(items,)).get()
+    got = {i.pk: i for i in Insight.objects.filter(pk__in=ids)}
+    assert [(got[pk].entity_id, got[pk].alert_id) for pk in ids] == [(s, a) for _, s, a in items]
+    for pk, (_, student, _alert) in zip(ids, items, strict=True):
+        original = scored[student].pk
+        if student in unlinked:  # claimed: the scored insight itself
+            assert pk == original and got[pk].cached_from_id is None
+        else:  # copied: the scored insight keeps its alert
+            assert pk != original and got[pk].cached_from_id == original
+            assert got[pk].explanation == scored[student].explanation and got[pk].risk == scored[student].risk
+    # Redelivered (and a second alert for one student in the same task): the same rows, one new copy.
+    again = [*items, ["student", students[0], 999_999]]
+    with django_assert_max_num_queries(6):
+        assert score_alerts.apply(args=(again,)).get()[:20] == ids
+    assert Insight.objects.filter(entity_id__in=students).count() == 20 + 10 + 1
+
+
 def test_a_failing_alert_does_not_cost_the_others_their_insights(
     post, drain, django_capture_on_commit_callbacks, monkeypatch, caplog
 ):
