@@ -109,7 +109,11 @@ def apply_supply_demand(events: list[dict[str, Any]], now: datetime) -> set[Cell
         if snaps[cell].reported_at is not None
         and readings[0].order() < (snaps[cell].reported_at, snaps[cell].report_event_id)
     }
-    around = _around([r for readings in late.values() for r in readings])
+    # Only the readings older than their cell's latest need what is stored around them: one at or after
+    # it follows the latest, which the snapshot holds (_fold_late).
+    around = _around(
+        [r for cell, readings in late.items() for r in readings if r.order() < _latest_order(snaps[cell])]
+    )
     written = _Written()
     for cell, readings in sorted(by_cell.items()):
         snap = snaps[cell]
@@ -255,8 +259,9 @@ def _fold_late(
     known: dict[str, FoldState] = {}
     cut: set[str] = set()  # more readings are stored after these than were read
     stored: dict[str, Reading] = {}
+    latest = _latest_reading(snap)
     for r in readings:
-        a = around[r.event_id]
+        a = around.get(r.event_id) or _Around((latest, FoldState.of(snap)), [])
         for reading, state in [*([a.before] if a.before else []), *a.after[:AROUND]]:
             stored[reading.event_id], known[reading.event_id] = reading, state
         if len(a.after) > AROUND:
@@ -295,6 +300,27 @@ def _fold_late(
     written.new.extend(new)
     written.restated.extend(restated)
     return True
+
+
+def _latest_order(snap: SubjectRegionSnapshot) -> tuple[datetime, str]:
+    assert snap.reported_at is not None  # noqa: S101 - a late cell has a reading
+    return (snap.reported_at, snap.report_event_id)
+
+
+def _latest_reading(snap: SubjectRegionSnapshot) -> Reading:
+    """The cell's latest stored reading as the snapshot holds it (stepping a reading copies it there)."""
+    assert snap.reported_at is not None  # noqa: S101 - a late cell has a reading
+    return Reading(
+        event_id=snap.report_event_id,
+        subject=snap.subject,
+        region=snap.region,
+        reported_at=snap.reported_at,
+        demand_score=snap.platform_demand_score,
+        supply_score=snap.platform_supply_score,
+        available_tutors=snap.platform_available_tutors,
+        active_students=snap.platform_active_students,
+        balance_status=snap.platform_balance_status,
+    )
 
 
 def _undo(snap: SubjectRegionSnapshot, original: dict[str, Any]) -> bool:
